@@ -1,0 +1,84 @@
+#include "app/cli_args.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+
+#include "engine/error.h"
+
+namespace lumen::cli {
+
+Args::Args(const std::vector<std::string>& argv, const std::set<std::string>& valued,
+           const std::set<std::string>& flags, const std::set<std::string>& repeatable) {
+    for (std::size_t i = 0; i < argv.size(); ++i) {
+        const std::string& arg = argv[i];
+        if (arg.rfind("--", 0) != 0 || arg == "--") {
+            positional_.push_back(arg);
+            continue;
+        }
+        std::string name = arg.substr(2);
+        std::optional<std::string> inline_value;
+        if (const auto eq = name.find('='); eq != std::string::npos) {
+            inline_value = name.substr(eq + 1);
+            name.resize(eq);
+        }
+        if (flags.count(name)) {
+            if (inline_value) throw Error("option --" + name + " takes no value");
+            flags_.insert(name);
+        } else if (valued.count(name) || repeatable.count(name)) {
+            std::string v;
+            if (inline_value) {
+                v = *inline_value;
+            } else {
+                if (i + 1 >= argv.size()) throw Error("option --" + name + " needs a value");
+                v = argv[++i];
+            }
+            auto& slot = values_[name];
+            if (!slot.empty() && !repeatable.count(name)) throw Error("option --" + name + " given twice");
+            slot.push_back(std::move(v));
+        } else {
+            throw Error("unknown option --" + name + " (see --help)");
+        }
+    }
+}
+
+std::optional<std::string> Args::value(const std::string& name) const {
+    const auto it = values_.find(name);
+    if (it == values_.end() || it->second.empty()) return std::nullopt;
+    return it->second.back();
+}
+
+const std::vector<std::string>& Args::values(const std::string& name) const {
+    static const std::vector<std::string> none;
+    const auto it = values_.find(name);
+    return it == values_.end() ? none : it->second;
+}
+
+std::string Args::required(const std::string& name) const {
+    if (auto v = value(name)) return *v;
+    throw Error("option --" + name + " is required (see --help)");
+}
+
+double Args::number(const std::string& name, double fallback) const {
+    const auto v = value(name);
+    if (!v) return fallback;
+    char* end = nullptr;
+    errno = 0;
+    const double d = std::strtod(v->c_str(), &end);
+    if (v->empty() || *end != '\0' || errno != 0 || !std::isfinite(d))
+        throw Error("option --" + name + " needs a number (got '" + *v + "')");
+    return d;
+}
+
+long long Args::integer(const std::string& name, long long fallback) const {
+    const auto v = value(name);
+    if (!v) return fallback;
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(v->c_str(), &end, 10);
+    if (v->empty() || *end != '\0' || errno != 0)
+        throw Error("option --" + name + " needs an integer (got '" + *v + "')");
+    return n;
+}
+
+}  // namespace lumen::cli

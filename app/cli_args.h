@@ -1,0 +1,33 @@
+#pragma once
+// A small command-line parser for lumen-cli: "--name value", "--name=value", boolean flags, and
+// positional arguments; anything unknown is an error that names it.
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace lumen::cli {
+
+class Args {
+public:
+    // `valued` options take a value; `flags` do not. Throws lumen::Error on unknown or malformed input.
+    Args(const std::vector<std::string>& argv, const std::set<std::string>& valued, const std::set<std::string>& flags,
+         const std::set<std::string>& repeatable = {});
+
+    bool flag(const std::string& name) const { return flags_.count(name) != 0; }
+    std::optional<std::string> value(const std::string& name) const;
+    const std::vector<std::string>& values(const std::string& name) const;
+    const std::vector<std::string>& positional() const { return positional_; }
+
+    std::string required(const std::string& name) const;
+    double number(const std::string& name, double fallback) const;
+    long long integer(const std::string& name, long long fallback) const;
+
+private:
+    std::set<std::string> flags_;
+    std::map<std::string, std::vector<std::string>> values_;
+    std::vector<std::string> positional_;
+};
+
+}  // namespace lumen::cli

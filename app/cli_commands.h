@@ -1,0 +1,16 @@
+#pragma once
+// The subcommands of lumen-cli; each takes the arguments after its name and returns an exit code.
+#include <string>
+#include <vector>
+
+namespace lumen::cli {
+
+int run_models(const std::vector<std::string>& args);
+int run_tokenize(const std::vector<std::string>& args);
+int run_devices(const std::vector<std::string>& args);
+
+// Formatting shared by the commands' tables.
+std::string format_count(long long n);     // 1234567 -> "1,234,567"
+std::string format_bytes(unsigned long long n);  // 1536 -> "1.5 KiB"
+
+}  // namespace lumen::cli

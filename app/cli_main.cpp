@@ -1,0 +1,44 @@
+// lumen-cli: the engine at a terminal. Each subcommand lives in its own file.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "app/cli_commands.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: lumen-cli COMMAND [OPTIONS]
+
+Commands:
+  models [FOLDER...] [--json] [--no-hf-cache]
+        List the models in FOLDERs and the Hugging Face cache, and whether Lumen can load them.
+  tokenize --model DIR (--text TEXT | --file FILE) [--no-special] [--json]
+        Token ids of a text as the model's tokenizer gives them. DIR may be a tokenizer-only folder.
+  devices
+        The NVIDIA GPUs this build can use.
+
+Run 'lumen-cli COMMAND --help' for the options of one command.
+)";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+        std::fputs(kUsage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    const std::string command = argv[1];
+    const std::vector<std::string> args(argv + 2, argv + argc);
+    try {
+        if (command == "models") return lumen::cli::run_models(args);
+        if (command == "tokenize") return lumen::cli::run_tokenize(args);
+        if (command == "devices") return lumen::cli::run_devices(args);
+        std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
+        return 2;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "lumen-cli %s: %s\n", command.c_str(), e.what());
+        return 1;
+    }
+}

@@ -1,0 +1,104 @@
+#include "tests/support/test_support.h"
+
+#include <QProcess>
+#include <QProcessEnvironment>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+namespace lumen::test {
+
+std::string safetensors_bytes(const std::vector<TensorSpec>& tensors) {
+    nlohmann::json header = nlohmann::json::object();
+    std::string data;
+    for (const auto& t : tensors) {
+        int64_t numel = 1;
+        for (auto d : t.shape) numel *= d;
+        const std::string bytes = t.bytes.empty() ? std::string(std::size_t(numel) * dtype_size(t.dtype), '\0') : t.bytes;
+        header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
+                          {"shape", t.shape},
+                          {"data_offsets", {data.size(), data.size() + bytes.size()}}};
+        data += bytes;
+    }
+    std::string text = header.dump();
+    while (text.size() % 8) text += ' ';
+    std::string out(8, '\0');
+    uint64_t n = text.size();
+    for (int i = 0; i < 8; ++i) out[std::size_t(i)] = char((n >> (8 * i)) & 0xff);
+    return out + text + data;
+}
+
+void write_file(const std::filesystem::path& path, const std::string& bytes) {
+    std::filesystem::create_directories(path.parent_path());
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::optional<std::filesystem::path> shared_data() {
+    const auto dir = std::filesystem::path(LUMEN_SOURCE_DIR) / ".." / "shared" / "data";
+    if (std::filesystem::is_directory(dir)) return std::filesystem::canonical(dir);
+    return std::nullopt;
+}
+
+CliResult run_cli(const QStringList& args, const QStringList& extra_env) {
+    QProcess p;
+    auto env = QProcessEnvironment::systemEnvironment();
+    for (const auto& kv : extra_env) {
+        const auto eq = kv.indexOf('=');
+        env.insert(kv.left(eq), kv.mid(eq + 1));
+    }
+    p.setProcessEnvironment(env);
+    p.start(QString::fromUtf8(LUMEN_CLI_PATH), args);
+    CliResult r;
+    if (!p.waitForFinished(120000)) {
+        p.kill();
+        p.waitForFinished();
+        r.err = "lumen-cli timed out";
+        return r;
+    }
+    r.exit_code = p.exitStatus() == QProcess::NormalExit ? p.exitCode() : -1;
+    r.out = p.readAllStandardOutput();
+    r.err = p.readAllStandardError();
+    return r;
+}
+
+std::string llama_config_json(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate) {
+    return nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
+                          {"model_type", "llama"},
+                          {"hidden_size", hidden},
+                          {"intermediate_size", intermediate},
+                          {"num_hidden_layers", layers},
+                          {"num_attention_heads", heads},
+                          {"num_key_value_heads", kv_heads},
+                          {"vocab_size", vocab},
+                          {"max_position_embeddings", 256},
+                          {"rms_norm_eps", 1e-5},
+                          {"tie_word_embeddings", false},
+                          {"torch_dtype", "float32"},
+                          {"bos_token_id", 1},
+                          {"eos_token_id", 2}}
+        .dump(2);
+}
+
+std::vector<TensorSpec> llama_tensors(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate,
+                                      DType dtype) {
+    const int64_t hd = hidden / heads;
+    std::vector<TensorSpec> t;
+    t.push_back({"model.embed_tokens.weight", dtype, {vocab, hidden}, {}});
+    for (int l = 0; l < layers; ++l) {
+        const std::string p = "model.layers." + std::to_string(l) + ".";
+        t.push_back({p + "input_layernorm.weight", dtype, {hidden}, {}});
+        t.push_back({p + "self_attn.q_proj.weight", dtype, {heads * hd, hidden}, {}});
+        t.push_back({p + "self_attn.k_proj.weight", dtype, {kv_heads * hd, hidden}, {}});
+        t.push_back({p + "self_attn.v_proj.weight", dtype, {kv_heads * hd, hidden}, {}});
+        t.push_back({p + "self_attn.o_proj.weight", dtype, {hidden, heads * hd}, {}});
+        t.push_back({p + "post_attention_layernorm.weight", dtype, {hidden}, {}});
+        t.push_back({p + "mlp.gate_proj.weight", dtype, {intermediate, hidden}, {}});
+        t.push_back({p + "mlp.up_proj.weight", dtype, {intermediate, hidden}, {}});
+        t.push_back({p + "mlp.down_proj.weight", dtype, {hidden, intermediate}, {}});
+    }
+    t.push_back({"model.norm.weight", dtype, {hidden}, {}});
+    t.push_back({"lm_head.weight", dtype, {vocab, hidden}, {}});
+    return t;
+}
+
+}  // namespace lumen::test

@@ -1,0 +1,53 @@
+#pragma once
+// Shared pieces of the test suites: writing model folders and safetensors files, finding
+// ../shared/data, running lumen-cli.
+#include <QString>
+#include <QTemporaryDir>
+#include <QStringList>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/dtype.h"
+
+namespace lumen::test {
+
+struct TensorSpec {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<int64_t> shape;
+    std::string bytes;  // empty: zeros of the right size
+};
+
+inline std::filesystem::path path_of(const QTemporaryDir& dir) { return dir.path().toStdString(); }
+
+// The bytes of a valid safetensors file holding `tensors` in order.
+std::string safetensors_bytes(const std::vector<TensorSpec>& tensors);
+void write_file(const std::filesystem::path& path, const std::string& bytes);
+
+// ../shared/data from the source tree, or nullopt (tests then QSKIP with a message).
+std::optional<std::filesystem::path> shared_data();
+
+// Runs lumen-cli with `args`; returns the exit code, stdout and stderr.
+struct CliResult {
+    int exit_code = -1;
+    QByteArray out;
+    QByteArray err;
+};
+CliResult run_cli(const QStringList& args, const QStringList& extra_env = {});
+
+// A small Llama-shaped config.json text for the given sizes.
+std::string llama_config_json(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate);
+
+// Tensors of a tiny Llama checkpoint matching llama_config_json's shapes (HF names).
+std::vector<TensorSpec> llama_tensors(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate,
+                                      DType dtype = DType::F32);
+
+}  // namespace lumen::test
+
+#define LUMEN_REQUIRE_SHARED_DATA(var)                                                              \
+    const auto var##_opt = ::lumen::test::shared_data();                                             \
+    if (!var##_opt) QSKIP("../shared/data is absent; this test needs the real files described there"); \
+    const std::filesystem::path var = *var##_opt
