@@ -18,6 +18,8 @@ namespace {
 using nlohmann::json;
 
 const std::string kMetaspace = "\xe2\x96\x81";
+// Far above any real vocabulary (Llama 3: 128K, Qwen2: 152K); bounds what a damaged file can allocate.
+constexpr int64_t kMaxVocabulary = 1 << 24;
 
 std::string string_field(const json& j, const char* key, const std::string& fallback = {}) {
     return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
@@ -353,7 +355,7 @@ public:
         if (type != "BPE") throw Error("model type '" + type + "' is not supported (supported: BPE)");
         if (!spec.contains("vocab") || !spec["vocab"].is_object()) throw Error("the BPE model has no vocab");
         for (const auto& [token, id] : spec["vocab"].items()) {
-            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() > 0x7fffffff)
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabulary)
                 throw Error("vocab id of '" + token + "' is not a valid id");
             const auto i = id.get<int32_t>();
             vocab_[token] = i;

@@ -106,7 +106,10 @@ ModelEntry inspect_model(const fs::path& dir) {
             throw Error(dir.string() + ": no tokenizer (expected tokenizer.json or tokenizer.model)");
         e.loadable = true;
     } catch (const std::exception& ex) {
+        // The entry already names the folder; keep the message relative to it.
         e.problem = ex.what();
+        for (const std::string& prefix : {dir.string() + "/", dir.string() + ": "})
+            if (e.problem.rfind(prefix, 0) == 0) e.problem.erase(0, prefix.size());
     }
     return e;
 }

@@ -54,10 +54,25 @@ private slots:
         write_file(root / "pickle" / "config.json", llama_config_json(16, 2, 4, 2, 32, 24));
         write_file(root / "pickle" / "pytorch_model.bin", "PK");
         write_file(root / "badjson" / "config.json", "{\"architectures\": [");
+        make_tiny_llama(root / "lying-header");
+        {
+            std::string bytes = safetensors_bytes(llama_tensors(16, 2, 4, 2, 32, 24));
+            bytes[5] = char(0x7f);  // the header length now claims far more than the file holds
+            write_file(root / "lying-header" / "model.safetensors", bytes);
+        }
+        make_tiny_llama(root / "overlap");
+        write_file(root / "overlap" / "model.safetensors",
+                   std::string("\x6c\0\0\0\0\0\0\0", 8) +
+                       R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})" +
+                       std::string(12, '\0'));
+        make_tiny_llama(root / "missing-shard");
+        fs::remove(root / "missing-shard" / "model.safetensors");
+        write_file(root / "missing-shard" / "model.safetensors.index.json",
+                   R"({"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors"}})");
         write_file(root / ".hidden" / "x" / "config.json", "{}");
 
         const auto models = scan_models({root}, false);
-        QCOMPARE(models.size(), std::size_t(7));
+        QCOMPARE(models.size(), std::size_t(10));
         const auto* tiny = find(models, "tiny-llama");
         QVERIFY(tiny);
         QVERIFY2(tiny->loadable, tiny->problem.c_str());
@@ -78,6 +93,11 @@ private slots:
         QVERIFY(problem("no-tokenizer").contains("no tokenizer"));
         QVERIFY(problem("pickle").contains("pickle"));
         QVERIFY(problem("badjson").contains("not valid JSON"));
+        QVERIFY(problem("lying-header").contains("header claims"));
+        QVERIFY(problem("overlap").contains("overlap"));
+        QVERIFY(problem("missing-shard").contains("shard model-00001-of-00002.safetensors"));
+        // Messages are relative to the folder the entry names.
+        QVERIFY(!problem("mamba").contains(QString::fromStdString(root.string())));
     }
 
     void huggingFaceCache() {

@@ -1,0 +1,16 @@
+// Fuzz target: any bytes as config.json.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "engine/error.h"
+#include "engine/model_config.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+    try {
+        const auto config = lumen::parse_model_config(std::string(reinterpret_cast<const char*>(data), size), "fuzz");
+        (void)config.text.parameter_count();
+    } catch (const lumen::Error&) {
+    }
+    return 0;
+}
