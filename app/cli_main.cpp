@@ -16,6 +16,11 @@ Commands:
         List the models in FOLDERs and the Hugging Face cache, and whether Lumen can load them.
   tokenize --model DIR (--text TEXT | --file FILE) [--no-special] [--json]
         Token ids of a text as the model's tokenizer gives them. DIR may be a tokenizer-only folder.
+  generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
+           [--min-p P] [--repetition-penalty R] [--seed S] [--device cpu|cuda|auto] [--json]
+        Continue a text with a model (no chat template), streaming the reply.
+  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME]
+        Talk to a model through its chat template, multi-turn.
   devices
         The NVIDIA GPUs this build can use.
 
@@ -35,6 +40,8 @@ int main(int argc, char** argv) {
         if (command == "models") return lumen::cli::run_models(args);
         if (command == "tokenize") return lumen::cli::run_tokenize(args);
         if (command == "devices") return lumen::cli::run_devices(args);
+        if (command == "generate") return lumen::cli::run_generate(args);
+        if (command == "chat") return lumen::cli::run_chat(args);
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {

@@ -169,7 +169,7 @@ public:
     std::vector<int32_t> encode(std::string_view raw, const EncodeOptions& options) const override {
         std::string text = unicode::to_valid_utf8(raw);
         const bool llama_rules = style_ == Style::Llama && !legacy_;
-        if (llama_rules) {
+        if (llama_rules && !text.empty()) {  // an empty text stays empty, as in transformers
             std::string replaced;
             for (std::size_t p = 0; p < text.size();) {
                 if (text.compare(p, kMetaspace.size(), kMetaspace) == 0) replaced += ' ', p += kMetaspace.size();

@@ -31,7 +31,8 @@ def main(out_dir):
             logits = model(ids).logits[0, -1].tolist()
         generated = out[0, ids.shape[1]:].tolist()
         runs.append({"prompt": prompt, "prompt_ids": ids[0].tolist(), "generated_ids": generated,
-                     "text": tok.decode(generated), "last_logits": logits})
+                     "text": tok.decode(generated),
+                     "text_skip_special": tok.decode(generated, skip_special_tokens=True), "last_logits": logits})
     with open(os.path.join(out_dir, "stories260K.json"), "w", encoding="utf-8") as f:
         json.dump({"transformers": transformers.__version__, "torch": torch.__version__, "runs": runs}, f,
                   ensure_ascii=False, indent=1)

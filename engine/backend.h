@@ -1,0 +1,108 @@
+#pragma once
+// The small set of operations the model forward is written against. CpuBackend is the reference
+// (fp32 math); a CUDA backend implements the same calls on the GPU. Tensors are 2-D row-major
+// views of memory the backend owns (activations, KV pool) or was given (weights).
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/dtype.h"
+#include "engine/model_config.h"
+
+namespace lumen {
+
+struct Tensor {
+    void* data = nullptr;
+    DType dtype = DType::F32;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    int64_t stride = 0;  // elements from one row to the next (>= cols)
+
+    bool empty() const { return data == nullptr; }
+    // Rows [first, first + count) of this tensor.
+    Tensor rows_view(int64_t first, int64_t count) const;
+    // Columns [first, first + count) of every row.
+    Tensor cols_view(int64_t first, int64_t count) const;
+};
+
+// Where a batch's tokens are and which KV blocks their sequences own. Built on the host by the
+// scheduler for every forward step; tokens of one sequence are contiguous and in order.
+struct BatchLayout {
+    std::vector<int32_t> token_ids;     // [T]
+    std::vector<int32_t> positions;     // [T] position of each token in its sequence
+    std::vector<int32_t> token_seq;     // [T] index of the token's sequence in this batch
+    std::vector<int32_t> rope_lengths;  // [T] sequence length that dynamic RoPE scaling sees
+    std::vector<int32_t> block_tables;  // [S * max_blocks] KV block ids of each sequence
+    int32_t max_blocks = 0;
+    std::vector<int32_t> logit_rows;    // token indices whose next-token logits are wanted
+
+    int64_t num_tokens() const { return int64_t(token_ids.size()); }
+};
+
+// The paged KV cache: `num_blocks` blocks of `block_size` positions, each holding keys and values
+// of every layer: [block][layer][k|v][kv_head][slot][head_dim].
+struct KvCacheShape {
+    int32_t num_layers = 0;
+    int32_t num_kv_heads = 0;
+    int32_t head_dim = 0;
+    int32_t block_size = 64;
+    int32_t num_blocks = 0;
+    DType dtype = DType::F32;
+
+    int64_t block_elements() const { return int64_t(num_layers) * 2 * num_kv_heads * block_size * head_dim; }
+};
+
+struct RopeConfig {
+    int32_t head_dim = 0;  // rotated dimensions (the whole head)
+    double theta = 10000.0;
+    RopeScaling scaling;
+    int64_t max_position_embeddings = 0;
+};
+
+struct AttentionShape {
+    int32_t num_heads = 0;
+    int32_t num_kv_heads = 0;
+    int32_t head_dim = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+
+    // Memory. Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the
+    // model keeps); a device backend copies it, the CPU one uses it in place.
+    virtual Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
+    virtual Tensor activation(int64_t rows, int64_t cols) = 0;  // F32 on the CPU
+    virtual void release(Tensor& t) = 0;
+    virtual void allocate_kv_cache(const KvCacheShape& shape) = 0;
+    virtual const KvCacheShape& kv_cache_shape() const = 0;
+    virtual void read(const Tensor& t, std::span<float> out) = 0;  // any float type to host fp32
+
+    // Operations (`out` may alias an input where noted).
+    virtual void embed(const Tensor& table, const BatchLayout& batch, Tensor out) = 0;
+    virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;  // out may be x
+    // residual += delta, then out = rms_norm(residual).
+    virtual void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) = 0;
+    virtual void add(Tensor x, const Tensor& delta) = 0;  // x += delta
+    // out = x · wᵀ (+ bias); w is [out_features, in_features].
+    virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) = 0;
+    // Rotates the q and k parts of qkv ([T, (H + 2·KV)·D]) in place and stores k and v of `layer`.
+    virtual void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig& rope,
+                                   const BatchLayout& batch, int32_t layer) = 0;
+    // Causal attention of each token's query over its sequence's cached keys and values.
+    virtual void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout& batch, int32_t layer,
+                           Tensor out) = 0;
+    // out = silu(gate) * up where gate_up is [T, 2·I] (gate first).
+    virtual void silu_mul(const Tensor& gate_up, Tensor out) = 0;
+    // out[i] = x[rows[i]].
+    virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor out) = 0;
+    // Copies KV blocks (for copy-on-write of a shared partial block).
+    virtual void copy_kv_block(int32_t from, int32_t to) = 0;
+};
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace lumen

@@ -1,0 +1,373 @@
+// The CPU reference backend: fp32 math over F32, F16 or BF16 weights, threads over rows, weights
+// converted a few rows at a time so each converted row serves every token of the batch.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <memory>
+
+#include "engine/backend.h"
+#include "engine/error.h"
+#include "engine/thread_pool.h"
+
+namespace lumen {
+
+Tensor Tensor::rows_view(int64_t first, int64_t count) const {
+    Tensor t = *this;
+    t.data = static_cast<std::byte*>(data) + first * stride * int64_t(dtype_size(dtype));
+    t.rows = count;
+    return t;
+}
+
+Tensor Tensor::cols_view(int64_t first, int64_t count) const {
+    Tensor t = *this;
+    t.data = static_cast<std::byte*>(data) + first * int64_t(dtype_size(dtype));
+    t.cols = count;
+    return t;
+}
+
+namespace {
+
+// Half-precision to fp32 by table: 256 KiB, filled once.
+const float* f16_table() {
+    static const std::unique_ptr<float[]> table = [] {
+        auto t = std::make_unique<float[]>(65536);
+        for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_f32(uint16_t(h));
+        return t;
+    }();
+    return table.get();
+}
+
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void bf16_row_to_f32(const uint16_t* src, int64_t n, float* dst) {
+    for (int64_t i = 0; i < n; ++i) {
+        const uint32_t bits = uint32_t(src[i]) << 16;
+        std::memcpy(&dst[i], &bits, 4);
+    }
+}
+
+void f16_row_to_f32(const uint16_t* src, int64_t n, float* dst) {
+    const float* table = f16_table();
+    for (int64_t i = 0; i < n; ++i) dst[i] = table[src[i]];
+}
+
+// Row `r` of a weight as fp32: in place for F32, else converted into `scratch`.
+const float* row_f32(const Tensor& w, int64_t r, float* scratch) {
+    const std::byte* base = static_cast<const std::byte*>(w.data) + r * w.stride * int64_t(dtype_size(w.dtype));
+    switch (w.dtype) {
+    case DType::F32: return reinterpret_cast<const float*>(base);
+    case DType::BF16: bf16_row_to_f32(reinterpret_cast<const uint16_t*>(base), w.cols, scratch); return scratch;
+    case DType::F16: f16_row_to_f32(reinterpret_cast<const uint16_t*>(base), w.cols, scratch); return scratch;
+    default: throw Error("CPU backend: weights of type " + std::string(dtype_name(w.dtype)) + " are not supported");
+    }
+}
+
+float* frow(const Tensor& t, int64_t r) { return static_cast<float*>(t.data) + r * t.stride; }
+
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+float dot(const float* a, const float* b, int64_t n) {
+    float acc[16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += a[i + k] * b[i + k];
+    float s = 0;
+    for (int k = 0; k < 16; ++k) s += acc[k];
+    for (; i < n; ++i) s += a[i] * b[i];
+    return s;
+}
+
+// Four dot products of x with w0..w3 at once, so x is read once for four weight rows.
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void dot4(const float* x, const float* w0, const float* w1, const float* w2, const float* w3, int64_t n, float* out) {
+    float a0[8] = {}, a1[8] = {}, a2[8] = {}, a3[8] = {};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; ++k) {
+            const float v = x[i + k];
+            a0[k] += v * w0[i + k];
+            a1[k] += v * w1[i + k];
+            a2[k] += v * w2[i + k];
+            a3[k] += v * w3[i + k];
+        }
+    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int k = 0; k < 8; ++k) s0 += a0[k], s1 += a1[k], s2 += a2[k], s3 += a3[k];
+    for (; i < n; ++i) {
+        s0 += x[i] * w0[i];
+        s1 += x[i] * w1[i];
+        s2 += x[i] * w2[i];
+        s3 += x[i] * w3[i];
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void axpy(float a, const float* x, float* y, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+void check_f32(const Tensor& t, const char* what) {
+    if (t.dtype != DType::F32) throw Error(std::string("CPU backend: ") + what + " must be F32");
+}
+
+// Work below this many multiply-adds per thread is not worth waking threads for.
+constexpr std::size_t kMinWorkPerThread = 1 << 15;
+
+std::size_t grain_for(std::size_t work_per_item) {
+    return std::max<std::size_t>(1, kMinWorkPerThread / std::max<std::size_t>(1, work_per_item));
+}
+
+class CpuBackend final : public Backend {
+public:
+    std::string name() const override { return "cpu"; }
+
+    Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
+        if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+            throw Error("CPU backend: weights of type " + std::string(dtype_name(dtype)) + " are not supported");
+        return Tensor{const_cast<void*>(host), dtype, rows, cols, cols};
+    }
+
+    Tensor activation(int64_t rows, int64_t cols) override {
+        auto buffer = std::make_unique<float[]>(std::size_t(std::max<int64_t>(1, rows * cols)));
+        Tensor t{buffer.get(), DType::F32, rows, cols, cols};
+        buffers_.emplace(t.data, std::move(buffer));
+        return t;
+    }
+
+    void release(Tensor& t) override {
+        buffers_.erase(t.data);
+        t = Tensor{};
+    }
+
+    void allocate_kv_cache(const KvCacheShape& shape) override {
+        if (shape.dtype != DType::F32) throw Error("CPU backend: the KV cache is fp32");
+        kv_shape_ = shape;
+        // Left uninitialised: attention reads only slots it wrote, and untouched pages cost nothing.
+        kv_.reset(new float[std::size_t(shape.block_elements()) * std::size_t(shape.num_blocks)]);
+    }
+    const KvCacheShape& kv_cache_shape() const override { return kv_shape_; }
+
+    void read(const Tensor& t, std::span<float> out) override {
+        if (out.size() < std::size_t(t.rows * t.cols)) throw Error("CPU backend: read buffer too small");
+        std::vector<float> scratch(std::size_t(t.cols));
+        for (int64_t r = 0; r < t.rows; ++r) {
+            const float* row = row_f32(t, r, scratch.data());
+            std::copy(row, row + t.cols, out.begin() + r * t.cols);
+        }
+    }
+
+    void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
+        check_f32(out, "embedding output");
+        for (int64_t t = 0; t < batch.num_tokens(); ++t) {
+            const int32_t id = batch.token_ids[std::size_t(t)];
+            if (id < 0 || id >= table.rows)
+                throw Error("token id " + std::to_string(id) + " is outside the embedding table (" +
+                            std::to_string(table.rows) + " rows)");
+            float* dst = frow(out, t);
+            const float* src = row_f32(table, id, dst);
+            if (src != dst) std::copy(src, src + table.cols, dst);
+        }
+    }
+
+    void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+        check_f32(x, "rms_norm input");
+        std::vector<float> w(std::size_t(weight.cols));
+        const float* wp = row_f32(weight, 0, w.data());
+        ThreadPool::shared().parallel_for(std::size_t(x.rows), grain_for(std::size_t(x.cols)), [&](std::size_t b, std::size_t e) {
+            for (std::size_t r = b; r < e; ++r) normalize_row(frow(x, int64_t(r)), wp, x.cols, eps, frow(out, int64_t(r)));
+        });
+    }
+
+    void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) override {
+        std::vector<float> w(std::size_t(weight.cols));
+        const float* wp = row_f32(weight, 0, w.data());
+        ThreadPool::shared().parallel_for(std::size_t(residual.rows), grain_for(std::size_t(residual.cols)),
+                                          [&](std::size_t b, std::size_t e) {
+                                              for (std::size_t r = b; r < e; ++r) {
+                                                  float* res = frow(residual, int64_t(r));
+                                                  const float* d = frow(delta, int64_t(r));
+                                                  for (int64_t i = 0; i < residual.cols; ++i) res[i] += d[i];
+                                                  normalize_row(res, wp, residual.cols, eps, frow(out, int64_t(r)));
+                                              }
+                                          });
+    }
+
+    void add(Tensor x, const Tensor& delta) override {
+        for (int64_t r = 0; r < x.rows; ++r) {
+            float* a = frow(x, r);
+            const float* d = frow(delta, r);
+            for (int64_t i = 0; i < x.cols; ++i) a[i] += d[i];
+        }
+    }
+
+    void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) override {
+        check_f32(x, "linear input");
+        if (x.cols != w.cols || out.cols != w.rows || out.rows != x.rows)
+            throw Error("CPU backend: linear shapes do not match");
+        std::vector<float> b;
+        const float* bp = nullptr;
+        if (bias) {
+            b.resize(std::size_t(bias->cols));
+            bp = row_f32(*bias, 0, b.data());
+        }
+        const int64_t in = x.cols, n = x.rows;
+        // Blocks of four weight rows: each block is converted once and used for every token.
+        const std::size_t blocks = std::size_t((w.rows + 3) / 4);
+        ThreadPool::shared().parallel_for(blocks, grain_for(std::size_t(in * n * 4)), [&](std::size_t bb, std::size_t be) {
+            std::vector<float> scratch(std::size_t(in) * 4);
+            for (std::size_t blk = bb; blk < be; ++blk) {
+                const int64_t r0 = int64_t(blk) * 4;
+                const int64_t count = std::min<int64_t>(4, w.rows - r0);
+                const float* rows[4];
+                for (int64_t k = 0; k < 4; ++k)
+                    rows[k] = row_f32(w, r0 + std::min(k, count - 1), scratch.data() + k * in);
+                float acc[4];
+                for (int64_t t = 0; t < n; ++t) {
+                    dot4(frow(x, t), rows[0], rows[1], rows[2], rows[3], in, acc);
+                    float* o = frow(out, t);
+                    for (int64_t k = 0; k < count; ++k) o[r0 + k] = acc[k] + (bp ? bp[r0 + k] : 0.0f);
+                }
+            }
+        });
+    }
+
+    void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig& rope, const BatchLayout& batch,
+                           int32_t layer) override {
+        const int32_t D = shape.head_dim, half = D / 2;
+        const auto& kv = kv_shape_;
+        std::vector<float> inv_freq(static_cast<std::size_t>(half));
+        double cached_base = -1;
+        std::vector<float> cos_v(static_cast<std::size_t>(half)), sin_v(static_cast<std::size_t>(half));
+        for (int64_t t = 0; t < batch.num_tokens(); ++t) {
+            const double base = rope_base(rope, batch.rope_lengths[std::size_t(t)]);
+            if (base != cached_base) {
+                // As transformers computes it, in fp32: 1 / base^(2i/d), divided by the linear factor.
+                for (int32_t i = 0; i < half; ++i) {
+                    float f = 1.0f / std::pow(float(base), float(2 * i) / float(D));
+                    if (rope.scaling.type == RopeScaling::Type::Linear) f = f / float(rope.scaling.factor);
+                    inv_freq[std::size_t(i)] = f;
+                }
+                cached_base = base;
+            }
+            const float pos = float(batch.positions[std::size_t(t)]);
+            for (int32_t i = 0; i < half; ++i) {
+                const float angle = pos * inv_freq[std::size_t(i)];
+                cos_v[std::size_t(i)] = std::cos(angle);
+                sin_v[std::size_t(i)] = std::sin(angle);
+            }
+            float* row = frow(qkv, t);
+            auto rotate = [&](float* h) {
+                for (int32_t i = 0; i < half; ++i) {
+                    const float a = h[i], b = h[i + half];
+                    h[i] = a * cos_v[std::size_t(i)] - b * sin_v[std::size_t(i)];
+                    h[i + half] = b * cos_v[std::size_t(i)] + a * sin_v[std::size_t(i)];
+                }
+            };
+            for (int32_t h = 0; h < shape.num_heads + shape.num_kv_heads; ++h) rotate(row + int64_t(h) * D);
+
+            const int32_t seq = batch.token_seq[std::size_t(t)];
+            const int32_t p = batch.positions[std::size_t(t)];
+            const int32_t block = batch.block_tables[std::size_t(seq) * std::size_t(batch.max_blocks) + std::size_t(p / kv.block_size)];
+            const int32_t slot = p % kv.block_size;
+            const float* k = row + int64_t(shape.num_heads) * D;
+            const float* v = k + int64_t(shape.num_kv_heads) * D;
+            for (int32_t h = 0; h < shape.num_kv_heads; ++h) {
+                std::copy(k + int64_t(h) * D, k + int64_t(h + 1) * D, kv_at(block, layer, 0, h, slot));
+                std::copy(v + int64_t(h) * D, v + int64_t(h + 1) * D, kv_at(block, layer, 1, h, slot));
+            }
+        }
+    }
+
+    void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout& batch, int32_t layer,
+                   Tensor out) override {
+        const int32_t D = shape.head_dim, H = shape.num_heads;
+        const int32_t group = H / shape.num_kv_heads;
+        const float scale = 1.0f / std::sqrt(float(D));
+        const auto& kv = kv_shape_;
+        const std::size_t pairs = std::size_t(batch.num_tokens()) * std::size_t(H);
+        ThreadPool::shared().parallel_for(pairs, grain_for(std::size_t(D) * 64), [&](std::size_t b, std::size_t e) {
+            std::vector<float> scores;
+            for (std::size_t pair = b; pair < e; ++pair) {
+                const int64_t t = int64_t(pair) / H;
+                const int32_t h = int32_t(pair % std::size_t(H));
+                const int32_t kvh = h / group;
+                const int32_t seq = batch.token_seq[std::size_t(t)];
+                const int32_t len = batch.positions[std::size_t(t)] + 1;  // causal: positions 0..p
+                const int32_t* table = batch.block_tables.data() + std::size_t(seq) * std::size_t(batch.max_blocks);
+                const float* q = frow(qkv, t) + int64_t(h) * D;
+                scores.resize(std::size_t(len));
+                float max_score = -INFINITY;
+                for (int32_t p = 0; p < len; ++p) {
+                    const float s = dot(q, kv_at(table[p / kv.block_size], layer, 0, kvh, p % kv.block_size), D) * scale;
+                    scores[std::size_t(p)] = s;
+                    max_score = std::max(max_score, s);
+                }
+                float sum = 0;
+                for (auto& s : scores) sum += (s = std::exp(s - max_score));
+                float* o = frow(out, t) + int64_t(h) * D;
+                std::fill(o, o + D, 0.0f);
+                const float inv = 1.0f / sum;
+                for (int32_t p = 0; p < len; ++p)
+                    axpy(scores[std::size_t(p)] * inv, kv_at(table[p / kv.block_size], layer, 1, kvh, p % kv.block_size), o, D);
+            }
+        });
+    }
+
+    void silu_mul(const Tensor& gate_up, Tensor out) override {
+        const int64_t I = out.cols;
+        for (int64_t r = 0; r < out.rows; ++r) {
+            const float* g = frow(gate_up, r);
+            const float* u = g + I;
+            float* o = frow(out, r);
+            for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        }
+    }
+
+    void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor out) override {
+        for (std::size_t i = 0; i < rows.size(); ++i) {
+            const float* src = frow(x, rows[i]);
+            std::copy(src, src + x.cols, frow(out, int64_t(i)));
+        }
+    }
+
+    void copy_kv_block(int32_t from, int32_t to) override {
+        const auto n = std::size_t(kv_shape_.block_elements());
+        std::copy_n(kv_.get() + std::size_t(from) * n, n, kv_.get() + std::size_t(to) * n);
+    }
+
+private:
+    static void normalize_row(const float* x, const float* w, int64_t n, float eps, float* out) {
+        float acc[8] = {};
+        int64_t i = 0;
+        for (; i + 8 <= n; i += 8)
+            for (int k = 0; k < 8; ++k) acc[k] += x[i + k] * x[i + k];
+        float ss = 0;
+        for (int k = 0; k < 8; ++k) ss += acc[k];
+        for (; i < n; ++i) ss += x[i] * x[i];
+        const float inv = 1.0f / std::sqrt(ss / float(n) + eps);
+        for (int64_t j = 0; j < n; ++j) out[j] = w[j] * (x[j] * inv);
+    }
+
+    // The RoPE base for a token: dynamic NTK scaling grows it once the sequence is longer than
+    // the trained context, with transformers' formula.
+    static double rope_base(const RopeConfig& rope, int32_t length) {
+        if (rope.scaling.type != RopeScaling::Type::Dynamic || length <= rope.max_position_embeddings) return rope.theta;
+        const double f = rope.scaling.factor, d = rope.head_dim;
+        return rope.theta * std::pow(f * double(length) / double(rope.max_position_embeddings) - (f - 1), d / (d - 2));
+    }
+
+    float* kv_at(int32_t block, int32_t layer, int32_t which, int32_t head, int32_t slot) {
+        const auto& s = kv_shape_;
+        const int64_t index = (((int64_t(block) * s.num_layers + layer) * 2 + which) * s.num_kv_heads + head) * s.block_size + slot;
+        return kv_.get() + index * s.head_dim;
+    }
+
+    std::map<void*, std::unique_ptr<float[]>> buffers_;
+    KvCacheShape kv_shape_;
+    std::unique_ptr<float[]> kv_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace lumen

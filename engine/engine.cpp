@@ -1,0 +1,185 @@
+#include "engine/engine.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+#include "engine/backend.h"
+#include "engine/error.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "engine/thread_pool.h"
+#include "engine/tokenizer.h"
+
+namespace lumen {
+
+const char* finish_reason_name(FinishReason r) {
+    switch (r) {
+    case FinishReason::None: return "none";
+    case FinishReason::Stop: return "stop";
+    case FinishReason::Length: return "length";
+    case FinishReason::Cancelled: return "cancelled";
+    case FinishReason::Error: return "error";
+    }
+    return "?";
+}
+
+namespace {
+
+// Memory the system can give without swapping (MemAvailable), in bytes.
+uint64_t available_memory() {
+    std::ifstream f("/proc/meminfo");
+    std::string key;
+    uint64_t kb = 0;
+    std::string unit;
+    while (f >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return uint64_t(4) << 30;
+}
+
+class EngineImpl final : public Engine {
+public:
+    EngineImpl(const std::filesystem::path& dir, const EngineOptions& options, Callback callback)
+        : options_(options), callback_(std::move(callback)) {
+        if (options.device == "cuda")
+            throw Error("this build of Lumen has no CUDA backend yet; use --device cpu (or auto)");
+        if (options.device != "cpu" && options.device != "auto")
+            throw Error("unknown device '" + options.device + "' (choose cpu, cuda or auto)");
+        backend_ = make_cpu_backend();
+        tokenizer_ = Tokenizer::load(dir);
+        model_ = std::make_unique<Model>(dir, *backend_);
+
+        const TextConfig& t = model_->text();
+        // Dynamic NTK scaling is how these models reach past their trained context.
+        const int64_t trained = t.max_position_embeddings;
+        session_len_ = options.session_len > 0 ? options.session_len
+                       : t.rope_scaling.type == RopeScaling::Type::Dynamic ? int64_t(double(trained) * t.rope_scaling.factor)
+                                                                           : trained;
+        const int64_t bs = options.block_size;
+        const uint64_t block_bytes = uint64_t(t.num_layers) * 2 * uint64_t(t.num_kv_heads) * uint64_t(bs) *
+                                     uint64_t(t.head_dim) * sizeof(float);
+        int64_t blocks;
+        if (options.cache_max_entry_count >= 1) {
+            blocks = int64_t(options.cache_max_entry_count);
+        } else {
+            if (!(options.cache_max_entry_count > 0)) throw Error("cache_max_entry_count must be positive");
+            const uint64_t budget = uint64_t(options.cache_max_entry_count * double(available_memory()));
+            blocks = int64_t(budget / block_bytes);
+            // No more than max_batch full-length sequences can use.
+            blocks = std::min<int64_t>(blocks, int64_t(options.max_batch) * ((session_len_ + bs - 1) / bs + 1));
+        }
+        if (blocks < 1)
+            throw Error("no memory is left for the KV cache (" + std::to_string(block_bytes >> 10) +
+                        " KiB per block of " + std::to_string(bs) + " tokens)");
+        KvCacheShape shape{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), int32_t(bs), int32_t(blocks),
+                           DType::F32};
+        backend_->allocate_kv_cache(shape);
+        scheduler_ = std::make_unique<Scheduler>(*model_, *tokenizer_, options, int32_t(blocks), session_len_);
+        thread_ = std::thread([this] { run(); });
+    }
+
+    ~EngineImpl() override {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_all();
+        thread_.join();
+    }
+
+    RequestId submit(GenerationRequest request) override {
+        std::lock_guard lock(mutex_);
+        const RequestId id = next_id_++;
+        incoming_.push_back({id, std::move(request), Scheduler::Clock::now()});
+        wake_.notify_all();
+        return id;
+    }
+
+    void cancel(RequestId id) override {
+        std::lock_guard lock(mutex_);
+        cancels_.push_back(id);
+        wake_.notify_all();
+    }
+
+    void close_session(uint64_t session) override {
+        std::lock_guard lock(mutex_);
+        closed_sessions_.push_back(session);
+        wake_.notify_all();
+    }
+
+    const Tokenizer& tokenizer() const override { return *tokenizer_; }
+    const ModelConfig& model_config() const override { return model_->config(); }
+    std::string device_name() const override {
+        return "cpu (" + std::to_string(ThreadPool::shared().size()) + " threads)";
+    }
+    int64_t session_len() const override { return session_len_; }
+    int32_t kv_blocks() const override { return backend_->kv_cache_shape().num_blocks; }
+    int32_t preemptions() const override { return preemptions_.load(); }
+
+private:
+    struct Incoming {
+        RequestId id;
+        GenerationRequest request;
+        Scheduler::Clock::time_point submitted;
+    };
+
+    void run() {
+        std::vector<GenerationEvent> events;
+        for (;;) {
+            std::vector<Incoming> incoming;
+            std::vector<RequestId> cancels;
+            std::vector<uint64_t> closed;
+            {
+                std::unique_lock lock(mutex_);
+                wake_.wait(lock, [&] {
+                    return stop_ || !incoming_.empty() || !cancels_.empty() || !closed_sessions_.empty() || scheduler_->has_work();
+                });
+                if (stop_) return;
+                incoming.swap(incoming_);
+                cancels.swap(cancels_);
+                closed.swap(closed_sessions_);
+            }
+            for (auto& r : incoming) scheduler_->add(r.id, std::move(r.request), r.submitted, events);
+            for (RequestId id : cancels) scheduler_->cancel(id);
+            for (uint64_t s : closed) scheduler_->close_session(s);
+            if (scheduler_->has_work()) {
+                try {
+                    scheduler_->step(events);
+                } catch (const std::exception& e) {
+                    scheduler_->fail_all(e.what(), events);
+                }
+            }
+            preemptions_ = scheduler_->preemptions();
+            for (const auto& e : events) callback_(e);
+            events.clear();
+        }
+    }
+
+    EngineOptions options_;
+    Callback callback_;
+    std::unique_ptr<Backend> backend_;
+    std::unique_ptr<Tokenizer> tokenizer_;
+    std::unique_ptr<Model> model_;
+    std::unique_ptr<Scheduler> scheduler_;
+    int64_t session_len_ = 0;
+    std::atomic<int32_t> preemptions_{0};
+
+    std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stop_ = false;
+    RequestId next_id_ = 1;
+    std::vector<Incoming> incoming_;
+    std::vector<RequestId> cancels_;
+    std::vector<uint64_t> closed_sessions_;
+    std::thread thread_;
+};
+
+}  // namespace
+
+std::unique_ptr<Engine> Engine::create(const std::filesystem::path& model_dir, const EngineOptions& options, Callback callback) {
+    return std::make_unique<EngineImpl>(model_dir, options, std::move(callback));
+}
+
+}  // namespace lumen

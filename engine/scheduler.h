@@ -1,0 +1,74 @@
+#pragma once
+// Persistent batching over the paged KV cache, single-threaded (the engine thread runs it). Every
+// step admits waiting sequences while blocks allow, feeds each running sequence either a chunk of
+// its prompt or its last sampled token, runs one forward for all of them, samples, and retires
+// finished sequences at once. When blocks run out it preempts the newest sequence (frees its
+// blocks; it is recomputed later) rather than fail.
+#include <chrono>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "engine/block_manager.h"
+#include "engine/detokenizer.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+#include "engine/sampler.h"
+
+namespace lumen {
+
+class Scheduler {
+public:
+    using Clock = std::chrono::steady_clock;
+
+    Scheduler(Model& model, const Tokenizer& tokenizer, const EngineOptions& options, int32_t num_blocks, int64_t session_len);
+    ~Scheduler();
+
+    void add(RequestId id, GenerationRequest request, Clock::time_point submitted, std::vector<GenerationEvent>& events);
+    void cancel(RequestId id);
+    void close_session(uint64_t session);
+    bool has_work() const { return !waiting_.empty() || !running_.empty(); }
+
+    // One forward step; appends the events it produced.
+    void step(std::vector<GenerationEvent>& events);
+    // Ends every request with an error (after a step failed in a way that is not the request's fault).
+    void fail_all(const std::string& error, std::vector<GenerationEvent>& events);
+
+    // For tests and diagnostics.
+    int32_t preemptions() const { return preemptions_; }
+    const BlockManager& blocks() const { return blocks_; }
+
+private:
+    struct Sequence;
+    struct Session {
+        std::vector<int32_t> tokens;  // tokens whose KV the blocks hold
+        std::vector<int32_t> blocks;
+    };
+
+    void attach_cached_prefix(Sequence& s);
+    bool ensure_blocks(Sequence& s, std::size_t positions);
+    void preempt(Sequence& s);
+    void release_blocks(Sequence& s);
+    void register_full_blocks(Sequence& s);
+    void finish(Sequence& s, FinishReason reason, std::vector<GenerationEvent>& events, const std::string& error = {});
+    void emit(Sequence& s, int32_t token, std::vector<GenerationEvent>& events);
+
+    Model& model_;
+    const Tokenizer& tokenizer_;
+    EngineOptions options_;
+    BlockManager blocks_;
+    int64_t session_len_;
+    std::unordered_set<int32_t> eos_ids_;
+    std::deque<std::unique_ptr<Sequence>> waiting_;
+    std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
+    std::unordered_map<uint64_t, Session> sessions_;
+    std::unordered_set<uint64_t> busy_sessions_;
+    std::vector<float> logits_;
+    int32_t preemptions_ = 0;
+};
+
+}  // namespace lumen

@@ -1,0 +1,160 @@
+// The CPU backend against the references: the real stories260K model against llama2.c's output
+// and transformers' greedy text, and the tiny seeded-random checkpoints (Llama, InternLM2, Qwen2;
+// bf16 and fp16) against transformers: prompt ids, greedy ids and last-position logits.
+#include <QtTest>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine/model.h"
+#include "engine/text_file.h"
+#include "engine/tokenizer.h"
+#include "tests/support/engine_runner.h"
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_models.h"
+
+using namespace lumen;
+using namespace lumen::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path goldens() { return fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens"; }
+
+// The text under a "### " heading of REFERENCE.md, without the trailing newline.
+std::string reference_section(const fs::path& file, const std::string& heading) {
+    const std::string text = *read_text_file(file);
+    const std::size_t start = text.find("### " + heading);
+    if (start == std::string::npos) throw std::runtime_error("no section " + heading);
+    const std::size_t body = text.find('\n', start) + 1;
+    std::size_t end = text.find("\n### ", body);
+    if (end == std::string::npos) end = text.size();
+    std::string s = text.substr(body, end - body);
+    while (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+}
+
+std::vector<float> read_floats(const fs::path& path) {
+    const std::string bytes = *read_text_file(path);
+    std::vector<float> out(bytes.size() / 4);
+    std::memcpy(out.data(), bytes.data(), out.size() * 4);
+    return out;
+}
+
+// Logits after `prompt` from a single prefill on the CPU backend.
+std::vector<float> prompt_logits(const fs::path& dir, const std::vector<int32_t>& prompt) {
+    auto backend = make_cpu_backend();
+    Model model(dir, *backend);
+    const auto& t = model.text();
+    const int32_t blocks = int32_t((prompt.size() + 63) / 64);
+    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::F32});
+    BatchLayout batch;
+    for (std::size_t i = 0; i < prompt.size(); ++i) {
+        batch.token_ids.push_back(prompt[i]);
+        batch.positions.push_back(int32_t(i));
+        batch.token_seq.push_back(0);
+        batch.rope_lengths.push_back(int32_t(prompt.size()));
+    }
+    batch.max_blocks = blocks;
+    for (int32_t b = 0; b < blocks; ++b) batch.block_tables.push_back(b);
+    batch.logit_rows = {int32_t(prompt.size() - 1)};
+    const Tensor logits = model.forward(batch);
+    std::vector<float> out(std::size_t(t.vocab_size));
+    backend->read(logits, out);
+    return out;
+}
+
+}  // namespace
+
+class TestReferenceModels : public QObject {
+    Q_OBJECT
+private slots:
+    void stories260KMatchesLlama2c() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const fs::path model = data / "models" / "stories260K-hf";
+        // llama2.c's -n counts positions and also prints the token sampled at the last one, so
+        // `-n 200` prints 200 new tokens and `-n 256` (its default) 256.
+        const std::string n200 = reference_section(model / "REFERENCE.md", "./run stories260K.bin -z tok512.bin -t 0.0 -n 200");
+        const std::string n256 = reference_section(model / "REFERENCE.md", "./run stories260K.bin -z tok512.bin -t 0.0   (default");
+        for (const auto& [tokens, expected] : {std::pair{200, n200}, std::pair{256, n256}}) {
+            const auto r = run_cli({"generate", "--model", QString::fromStdString(model.string()), "--prompt", "",
+                                    "--temperature", "0", "--max-new-tokens", QString::number(tokens)});
+            QCOMPARE(r.exit_code, 0);
+            QByteArray out = r.out;
+            QVERIFY(out.endsWith('\n'));
+            out.chop(1);
+            QCOMPARE(QString::fromUtf8(out), QString::fromStdString(expected));
+        }
+    }
+
+    void stories260KMatchesTransformers() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
+        const json golden = json::parse(*read_text_file(goldens() / "stories260K.json"));
+        for (const auto& run : golden["runs"]) {
+            const auto r = run_cli({"generate", "--model", model, "--prompt", QString::fromStdString(run["prompt"]),
+                                    "--temperature", "0", "--max-new-tokens",
+                                    QString::number(run["generated_ids"].size()), "--json"});
+            QCOMPARE(r.exit_code, 0);
+            const json out = json::parse(r.out.trimmed().split('\n').last().toStdString());
+            QCOMPARE(out["prompt_ids"], run["prompt_ids"]);
+            QCOMPARE(out["generated_ids"], run["generated_ids"]);
+            // Streamed text leaves special tokens out (the model may emit <s> mid-story).
+            QCOMPARE(out["text"].get<std::string>(), run["text_skip_special"].get<std::string>());
+            QCOMPARE(out["finish_reason"].get<std::string>(), std::string("length"));
+            QVERIFY(out["timings"]["decode_tokens_per_second"].get<double>() > 0);
+        }
+    }
+
+    void tinyCheckpointsMatchTransformers_data() {
+        QTest::addColumn<int>("model");
+        QTest::addColumn<QString>("dtype");
+        const TinySpec spec = load_tiny_spec();
+        for (std::size_t m = 0; m < spec.models.size(); ++m)
+            for (const auto& d : spec.dtypes)
+                QTest::newRow((spec.models[m].name + " " + d).c_str()) << int(m) << QString::fromStdString(d);
+    }
+    void tinyCheckpointsMatchTransformers() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        QFETCH(int, model);
+        QFETCH(QString, dtype);
+        const TinySpec spec = load_tiny_spec();
+        const TinyModel& m = spec.models[std::size_t(model)];
+        const std::string key = m.name + "_" + dtype.toStdString();
+        const json golden = json::parse(*read_text_file(goldens() / "tiny/tiny_goldens.json"))["models"][key];
+
+        QTemporaryDir tmp;
+        const auto checksums = build_tiny_model(spec, m, dtype.toStdString(), data / "tokenizers", path_of(tmp));
+        QCOMPARE(checksums.size(), golden["checksums"].size());
+        for (const auto& [name, sum] : checksums)
+            QVERIFY2(std::to_string(sum) == golden["checksums"][name].get<std::string>(), name.c_str());
+
+        const auto tokenizer = Tokenizer::load(path_of(tmp));
+        EngineOptions options;
+        options.cache_max_entry_count = 16;
+        options.session_len = 256;  // past the tiny InternLM2's trained 48 positions, as transformers runs it
+        EngineRunner runner(path_of(tmp), options);
+        for (std::size_t p = 0; p < spec.prompts.size(); ++p) {
+            const json& run = golden["runs"][p];
+            const auto ids = tokenizer->encode(spec.prompts[p]);
+            QCOMPARE(ids, run["prompt_ids"].get<std::vector<int32_t>>());
+            const Collected c = runner.run(greedy(ids, spec.new_tokens));
+            QCOMPARE(c.ids, run["generated_ids"].get<std::vector<int32_t>>());
+        }
+        // Last-position logits of the long prompt, within 1e-4 of the largest.
+        const auto expected = read_floats(goldens() / "tiny" / ("tiny_" + key + ".logits"));
+        const auto got = prompt_logits(path_of(tmp), golden["runs"].back()["prompt_ids"].get<std::vector<int32_t>>());
+        QCOMPARE(got.size(), expected.size());
+        float scale = 0, worst = 0;
+        for (std::size_t i = 0; i < got.size(); ++i) {
+            scale = std::max(scale, std::fabs(expected[i]));
+            worst = std::max(worst, std::fabs(got[i] - expected[i]));
+        }
+        qInfo("%s: max |logit difference| %.3g, relative %.3g", key.c_str(), double(worst), double(worst / scale));
+        QVERIFY(worst <= 1e-4f * scale);
+    }
+};
+
+QTEST_GUILESS_MAIN(TestReferenceModels)
+#include "test_reference_models.moc"

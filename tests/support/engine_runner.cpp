@@ -1,0 +1,39 @@
+#include "tests/support/engine_runner.h"
+
+#include <stdexcept>
+
+namespace lumen::test {
+
+EngineRunner::EngineRunner(const std::filesystem::path& model, EngineOptions options) {
+    options.device = "cpu";
+    engine_ = Engine::create(model, options, [this](const GenerationEvent& e) {
+        if (on_event) on_event(e);
+        std::lock_guard lock(mutex_);
+        Collected& c = results_[e.request];
+        c.ids.insert(c.ids.end(), e.ids.begin(), e.ids.end());
+        if (!e.text.empty()) c.deltas.push_back(e.text);
+        c.text += e.text;
+        if (e.finish != FinishReason::None) {
+            c.final_event = e;
+            c.done = true;
+            cv_.notify_all();
+        }
+    });
+}
+
+Collected EngineRunner::wait(RequestId id) {
+    std::unique_lock lock(mutex_);
+    if (!cv_.wait_for(lock, std::chrono::seconds(120), [&] { return results_[id].done; }))
+        throw std::runtime_error("request did not finish within 120 s");
+    return results_[id];
+}
+
+GenerationRequest greedy(std::vector<int32_t> prompt, int32_t max_new_tokens) {
+    GenerationRequest r;
+    r.prompt = std::move(prompt);
+    r.sampling.temperature = 0;
+    r.max_new_tokens = max_new_tokens;
+    return r;
+}
+
+}  // namespace lumen::test
