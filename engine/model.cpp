@@ -304,6 +304,7 @@ Tensor Model::forward(const BatchLayout& batch) {
         backend_.silu_mul(gate_up, act);
         backend_.linear(act, w.w_down, w.b_down.empty() ? nullptr : &w.b_down, delta);
     }
+    if (L == 0) return Tensor{};  // a prompt chunk that needs no next-token logits yet
     backend_.add(x, delta);
     Tensor selected = selected_.rows_view(0, L), logits = logits_.rows_view(0, L);
     backend_.gather_rows(x, batch.logit_rows, selected);

@@ -377,7 +377,7 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
         const Tensor logits = model_.forward(batch);
         const std::size_t vocab = std::size_t(model_.text().vocab_size);
         logits_.resize(batch.logit_rows.size() * vocab);
-        model_.backend().read(logits, logits_);
+        if (!logits.empty()) model_.backend().read(logits, logits_);
 
         for (const auto& p : parts) {
             Sequence& s = *p.seq;

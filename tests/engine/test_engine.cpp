@@ -1,0 +1,237 @@
+// The engine's behaviour on the CPU backend with the real stories260K model and tiny checkpoints:
+// batching gives the same tokens as running alone, sessions reuse their KV cache, cancellation,
+// preemption under a small pool, seeds, stop strings, errors, and streaming text.
+#include <QtTest>
+#include <atomic>
+#include <thread>
+
+#include "engine/error.h"
+#include "engine/tokenizer.h"
+#include "engine/unicode.h"
+#include "tests/support/engine_runner.h"
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_models.h"
+
+using namespace lumen;
+using namespace lumen::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kPrompts[] = {"Once", "There was a big", "Tom and Sue went to the park to play with their new red ball",
+                          "One day", "The cat sat", "Lily wanted to eat a big cake, but her mom said no. She was sad",
+                          "A", "Once upon a time, in a small house near the woods, there lived"};
+
+}  // namespace
+
+class TestEngine : public QObject {
+    Q_OBJECT
+private:
+    fs::path stories_;
+
+    std::vector<int32_t> encode(EngineRunner& r, const std::string& text) { return r.engine().tokenizer().encode(text); }
+
+private slots:
+    void initTestCase() {
+        const auto data = shared_data();
+        if (!data) QSKIP("../shared/data is absent; these tests run the real stories260K model");
+        stories_ = *data / "models" / "stories260K-hf";
+    }
+
+    void concurrentRequestsMatchSoloRuns() {
+        EngineRunner solo(stories_);
+        std::vector<std::vector<int32_t>> expected;
+        for (const char* p : kPrompts) expected.push_back(solo.run(greedy(encode(solo, p), 48)).ids);
+
+        EngineRunner batched(stories_);
+        std::vector<RequestId> ids;
+        for (std::size_t i = 0; i < std::size(kPrompts); ++i)
+            ids.push_back(batched.submit(greedy(encode(batched, kPrompts[i]), 48)));
+        for (std::size_t i = 0; i < ids.size(); ++i) {
+            const Collected c = batched.wait(ids[i]);
+            QCOMPARE(c.final_event.finish, FinishReason::Length);
+            QCOMPARE(c.ids, expected[i]);
+        }
+    }
+
+    void chunkedPrefillMatchesWholePrefill() {
+        EngineOptions chunked;
+        chunked.prefill_chunk = 7;  // prompts arrive over several steps
+        EngineRunner a(stories_), b(stories_, chunked);
+        const auto prompt = encode(a, kPrompts[7]);
+        const Collected chunked_run = b.run(greedy(prompt, 40));
+        QVERIFY2(chunked_run.final_event.error.empty(), chunked_run.final_event.error.c_str());
+        QCOMPARE(chunked_run.ids, a.run(greedy(prompt, 40)).ids);
+    }
+
+    void secondTurnReusesTheFirstTurnsBlocks() {
+        EngineRunner r(stories_);
+        auto first = greedy(encode(r, "Once upon a time, there was a little girl"), 70);
+        first.session = 7;
+        const Collected turn1 = r.run(first);
+        QCOMPARE(turn1.final_event.timings.reused_tokens, 0);
+
+        // The follow-up: everything so far, then more text.
+        std::vector<int32_t> prompt = first.prompt;
+        prompt.insert(prompt.end(), turn1.ids.begin(), turn1.ids.end());
+        const auto more = r.engine().tokenizer().encode(" She said", {.add_special_tokens = false});
+        prompt.insert(prompt.end(), more.begin(), more.end());
+        auto second = greedy(prompt, 30);
+        second.session = 7;
+        const Collected turn2 = r.run(second);
+        // Every token of turn 1 whose keys were computed (all but the last reply token) is reused.
+        QCOMPARE(turn2.final_event.timings.reused_tokens, int32_t(first.prompt.size() + turn1.ids.size() - 1));
+        QCOMPARE(turn2.final_event.timings.prompt_tokens, int32_t(prompt.size()));
+
+        EngineRunner fresh(stories_);
+        QCOMPARE(turn2.ids, fresh.run(greedy(prompt, 30)).ids);
+    }
+
+    void sharedPrefixIsComputedOnce() {
+        EngineRunner r(stories_);
+        std::string long_prefix;
+        for (int i = 0; i < 12; ++i) long_prefix += "Once upon a time, there was a little girl. ";
+        const auto a = encode(r, long_prefix + "She liked cats.");
+        const auto b = encode(r, long_prefix + "He liked dogs.");
+        const Collected first = r.run(greedy(a, 8));
+        const Collected second = r.run(greedy(b, 8));
+        QCOMPARE(first.final_event.timings.reused_tokens, 0);
+        // The full 64-token blocks both prompts share come from the cache.
+        std::size_t common = 0;
+        while (a[common] == b[common]) ++common;
+        QCOMPARE(second.final_event.timings.reused_tokens, int32_t(common / 64 * 64));
+        QVERIFY(second.final_event.timings.reused_tokens >= 64);
+        EngineRunner fresh(stories_);
+        QCOMPARE(second.ids, fresh.run(greedy(b, 8)).ids);
+    }
+
+    void cancelEndsWithinOneStep() {
+        EngineRunner r(stories_);
+        std::atomic<RequestId> id{0};
+        std::atomic<bool> cancelled{false};
+        r.on_event = [&](const GenerationEvent& e) {
+            if (!e.ids.empty() && !cancelled.exchange(true)) r.engine().cancel(e.request);
+        };
+        id = r.submit(greedy(encode(r, "Once"), 400));
+        const Collected c = r.wait(id);
+        QCOMPARE(c.final_event.finish, FinishReason::Cancelled);
+        // The cancel is seen before the next step: at most the step already under way finishes.
+        QVERIFY2(c.ids.size() <= 2, qPrintable(QString::number(c.ids.size())));
+    }
+
+    void smallPoolPreemptsAndStillFinishesEverything() {
+        EngineRunner solo(stories_);
+        std::vector<std::vector<int32_t>> expected;
+        for (int i = 0; i < 4; ++i) expected.push_back(solo.run(greedy(encode(solo, kPrompts[i]), 150)).ids);
+
+        EngineOptions tiny;
+        tiny.cache_max_entry_count = 6;  // 6 blocks of 64: not enough for four 150-token replies at once
+        EngineRunner r(stories_, tiny);
+        std::vector<RequestId> ids;
+        for (int i = 0; i < 4; ++i) ids.push_back(r.submit(greedy(encode(r, kPrompts[i]), 150)));
+        for (int i = 0; i < 4; ++i) QCOMPARE(r.wait(ids[std::size_t(i)]).ids, expected[std::size_t(i)]);
+        QVERIFY(r.engine().preemptions() > 0);
+    }
+
+    void seedReproducesSampling() {
+        EngineRunner r(stories_);
+        auto request = [&](uint64_t seed) {
+            GenerationRequest g = greedy(encode(r, "Once"), 60);
+            g.sampling.temperature = 1.0f;
+            g.sampling.top_p = 0.9f;
+            g.sampling.seed = seed;
+            return g;
+        };
+        const auto a = r.run(request(133742)).ids;
+        QCOMPARE(r.run(request(133742)).ids, a);
+        QVERIFY(r.run(request(7)).ids != a);
+    }
+
+    void stopStringsEndTheReplyBeforeThem() {
+        EngineRunner r(stories_);
+        auto g = greedy(encode(r, ""), 100);
+        g.stop_strings = {"Lily"};
+        const Collected c = r.run(g);
+        QCOMPARE(c.final_event.finish, FinishReason::Stop);
+        QCOMPARE(c.text, std::string("Once upon a time, there was a little girl named "));
+    }
+
+    void errorsAreEventsNotCrashes() {
+        EngineRunner r(stories_);
+        std::vector<int32_t> long_prompt(600, 300);
+        Collected c = r.run(greedy(long_prompt, 4));
+        QCOMPARE(c.final_event.finish, FinishReason::Error);
+        QVERIFY2(QString::fromStdString(c.final_event.error).contains("context holds 512"), c.final_event.error.c_str());
+        c = r.run(greedy({1, 99999}, 4));
+        QVERIFY(c.final_event.error.find("outside the vocabulary") != std::string::npos);
+        c = r.run(greedy({}, 4));
+        QVERIFY(c.final_event.error.find("empty") != std::string::npos);
+        // The engine still works afterwards.
+        QCOMPARE(r.run(greedy(encode(r, "Once"), 3)).ids.size(), std::size_t(3));
+        // A pool too small for one sequence says so.
+        EngineOptions one_block;
+        one_block.cache_max_entry_count = 1;
+        EngineRunner small(stories_, one_block);
+        c = small.run(greedy(encode(small, "Once"), 100));
+        QCOMPARE(c.final_event.finish, FinishReason::Error);
+        QVERIFY2(c.final_event.error.find("KV") != std::string::npos, c.final_event.error.c_str());
+        QVERIFY_THROWS_EXCEPTION(Error, Engine::create("/nonexistent", {}, [](const GenerationEvent&) {}));
+    }
+
+    void generationStopsAtTheContext() {
+        EngineOptions o;
+        o.session_len = 40;
+        EngineRunner r(stories_, o);
+        const auto prompt = encode(r, "Once upon a time");
+        const Collected c = r.run(greedy(prompt, 1000));
+        QCOMPARE(c.final_event.finish, FinishReason::Length);
+        QCOMPARE(c.ids.size() + prompt.size(), std::size_t(40));
+    }
+
+    // Streamed deltas are whole characters and add up to decode(ids), for models whose output is
+    // byte-level (Qwen2) or byte-fallback (InternLM2) pieces of Chinese, emoji and the rest.
+    void streamedDeltasConcatenateToTheText_data() {
+        QTest::addColumn<QString>("model");
+        QTest::newRow("qwen2") << "qwen2";
+        QTest::newRow("internlm2") << "internlm2";
+        QTest::newRow("llama") << "llama";
+    }
+    void streamedDeltasConcatenateToTheText() {
+        QFETCH(QString, model);
+        const TinySpec spec = load_tiny_spec();
+        const TinyModel* m = nullptr;
+        for (const auto& x : spec.models)
+            if (x.name == model.toStdString()) m = &x;
+        QTemporaryDir tmp;
+        build_tiny_model(spec, *m, "bfloat16", *shared_data() / "tokenizers", path_of(tmp));
+        EngineRunner r(path_of(tmp));
+        GenerationRequest g = greedy(encode(r, "你好，世界！👋 Hello"), 120);
+        g.sampling.temperature = 1.2f;  // a random model wanders over the whole vocabulary
+        g.sampling.seed = 99;
+        const Collected c = r.run(g);
+        std::string joined;
+        for (const auto& d : c.deltas) {
+            QVERIFY(!d.empty());
+            QVERIFY(unicode::is_valid_utf8(d));
+            joined += d;
+        }
+        QCOMPARE(joined, r.engine().tokenizer().decode(c.ids, true));
+        QCOMPARE(c.text, joined);
+        bool non_ascii = false;
+        for (unsigned char ch : joined) non_ascii = non_ascii || ch >= 0x80;
+        QVERIFY(non_ascii);
+    }
+
+    void threadSafeSubmission() {
+        EngineRunner r(stories_);
+        std::vector<std::thread> threads;
+        std::vector<RequestId> ids(8);
+        for (int t = 0; t < 8; ++t)
+            threads.emplace_back([&, t] { ids[std::size_t(t)] = r.submit(greedy(r.engine().tokenizer().encode(kPrompts[t]), 10)); });
+        for (auto& t : threads) t.join();
+        for (RequestId id : ids) QCOMPARE(r.wait(id).ids.size(), std::size_t(10));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestEngine)
+#include "test_engine.moc"
