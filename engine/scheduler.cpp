@@ -113,8 +113,6 @@ void Scheduler::attach_cached_prefix(Sequence& s) {
                     s.blocks.push_back(b);
                 }
             }
-            for (int32_t b : old.blocks) blocks_.release(b);
-            sessions_.erase(it);
             s.computed = lcp;
             s.timings.reused_tokens = int32_t(lcp);
             return;
@@ -141,10 +139,18 @@ bool Scheduler::ensure_blocks(Sequence& s, std::size_t positions) {
             continue;
         }
         // Out of blocks: an idle session's cache goes first; preemption is the caller's choice.
-        if (sessions_.empty()) return false;
-        close_session(sessions_.begin()->first);
+        if (!close_idle_session(s)) return false;
     }
     return true;
+}
+
+bool Scheduler::close_idle_session(const Sequence& keep) {
+    for (const auto& [id, session] : sessions_)
+        if (!(keep.request.session && *keep.request.session == id)) {
+            close_session(id);
+            return true;
+        }
+    return false;
 }
 
 void Scheduler::release_blocks(Sequence& s) {
@@ -171,7 +177,7 @@ void Scheduler::register_full_blocks(Sequence& s) {
     }
 }
 
-void Scheduler::emit(Sequence& s, int32_t token, std::vector<GenerationEvent>& events) {
+void Scheduler::deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>& events) {
     const auto now = Clock::now();
     s.tokens.push_back(token);
     if (s.timings.generated_tokens++ == 0) {
@@ -283,8 +289,13 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
         }
         const std::size_t total = (s.tokens.size() + bs) / bs;  // room for the next token too
         const std::size_t need = total > s.blocks.size() ? total - s.blocks.size() : 0;
-        while (std::size_t(blocks_.available()) < need && !sessions_.empty()) close_session(sessions_.begin()->first);
+        while (std::size_t(blocks_.available()) < need && close_idle_session(s)) {
+        }
         if (std::size_t(blocks_.available()) < need) {
+            // Not now: give back what the lookup took, so waiting never holds blocks.
+            release_blocks(s);
+            s.computed = 0;
+            s.attached = false;
             if (running_.empty()) {
                 release_blocks(s);
                 finish(s, FinishReason::Error, events,
@@ -295,6 +306,7 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
             }
             break;
         }
+        if (s.request.session) close_session(*s.request.session);  // its blocks now belong to s
         s.admitted = Clock::now();
         if (s.timings.queue_ms == 0)
             s.timings.queue_ms = std::chrono::duration<double, std::milli>(s.admitted - s.submitted).count();
@@ -313,7 +325,7 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
     int64_t budget = std::max(1, options_.prefill_chunk);
     for (std::size_t i = 0; i < running_.size(); ++i) {
         Sequence& s = *running_[i];
-        if (s.done) continue;
+        if (s.done || s.preempted) continue;
         const std::size_t remaining = s.tokens.size() - s.computed;
         std::size_t n = remaining;
         if (remaining > 1) {
@@ -325,7 +337,7 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
             // Preempt the newest sequence not yet in this batch; if that is this one, it waits.
             Sequence* victim = nullptr;
             for (std::size_t j = running_.size(); j-- > i + 1;)
-                if (!running_[j]->done && !running_[j]->blocks.empty()) {
+                if (!running_[j]->done && !running_[j]->preempted && !running_[j]->blocks.empty()) {
                     victim = running_[j].get();
                     break;
                 }
@@ -385,7 +397,7 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
             register_full_blocks(s);
             if (p.logit_row < 0) continue;
             const std::span<float> row(logits_.data() + std::size_t(p.logit_row) * vocab, vocab);
-            emit(s, s.sampler.sample(row, s.tokens), events);
+            deliver(s, s.sampler.sample(row, s.tokens), events);
         }
     }
     running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }), running_.end());

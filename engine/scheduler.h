@@ -51,11 +51,13 @@ private:
 
     void attach_cached_prefix(Sequence& s);
     bool ensure_blocks(Sequence& s, std::size_t positions);
+    // Frees the cache of one idle session other than `keep`'s; false when there is none.
+    bool close_idle_session(const Sequence& keep);
     void preempt(Sequence& s);
     void release_blocks(Sequence& s);
     void register_full_blocks(Sequence& s);
     void finish(Sequence& s, FinishReason reason, std::vector<GenerationEvent>& events, const std::string& error = {});
-    void emit(Sequence& s, int32_t token, std::vector<GenerationEvent>& events);
+    void deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>& events);
 
     Model& model_;
     const Tokenizer& tokenizer_;

@@ -5,7 +5,10 @@
 #include <atomic>
 #include <thread>
 
+#include "engine/backend.h"
 #include "engine/error.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 #include "tests/support/engine_runner.h"
@@ -129,8 +132,49 @@ private slots:
         EngineRunner r(stories_, tiny);
         std::vector<RequestId> ids;
         for (int i = 0; i < 4; ++i) ids.push_back(r.submit(greedy(encode(r, kPrompts[i]), 150)));
-        for (int i = 0; i < 4; ++i) QCOMPARE(r.wait(ids[std::size_t(i)]).ids, expected[std::size_t(i)]);
+        for (int i = 0; i < 4; ++i) {
+            const Collected c = r.wait(ids[std::size_t(i)]);
+            QVERIFY2(c.final_event.error.empty(), c.final_event.error.c_str());
+            QCOMPARE(c.ids.size(), expected[std::size_t(i)].size());
+            QCOMPARE(c.ids, expected[std::size_t(i)]);
+        }
         QVERIFY(r.engine().preemptions() > 0);
+    }
+
+    // The same through the scheduler alone, so every request is queued before the first step and
+    // the preemption pattern does not depend on thread timing.
+    void schedulerPreemptionIsExact() {
+        EngineRunner solo(stories_);
+        std::vector<std::vector<int32_t>> prompts, expected;
+        for (int i = 0; i < 5; ++i) {
+            prompts.push_back(encode(solo, kPrompts[i]));
+            expected.push_back(solo.run(greedy(prompts.back(), 150)).ids);
+        }
+        auto backend = make_cpu_backend();
+        Model model(stories_, *backend);
+        const auto tokenizer = Tokenizer::load(stories_);
+        const auto& t = model.text();
+        for (int blocks : {5, 7, 9}) {
+            backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::F32});
+            EngineOptions options;
+            options.prefill_chunk = 16;
+            Scheduler scheduler(model, *tokenizer, options, blocks, 512);
+            std::vector<GenerationEvent> events;
+            for (std::size_t i = 0; i < prompts.size(); ++i)
+                scheduler.add(RequestId(i + 1), greedy(prompts[i], 150), Scheduler::Clock::now(), events);
+            int steps = 0;
+            while (scheduler.has_work() && steps++ < 10000) scheduler.step(events);
+            QVERIFY(!scheduler.has_work());
+            QVERIFY(scheduler.preemptions() > 0);
+            std::map<RequestId, std::vector<int32_t>> got;
+            for (const auto& e : events) {
+                QVERIFY2(e.finish != FinishReason::Error, e.error.c_str());
+                got[e.request].insert(got[e.request].end(), e.ids.begin(), e.ids.end());
+            }
+            for (std::size_t i = 0; i < prompts.size(); ++i) QCOMPARE(got[RequestId(i + 1)], expected[i]);
+            // Every block is back: free, or cached for reuse.
+            QCOMPARE(scheduler.blocks().available(), blocks);
+        }
     }
 
     void seedReproducesSampling() {

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/checkpoint.h"
 #include "engine/model.h"
 #include "engine/text_file.h"
 #include "engine/tokenizer.h"
@@ -153,6 +154,52 @@ private slots:
         }
         qInfo("%s: max |logit difference| %.3g, relative %.3g", key.c_str(), double(worst), double(worst / scale));
         QVERIFY(worst <= 1e-4f * scale);
+    }
+
+    // The language model inside LLaVA (old and new transformers layouts) and InternVL loads from
+    // its prefixed tensors and computes exactly what the plain checkpoint does.
+    void wrappedLanguageModels_data() {
+        QTest::addColumn<QString>("inner");
+        QTest::addColumn<QString>("wrapper");
+        QTest::addColumn<QString>("model_prefix");
+        QTest::addColumn<QString>("head");
+        QTest::newRow("llava, transformers 4") << "llama" << "llava" << "language_model.model." << "language_model.lm_head.weight";
+        QTest::newRow("llava, transformers 5") << "llama" << "llava" << "model.language_model." << "lm_head.weight";
+        QTest::newRow("internvl, internlm2") << "internlm2" << "internvl_chat" << "language_model.model." << "language_model.output.weight";
+        QTest::newRow("internvl -hf, qwen2") << "qwen2" << "internvl" << "model.language_model." << "";
+    }
+    void wrappedLanguageModels() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        QFETCH(QString, inner);
+        QFETCH(QString, wrapper);
+        QFETCH(QString, model_prefix);
+        QFETCH(QString, head);
+        const TinySpec spec = load_tiny_spec();
+        const TinyModel* m = nullptr;
+        for (const auto& x : spec.models)
+            if (x.name == inner.toStdString()) m = &x;
+        QTemporaryDir plain, wrapped;
+        build_tiny_model(spec, *m, "bfloat16", data / "tokenizers", path_of(plain));
+
+        std::vector<TensorSpec> renamed;
+        const Checkpoint source(path_of(plain));
+        for (const TensorInfo* t : source.tensors()) {
+            std::string name = t->name;
+            if (name.rfind("model.", 0) == 0) name = model_prefix.toStdString() + name.substr(6);
+            else name = head.toStdString();
+            renamed.push_back({name, t->dtype, t->shape, std::string(reinterpret_cast<const char*>(t->data.data()), t->data.size())});
+        }
+        write_file(path_of(wrapped) / "model.safetensors", safetensors_bytes(renamed));
+        json config = m->config;
+        config["torch_dtype"] = "bfloat16";
+        json outer{{"vision_config", {{"model_type", "vision"}}}, {"torch_dtype", "bfloat16"}};
+        if (wrapper == "llava") outer["architectures"] = {"LlavaForConditionalGeneration"}, outer["text_config"] = config;
+        if (wrapper == "internvl_chat") outer["architectures"] = {"InternVLChatModel"}, outer["llm_config"] = config, outer["template"] = "internlm2-chat";
+        if (wrapper == "internvl") outer["architectures"] = {"InternVLForConditionalGeneration"}, outer["text_config"] = config;
+        write_file(path_of(wrapped) / "config.json", outer.dump());
+
+        const std::vector<int32_t> prompt{1, 17, 23, 99, 5, 42};
+        QCOMPARE(prompt_logits(path_of(wrapped), prompt), prompt_logits(path_of(plain), prompt));
     }
 };
 
