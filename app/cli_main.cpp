@@ -21,6 +21,9 @@ Commands:
         Continue a text with a model (no chat template), streaming the reply.
   chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME]
         Talk to a model through its chat template, multi-turn.
+  bench (--model DIR | --config FILE --random-weights) [--batch 1,16,64] [--prompt-len N] [--gen-len N]
+        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--json]
+        Prefill and decode speed next to the memory-bandwidth floor.
   devices
         The NVIDIA GPUs this build can use.
 
@@ -42,6 +45,7 @@ int main(int argc, char** argv) {
         if (command == "devices") return lumen::cli::run_devices(args);
         if (command == "generate") return lumen::cli::run_generate(args);
         if (command == "chat") return lumen::cli::run_chat(args);
+        if (command == "bench") return lumen::cli::run_bench(args);
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {

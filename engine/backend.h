@@ -72,10 +72,17 @@ public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
 
+    // The type of intermediate activations: F32 on the CPU, the model's 16-bit type on a GPU.
+    virtual DType compute_dtype() const = 0;
+
     // Memory. Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the
     // model keeps); a device backend copies it, the CPU one uses it in place.
     virtual Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
-    virtual Tensor activation(int64_t rows, int64_t cols) = 0;  // F32 on the CPU
+    // Weights for benchmarks at real shapes without a checkpoint: uniform in
+    // [center - scale/2, center + scale/2), a pure function of `seed`, made where they are used.
+    virtual Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) = 0;
+    // Scratch of `dtype`: F32 for the residual stream and logits, compute_dtype() for the rest.
+    virtual Tensor activation(int64_t rows, int64_t cols, DType dtype) = 0;
     virtual void release(Tensor& t) = 0;
     virtual void allocate_kv_cache(const KvCacheShape& shape) = 0;
     virtual const KvCacheShape& kv_cache_shape() const = 0;
@@ -101,6 +108,13 @@ public:
     virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor out) = 0;
     // Copies KV blocks (for copy-on-write of a shared partial block).
     virtual void copy_kv_block(int32_t from, int32_t to) = 0;
+    // The index of the largest value of each row: greedy sampling without moving logits.
+    virtual void argmax_rows(const Tensor& logits, std::span<int32_t> out) = 0;
+
+    // Waits for queued work (for timing).
+    virtual void synchronize() {}
+    // Measured read bandwidth of the memory the weights live in, bytes per second.
+    virtual double measure_read_bandwidth() = 0;
 };
 
 std::unique_ptr<Backend> make_cpu_backend();

@@ -1,6 +1,8 @@
 // The CPU reference backend: fp32 math over F32, F16 or BF16 weights, threads over rows, weights
 // converted a few rows at a time so each converted row serves every token of the batch.
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -76,28 +78,83 @@ float dot(const float* a, const float* b, int64_t n) {
     return s;
 }
 
-// Four dot products of x with w0..w3 at once, so x is read once for four weight rows.
+typedef float v8 __attribute__((vector_size(32)));
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+
+// Macros rather than functions: vector values must not cross a function boundary whose ABI
+// differs between the AVX and the baseline clone.
+#define LUMEN_LOAD8(dst, p) std::memcpy(&(dst), (p), sizeof(v8))
+#define LUMEN_LOAD_BF16X8(dst, p)                                           \
+    do {                                                                    \
+        u16x8 h_;                                                           \
+        std::memcpy(&h_, (p), sizeof h_);                                   \
+        const u32x8 bits_ = __builtin_convertvector(h_, u32x8) << 16;       \
+        std::memcpy(&(dst), &bits_, sizeof(v8));                            \
+    } while (0)
+
+inline float hsum(const v8& v) {
+    float s = 0;
+    for (int i = 0; i < 8; ++i) s += v[i];
+    return s;
+}
+
+// out[2a + b] = x[a] · w[b] for four activation rows and two weight rows: eight accumulators,
+// each loaded vector used twice or four times (the prefill GEMM's inner kernel).
 __attribute__((target_clones("arch=x86-64-v3", "default")))
-void dot4(const float* x, const float* w0, const float* w1, const float* w2, const float* w3, int64_t n, float* out) {
-    float a0[8] = {}, a1[8] = {}, a2[8] = {}, a3[8] = {};
+void dot_4x2(const float* const* x, const float* w0, const float* w1, int64_t k, float* out) {
+    v8 a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; ++k) {
-            const float v = x[i + k];
-            a0[k] += v * w0[i + k];
-            a1[k] += v * w1[i + k];
-            a2[k] += v * w2[i + k];
-            a3[k] += v * w3[i + k];
-        }
-    float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (int k = 0; k < 8; ++k) s0 += a0[k], s1 += a1[k], s2 += a2[k], s3 += a3[k];
-    for (; i < n; ++i) {
-        s0 += x[i] * w0[i];
-        s1 += x[i] * w1[i];
-        s2 += x[i] * w2[i];
-        s3 += x[i] * w3[i];
+    for (; i + 8 <= k; i += 8) {
+        v8 b0, b1, v;
+        LUMEN_LOAD8(b0, w0 + i);
+        LUMEN_LOAD8(b1, w1 + i);
+        LUMEN_LOAD8(v, x[0] + i);
+        a00 += v * b0, a01 += v * b1;
+        LUMEN_LOAD8(v, x[1] + i);
+        a10 += v * b0, a11 += v * b1;
+        LUMEN_LOAD8(v, x[2] + i);
+        a20 += v * b0, a21 += v * b1;
+        LUMEN_LOAD8(v, x[3] + i);
+        a30 += v * b0, a31 += v * b1;
     }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+    float r[8] = {hsum(a00), hsum(a01), hsum(a10), hsum(a11), hsum(a20), hsum(a21), hsum(a30), hsum(a31)};
+    for (; i < k; ++i)
+        for (int a = 0; a < 4; ++a) r[2 * a] += x[a][i] * w0[i], r[2 * a + 1] += x[a][i] * w1[i];
+    std::memcpy(out, r, sizeof r);
+}
+
+// out[b] = x · w[b] for four bf16 weight rows read straight from the mapped file (decode: every
+// weight byte is read once per token, so converting through a buffer would only add traffic).
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+void dot_bf16_x4(const float* x, const uint16_t* const* w, int64_t k, float* out) {
+    v8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8) {
+        v8 v, w0, w1, w2, w3;
+        LUMEN_LOAD8(v, x + i);
+        LUMEN_LOAD_BF16X8(w0, w[0] + i);
+        LUMEN_LOAD_BF16X8(w1, w[1] + i);
+        LUMEN_LOAD_BF16X8(w2, w[2] + i);
+        LUMEN_LOAD_BF16X8(w3, w[3] + i);
+        a0 += v * w0, a1 += v * w1, a2 += v * w2, a3 += v * w3;
+    }
+    float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
+    for (; i < k; ++i)
+        for (int b = 0; b < 4; ++b) r[b] += x[i] * bf16_to_f32(w[b][i]);
+    std::memcpy(out, r, sizeof r);
+}
+
+__attribute__((target_clones("arch=x86-64-v3", "default")))
+float sum(const float* a, int64_t n) {
+    float acc[16] = {};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; ++k) acc[k] += a[i + k];
+    float s = 0;
+    for (int k = 0; k < 16; ++k) s += acc[k];
+    for (; i < n; ++i) s += a[i];
+    return s;
 }
 
 __attribute__((target_clones("arch=x86-64-v3", "default")))
@@ -107,6 +164,15 @@ void axpy(float a, const float* x, float* y, int64_t n) {
 
 void check_f32(const Tensor& t, const char* what) {
     if (t.dtype != DType::F32) throw Error(std::string("CPU backend: ") + what + " must be F32");
+}
+
+// A uniform value in [0, 1) from (seed, index): splitmix64, top 24 bits.
+float random_unit(uint64_t seed, uint64_t i) {
+    uint64_t z = (seed ^ (i * 0xD1B54A32D192ED03ull)) + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return float(z >> 40) * (1.0f / 16777216.0f);
 }
 
 // Work below this many multiply-adds per thread is not worth waking threads for.
@@ -126,8 +192,30 @@ public:
         return Tensor{const_cast<void*>(host), dtype, rows, cols, cols};
     }
 
-    Tensor activation(int64_t rows, int64_t cols) override {
-        auto buffer = std::make_unique<float[]>(std::size_t(std::max<int64_t>(1, rows * cols)));
+    DType compute_dtype() const override { return DType::F32; }
+
+    Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
+        const std::size_t n = std::size_t(rows * cols), elem = dtype_size(dtype);
+        auto buffer = std::make_unique<std::byte[]>(std::max<std::size_t>(1, n * elem));
+        std::byte* data = buffer.get();
+        ThreadPool::shared().parallel_for(n, 1 << 16, [&](std::size_t b, std::size_t e) {
+            for (std::size_t i = b; i < e; ++i) {
+                const float v = center + scale * (random_unit(seed, i) - 0.5f);
+                if (dtype == DType::F32) std::memcpy(data + i * 4, &v, 4);
+                else {
+                    const uint16_t h = dtype == DType::BF16 ? f32_to_bf16(v) : f32_to_f16(v);
+                    std::memcpy(data + i * 2, &h, 2);
+                }
+            }
+        });
+        Tensor t{data, dtype, rows, cols, cols};
+        buffers_.emplace(t.data, std::move(buffer));
+        return t;
+    }
+
+    Tensor activation(int64_t rows, int64_t cols, DType dtype) override {
+        if (dtype != DType::F32) throw Error("CPU backend: activations are F32");
+        auto buffer = std::make_unique<std::byte[]>(std::size_t(std::max<int64_t>(1, rows * cols)) * 4);
         Tensor t{buffer.get(), DType::F32, rows, cols, cols};
         buffers_.emplace(t.data, std::move(buffer));
         return t;
@@ -136,6 +224,32 @@ public:
     void release(Tensor& t) override {
         buffers_.erase(t.data);
         t = Tensor{};
+    }
+
+    double measure_read_bandwidth() override {
+        // Sums 1 GiB in parallel, best of three.
+        const std::size_t n = std::size_t(1) << 28;
+        std::unique_ptr<float[]> buffer(new float[n]);
+        ThreadPool::shared().parallel_for(n, 1 << 20, [&](std::size_t b, std::size_t e) { std::fill(buffer.get() + b, buffer.get() + e, 1.0f); });
+        double best = 0;
+        for (int rep = 0; rep < 3; ++rep) {
+            std::vector<float> partial(ThreadPool::shared().size(), 0.0f);
+            std::atomic<std::size_t> slot{0};
+            const auto start = std::chrono::steady_clock::now();
+            ThreadPool::shared().parallel_for(n, 1 << 20, [&](std::size_t b, std::size_t e) {
+                partial[slot++] = sum(buffer.get() + b, int64_t(e - b));
+            });
+            const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            best = std::max(best, double(n * sizeof(float)) / s);
+        }
+        return best;
+    }
+
+    void argmax_rows(const Tensor& logits, std::span<int32_t> out) override {
+        for (int64_t r = 0; r < logits.rows; ++r) {
+            const float* row = frow(logits, r);
+            out[std::size_t(r)] = int32_t(std::max_element(row, row + logits.cols) - row);
+        }
     }
 
     void allocate_kv_cache(const KvCacheShape& shape) override {
@@ -210,21 +324,47 @@ public:
             bp = row_f32(*bias, 0, b.data());
         }
         const int64_t in = x.cols, n = x.rows;
-        // Blocks of four weight rows: each block is converted once and used for every token.
-        const std::size_t blocks = std::size_t((w.rows + 3) / 4);
-        ThreadPool::shared().parallel_for(blocks, grain_for(std::size_t(in * n * 4)), [&](std::size_t bb, std::size_t be) {
-            std::vector<float> scratch(std::size_t(in) * 4);
+        auto store = [&](int64_t t, int64_t r, float v) { frow(out, t)[r] = v + (bp ? bp[r] : 0.0f); };
+        // Few tokens and bf16 weights: dot products straight from the weights, four rows at a time.
+        if (n <= 2 && w.dtype == DType::BF16) {
+            ThreadPool::shared().parallel_for(std::size_t((w.rows + 3) / 4), grain_for(std::size_t(in * n * 4)),
+                                              [&](std::size_t bb, std::size_t be) {
+                for (std::size_t blk = bb; blk < be; ++blk) {
+                    const int64_t r0 = int64_t(blk) * 4, count = std::min<int64_t>(4, w.rows - r0);
+                    const uint16_t* rows[4];
+                    for (int64_t k = 0; k < 4; ++k)
+                        rows[k] = static_cast<const uint16_t*>(w.data) + (r0 + std::min(k, count - 1)) * w.stride;
+                    for (int64_t t = 0; t < n; ++t) {
+                        float acc[4];
+                        dot_bf16_x4(frow(x, t), rows, in, acc);
+                        for (int64_t k = 0; k < count; ++k) store(t, r0 + k, acc[k]);
+                    }
+                }
+            });
+            return;
+        }
+        // Blocks of 16 weight rows, converted to fp32 once and used for every token, four tokens
+        // by two rows at a time.
+        constexpr int64_t kRows = 16;
+        ThreadPool::shared().parallel_for(std::size_t((w.rows + kRows - 1) / kRows), grain_for(std::size_t(in * n * kRows)),
+                                          [&](std::size_t bb, std::size_t be) {
+            std::vector<float> scratch(std::size_t(in * kRows));
             for (std::size_t blk = bb; blk < be; ++blk) {
-                const int64_t r0 = int64_t(blk) * 4;
-                const int64_t count = std::min<int64_t>(4, w.rows - r0);
-                const float* rows[4];
-                for (int64_t k = 0; k < 4; ++k)
-                    rows[k] = row_f32(w, r0 + std::min(k, count - 1), scratch.data() + k * in);
-                float acc[4];
-                for (int64_t t = 0; t < n; ++t) {
-                    dot4(frow(x, t), rows[0], rows[1], rows[2], rows[3], in, acc);
-                    float* o = frow(out, t);
-                    for (int64_t k = 0; k < count; ++k) o[r0 + k] = acc[k] + (bp ? bp[r0 + k] : 0.0f);
+                const int64_t r0 = int64_t(blk) * kRows, count = std::min<int64_t>(kRows, w.rows - r0);
+                const float* rows[kRows];
+                for (int64_t k = 0; k < count; ++k) rows[k] = row_f32(w, r0 + k, scratch.data() + k * in);
+                for (int64_t t0 = 0; t0 < n; t0 += 4) {
+                    const int64_t tokens = std::min<int64_t>(4, n - t0);
+                    const float* xs[4];
+                    for (int64_t a = 0; a < 4; ++a) xs[a] = frow(x, t0 + std::min(a, tokens - 1));
+                    for (int64_t k = 0; k < count; k += 2) {
+                        float acc[8];
+                        dot_4x2(xs, rows[k], rows[std::min(k + 1, count - 1)], in, acc);
+                        for (int64_t a = 0; a < tokens; ++a) {
+                            store(t0 + a, r0 + k, acc[2 * a]);
+                            if (k + 1 < count) store(t0 + a, r0 + k + 1, acc[2 * a + 1]);
+                        }
+                    }
                 }
             }
         });
@@ -361,7 +501,7 @@ private:
         return kv_.get() + index * s.head_dim;
     }
 
-    std::map<void*, std::unique_ptr<float[]>> buffers_;
+    std::map<void*, std::unique_ptr<std::byte[]>> buffers_;
     KvCacheShape kv_shape_;
     std::unique_ptr<float[]> kv_;
 };

@@ -6,11 +6,10 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/backend.h"
+#include "engine/backend_factory.h"
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/scheduler.h"
-#include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 
 namespace lumen {
@@ -43,11 +42,7 @@ class EngineImpl final : public Engine {
 public:
     EngineImpl(const std::filesystem::path& dir, const EngineOptions& options, Callback callback)
         : options_(options), callback_(std::move(callback)) {
-        if (options.device == "cuda")
-            throw Error("this build of Lumen has no CUDA backend yet; use --device cpu (or auto)");
-        if (options.device != "cpu" && options.device != "auto")
-            throw Error("unknown device '" + options.device + "' (choose cpu, cuda or auto)");
-        backend_ = make_cpu_backend();
+        backend_ = make_backend(options.device, &device_);
         tokenizer_ = Tokenizer::load(dir);
         model_ = std::make_unique<Model>(dir, *backend_);
 
@@ -76,7 +71,7 @@ public:
         KvCacheShape shape{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), int32_t(bs), int32_t(blocks),
                            DType::F32};
         backend_->allocate_kv_cache(shape);
-        scheduler_ = std::make_unique<Scheduler>(*model_, *tokenizer_, options, int32_t(blocks), session_len_);
+        scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(), options, int32_t(blocks), session_len_);
         thread_ = std::thread([this] { run(); });
     }
 
@@ -111,9 +106,7 @@ public:
 
     const Tokenizer& tokenizer() const override { return *tokenizer_; }
     const ModelConfig& model_config() const override { return model_->config(); }
-    std::string device_name() const override {
-        return "cpu (" + std::to_string(ThreadPool::shared().size()) + " threads)";
-    }
+    std::string device_name() const override { return device_; }
     int64_t session_len() const override { return session_len_; }
     int32_t kv_blocks() const override { return backend_->kv_cache_shape().num_blocks; }
     int32_t preemptions() const override { return preemptions_.load(); }
@@ -159,6 +152,7 @@ private:
 
     EngineOptions options_;
     Callback callback_;
+    std::string device_;
     std::unique_ptr<Backend> backend_;
     std::unique_ptr<Tokenizer> tokenizer_;
     std::unique_ptr<Model> model_;

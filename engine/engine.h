@@ -25,6 +25,7 @@ struct GenerationRequest {
     int32_t max_new_tokens = 256;
     std::vector<std::string> stop_strings;  // the reply ends before any of these
     std::vector<int32_t> stop_ids;          // besides the model's eos ids
+    bool ignore_eos = false;                // generate max_new_tokens whatever comes (benchmarks)
     // Requests with the same session keep their KV cache between them: a follow-up whose prompt
     // starts with the previous prompt and reply computes only what is new.
     std::optional<uint64_t> session;

@@ -1,5 +1,6 @@
 #include "engine/model.h"
 
+#include <cmath>
 #include <cstring>
 
 #include "engine/error.h"
@@ -174,9 +175,51 @@ Model::Model(const std::filesystem::path& dir, Backend& backend)
     load_weights(*checkpoint_);
 }
 
+Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed) : backend_(backend), config_(config) {
+    const TextConfig& t = config_.text;
+    attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
+    rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
+    random_weights(dtype, seed);
+}
+
 Model::~Model() {
-    for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_, &selected_, &logits_})
+    for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_, &selected_, &normed_, &logits_})
         if (!a->empty()) backend_.release(*a);
+}
+
+void Model::random_weights(DType dtype, uint64_t seed) {
+    const TextConfig& t = config_.text;
+    const Shapes s = shapes_of(t);
+    uint64_t next = seed;
+    // Scales keep activations in a sane range whatever the width: uniform with std ~ 1/sqrt(in).
+    auto matrix = [&](int64_t rows, int64_t cols) {
+        weight_bytes_ += uint64_t(rows * cols) * dtype_size(dtype);
+        return backend_.random_weight(dtype, rows, cols, ++next, 0.0f, 3.4f / std::sqrt(float(cols)));
+    };
+    auto vector = [&](int64_t n, float center, float scale) {
+        weight_bytes_ += uint64_t(n) * dtype_size(dtype);
+        return backend_.random_weight(dtype, 1, n, ++next, center, scale);
+    };
+    embed_ = backend_.random_weight(dtype, s.vocab, s.hidden, ++next, 0.0f, 1.0f);
+    weight_bytes_ += uint64_t(s.vocab * s.hidden) * dtype_size(dtype);
+    final_norm_ = vector(s.hidden, 1.0f, 0.2f);
+    lm_head_ = t.tie_word_embeddings ? embed_ : matrix(s.vocab, s.hidden);
+    for (int64_t l = 0; l < t.num_layers; ++l) {
+        Layer layer;
+        layer.attn_norm = vector(s.hidden, 1.0f, 0.2f);
+        layer.ffn_norm = vector(s.hidden, 1.0f, 0.2f);
+        layer.wqkv = matrix(s.q() + 2 * s.kv(), s.hidden);
+        if (t.qkv_bias) layer.bqkv = vector(s.q() + 2 * s.kv(), 0.0f, 0.2f);
+        layer.wo = matrix(s.hidden, s.q());
+        if (t.o_bias) layer.bo = vector(s.hidden, 0.0f, 0.2f);
+        layer.w_gate_up = matrix(2 * s.inter, s.hidden);
+        layer.w_down = matrix(s.hidden, s.inter);
+        if (t.mlp_bias) {
+            layer.b_gate_up = vector(2 * s.inter, 0.0f, 0.2f);
+            layer.b_down = vector(s.hidden, 0.0f, 0.2f);
+        }
+        layers_.push_back(layer);
+    }
 }
 
 void Model::load_weights(const Checkpoint& c) {
@@ -262,20 +305,22 @@ void Model::ensure_capacity(int64_t tokens, int64_t logit_rows) {
         for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_})
             if (!a->empty()) backend_.release(*a);
         capacity_ = std::max<int64_t>(tokens, 16);
-        x_ = backend_.activation(capacity_, s.hidden);
-        h_ = backend_.activation(capacity_, s.hidden);
-        delta_ = backend_.activation(capacity_, s.hidden);
-        qkv_ = backend_.activation(capacity_, s.q() + 2 * s.kv());
-        attn_ = backend_.activation(capacity_, s.q());
-        gate_up_ = backend_.activation(capacity_, 2 * s.inter);
-        act_ = backend_.activation(capacity_, s.inter);
+        const DType c = backend_.compute_dtype();
+        x_ = backend_.activation(capacity_, s.hidden, DType::F32);  // the residual stream stays fp32
+        h_ = backend_.activation(capacity_, s.hidden, c);
+        delta_ = backend_.activation(capacity_, s.hidden, c);
+        qkv_ = backend_.activation(capacity_, s.q() + 2 * s.kv(), c);
+        attn_ = backend_.activation(capacity_, s.q(), c);
+        gate_up_ = backend_.activation(capacity_, 2 * s.inter, c);
+        act_ = backend_.activation(capacity_, s.inter, c);
     }
     if (logit_rows > logit_capacity_) {
-        for (Tensor* a : {&selected_, &logits_})
+        for (Tensor* a : {&selected_, &normed_, &logits_})
             if (!a->empty()) backend_.release(*a);
         logit_capacity_ = std::max<int64_t>(logit_rows, 4);
-        selected_ = backend_.activation(logit_capacity_, s.hidden);
-        logits_ = backend_.activation(logit_capacity_, s.vocab);
+        selected_ = backend_.activation(logit_capacity_, s.hidden, DType::F32);
+        normed_ = backend_.activation(logit_capacity_, s.hidden, backend_.compute_dtype());
+        logits_ = backend_.activation(logit_capacity_, s.vocab, DType::F32);
     }
 }
 
@@ -306,10 +351,10 @@ Tensor Model::forward(const BatchLayout& batch) {
     }
     if (L == 0) return Tensor{};  // a prompt chunk that needs no next-token logits yet
     backend_.add(x, delta);
-    Tensor selected = selected_.rows_view(0, L), logits = logits_.rows_view(0, L);
+    Tensor selected = selected_.rows_view(0, L), normed = normed_.rows_view(0, L), logits = logits_.rows_view(0, L);
     backend_.gather_rows(x, batch.logit_rows, selected);
-    backend_.rms_norm(selected, final_norm_, eps, selected);
-    backend_.linear(selected, lm_head_, nullptr, logits);
+    backend_.rms_norm(selected, final_norm_, eps, normed);
+    backend_.linear(normed, lm_head_, nullptr, logits);
     return logits;
 }
 

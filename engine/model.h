@@ -30,6 +30,9 @@ void check_weights(const ModelConfig& config, const Checkpoint& checkpoint);
 class Model {
 public:
     Model(const std::filesystem::path& dir, Backend& backend);
+    // A model of `config`'s shapes with seeded random weights of `dtype`, made by the backend (for
+    // benchmarks at real shapes without downloading a checkpoint).
+    Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed);
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -49,6 +52,7 @@ private:
         Tensor attn_norm, wqkv, bqkv, wo, bo, ffn_norm, w_gate_up, b_gate_up, w_down, b_down;
     };
     void load_weights(const Checkpoint& checkpoint);
+    void random_weights(DType dtype, uint64_t seed);
     void ensure_capacity(int64_t tokens, int64_t logit_rows);
 
     Backend& backend_;
@@ -62,7 +66,7 @@ private:
     uint64_t weight_bytes_ = 0;
 
     int64_t capacity_ = 0, logit_capacity_ = 0;
-    Tensor x_, h_, qkv_, attn_, delta_, gate_up_, act_, selected_, logits_;
+    Tensor x_, h_, qkv_, attn_, delta_, gate_up_, act_, selected_, normed_, logits_;
 };
 
 }  // namespace lumen

@@ -33,6 +33,8 @@ public:
     int32_t sample(std::span<float> logits, std::span<const int32_t> history);
 
     const SamplingParams& params() const { return params_; }
+    // True when the next token is simply the largest logit (greedy, no repetition penalty).
+    bool argmax_only() const { return params_.greedy() && params_.repetition_penalty == 1.0f; }
 
 private:
     SamplingParams params_;

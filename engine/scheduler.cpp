@@ -8,9 +8,10 @@
 namespace lumen {
 
 struct Scheduler::Sequence {
-    Sequence(RequestId id_, GenerationRequest req, const Tokenizer& tok)
-        : id(id_), request(std::move(req)), tokens(request.prompt), prompt_len(tokens.size()), sampler(request.sampling),
-          detok(tok) {}
+    Sequence(RequestId id_, GenerationRequest req, const Tokenizer* tok)
+        : id(id_), request(std::move(req)), tokens(request.prompt), prompt_len(tokens.size()), sampler(request.sampling) {
+        if (tok) detok.emplace(*tok);
+    }
 
     RequestId id;
     GenerationRequest request;
@@ -21,7 +22,7 @@ struct Scheduler::Sequence {
     std::vector<uint64_t> hashes; // chain hashes of the full blocks seen so far
     bool attached = false;        // cached prefix looked up
     Sampler sampler;
-    Detokenizer detok;
+    std::optional<Detokenizer> detok;
     std::string text;             // decoded reply so far, for stop strings
     std::size_t emitted = 0;      // bytes of `text` already sent
     bool cancelled = false;
@@ -31,7 +32,7 @@ struct Scheduler::Sequence {
     Clock::time_point submitted, admitted, first_token, last_token;
 };
 
-Scheduler::Scheduler(Model& model, const Tokenizer& tokenizer, const EngineOptions& options, int32_t num_blocks,
+Scheduler::Scheduler(Model& model, const Tokenizer* tokenizer, const EngineOptions& options, int32_t num_blocks,
                      int64_t session_len)
     : model_(model), tokenizer_(tokenizer), options_(options), blocks_(num_blocks, options.block_size),
       session_len_(session_len) {
@@ -190,13 +191,13 @@ void Scheduler::deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>
     GenerationEvent e;
     e.request = s.id;
     e.ids = {token};
-    const bool stop_token = eos_ids_.count(token) ||
+    const bool stop_token = (!s.request.ignore_eos && eos_ids_.count(token)) ||
                             std::find(s.request.stop_ids.begin(), s.request.stop_ids.end(), token) != s.request.stop_ids.end();
     FinishReason reason = FinishReason::None;
     if (stop_token) {
         reason = FinishReason::Stop;
     } else {
-        s.text += s.detok.push(token);
+        if (s.detok) s.text += s.detok->push(token);
         // A stop string ends the reply before it; text that may be the start of one waits.
         std::size_t keep = s.text.size();
         for (const auto& stop : s.request.stop_strings) {
@@ -237,7 +238,7 @@ void Scheduler::finish(Sequence& s, FinishReason reason, std::vector<GenerationE
     e.error = error;
     if (reason != FinishReason::Error && !(reason == FinishReason::Stop && s.emitted < s.text.size())) {
         // Whatever the detokenizer and the stop-string check still held back is final now.
-        s.text += s.detok.finish();
+        if (s.detok) s.text += s.detok->finish();
         if (s.text.size() > s.emitted) e.text = s.text.substr(s.emitted);
         s.emitted = s.text.size();
     }
@@ -316,6 +317,7 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
 
     // Assemble the batch: a prompt chunk or the last sampled token of each running sequence.
     BatchLayout batch;
+    last_step_ = StepStats{};
     struct Part {
         Sequence* seq;
         std::size_t count;
@@ -369,6 +371,9 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
             batch.logit_rows.push_back(int32_t(batch.token_ids.size() - 1));
         }
         parts.push_back({&s, n, row});
+        ++last_step_.sequences;
+        if (remaining > 1) last_step_.prompt_tokens += int32_t(n);
+        last_step_.context_tokens += int64_t(s.computed + n);
     }
 
     // Preempted sequences go back to the front of the queue, oldest first.
@@ -388,14 +393,29 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
 
         const Tensor logits = model_.forward(batch);
         const std::size_t vocab = std::size_t(model_.text().vocab_size);
-        logits_.resize(batch.logit_rows.size() * vocab);
-        if (!logits.empty()) model_.backend().read(logits, logits_);
-
+        // Plain greedy rows are decided where the logits are; only rows that need the sampler's
+        // processors come to the host.
+        bool all_argmax = true;
+        for (const auto& p : parts)
+            if (p.logit_row >= 0 && !p.seq->sampler.argmax_only()) all_argmax = false;
+        std::vector<int32_t> argmax(batch.logit_rows.size());
+        if (!logits.empty()) {
+            if (all_argmax) {
+                model_.backend().argmax_rows(logits, argmax);
+            } else {
+                logits_.resize(batch.logit_rows.size() * vocab);
+                model_.backend().read(logits, logits_);
+            }
+        }
         for (const auto& p : parts) {
             Sequence& s = *p.seq;
             s.computed += p.count;
             register_full_blocks(s);
             if (p.logit_row < 0) continue;
+            if (all_argmax) {
+                deliver(s, argmax[std::size_t(p.logit_row)], events);
+                continue;
+            }
             const std::span<float> row(logits_.data() + std::size_t(p.logit_row) * vocab, vocab);
             deliver(s, s.sampler.sample(row, s.tokens), events);
         }

@@ -25,7 +25,8 @@ class Scheduler {
 public:
     using Clock = std::chrono::steady_clock;
 
-    Scheduler(Model& model, const Tokenizer& tokenizer, const EngineOptions& options, int32_t num_blocks, int64_t session_len);
+    // Without a tokenizer (benchmarks on random weights) events carry ids but no text.
+    Scheduler(Model& model, const Tokenizer* tokenizer, const EngineOptions& options, int32_t num_blocks, int64_t session_len);
     ~Scheduler();
 
     void add(RequestId id, GenerationRequest request, Clock::time_point submitted, std::vector<GenerationEvent>& events);
@@ -38,8 +39,14 @@ public:
     // Ends every request with an error (after a step failed in a way that is not the request's fault).
     void fail_all(const std::string& error, std::vector<GenerationEvent>& events);
 
-    // For tests and diagnostics.
+    // For tests, diagnostics and benchmarks.
     int32_t preemptions() const { return preemptions_; }
+    struct StepStats {
+        int32_t sequences = 0;       // in the forward
+        int32_t prompt_tokens = 0;   // tokens that were prompt chunks (not decode)
+        int64_t context_tokens = 0;  // keys and values read by attention, summed over sequences
+    };
+    const StepStats& last_step() const { return last_step_; }
     const BlockManager& blocks() const { return blocks_; }
 
 private:
@@ -60,7 +67,7 @@ private:
     void deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>& events);
 
     Model& model_;
-    const Tokenizer& tokenizer_;
+    const Tokenizer* tokenizer_;
     EngineOptions options_;
     BlockManager blocks_;
     int64_t session_len_;
@@ -71,6 +78,7 @@ private:
     std::unordered_set<uint64_t> busy_sessions_;
     std::vector<float> logits_;
     int32_t preemptions_ = 0;
+    StepStats last_step_;
 };
 
 }  // namespace lumen

@@ -158,7 +158,7 @@ private slots:
             backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::F32});
             EngineOptions options;
             options.prefill_chunk = 16;
-            Scheduler scheduler(model, *tokenizer, options, blocks, 512);
+            Scheduler scheduler(model, tokenizer.get(), options, blocks, 512);
             std::vector<GenerationEvent> events;
             for (std::size_t i = 0; i < prompts.size(); ++i)
                 scheduler.add(RequestId(i + 1), greedy(prompts[i], 150), Scheduler::Clock::now(), events);

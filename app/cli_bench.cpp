@@ -1,0 +1,188 @@
+// `lumen-cli bench`: prefill and decode speed at given shapes, next to the memory-bandwidth floor.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "app/cli_args.h"
+#include "app/cli_commands.h"
+#include "engine/backend_factory.h"
+#include "engine/error.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "engine/text_file.h"
+
+namespace lumen::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+std::vector<int> parse_list(const std::string& s) {
+    std::vector<int> out;
+    std::stringstream in(s);
+    std::string item;
+    while (std::getline(in, item, ','))
+        if (!item.empty()) out.push_back(std::stoi(item));
+    if (out.empty()) throw Error("--batch needs a list such as 1,16,64");
+    return out;
+}
+
+struct BatchResult {
+    int batch;
+    double prefill_ms;           // steps that ran prompt tokens
+    double first_token_ms;       // mean over requests, from submission
+    double decode_step_ms;       // median pure-decode step
+    double decode_tokens_per_s;  // per sequence
+    double total_tokens_per_s;
+    double floor_tokens_per_s;   // per sequence, if only the bytes had to move
+    double floor_share;
+    double bytes_per_step;
+};
+
+}  // namespace
+
+int run_bench(const std::vector<std::string>& argv) {
+    const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed"},
+                    {"random-weights", "json", "help"});
+    if (args.flag("help")) {
+        std::puts("Usage: lumen-cli bench (--model DIR | --config config.json --random-weights) [--batch 1,16,64]\n"
+                  "                       [--prompt-len 512] [--gen-len 128] [--dtype bf16|fp16|fp32]\n"
+                  "                       [--device cpu|cuda|auto] [--json]\n\n"
+                  "For each batch size: prefill time, time to first token, decode tokens/s per sequence and in\n"
+                  "total, and the floor: the bytes a decode step must read (weights and KV cache) over the\n"
+                  "measured memory bandwidth. --random-weights makes seeded random weights of the config's\n"
+                  "shapes where they run, so real shapes need no download.");
+        return 0;
+    }
+    const int prompt_len = int(args.integer("prompt-len", 512));
+    const int gen_len = int(args.integer("gen-len", 128));
+    const std::vector<int> batches = parse_list(args.value("batch").value_or("1"));
+    if (prompt_len < 1 || gen_len < 2) throw Error("--prompt-len must be >= 1 and --gen-len >= 2");
+
+    std::string device_description;
+    auto backend = make_backend(args.value("device").value_or("auto"), &device_description);
+    const auto load_start = Clock::now();
+    std::unique_ptr<Model> model;
+    std::string source;
+    if (const auto dir = args.value("model")) {
+        model = std::make_unique<Model>(*dir, *backend);
+        source = *dir;
+    } else {
+        const auto config_path = args.required("config");
+        if (!args.flag("random-weights")) throw Error("--config needs --random-weights (or give --model DIR)");
+        const auto text = read_text_file(config_path);
+        if (!text) throw Error("cannot read " + config_path);
+        const ModelConfig config = parse_model_config(*text, config_path);
+        const std::string d = args.value("dtype").value_or("bf16");
+        const DType dtype = d == "bf16" ? DType::BF16 : d == "fp16" ? DType::F16 : d == "fp32" ? DType::F32
+                                                      : throw Error("--dtype must be bf16, fp16 or fp32");
+        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1)));
+        source = config_path + " (random " + d + " weights)";
+    }
+    backend->synchronize();
+    const double load_ms = ms_since(load_start);
+    const TextConfig& t = model->text();
+    const double bandwidth = backend->measure_read_bandwidth();
+
+    const int max_batch = *std::max_element(batches.begin(), batches.end());
+    const int32_t block = 64;
+    const int32_t blocks = max_batch * ((prompt_len + gen_len + block - 1) / block + 1);
+    const KvCacheShape kv{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), block, blocks,
+                          backend->compute_dtype()};
+    backend->allocate_kv_cache(kv);
+    const double kv_bytes_per_token = double(kv.block_elements()) / block * double(dtype_size(kv.dtype));
+
+    std::vector<BatchResult> results;
+    std::mt19937 rng(7);
+    std::uniform_int_distribution<int32_t> token(10, int32_t(t.vocab_size - 1));
+    for (int b : batches) {
+        EngineOptions options;
+        options.max_batch = b;
+        options.prefill_chunk = std::max(2048, prompt_len);
+        // Warm up (kernels, allocations), then measure on a fresh scheduler.
+        for (int pass = 0; pass < 2; ++pass) {
+            Scheduler scheduler(*model, nullptr, options, blocks, prompt_len + gen_len + 1);
+            std::vector<GenerationEvent> events;
+            const int n = pass == 0 ? 1 : b;
+            const int gen = pass == 0 ? 4 : gen_len;
+            const auto submitted = Clock::now();
+            for (int i = 0; i < n; ++i) {
+                GenerationRequest r;
+                for (int k = 0; k < (pass == 0 ? std::min(prompt_len, 64) : prompt_len); ++k) r.prompt.push_back(token(rng));
+                r.sampling.temperature = 0;
+                r.max_new_tokens = gen;
+                r.ignore_eos = true;
+                scheduler.add(RequestId(i + 1), std::move(r), submitted, events);
+            }
+            double prefill_ms = 0;
+            std::vector<double> decode_steps;
+            double bytes = 0;
+            while (scheduler.has_work()) {
+                const auto start = Clock::now();
+                scheduler.step(events);
+                backend->synchronize();
+                const double step_ms = ms_since(start);
+                const auto& stats = scheduler.last_step();
+                if (stats.prompt_tokens > 0) {
+                    prefill_ms += step_ms;
+                } else if (stats.sequences == n) {
+                    decode_steps.push_back(step_ms);
+                    bytes += double(model->weight_bytes()) + double(stats.context_tokens) * kv_bytes_per_token;
+                }
+            }
+            if (pass == 0) continue;
+            double first = 0;
+            for (const auto& e : events)
+                if (e.finish == FinishReason::Error) throw Error(e.error);
+                else if (e.finish != FinishReason::None) first += e.timings.first_token_ms / n;
+            std::sort(decode_steps.begin(), decode_steps.end());
+            const double median = decode_steps.empty() ? 0 : decode_steps[decode_steps.size() / 2];
+            const double per_step = decode_steps.empty() ? 0 : bytes / double(decode_steps.size());
+            BatchResult r{b, prefill_ms, first, median, median > 0 ? 1000.0 / median : 0, median > 0 ? b * 1000.0 / median : 0,
+                          per_step > 0 ? bandwidth / per_step : 0, 0, per_step};
+            r.floor_share = r.floor_tokens_per_s > 0 ? r.decode_tokens_per_s / r.floor_tokens_per_s : 0;
+            results.push_back(r);
+        }
+    }
+
+    if (args.flag("json")) {
+        nlohmann::json out{{"source", source},
+                           {"device", device_description},
+                           {"load_ms", load_ms},
+                           {"weight_bytes", model->weight_bytes()},
+                           {"kv_cache_bytes", double(kv.block_elements()) * blocks * double(dtype_size(kv.dtype))},
+                           {"read_bandwidth_gb_s", bandwidth / 1e9},
+                           {"prompt_len", prompt_len},
+                           {"gen_len", gen_len},
+                           {"runs", nlohmann::json::array()}};
+        for (const auto& r : results)
+            out["runs"].push_back({{"batch", r.batch},
+                                   {"prefill_ms", r.prefill_ms},
+                                   {"first_token_ms", r.first_token_ms},
+                                   {"decode_step_ms", r.decode_step_ms},
+                                   {"decode_tokens_per_s", r.decode_tokens_per_s},
+                                   {"total_tokens_per_s", r.total_tokens_per_s},
+                                   {"floor_tokens_per_s", r.floor_tokens_per_s},
+                                   {"floor_share", r.floor_share},
+                                   {"bytes_per_step", r.bytes_per_step}});
+        std::cout << out.dump() << "\n";
+        return 0;
+    }
+    std::printf("%s on %s\nweights %s, loaded in %.0f ms; measured read bandwidth %.1f GB/s\n"
+                "prompt %d tokens, %d new tokens per sequence\n\n",
+                source.c_str(), device_description.c_str(), format_bytes(model->weight_bytes()).c_str(), load_ms,
+                bandwidth / 1e9, prompt_len, gen_len);
+    std::printf("%6s %11s %11s %11s %13s %13s %13s %7s\n", "batch", "prefill ms", "TTFT ms", "step ms", "tok/s/seq",
+                "tok/s total", "floor tok/s", "share");
+    for (const auto& r : results)
+        std::printf("%6d %11.1f %11.1f %11.2f %13.1f %13.1f %13.1f %6.0f%%\n", r.batch, r.prefill_ms, r.first_token_ms,
+                    r.decode_step_ms, r.decode_tokens_per_s, r.total_tokens_per_s, r.floor_tokens_per_s, 100 * r.floor_share);
+    return 0;
+}
+
+}  // namespace lumen::cli
