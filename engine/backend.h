@@ -72,8 +72,12 @@ public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
 
-    // The type of intermediate activations: F32 on the CPU, the model's 16-bit type on a GPU.
+    // The type of intermediate activations and the KV cache: F32 on the CPU, the model's type on a
+    // GPU. The model sets it from its weights before it allocates anything.
     virtual DType compute_dtype() const = 0;
+    virtual void set_compute_dtype(DType) {}
+    // Memory available for the KV cache now, in bytes.
+    virtual uint64_t free_memory() = 0;
 
     // Memory. Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the
     // model keeps); a device backend copies it, the CPU one uses it in place.
@@ -87,6 +91,11 @@ public:
     virtual void allocate_kv_cache(const KvCacheShape& shape) = 0;
     virtual const KvCacheShape& kv_cache_shape() const = 0;
     virtual void read(const Tensor& t, std::span<float> out) = 0;  // any float type to host fp32
+    virtual void write(Tensor t, std::span<const float> values) = 0;  // host fp32 into a tensor of any float type
+
+    // Makes a batch's layout available to the operations that follow (a device backend copies it
+    // over once per forward).
+    virtual void begin_batch(const BatchLayout& batch, const RopeConfig& rope) = 0;
 
     // Operations (`out` may alias an input where noted).
     virtual void embed(const Tensor& table, const BatchLayout& batch, Tensor out) = 0;
@@ -104,8 +113,8 @@ public:
                            Tensor out) = 0;
     // out = silu(gate) * up where gate_up is [T, 2·I] (gate first).
     virtual void silu_mul(const Tensor& gate_up, Tensor out) = 0;
-    // out[i] = x[rows[i]].
-    virtual void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor out) = 0;
+    // out[i] = x[batch.logit_rows[i]].
+    virtual void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) = 0;
     // Copies KV blocks (for copy-on-write of a shared partial block).
     virtual void copy_kv_block(int32_t from, int32_t to) = 0;
     // The index of the largest value of each row: greedy sampling without moving logits.
@@ -116,6 +125,10 @@ public:
     // Measured read bandwidth of the memory the weights live in, bytes per second.
     virtual double measure_read_bandwidth() = 0;
 };
+
+// The RoPE base a token uses: dynamic NTK scaling raises it once the sequence is longer than the
+// trained context, with transformers' formula.
+double rope_base(const RopeConfig& rope, int32_t length);
 
 std::unique_ptr<Backend> make_cpu_backend();
 

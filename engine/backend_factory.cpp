@@ -2,6 +2,10 @@
 
 #include "engine/error.h"
 #include "engine/thread_pool.h"
+#ifdef LUMEN_HAVE_CUDA
+#include "engine/cuda_backend.h"
+#include "kernels/device_info.h"
+#endif
 
 namespace lumen {
 
@@ -9,8 +13,26 @@ std::unique_ptr<Backend> make_backend(const std::string& device, std::string* de
     if (device != "cpu" && device != "cuda" && device != "auto")
         throw Error("unknown device '" + device + "' (choose cpu, cuda or auto)");
     const std::string cpu = "cpu (" + std::to_string(ThreadPool::shared().size()) + " threads)";
-    if (device == "cuda") throw Error("this build of Lumen has no CUDA backend yet; use --device cpu (or auto)");
-    if (description) *description = device == "auto" ? cpu + "; no CUDA backend in this build" : cpu;
+#ifdef LUMEN_HAVE_CUDA
+    if (device != "cpu") {
+        std::string why;
+        const auto gpus = cuda::list_devices(&why);
+        if (!gpus.empty()) {
+            auto backend = make_cuda_backend(0);
+            if (description) *description = backend->name();
+            return backend;
+        }
+        if (device == "cuda") throw Error(why + "; use --device cpu");
+        if (description) *description = cpu + " (" + why + ")";
+        return make_cpu_backend();
+    }
+#else
+    if (device == "cuda") throw Error("this build of Lumen has no CUDA backend (configured without a CUDA toolkit); use --device cpu");
+    if (description && device == "auto") *description = cpu + " (this build has no CUDA backend)";
+    else if (description) *description = cpu;
+    return make_cpu_backend();
+#endif
+    if (description) *description = cpu;
     return make_cpu_backend();
 }
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <memory>
 
@@ -194,6 +195,16 @@ public:
 
     DType compute_dtype() const override { return DType::F32; }
 
+    uint64_t free_memory() override {
+        // MemAvailable: what the system can give without swapping.
+        std::ifstream f("/proc/meminfo");
+        std::string key, unit;
+        uint64_t kb = 0;
+        while (f >> key >> kb >> unit)
+            if (key == "MemAvailable:") return kb * 1024;
+        return uint64_t(4) << 30;
+    }
+
     Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
         const std::size_t n = std::size_t(rows * cols), elem = dtype_size(dtype);
         auto buffer = std::make_unique<std::byte[]>(std::max<std::size_t>(1, n * elem));
@@ -267,6 +278,11 @@ public:
             const float* row = row_f32(t, r, scratch.data());
             std::copy(row, row + t.cols, out.begin() + r * t.cols);
         }
+    }
+
+    void write(Tensor t, std::span<const float> values) override {
+        check_f32(t, "write target");
+        for (int64_t r = 0; r < t.rows; ++r) std::copy_n(values.begin() + r * t.cols, t.cols, frow(t, r));
     }
 
     void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
@@ -462,7 +478,10 @@ public:
         }
     }
 
-    void gather_rows(const Tensor& x, std::span<const int32_t> rows, Tensor out) override {
+    void begin_batch(const BatchLayout&, const RopeConfig&) override {}
+
+    void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) override {
+        const auto& rows = batch.logit_rows;
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const float* src = frow(x, rows[i]);
             std::copy(src, src + x.cols, frow(out, int64_t(i)));
@@ -487,14 +506,6 @@ private:
         for (int64_t j = 0; j < n; ++j) out[j] = w[j] * (x[j] * inv);
     }
 
-    // The RoPE base for a token: dynamic NTK scaling grows it once the sequence is longer than
-    // the trained context, with transformers' formula.
-    static double rope_base(const RopeConfig& rope, int32_t length) {
-        if (rope.scaling.type != RopeScaling::Type::Dynamic || length <= rope.max_position_embeddings) return rope.theta;
-        const double f = rope.scaling.factor, d = rope.head_dim;
-        return rope.theta * std::pow(f * double(length) / double(rope.max_position_embeddings) - (f - 1), d / (d - 2));
-    }
-
     float* kv_at(int32_t block, int32_t layer, int32_t which, int32_t head, int32_t slot) {
         const auto& s = kv_shape_;
         const int64_t index = (((int64_t(block) * s.num_layers + layer) * 2 + which) * s.num_kv_heads + head) * s.block_size + slot;
@@ -507,6 +518,12 @@ private:
 };
 
 }  // namespace
+
+double rope_base(const RopeConfig& rope, int32_t length) {
+    if (rope.scaling.type != RopeScaling::Type::Dynamic || length <= rope.max_position_embeddings) return rope.theta;
+    const double f = rope.scaling.factor, d = rope.head_dim;
+    return rope.theta * std::pow(f * double(length) / double(rope.max_position_embeddings) - (f - 1), d / (d - 2));
+}
 
 std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
 

@@ -2,7 +2,6 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -27,24 +26,19 @@ const char* finish_reason_name(FinishReason r) {
 
 namespace {
 
-// Memory the system can give without swapping (MemAvailable), in bytes.
-uint64_t available_memory() {
-    std::ifstream f("/proc/meminfo");
-    std::string key;
-    uint64_t kb = 0;
-    std::string unit;
-    while (f >> key >> kb >> unit)
-        if (key == "MemAvailable:") return kb * 1024;
-    return uint64_t(4) << 30;
-}
-
 class EngineImpl final : public Engine {
 public:
     EngineImpl(const std::filesystem::path& dir, const EngineOptions& options, Callback callback)
         : options_(options), callback_(std::move(callback)) {
         backend_ = make_backend(options.device, &device_);
         tokenizer_ = Tokenizer::load(dir);
-        model_ = std::make_unique<Model>(dir, *backend_);
+        std::optional<DType> compute;
+        if (options.dtype == "float32") compute = DType::F32;
+        else if (options.dtype == "bfloat16") compute = DType::BF16;
+        else if (options.dtype == "float16") compute = DType::F16;
+        else if (options.dtype != "auto")
+            throw Error("unknown dtype '" + options.dtype + "' (choose auto, float32, bfloat16 or float16)");
+        model_ = std::make_unique<Model>(dir, *backend_, compute);
 
         const TextConfig& t = model_->text();
         // Dynamic NTK scaling is how these models reach past their trained context.
@@ -54,13 +48,13 @@ public:
                                                                            : trained;
         const int64_t bs = options.block_size;
         const uint64_t block_bytes = uint64_t(t.num_layers) * 2 * uint64_t(t.num_kv_heads) * uint64_t(bs) *
-                                     uint64_t(t.head_dim) * sizeof(float);
+                                     uint64_t(t.head_dim) * dtype_size(backend_->compute_dtype());
         int64_t blocks;
         if (options.cache_max_entry_count >= 1) {
             blocks = int64_t(options.cache_max_entry_count);
         } else {
             if (!(options.cache_max_entry_count > 0)) throw Error("cache_max_entry_count must be positive");
-            const uint64_t budget = uint64_t(options.cache_max_entry_count * double(available_memory()));
+            const uint64_t budget = uint64_t(options.cache_max_entry_count * double(backend_->free_memory()));
             blocks = int64_t(budget / block_bytes);
             // No more than max_batch full-length sequences can use.
             blocks = std::min<int64_t>(blocks, int64_t(options.max_batch) * ((session_len_ + bs - 1) / bs + 1));
@@ -69,7 +63,7 @@ public:
             throw Error("no memory is left for the KV cache (" + std::to_string(block_bytes >> 10) +
                         " KiB per block of " + std::to_string(bs) + " tokens)");
         KvCacheShape shape{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), int32_t(bs), int32_t(blocks),
-                           DType::F32};
+                           backend_->compute_dtype()};
         backend_->allocate_kv_cache(shape);
         scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(), options, int32_t(blocks), session_len_);
         thread_ = std::thread([this] { run(); });

@@ -56,6 +56,9 @@ struct GenerationEvent {
 
 struct EngineOptions {
     std::string device = "cpu";  // "cpu", "cuda" or "auto"
+    // Activations and KV cache on a GPU: "auto" (the weights' type), "float32", "bfloat16" or
+    // "float16". The CPU always computes in float32.
+    std::string dtype = "auto";
     int64_t session_len = 0;     // context per sequence; 0: the model's max_position_embeddings
     // KV cache size: a value below 1 is a share of the memory available after the weights (as
     // LMDeploy's cache_max_entry_count); 1 or more is a number of blocks.

@@ -167,11 +167,12 @@ void check_weights(const ModelConfig& config, const Checkpoint& checkpoint) {
     for_each_needed(config.text, names, [&](const std::string& name, const std::vector<int64_t>& shape) { expect(checkpoint, name, shape); });
 }
 
-Model::Model(const std::filesystem::path& dir, Backend& backend)
+Model::Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute)
     : backend_(backend), config_(load_model_config(dir)), checkpoint_(std::make_unique<Checkpoint>(dir)) {
     const TextConfig& t = config_.text;
     attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
     rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
+    backend_.set_compute_dtype(compute.value_or(checkpoint_->main_dtype().value_or(DType::F32)));
     load_weights(*checkpoint_);
 }
 
@@ -179,6 +180,7 @@ Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t 
     const TextConfig& t = config_.text;
     attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
     rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
+    backend_.set_compute_dtype(dtype);
     random_weights(dtype, seed);
 }
 
@@ -334,6 +336,7 @@ Tensor Model::forward(const BatchLayout& batch) {
     Tensor qkv = qkv_.rows_view(0, T), attn = attn_.rows_view(0, T);
     Tensor gate_up = gate_up_.rows_view(0, T), act = act_.rows_view(0, T);
 
+    backend_.begin_batch(batch, rope_);
     backend_.embed(embed_, batch, x);
     for (std::size_t l = 0; l < layers_.size(); ++l) {
         const Layer& w = layers_[l];
@@ -352,7 +355,7 @@ Tensor Model::forward(const BatchLayout& batch) {
     if (L == 0) return Tensor{};  // a prompt chunk that needs no next-token logits yet
     backend_.add(x, delta);
     Tensor selected = selected_.rows_view(0, L), normed = normed_.rows_view(0, L), logits = logits_.rows_view(0, L);
-    backend_.gather_rows(x, batch.logit_rows, selected);
+    backend_.gather_logit_rows(x, batch, selected);
     backend_.rms_norm(selected, final_norm_, eps, normed);
     backend_.linear(normed, lm_head_, nullptr, logits);
     return logits;

@@ -3,6 +3,7 @@
 // Llama family (Llama, InternLM2, Qwen2) against the Backend interface.
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,7 +30,8 @@ void check_weights(const ModelConfig& config, const Checkpoint& checkpoint);
 
 class Model {
 public:
-    Model(const std::filesystem::path& dir, Backend& backend);
+    // `compute` overrides the activation type the backend would take from the weights.
+    Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute = std::nullopt);
     // A model of `config`'s shapes with seeded random weights of `dtype`, made by the backend (for
     // benchmarks at real shapes without downloading a checkpoint).
     Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed);

@@ -4,8 +4,8 @@
 
 namespace lumen::test {
 
-EngineRunner::EngineRunner(const std::filesystem::path& model, EngineOptions options) {
-    options.device = "cpu";
+EngineRunner::EngineRunner(const std::filesystem::path& model, EngineOptions options, const std::string& device) {
+    options.device = device;
     engine_ = Engine::create(model, options, [this](const GenerationEvent& e) {
         if (on_event) on_event(e);
         std::lock_guard lock(mutex_);

@@ -21,7 +21,7 @@ struct Collected {
 
 class EngineRunner {
 public:
-    EngineRunner(const std::filesystem::path& model, EngineOptions options = {});
+    EngineRunner(const std::filesystem::path& model, EngineOptions options = {}, const std::string& device = "cpu");
 
     Engine& engine() { return *engine_; }
     RequestId submit(GenerationRequest r) { return engine_->submit(std::move(r)); }

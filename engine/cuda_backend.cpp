@@ -1,0 +1,439 @@
+#include "engine/cuda_backend.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <vector>
+
+#include "engine/error.h"
+#include "kernels/ops.h"
+
+namespace lumen {
+namespace {
+
+namespace k = lumen::cuda;
+
+void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess) throw Error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
+}
+
+k::DataType kernel_type(DType t) {
+    switch (t) {
+    case DType::F32: return k::DataType::F32;
+    case DType::F16: return k::DataType::F16;
+    case DType::BF16: return k::DataType::BF16;
+    default: throw Error("CUDA backend: type " + std::string(dtype_name(t)) + " is not supported");
+    }
+}
+
+std::string gib(uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f GiB", double(bytes) / double(1ull << 30));
+    return buf;
+}
+
+// Pinned host memory, for transfers the GPU can overlap with work.
+class PinnedBuffer {
+public:
+    explicit PinnedBuffer(std::size_t bytes = 0) { resize(bytes); }
+    ~PinnedBuffer() {
+        if (data_) cudaFreeHost(data_);
+    }
+    PinnedBuffer(const PinnedBuffer&) = delete;
+    PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+    void resize(std::size_t bytes) {
+        if (bytes <= size_) return;
+        if (data_) cudaFreeHost(data_);
+        data_ = nullptr;
+        check(cudaMallocHost(&data_, bytes), "cudaMallocHost");
+        size_ = bytes;
+    }
+    std::byte* data() { return static_cast<std::byte*>(data_); }
+
+private:
+    void* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
+class CudaBackend final : public Backend {
+public:
+    explicit CudaBackend(int device) : device_(device) {
+        int count = 0;
+        if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+            cudaGetLastError();
+            throw Error("no usable NVIDIA GPU (the CUDA driver reports none); use --device cpu");
+        }
+        if (device >= count) throw Error("CUDA device " + std::to_string(device) + " does not exist");
+        check(cudaSetDevice(device), "cudaSetDevice");
+        cudaDeviceProp prop{};
+        check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+        name_ = prop.name;
+        check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+        if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) throw Error("cuBLAS could not start");
+        cublasSetStream(cublas_, stream_);
+        for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+        check(cudaEventCreateWithFlags(&batch_done_, cudaEventDisableTiming), "cudaEventCreate");
+        for (auto& b : staging_) b.resize(kStagingBytes);
+        profiling_ = std::getenv("LUMEN_PROFILE") != nullptr;
+    }
+
+    ~CudaBackend() override {
+        cudaStreamSynchronize(stream_);
+        report_profile();
+        for (auto& [p, bytes] : allocations_) cudaFree(p);
+        if (kv_) cudaFree(kv_);
+        for (auto& e : staging_done_) cudaEventDestroy(e);
+        cudaEventDestroy(batch_done_);
+        cublasDestroy(cublas_);
+        cudaStreamDestroy(stream_);
+    }
+
+    std::string name() const override { return "cuda:" + std::to_string(device_) + " (" + name_ + ")"; }
+    DType compute_dtype() const override { return compute_; }
+    void set_compute_dtype(DType t) override {
+        kernel_type(t);
+        compute_ = t;
+    }
+    uint64_t free_memory() override {
+        size_t free_bytes = 0, total = 0;
+        check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
+        return free_bytes;
+    }
+
+    Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
+        // Weights live on the GPU in the compute type; conversions happen on the way, in the
+        // pinned staging buffers, while the previous chunk is being copied.
+        const std::size_t n = std::size_t(rows * cols);
+        const std::size_t out_elem = dtype_size(compute_), in_elem = dtype_size(dtype);
+        std::byte* dst = static_cast<std::byte*>(allocate(n * out_elem, "the model's weights"));
+        const std::size_t chunk = kStagingBytes / std::max(out_elem, in_elem);
+        const auto* src = static_cast<const std::byte*>(host);
+        for (std::size_t first = 0, i = 0; first < n; first += chunk, i ^= 1) {
+            const std::size_t count = std::min(chunk, n - first);
+            check(cudaEventSynchronize(staging_done_[i]), "cudaEventSynchronize");
+            convert(src + first * in_elem, dtype, count, staging_[i].data(), compute_);
+            check(cudaMemcpyAsync(dst + first * out_elem, staging_[i].data(), count * out_elem, cudaMemcpyHostToDevice, stream_),
+                  "copying weights to the GPU");
+            check(cudaEventRecord(staging_done_[i], stream_), "cudaEventRecord");
+        }
+        return Tensor{dst, compute_, rows, cols, cols};
+    }
+
+    Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
+        void* p = allocate(std::size_t(rows * cols) * dtype_size(dtype), "the model's weights");
+        k::random_fill(kernel_type(dtype), p, rows * cols, seed, center, scale, stream_);
+        return Tensor{p, dtype, rows, cols, cols};
+    }
+
+    Tensor activation(int64_t rows, int64_t cols, DType dtype) override {
+        void* p = allocate(std::size_t(std::max<int64_t>(1, rows * cols)) * dtype_size(dtype), "activations");
+        return Tensor{p, dtype, rows, cols, cols};
+    }
+
+    void release(Tensor& t) override {
+        if (const auto it = allocations_.find(t.data); it != allocations_.end()) {
+            cudaStreamSynchronize(stream_);
+            cudaFree(t.data);
+            allocations_.erase(it);
+        }
+        t = Tensor{};
+    }
+
+    void allocate_kv_cache(const KvCacheShape& shape) override {
+        if (kv_) {
+            cudaStreamSynchronize(stream_);
+            cudaFree(kv_);
+            kv_ = nullptr;
+        }
+        kv_shape_ = shape;
+        kv_shape_.dtype = compute_;
+        const uint64_t bytes = uint64_t(shape.block_elements()) * uint64_t(shape.num_blocks) * dtype_size(compute_);
+        if (cudaMalloc(&kv_, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            kv_ = nullptr;
+            throw Error("the KV cache needs " + gib(bytes) + " of GPU memory but only " + gib(free_memory()) +
+                        " is free; lower cache_max_entry_count or session_len");
+        }
+    }
+    const KvCacheShape& kv_cache_shape() const override { return kv_shape_; }
+
+    void read(const Tensor& t, std::span<float> out) override {
+        const std::size_t n = std::size_t(t.rows * t.cols);
+        if (out.size() < n) throw Error("CUDA backend: read buffer too small");
+        if (t.dtype == DType::F32) {
+            check(cudaMemcpyAsync(out.data(), t.data, n * 4, cudaMemcpyDeviceToHost, stream_), "reading from the GPU");
+        } else {
+            float* tmp = static_cast<float*>(scratch(n * 4));
+            k::to_f32(kernel_type(t.dtype), t.data, int64_t(n), tmp, stream_);
+            check(cudaMemcpyAsync(out.data(), tmp, n * 4, cudaMemcpyDeviceToHost, stream_), "reading from the GPU");
+        }
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    }
+
+    void write(Tensor t, std::span<const float> values) override {
+        const std::size_t n = std::size_t(t.rows * t.cols), elem = dtype_size(t.dtype);
+        if (values.size() < n) throw Error("CUDA backend: write source too small");
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        std::vector<std::byte> host(n * elem);
+        convert(reinterpret_cast<const std::byte*>(values.data()), DType::F32, n, host.data(), t.dtype);
+        check(cudaMemcpyAsync(t.data, host.data(), host.size(), cudaMemcpyHostToDevice, stream_), "writing to the GPU");
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    }
+
+    void begin_batch(const BatchLayout& batch, const RopeConfig& rope) override {
+        if (profiling_ && pending_.size() > 4096) collect_profile();
+        const Timed timed(*this, "batch upload");
+        // Everything the kernels need about the batch, in one copy.
+        const std::size_t T = batch.token_ids.size(), S_blocks = batch.block_tables.size(), L = batch.logit_rows.size();
+        const std::size_t ints = 3 * T + S_blocks + L;
+        const std::size_t bytes = ints * 4 + T * 4;
+        check(cudaEventSynchronize(batch_done_), "cudaEventSynchronize");  // the previous copy has left
+        batch_host_.resize(bytes);
+        auto* p = reinterpret_cast<int32_t*>(batch_host_.data());
+        std::memcpy(p, batch.token_ids.data(), T * 4);
+        std::memcpy(p + T, batch.positions.data(), T * 4);
+        std::memcpy(p + 2 * T, batch.token_seq.data(), T * 4);
+        std::memcpy(p + 3 * T, batch.block_tables.data(), S_blocks * 4);
+        std::memcpy(p + 3 * T + S_blocks, batch.logit_rows.data(), L * 4);
+        auto* bases = reinterpret_cast<float*>(p + ints);
+        for (std::size_t t = 0; t < T; ++t) bases[t] = float(rope_base(rope, batch.rope_lengths[t]));
+        if (bytes > batch_device_bytes_) {
+            if (batch_device_) {
+                cudaStreamSynchronize(stream_);
+                cudaFree(batch_device_);
+            }
+            batch_device_bytes_ = std::max<std::size_t>(bytes * 2, 1 << 16);
+            check(cudaMalloc(&batch_device_, batch_device_bytes_), "cudaMalloc");
+        }
+        check(cudaMemcpyAsync(batch_device_, batch_host_.data(), bytes, cudaMemcpyHostToDevice, stream_), "copying the batch");
+        check(cudaEventRecord(batch_done_, stream_), "cudaEventRecord");
+        auto* d = static_cast<int32_t*>(batch_device_);
+        batch_ = k::Batch{d, d + T, d + 2 * T, reinterpret_cast<const float*>(d + ints), d + 3 * T, d + 3 * T + S_blocks,
+                          int32_t(T), int32_t(L), batch.max_blocks};
+        linear_factor_ = rope.scaling.type == RopeScaling::Type::Linear ? float(rope.scaling.factor) : 1.0f;
+        max_len_ = 0;
+        for (int32_t position : batch.positions) max_len_ = std::max(max_len_, position + 1);
+    }
+
+    void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
+        const Timed timed(*this, "embed");
+        for (int32_t id : batch.token_ids)
+            if (id < 0 || id >= table.rows)
+                throw Error("token id " + std::to_string(id) + " is outside the embedding table (" + std::to_string(table.rows) +
+                            " rows)");
+        k::embed(kernel_type(table.dtype), table.data, table.cols, batch_.token_ids, batch_.num_tokens, f32(out), stream_);
+    }
+
+    void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
+        const Timed timed(*this, "rms_norm");
+        k::rms_norm(kernel_type(out.dtype), f32(x), weight.data, eps, x.rows, x.cols, out.data, stream_);
+    }
+
+    void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) override {
+        const Timed timed(*this, "add_rms_norm");
+        k::add_rms_norm(kernel_type(out.dtype), f32(residual), delta.data, weight.data, eps, residual.rows, residual.cols,
+                        out.data, stream_);
+    }
+
+    void add(Tensor x, const Tensor& delta) override {
+        const Timed timed(*this, "add");
+        k::add_residual(kernel_type(delta.dtype), f32(x), delta.data, x.rows, x.cols, stream_);
+    }
+
+    void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) override {
+        const Timed timed(*this, "linear");
+        if (x.cols != w.cols || out.cols != w.rows || out.rows != x.rows) throw Error("CUDA backend: linear shapes do not match");
+        k::gemm(cublas_, kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, out.data, kernel_type(out.dtype));
+        if (bias) k::add_bias(kernel_type(out.dtype), out.data, bias->data, out.rows, out.cols, stream_);
+    }
+
+    void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig&, const BatchLayout&,
+                           int32_t layer) override {
+        const Timed timed(*this, "rope_store_kv");
+        k::rope_store_kv(kernel_type(qkv.dtype), qkv.data, shape.num_heads, shape.num_kv_heads, shape.head_dim, linear_factor_,
+                         batch_, kv_, layer, kv_layout(), stream_);
+    }
+
+    void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout&, int32_t layer, Tensor out) override {
+        const Timed timed(*this, "attention");
+        if (!partial_) partial_ = static_cast<float*>(allocate(kPartialFloats * sizeof(float), "attention scratch"));
+        k::attention(kernel_type(qkv.dtype), qkv.data, shape.num_heads, shape.num_kv_heads, shape.head_dim, batch_, kv_, layer,
+                     kv_layout(), out.data, max_len_, partial_, kPartialFloats, stream_);
+    }
+
+    void silu_mul(const Tensor& gate_up, Tensor out) override {
+        const Timed timed(*this, "silu_mul");
+        k::silu_mul(kernel_type(out.dtype), gate_up.data, out.rows, out.cols, out.data, stream_);
+    }
+
+    void gather_logit_rows(const Tensor& x, const BatchLayout&, Tensor out) override {
+        const Timed timed(*this, "gather");
+        k::gather_rows(f32(x), x.cols, batch_.logit_rows, batch_.num_logit_rows, f32(out), stream_);
+    }
+
+    void copy_kv_block(int32_t from, int32_t to) override {
+        const std::size_t bytes = std::size_t(kv_shape_.block_elements()) * dtype_size(kv_shape_.dtype);
+        check(cudaMemcpyAsync(static_cast<std::byte*>(kv_) + std::size_t(to) * bytes,
+                              static_cast<std::byte*>(kv_) + std::size_t(from) * bytes, bytes, cudaMemcpyDeviceToDevice, stream_),
+              "copying a KV block");
+    }
+
+    void argmax_rows(const Tensor& logits, std::span<int32_t> out) override {
+        const Timed timed(*this, "argmax");
+        auto* d = static_cast<int32_t*>(scratch(std::size_t(logits.rows) * 4));
+        k::argmax_rows(f32(logits), int32_t(logits.rows), logits.cols, d, stream_);
+        check(cudaMemcpyAsync(out.data(), d, std::size_t(logits.rows) * 4, cudaMemcpyDeviceToHost, stream_), "reading ids");
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    }
+
+    void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
+
+    double measure_read_bandwidth() override {
+        const int64_t bytes = int64_t(1) << 30;
+        void* p = allocate(std::size_t(bytes), "the bandwidth test");
+        check(cudaMemsetAsync(p, 0, std::size_t(bytes), stream_), "cudaMemset");
+        const double bw = k::read_bandwidth(p, bytes, stream_);
+        Tensor t{p, DType::U8, 1, bytes, bytes};
+        release(t);
+        return bw;
+    }
+
+private:
+    static constexpr std::size_t kStagingBytes = std::size_t(64) << 20;
+    static constexpr int64_t kPartialFloats = int64_t(4) << 20;  // split-attention partial results
+
+    // LUMEN_PROFILE=1: GPU time per operation, printed when the backend closes.
+    struct Timed {
+        CudaBackend& b;
+        const char* op;
+        cudaEvent_t start = nullptr;
+        Timed(CudaBackend& backend, const char* name) : b(backend), op(name) {
+            if (!b.profiling_) return;
+            cudaEventCreate(&start);
+            cudaEventRecord(start, b.stream_);
+        }
+        ~Timed() {
+            if (!b.profiling_) return;
+            cudaEvent_t stop;
+            cudaEventCreate(&stop);
+            cudaEventRecord(stop, b.stream_);
+            b.pending_.push_back({op, start, stop});
+        }
+    };
+    struct PendingTiming {
+        const char* op;
+        cudaEvent_t start, stop;
+    };
+    void collect_profile() {
+        for (auto& p : pending_) {
+            cudaEventSynchronize(p.stop);
+            float ms = 0;
+            cudaEventElapsedTime(&ms, p.start, p.stop);
+            auto& [total, calls] = profile_[p.op];
+            total += ms;
+            ++calls;
+            cudaEventDestroy(p.start);
+            cudaEventDestroy(p.stop);
+        }
+        pending_.clear();
+    }
+    void report_profile() {
+        if (!profiling_) return;
+        collect_profile();
+        double all = 0;
+        for (const auto& [op, v] : profile_) all += v.first;
+        std::fprintf(stderr, "GPU time by operation (LUMEN_PROFILE):\n");
+        for (const auto& [op, v] : profile_)
+            std::fprintf(stderr, "  %-18s %10.1f ms %8d calls %8.1f us/call %5.1f%%\n", op.c_str(), v.first, v.second,
+                         1000.0 * v.first / v.second, 100.0 * v.first / all);
+    }
+
+    static float* f32(const Tensor& t) {
+        if (t.dtype != DType::F32) throw Error("CUDA backend: expected an fp32 tensor");
+        return static_cast<float*>(t.data);
+    }
+
+    k::KvLayout kv_layout() const {
+        return k::KvLayout{kv_shape_.num_layers, kv_shape_.num_kv_heads, kv_shape_.block_size, kv_shape_.head_dim};
+    }
+
+    void* allocate(std::size_t bytes, const char* what) {
+        void* p = nullptr;
+        if (cudaMalloc(&p, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            throw Error(std::string("out of GPU memory for ") + what + ": " + gib(bytes) + " more needed, " +
+                        gib(free_memory()) + " free");
+        }
+        allocations_[p] = bytes;
+        return p;
+    }
+
+    // Device scratch for reads and ids, grown as needed.
+    void* scratch(std::size_t bytes) {
+        if (bytes > scratch_bytes_) {
+            if (scratch_) {
+                Tensor t{scratch_, DType::U8, 1, int64_t(scratch_bytes_), int64_t(scratch_bytes_)};
+                release(t);
+            }
+            scratch_bytes_ = std::max<std::size_t>(bytes, 1 << 20);
+            scratch_ = allocate(scratch_bytes_, "scratch");
+        }
+        return scratch_;
+    }
+
+    // Host-side element conversion into the staging buffer.
+    static void convert(const std::byte* src, DType from, std::size_t n, std::byte* dst, DType to) {
+        if (from == to) {
+            std::memcpy(dst, src, n * dtype_size(from));
+            return;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            float v;
+            uint16_t h;
+            switch (from) {
+            case DType::F32: std::memcpy(&v, src + 4 * i, 4); break;
+            case DType::BF16: std::memcpy(&h, src + 2 * i, 2); v = bf16_to_f32(h); break;
+            case DType::F16: std::memcpy(&h, src + 2 * i, 2); v = f16_to_f32(h); break;
+            default: throw Error("CUDA backend: cannot convert weights of type " + std::string(dtype_name(from)));
+            }
+            switch (to) {
+            case DType::F32: std::memcpy(dst + 4 * i, &v, 4); break;
+            case DType::BF16: h = f32_to_bf16(v); std::memcpy(dst + 2 * i, &h, 2); break;
+            default: h = f32_to_f16(v); std::memcpy(dst + 2 * i, &h, 2); break;
+            }
+        }
+    }
+
+    int device_;
+    std::string name_;
+    cudaStream_t stream_ = nullptr;
+    cublasHandle_t cublas_ = nullptr;
+    DType compute_ = DType::BF16;
+    std::map<void*, std::size_t> allocations_;
+    PinnedBuffer staging_[2];
+    cudaEvent_t staging_done_[2] = {};
+    void* kv_ = nullptr;
+    KvCacheShape kv_shape_;
+    PinnedBuffer batch_host_;
+    cudaEvent_t batch_done_ = nullptr;
+    void* batch_device_ = nullptr;
+    std::size_t batch_device_bytes_ = 0;
+    k::Batch batch_;
+    bool profiling_ = false;
+    std::vector<PendingTiming> pending_;
+    std::map<std::string, std::pair<double, int>> profile_;
+    float linear_factor_ = 1.0f;
+    int32_t max_len_ = 0;
+    float* partial_ = nullptr;
+    void* scratch_ = nullptr;
+    std::size_t scratch_bytes_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_backend(int device) { return std::make_unique<CudaBackend>(device); }
+
+}  // namespace lumen

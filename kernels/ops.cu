@@ -1,0 +1,529 @@
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <algorithm>
+#include <type_traits>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/ops.h"
+
+namespace lumen::cuda {
+
+void check(cudaError_t status, const char* what) {
+    if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
+}
+
+namespace {
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Calls f.template operator()<T>() with the C++ type of `t`.
+template <class F>
+void dispatch(DataType t, F&& f) {
+    switch (t) {
+    case DataType::F32: f(float{}); break;
+    case DataType::F16: f(__half{}); break;
+    case DataType::BF16: f(__nv_bfloat16{}); break;
+    }
+}
+
+void launched(const char* what) { check(cudaGetLastError(), what); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+// Sum over a block of up to 1024 threads; every thread gets the result.
+__device__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = (blockDim.x + 31) >> 5;
+    v = lane < warps ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+template <class T>
+__global__ void embed_kernel(const T* table, int64_t hidden, const int32_t* ids, float* out) {
+    const int64_t row = blockIdx.x;
+    const T* src = table + int64_t(ids[row]) * hidden;
+    for (int64_t i = threadIdx.x; i < hidden; i += blockDim.x) out[row * hidden + i] = to_f(src[i]);
+}
+
+template <class T>
+__global__ void rms_norm_kernel(const float* x, const T* w, float eps, int64_t cols, T* out) {
+    const int64_t row = blockIdx.x;
+    const float* xr = x + row * cols;
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) ss += xr[i] * xr[i];
+    const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[row * cols + i] = from_f<T>(to_f(w[i]) * (xr[i] * inv));
+}
+
+template <class T>
+__global__ void add_rms_norm_kernel(float* residual, const T* delta, const T* w, float eps, int64_t cols, T* out) {
+    const int64_t row = blockIdx.x;
+    float* xr = residual + row * cols;
+    float ss = 0;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
+        const float v = xr[i] + to_f(delta[row * cols + i]);
+        xr[i] = v;
+        ss += v * v;
+    }
+    const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[row * cols + i] = from_f<T>(to_f(w[i]) * (xr[i] * inv));
+}
+
+template <class T>
+__global__ void add_residual_kernel(float* x, const T* delta, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) x[i] += to_f(delta[i]);
+}
+
+template <class T>
+__global__ void add_bias_kernel(T* out, const T* bias, int64_t cols, int64_t n) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) out[i] = from_f<T>(to_f(out[i]) + to_f(bias[i % cols]));
+}
+
+__device__ __forceinline__ int64_t kv_offset(const KvLayout& kv, int32_t block, int32_t layer, int32_t which, int32_t head,
+                                             int32_t slot) {
+    return ((((int64_t(block) * kv.num_layers + layer) * 2 + which) * kv.num_kv_heads + head) * kv.block_size + slot) *
+           kv.head_dim;
+}
+
+template <class T>
+__global__ void rope_store_kv_kernel(T* qkv, int32_t heads, int32_t kv_heads, int32_t D, float linear_factor, Batch b,
+                                     T* pool, int32_t layer, KvLayout kv) {
+    const int32_t t = blockIdx.x;
+    const int32_t half = D / 2;
+    const int64_t width = int64_t(heads + 2 * kv_heads) * D;
+    T* row = qkv + int64_t(t) * width;
+    const float pos = float(b.positions[t]);
+    const float base = b.rope_base[t];
+    // As transformers computes it, in fp32: 1 / base^(2i/d), over the linear factor.
+    for (int32_t k = threadIdx.x; k < (heads + kv_heads) * half; k += blockDim.x) {
+        const int32_t h = k / half, i = k % half;
+        const float inv = (1.0f / powf(base, float(2 * i) / float(D))) / linear_factor;
+        const float angle = pos * inv;
+        const float c = cosf(angle), s = sinf(angle);
+        T* head = row + int64_t(h) * D;
+        const float a = to_f(head[i]), bb = to_f(head[i + half]);
+        head[i] = from_f<T>(a * c - bb * s);
+        head[i + half] = from_f<T>(bb * c + a * s);
+    }
+    __syncthreads();
+    const int32_t seq = b.token_seq[t], p = b.positions[t];
+    const int32_t block = b.block_tables[int64_t(seq) * b.max_blocks + p / kv.block_size];
+    const int32_t slot = p % kv.block_size;
+    const T* k = row + int64_t(heads) * D;
+    const T* v = k + int64_t(kv_heads) * D;
+    for (int32_t e = threadIdx.x; e < kv_heads * D; e += blockDim.x) {
+        const int32_t h = e / D, d = e % D;
+        pool[kv_offset(kv, block, layer, 0, h, slot) + d] = k[e];
+        pool[kv_offset(kv, block, layer, 1, h, slot) + d] = v[e];
+    }
+}
+
+constexpr int kAttentionWarps = 4;
+constexpr int kTile = 32 * kAttentionWarps;  // positions a block handles per pass, one per lane
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxGroup = 8;  // query heads per key/value head handled together
+
+// Eight consecutive elements as floats (16-byte aligned loads).
+__device__ __forceinline__ void load8(const float* p, float* out) {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+template <class T>
+__device__ __forceinline__ void load8(const T* p, float* out) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const T* h = reinterpret_cast<const T*>(&raw);
+    for (int i = 0; i < 8; ++i) out[i] = to_f(h[i]);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
+// Attention over the paged cache, split along the keys. A block takes one token, one key/value
+// head (and every query head of its group, so each key and value is loaded once for all of
+// them) and one span of cached positions. Each lane scores one position; each warp keeps an
+// online softmax over its positions; the warps merge at the end. With one split the block writes
+// the output; otherwise it writes its partial (max, sum, weighted values) for the merge kernel.
+template <class T, int G>
+__global__ void attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t D, Batch b, const T* pool,
+                                       int32_t layer, KvLayout kv, int32_t span, T* out, float* partial) {
+    const int32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int32_t len = b.positions[t] + 1;
+    const int32_t first = split * span, last = min(len, first + span);
+    const int64_t width = int64_t(heads + 2 * kv_heads) * D;
+    const int dims = D / 32 > 0 ? (D + 31) / 32 : 1;  // output elements per lane
+
+    __shared__ __align__(16) float q_sh[kMaxGroup][kMaxHeadDim];
+    __shared__ float p_sh[kAttentionWarps][kMaxGroup][32];
+    const float scale = rsqrtf(float(D));
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        const int g = i / D, d = i % D;
+        q_sh[g][d] = to_f(qkv[int64_t(t) * width + int64_t(kvh * G + g) * D + d]) * scale;
+    }
+    __syncthreads();
+
+    const int32_t* table = b.block_tables + int64_t(b.token_seq[t]) * b.max_blocks;
+    float m[G], l[G], acc[G][kMaxHeadDim / 32];
+    for (int g = 0; g < G; ++g) {
+        m[g] = -INFINITY;
+        l[g] = 0.0f;
+        for (int j = 0; j < kMaxHeadDim / 32; ++j) acc[g][j] = 0.0f;
+    }
+    for (int32_t base = first + warp * 32; base < last; base += kTile) {
+        const int32_t p = base + lane;
+        const bool valid = p < last;
+        float s[G];
+        for (int g = 0; g < G; ++g) s[g] = 0.0f;
+        if (valid) {
+            const T* k = pool + kv_offset(kv, table[p / kv.block_size], layer, 0, kvh, p % kv.block_size);
+            for (int d = 0; d < D; d += 8) {
+                float kk[8];
+                load8(k + d, kk);
+                for (int g = 0; g < G; ++g)
+                    for (int i = 0; i < 8; ++i) s[g] += q_sh[g][d + i] * kk[i];
+            }
+        }
+        for (int g = 0; g < G; ++g) {
+            const float tile_max = warp_max(valid ? s[g] : -INFINITY);
+            const float m_new = fmaxf(m[g], tile_max);
+            const float pr = valid ? __expf(s[g] - m_new) : 0.0f;
+            const float correction = __expf(m[g] - m_new);
+            l[g] = l[g] * correction + warp_sum(pr);
+            for (int j = 0; j < dims; ++j) acc[g][j] *= correction;
+            m[g] = m_new;
+            p_sh[warp][g][lane] = pr;
+        }
+        __syncwarp();
+        const int32_t count = min(32, last - base);
+        for (int32_t i = 0; i < count; ++i) {
+            const int32_t pp = base + i;
+            const T* v = pool + kv_offset(kv, table[pp / kv.block_size], layer, 1, kvh, pp % kv.block_size);
+            for (int j = 0; j < dims; ++j) {
+                const int d = lane + 32 * j;
+                const float vv = d < D ? to_f(v[d]) : 0.0f;
+                for (int g = 0; g < G; ++g) acc[g][j] += p_sh[warp][g][i] * vv;
+            }
+        }
+        __syncwarp();
+    }
+
+    // Merge the warps.
+    __shared__ float m_sh[kAttentionWarps][kMaxGroup], l_sh[kAttentionWarps][kMaxGroup];
+    __shared__ float acc_sh[kAttentionWarps][kMaxGroup][kMaxHeadDim];
+    for (int g = 0; g < G; ++g) {
+        if (lane == 0) m_sh[warp][g] = m[g], l_sh[warp][g] = l[g];
+        for (int j = 0; j < dims; ++j) {
+            const int d = lane + 32 * j;
+            if (d < D) acc_sh[warp][g][d] = acc[g][j];
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
+        const int g = i / D, d = i % D;
+        float M = -INFINITY;
+        for (int w = 0; w < kAttentionWarps; ++w) M = fmaxf(M, m_sh[w][g]);
+        float L = 0.0f, sum = 0.0f;
+        if (M > -INFINITY)
+            for (int w = 0; w < kAttentionWarps; ++w) {
+                const float f = __expf(m_sh[w][g] - M);
+                L += l_sh[w][g] * f;
+                sum += acc_sh[w][g][d] * f;
+            }
+        const int32_t h = kvh * G + g;
+        if (splits == 1) {
+            out[int64_t(t) * heads * D + int64_t(h) * D + d] = from_f<T>(sum / L);
+        } else {
+            float* part = partial + ((int64_t(t) * heads + h) * splits + split) * (D + 2);
+            part[d] = sum;
+            if (d == 0) part[D] = M, part[D + 1] = L;
+        }
+    }
+}
+
+template <class T>
+__global__ void attention_merge_kernel(const float* partial, int32_t heads, int32_t D, int32_t splits, T* out) {
+    const int32_t t = blockIdx.x, h = blockIdx.y;
+    const float* part = partial + (int64_t(t) * heads + h) * splits * (D + 2);
+    float M = -INFINITY;
+    for (int s = 0; s < splits; ++s) M = fmaxf(M, part[s * (D + 2) + D]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float L = 0.0f, sum = 0.0f;
+        for (int s = 0; s < splits; ++s) {
+            const float* p = part + s * (D + 2);
+            if (p[D + 1] > 0.0f) {
+                const float f = __expf(p[D] - M);
+                L += p[D + 1] * f;
+                sum += p[d] * f;
+            }
+        }
+        out[int64_t(t) * heads * D + int64_t(h) * D + d] = from_f<T>(sum / L);
+    }
+}
+
+template <class T>
+__global__ void silu_mul_kernel(const T* gate_up, int64_t inter, int64_t n, T* out) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const int64_t r = i / inter, c = i % inter;
+    const float g = to_f(gate_up[r * 2 * inter + c]), u = to_f(gate_up[r * 2 * inter + inter + c]);
+    out[i] = from_f<T>(g / (1.0f + __expf(-g)) * u);
+}
+
+__global__ void gather_rows_kernel(const float* x, int64_t cols, const int32_t* rows, float* out) {
+    const int64_t r = blockIdx.x;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[r * cols + i] = x[int64_t(rows[r]) * cols + i];
+}
+
+__global__ void argmax_kernel(const float* logits, int64_t cols, int32_t* out) {
+    const float* row = logits + int64_t(blockIdx.x) * cols;
+    float best = -INFINITY;
+    int32_t index = 0x7fffffff;
+    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x)
+        if (row[i] > best) best = row[i], index = int32_t(i);
+    __shared__ float values[1024];
+    __shared__ int32_t indices[1024];
+    values[threadIdx.x] = best;
+    indices[threadIdx.x] = index;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride >>= 1) {
+        if (threadIdx.x < stride) {
+            const float v = values[threadIdx.x + stride];
+            const int32_t k = indices[threadIdx.x + stride];
+            if (v > values[threadIdx.x] || (v == values[threadIdx.x] && k < indices[threadIdx.x]))
+                values[threadIdx.x] = v, indices[threadIdx.x] = k;
+        }
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) out[blockIdx.x] = indices[0];
+}
+
+template <class T>
+__global__ void to_f32_kernel(const T* src, int64_t n, float* dst) {
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i < n) dst[i] = to_f(src[i]);
+}
+
+template <class T>
+__global__ void random_fill_kernel(T* dst, int64_t n, uint64_t seed, float center, float scale) {
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        uint64_t z = (seed ^ (uint64_t(i) * 0xD1B54A32D192ED03ull)) + 0x9E3779B97F4A7C15ull;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        const float u = float(z >> 40) * (1.0f / 16777216.0f);
+        dst[i] = from_f<T>(center + scale * (u - 0.5f));
+    }
+}
+
+__global__ void read_kernel(const float4* p, int64_t n, float* sink) {
+    float s = 0.0f;
+    for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+        const float4 v = p[i];
+        s += v.x + v.y + v.z + v.w;
+    }
+    if (s == 12345.678f) *sink = s;  // keeps the loads
+}
+
+unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+}  // namespace
+
+void embed(DataType t, const void* table, int64_t hidden, const int32_t* ids, int32_t n, float* out, cudaStream_t s) {
+    if (n == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        embed_kernel<T><<<n, 256, 0, s>>>(static_cast<const T*>(table), hidden, ids, out);
+    });
+    launched("embed");
+}
+
+void rms_norm(DataType t, const float* x, const void* w, float eps, int64_t rows, int64_t cols, void* out, cudaStream_t s) {
+    if (rows == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        rms_norm_kernel<T><<<unsigned(rows), 512, 0, s>>>(x, static_cast<const T*>(w), eps, cols, static_cast<T*>(out));
+    });
+    launched("rms_norm");
+}
+
+void add_rms_norm(DataType t, float* residual, const void* delta, const void* w, float eps, int64_t rows, int64_t cols,
+                  void* out, cudaStream_t s) {
+    if (rows == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        add_rms_norm_kernel<T><<<unsigned(rows), 512, 0, s>>>(residual, static_cast<const T*>(delta), static_cast<const T*>(w),
+                                                              eps, cols, static_cast<T*>(out));
+    });
+    launched("add_rms_norm");
+}
+
+void add_residual(DataType t, float* x, const void* delta, int64_t rows, int64_t cols, cudaStream_t s) {
+    const int64_t n = rows * cols;
+    if (n == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        add_residual_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(x, static_cast<const T*>(delta), n);
+    });
+    launched("add_residual");
+}
+
+void add_bias(DataType t, void* out, const void* bias, int64_t rows, int64_t cols, cudaStream_t s) {
+    const int64_t n = rows * cols;
+    if (n == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        add_bias_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(bias), cols, n);
+    });
+    launched("add_bias");
+}
+
+void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, float linear_factor,
+                   const Batch& batch, void* kv_pool, int32_t layer, const KvLayout& kv, cudaStream_t s) {
+    if (batch.num_tokens == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        rope_store_kv_kernel<T><<<batch.num_tokens, 256, 0, s>>>(static_cast<T*>(qkv), heads, kv_heads, head_dim, linear_factor,
+                                                                 batch, static_cast<T*>(kv_pool), layer, kv);
+    });
+    launched("rope_store_kv");
+}
+
+void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& batch,
+               const void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
+               int64_t partial_floats, cudaStream_t s) {
+    if (batch.num_tokens == 0) return;
+    if (head_dim > kMaxHeadDim || head_dim % 8 != 0)
+        throw std::runtime_error("attention: head_dim must be a multiple of 8 up to 256 (got " + std::to_string(head_dim) + ")");
+    const int32_t group = heads / kv_heads;
+    if (group > kMaxGroup) throw std::runtime_error("attention: more than 8 query heads per key/value head");
+    // Enough blocks to fill the GPU: split long contexts when there are few tokens (decoding).
+    const int64_t blocks = int64_t(batch.num_tokens) * kv_heads;
+    int32_t splits = int32_t(std::max<int64_t>(1, std::min<int64_t>((512 + blocks - 1) / blocks, (max_len + kTile - 1) / kTile)));
+    while (splits > 1 && int64_t(batch.num_tokens) * heads * splits * (head_dim + 2) > partial_floats) --splits;
+    const int32_t span = (max_len + splits - 1) / splits;
+    const dim3 grid(unsigned(batch.num_tokens), unsigned(kv_heads), unsigned(splits));
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        auto run = [&](auto g) {
+            constexpr int G = decltype(g)::value;
+            attention_split_kernel<T, G><<<grid, 32 * kAttentionWarps, 0, s>>>(
+                static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch, static_cast<const T*>(kv_pool), layer, kv, span,
+                static_cast<T*>(out), partial);
+        };
+        switch (group) {
+        case 1: run(std::integral_constant<int, 1>{}); break;
+        case 2: run(std::integral_constant<int, 2>{}); break;
+        case 3: run(std::integral_constant<int, 3>{}); break;
+        case 4: run(std::integral_constant<int, 4>{}); break;
+        case 5: run(std::integral_constant<int, 5>{}); break;
+        case 6: run(std::integral_constant<int, 6>{}); break;
+        case 7: run(std::integral_constant<int, 7>{}); break;
+        default: run(std::integral_constant<int, 8>{}); break;
+        }
+        launched("attention");
+        if (splits > 1) {
+            attention_merge_kernel<T><<<dim3(unsigned(batch.num_tokens), unsigned(heads)), 128, 0, s>>>(partial, heads, head_dim,
+                                                                                                     splits, static_cast<T*>(out));
+            launched("attention merge");
+        }
+    });
+}
+
+void silu_mul(DataType t, const void* gate_up, int64_t rows, int64_t inter, void* out, cudaStream_t s) {
+    const int64_t n = rows * inter;
+    if (n == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        silu_mul_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<const T*>(gate_up), inter, n, static_cast<T*>(out));
+    });
+    launched("silu_mul");
+}
+
+void gather_rows(const float* x, int64_t cols, const int32_t* rows, int32_t n, float* out, cudaStream_t s) {
+    if (n == 0) return;
+    gather_rows_kernel<<<n, 256, 0, s>>>(x, cols, rows, out);
+    launched("gather_rows");
+}
+
+void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, cudaStream_t s) {
+    if (rows == 0) return;
+    argmax_kernel<<<rows, 1024, 0, s>>>(logits, cols, out);
+    launched("argmax_rows");
+}
+
+void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s) {
+    if (n == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        to_f32_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<const T*>(src), n, dst);
+    });
+    launched("to_f32");
+}
+
+void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s) {
+    if (n == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        random_fill_kernel<T><<<4096, 256, 0, s>>>(static_cast<T*>(dst), n, seed, center, scale);
+    });
+    launched("random_fill");
+}
+
+void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,
+          void* out, DataType out_type) {
+    if (n == 0) return;
+    // Row-major out[n, o] = x[n, in] · w[o, in]ᵀ is column-major out[o, n] = wᵀ[o, in] · x[in, n].
+    auto type = [](DataType d) {
+        return d == DataType::F32 ? CUDA_R_32F : d == DataType::F16 ? CUDA_R_16F : CUDA_R_16BF;
+    };
+    const float alpha = 1.0f, beta = 0.0f;
+    const cublasStatus_t status =
+        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n), int(in), &alpha, w, type(t), int(in), x,
+                     type(t), int(in), &beta, out, type(out_type), int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    if (status != CUBLAS_STATUS_SUCCESS)
+        throw std::runtime_error("cuBLAS GEMM failed (" + std::string(cublasGetStatusString(status)) + ")");
+}
+
+double read_bandwidth(void* buffer, int64_t bytes, cudaStream_t s) {
+    cudaEvent_t start, stop;
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+    const int64_t n = bytes / 16;
+    float* sink = static_cast<float*>(buffer);
+    read_kernel<<<1024, 512, 0, s>>>(static_cast<const float4*>(buffer), n, sink);  // warm-up
+    float best = 1e30f;
+    for (int rep = 0; rep < 5; ++rep) {
+        check(cudaEventRecord(start, s), "cudaEventRecord");
+        read_kernel<<<2048, 512, 0, s>>>(static_cast<const float4*>(buffer), n, sink);
+        check(cudaEventRecord(stop, s), "cudaEventRecord");
+        check(cudaEventSynchronize(stop), "cudaEventSynchronize");
+        float ms = 0;
+        check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+        best = std::min(best, ms);
+    }
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    return double(n) * 16.0 / (double(best) / 1000.0);
+}
+
+}  // namespace lumen::cuda

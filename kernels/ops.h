@@ -1,0 +1,72 @@
+#pragma once
+// Host launchers of Lumen's CUDA kernels. Pure functions over device pointers and shapes: tensors
+// are row-major and contiguous; `DataType` is the type of activations, weights and the KV cache
+// (the residual stream and logits are always fp32). Every launcher checks its launch and throws
+// std::runtime_error with the CUDA error text.
+#include <cstdint>
+#include <cuda_runtime.h>
+#include <string>
+
+typedef struct cublasContext* cublasHandle_t;
+
+namespace lumen::cuda {
+
+enum class DataType { F32, F16, BF16 };
+
+// Throws std::runtime_error naming `what` if `status` is an error.
+void check(cudaError_t status, const char* what);
+
+// The ragged batch of one forward, on the device.
+struct Batch {
+    const int32_t* token_ids = nullptr;     // [T]
+    const int32_t* positions = nullptr;     // [T]
+    const int32_t* token_seq = nullptr;     // [T]
+    const float* rope_base = nullptr;       // [T] RoPE base for each token (dynamic scaling applied)
+    const int32_t* block_tables = nullptr;  // [S * max_blocks]
+    const int32_t* logit_rows = nullptr;    // [L]
+    int32_t num_tokens = 0;
+    int32_t num_logit_rows = 0;
+    int32_t max_blocks = 0;
+};
+
+// The paged KV pool: [block][layer][k|v][kv_head][slot][head_dim] of DataType.
+struct KvLayout {
+    int32_t num_layers = 0;
+    int32_t num_kv_heads = 0;
+    int32_t block_size = 64;
+    int32_t head_dim = 0;
+};
+
+void embed(DataType t, const void* table, int64_t hidden, const int32_t* ids, int32_t n, float* out, cudaStream_t s);
+// out (t) = rms_norm(x) * w.
+void rms_norm(DataType t, const float* x, const void* w, float eps, int64_t rows, int64_t cols, void* out, cudaStream_t s);
+// residual += delta, then out = rms_norm(residual) * w.
+void add_rms_norm(DataType t, float* residual, const void* delta, const void* w, float eps, int64_t rows, int64_t cols,
+                  void* out, cudaStream_t s);
+void add_residual(DataType t, float* x, const void* delta, int64_t rows, int64_t cols, cudaStream_t s);
+void add_bias(DataType t, void* out, const void* bias, int64_t rows, int64_t cols, cudaStream_t s);
+// Rotates q and k of every token in place (rotate-half RoPE) and stores k and v of `layer`.
+void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, float linear_factor,
+                   const Batch& batch, void* kv_pool, int32_t layer, const KvLayout& kv, cudaStream_t s);
+// Causal attention of each token over its sequence's cached keys and values (positions 0..p).
+// `max_len` bounds every token's position + 1; long contexts are split over several blocks whose
+// partial results go to `partial` (up to `partial_floats`) and are merged by a second kernel.
+// head_dim: a multiple of 8 up to 256; at most 8 query heads per key/value head.
+void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& batch,
+               const void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
+               int64_t partial_floats, cudaStream_t s);
+// out = silu(gate) * up, gate_up = [rows, 2 * inter].
+void silu_mul(DataType t, const void* gate_up, int64_t rows, int64_t inter, void* out, cudaStream_t s);
+void gather_rows(const float* x, int64_t cols, const int32_t* rows, int32_t n, float* out, cudaStream_t s);
+// First index of the maximum of each row.
+void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, cudaStream_t s);
+void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);
+// Uniform values in [center - scale/2, center + scale/2), the same function of (seed, index) as the CPU's.
+void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s);
+// out[n, out_features] = x[n, in] · w[out_features, in]ᵀ with fp32 accumulation; out is t or F32.
+void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,
+          void* out, DataType out_type);
+// Bytes read per second by a streaming kernel over `bytes` of device memory.
+double read_bandwidth(void* buffer, int64_t bytes, cudaStream_t s);
+
+}  // namespace lumen::cuda
