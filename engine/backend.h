@@ -3,6 +3,7 @@
 // (fp32 math); a CUDA backend implements the same calls on the GPU. Tensors are 2-D row-major
 // views of memory the backend owns (activations, KV pool) or was given (weights).
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -96,6 +97,10 @@ public:
     // Makes a batch's layout available to the operations that follow (a device backend copies it
     // over once per forward).
     virtual void begin_batch(const BatchLayout& batch, const RopeConfig& rope) = 0;
+
+    // Runs the operations of one forward pass. A device backend may record them the first time a
+    // batch shape is seen (CUDA graphs) and replay the recording later without calling `ops`.
+    virtual void run_forward(const std::function<void()>& ops) { ops(); }
 
     // Operations (`out` may alias an input where noted).
     virtual void embed(const Tensor& table, const BatchLayout& batch, Tensor out) = 0;

@@ -74,6 +74,9 @@ public:
         check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
         if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) throw Error("cuBLAS could not start");
         cublasSetStream(cublas_, stream_);
+        // A fixed workspace: cuBLAS must not allocate while a CUDA graph is being recorded.
+        check(cudaMalloc(&cublas_workspace_, kCublasWorkspace), "cudaMalloc");
+        cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspace);
         for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
         check(cudaEventCreateWithFlags(&batch_done_, cudaEventDisableTiming), "cudaEventCreate");
         for (auto& b : staging_) b.resize(kStagingBytes);
@@ -87,7 +90,11 @@ public:
         if (kv_) cudaFree(kv_);
         for (auto& e : staging_done_) cudaEventDestroy(e);
         cudaEventDestroy(batch_done_);
+        drop_graphs();
         cublasDestroy(cublas_);
+        cudaFree(cublas_workspace_);
+        if (partial_) cudaFree(partial_);
+        if (batch_device_) cudaFree(batch_device_);
         cudaStreamDestroy(stream_);
     }
 
@@ -136,6 +143,7 @@ public:
     void release(Tensor& t) override {
         if (const auto it = allocations_.find(t.data); it != allocations_.end()) {
             cudaStreamSynchronize(stream_);
+            drop_graphs();  // recordings may point at this memory
             cudaFree(t.data);
             allocations_.erase(it);
         }
@@ -145,6 +153,7 @@ public:
     void allocate_kv_cache(const KvCacheShape& shape) override {
         if (kv_) {
             cudaStreamSynchronize(stream_);
+            drop_graphs();
             cudaFree(kv_);
             kv_ = nullptr;
         }
@@ -188,7 +197,18 @@ public:
         const Timed timed(*this, "batch upload");
         // Everything the kernels need about the batch, in one copy.
         const std::size_t T = batch.token_ids.size(), S_blocks = batch.block_tables.size(), L = batch.logit_rows.size();
-        const std::size_t ints = 3 * T + S_blocks + L;
+        // Prompt batches get query tiles: runs of up to 32 consecutive tokens of one sequence.
+        query_tiles_.clear();
+        if (int32_t(T) > kGraphMaxTokens)
+            for (std::size_t i = 0; i < T;) {
+                std::size_t n = 1;
+                while (i + n < T && n < 32 && batch.token_seq[i + n] == batch.token_seq[i]) ++n;
+                query_tiles_.push_back(int32_t(i));
+                query_tiles_.push_back(int32_t(n));
+                i += n;
+            }
+        const std::size_t Q = query_tiles_.size();
+        const std::size_t ints = 3 * T + S_blocks + L + Q;
         const std::size_t bytes = ints * 4 + T * 4;
         check(cudaEventSynchronize(batch_done_), "cudaEventSynchronize");  // the previous copy has left
         batch_host_.resize(bytes);
@@ -198,11 +218,13 @@ public:
         std::memcpy(p + 2 * T, batch.token_seq.data(), T * 4);
         std::memcpy(p + 3 * T, batch.block_tables.data(), S_blocks * 4);
         std::memcpy(p + 3 * T + S_blocks, batch.logit_rows.data(), L * 4);
+        std::memcpy(p + 3 * T + S_blocks + L, query_tiles_.data(), Q * 4);
         auto* bases = reinterpret_cast<float*>(p + ints);
         for (std::size_t t = 0; t < T; ++t) bases[t] = float(rope_base(rope, batch.rope_lengths[t]));
         if (bytes > batch_device_bytes_) {
             if (batch_device_) {
                 cudaStreamSynchronize(stream_);
+                drop_graphs();
                 cudaFree(batch_device_);
             }
             batch_device_bytes_ = std::max<std::size_t>(bytes * 2, 1 << 16);
@@ -212,10 +234,42 @@ public:
         check(cudaEventRecord(batch_done_, stream_), "cudaEventRecord");
         auto* d = static_cast<int32_t*>(batch_device_);
         batch_ = k::Batch{d, d + T, d + 2 * T, reinterpret_cast<const float*>(d + ints), d + 3 * T, d + 3 * T + S_blocks,
-                          int32_t(T), int32_t(L), batch.max_blocks};
+                          d + 3 * T + S_blocks + L, int32_t(Q / 2), int32_t(T), int32_t(L), batch.max_blocks};
         linear_factor_ = rope.scaling.type == RopeScaling::Type::Linear ? float(rope.scaling.factor) : 1.0f;
+        // Rounded up so that consecutive decode steps share one attention split (and one graph).
         max_len_ = 0;
         for (int32_t position : batch.positions) max_len_ = std::max(max_len_, position + 1);
+        max_len_ = (max_len_ + 127) / 128 * 128;
+        if (!partial_) check(cudaMalloc(reinterpret_cast<void**>(&partial_), kPartialFloats * sizeof(float)), "cudaMalloc");
+        graph_key_ = GraphKey{int32_t(T), int32_t(L), batch.max_blocks, max_len_};
+    }
+
+    void run_forward(const std::function<void()>& ops) override {
+        // Decode steps (few tokens) are recorded once per shape and replayed: one launch instead
+        // of hundreds. Prompt chunks vary too much to be worth recording.
+        if (profiling_ || graph_key_.tokens > kGraphMaxTokens) {
+            ops();
+            return;
+        }
+        auto it = graphs_.find(graph_key_);
+        if (it == graphs_.end()) {
+            check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+            cudaGraph_t graph = nullptr;
+            try {
+                ops();
+            } catch (...) {
+                cudaStreamEndCapture(stream_, &graph);
+                if (graph) cudaGraphDestroy(graph);
+                throw;
+            }
+            check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+            cudaGraphExec_t exec = nullptr;
+            const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+            cudaGraphDestroy(graph);
+            check(status, "cudaGraphInstantiate");
+            it = graphs_.emplace(graph_key_, exec).first;
+        }
+        check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
     }
 
     void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
@@ -246,6 +300,10 @@ public:
     void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) override {
         const Timed timed(*this, "linear");
         if (x.cols != w.cols || out.cols != w.rows || out.rows != x.rows) throw Error("CUDA backend: linear shapes do not match");
+        // A few rows (decoding): our GEMV reads each weight once at full bandwidth, bias fused.
+        if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, bias ? bias->data : nullptr, out.data,
+                    kernel_type(out.dtype), stream_))
+            return;
         k::gemm(cublas_, kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, out.data, kernel_type(out.dtype));
         if (bias) k::add_bias(kernel_type(out.dtype), out.data, bias->data, out.rows, out.cols, stream_);
     }
@@ -259,7 +317,6 @@ public:
 
     void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout&, int32_t layer, Tensor out) override {
         const Timed timed(*this, "attention");
-        if (!partial_) partial_ = static_cast<float*>(allocate(kPartialFloats * sizeof(float), "attention scratch"));
         k::attention(kernel_type(qkv.dtype), qkv.data, shape.num_heads, shape.num_kv_heads, shape.head_dim, batch_, kv_, layer,
                      kv_layout(), out.data, max_len_, partial_, kPartialFloats, stream_);
     }
@@ -304,6 +361,18 @@ public:
 private:
     static constexpr std::size_t kStagingBytes = std::size_t(64) << 20;
     static constexpr int64_t kPartialFloats = int64_t(4) << 20;  // split-attention partial results
+    static constexpr std::size_t kCublasWorkspace = std::size_t(32) << 20;
+    static constexpr int32_t kGraphMaxTokens = 64;
+
+    struct GraphKey {
+        int32_t tokens = 0, logit_rows = 0, max_blocks = 0, max_len = 0;
+        auto operator<=>(const GraphKey&) const = default;
+    };
+
+    void drop_graphs() {
+        for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
+        graphs_.clear();
+    }
 
     // LUMEN_PROFILE=1: GPU time per operation, printed when the backend closes.
     struct Timed {
@@ -423,8 +492,12 @@ private:
     std::size_t batch_device_bytes_ = 0;
     k::Batch batch_;
     bool profiling_ = false;
+    void* cublas_workspace_ = nullptr;
+    GraphKey graph_key_;
+    std::map<GraphKey, cudaGraphExec_t> graphs_;
     std::vector<PendingTiming> pending_;
     std::map<std::string, std::pair<double, int>> profile_;
+    std::vector<int32_t> query_tiles_;
     float linear_factor_ = 1.0f;
     int32_t max_len_ = 0;
     float* partial_ = nullptr;

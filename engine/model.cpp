@@ -336,28 +336,34 @@ Tensor Model::forward(const BatchLayout& batch) {
     Tensor qkv = qkv_.rows_view(0, T), attn = attn_.rows_view(0, T);
     Tensor gate_up = gate_up_.rows_view(0, T), act = act_.rows_view(0, T);
 
-    backend_.begin_batch(batch, rope_);
-    backend_.embed(embed_, batch, x);
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-        const Layer& w = layers_[l];
-        // The residual add of the previous layer's MLP is fused into this layer's first norm.
-        if (l == 0) backend_.rms_norm(x, w.attn_norm, eps, h);
-        else backend_.add_rms_norm(x, delta, w.attn_norm, eps, h);
-        backend_.linear(h, w.wqkv, w.bqkv.empty() ? nullptr : &w.bqkv, qkv);
-        backend_.rope_and_store_kv(qkv, attention_, rope_, batch, int32_t(l));
-        backend_.attention(qkv, attention_, batch, int32_t(l), attn);
-        backend_.linear(attn, w.wo, w.bo.empty() ? nullptr : &w.bo, delta);
-        backend_.add_rms_norm(x, delta, w.ffn_norm, eps, h);
-        backend_.linear(h, w.w_gate_up, w.b_gate_up.empty() ? nullptr : &w.b_gate_up, gate_up);
-        backend_.silu_mul(gate_up, act);
-        backend_.linear(act, w.w_down, w.b_down.empty() ? nullptr : &w.b_down, delta);
-    }
-    if (L == 0) return Tensor{};  // a prompt chunk that needs no next-token logits yet
-    backend_.add(x, delta);
+    for (int32_t id : batch.token_ids)
+        if (id < 0 || id >= t.vocab_size)
+            throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(t.vocab_size) + ")");
     Tensor selected = selected_.rows_view(0, L), normed = normed_.rows_view(0, L), logits = logits_.rows_view(0, L);
-    backend_.gather_logit_rows(x, batch, selected);
-    backend_.rms_norm(selected, final_norm_, eps, normed);
-    backend_.linear(normed, lm_head_, nullptr, logits);
+    backend_.begin_batch(batch, rope_);
+    backend_.run_forward([&] {
+        backend_.embed(embed_, batch, x);
+        for (std::size_t l = 0; l < layers_.size(); ++l) {
+            const Layer& w = layers_[l];
+            // The residual add of the previous layer's MLP is fused into this layer's first norm.
+            if (l == 0) backend_.rms_norm(x, w.attn_norm, eps, h);
+            else backend_.add_rms_norm(x, delta, w.attn_norm, eps, h);
+            backend_.linear(h, w.wqkv, w.bqkv.empty() ? nullptr : &w.bqkv, qkv);
+            backend_.rope_and_store_kv(qkv, attention_, rope_, batch, int32_t(l));
+            backend_.attention(qkv, attention_, batch, int32_t(l), attn);
+            backend_.linear(attn, w.wo, w.bo.empty() ? nullptr : &w.bo, delta);
+            backend_.add_rms_norm(x, delta, w.ffn_norm, eps, h);
+            backend_.linear(h, w.w_gate_up, w.b_gate_up.empty() ? nullptr : &w.b_gate_up, gate_up);
+            backend_.silu_mul(gate_up, act);
+            backend_.linear(act, w.w_down, w.b_down.empty() ? nullptr : &w.b_down, delta);
+        }
+        if (L == 0) return;  // a prompt chunk that needs no next-token logits yet
+        backend_.add(x, delta);
+        backend_.gather_logit_rows(x, batch, selected);
+        backend_.rms_norm(selected, final_norm_, eps, normed);
+        backend_.linear(normed, lm_head_, nullptr, logits);
+    });
+    if (L == 0) return Tensor{};
     return logits;
 }
 

@@ -103,6 +103,8 @@ __device__ __forceinline__ int64_t kv_offset(const KvLayout& kv, int32_t block, 
            kv.head_dim;
 }
 
+constexpr int kMaxHeadDim = 256;
+
 template <class T>
 __global__ void rope_store_kv_kernel(T* qkv, int32_t heads, int32_t kv_heads, int32_t D, float linear_factor, Batch b,
                                      T* pool, int32_t layer, KvLayout kv) {
@@ -110,18 +112,22 @@ __global__ void rope_store_kv_kernel(T* qkv, int32_t heads, int32_t kv_heads, in
     const int32_t half = D / 2;
     const int64_t width = int64_t(heads + 2 * kv_heads) * D;
     T* row = qkv + int64_t(t) * width;
+    // One angle per frequency, shared by every head: as transformers computes it, in fp32,
+    // 1 / base^(2i/d) over the linear factor, times the position.
+    __shared__ float cos_sh[kMaxHeadDim / 2], sin_sh[kMaxHeadDim / 2];
     const float pos = float(b.positions[t]);
     const float base = b.rope_base[t];
-    // As transformers computes it, in fp32: 1 / base^(2i/d), over the linear factor.
+    for (int32_t i = threadIdx.x; i < half; i += blockDim.x) {
+        const float inv = (1.0f / powf(base, float(2 * i) / float(D))) / linear_factor;
+        sincosf(pos * inv, &sin_sh[i], &cos_sh[i]);
+    }
+    __syncthreads();
     for (int32_t k = threadIdx.x; k < (heads + kv_heads) * half; k += blockDim.x) {
         const int32_t h = k / half, i = k % half;
-        const float inv = (1.0f / powf(base, float(2 * i) / float(D))) / linear_factor;
-        const float angle = pos * inv;
-        const float c = cosf(angle), s = sinf(angle);
         T* head = row + int64_t(h) * D;
         const float a = to_f(head[i]), bb = to_f(head[i + half]);
-        head[i] = from_f<T>(a * c - bb * s);
-        head[i + half] = from_f<T>(bb * c + a * s);
+        head[i] = from_f<T>(a * cos_sh[i] - bb * sin_sh[i]);
+        head[i + half] = from_f<T>(bb * cos_sh[i] + a * sin_sh[i]);
     }
     __syncthreads();
     const int32_t seq = b.token_seq[t], p = b.positions[t];
@@ -138,7 +144,6 @@ __global__ void rope_store_kv_kernel(T* qkv, int32_t heads, int32_t kv_heads, in
 
 constexpr int kAttentionWarps = 4;
 constexpr int kTile = 32 * kAttentionWarps;  // positions a block handles per pass, one per lane
-constexpr int kMaxHeadDim = 256;
 constexpr int kMaxGroup = 8;  // query heads per key/value head handled together
 
 // Eight consecutive elements as floats (16-byte aligned loads).
@@ -163,18 +168,22 @@ __device__ __forceinline__ float warp_max(float v) {
 // them) and one span of cached positions. Each lane scores one position; each warp keeps an
 // online softmax over its positions; the warps merge at the end. With one split the block writes
 // the output; otherwise it writes its partial (max, sum, weighted values) for the merge kernel.
-template <class T, int G>
-__global__ void attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t D, Batch b, const T* pool,
-                                       int32_t layer, KvLayout kv, int32_t span, T* out, float* partial) {
+template <class T, int G, int DC>
+__global__ void __launch_bounds__(32 * kAttentionWarps)
+attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_runtime, Batch b, const T* pool,
+                       int32_t layer, KvLayout kv, int32_t span, T* out, float* partial) {
+    // DC: the head size when known at compile time (loops unroll), 0 for any other size.
+    const int32_t D = DC > 0 ? DC : d_runtime;
+    constexpr int kDims = DC > 0 ? (DC + 31) / 32 : kMaxHeadDim / 32;
     const int32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int32_t len = b.positions[t] + 1;
     const int32_t first = split * span, last = min(len, first + span);
     const int64_t width = int64_t(heads + 2 * kv_heads) * D;
-    const int dims = D / 32 > 0 ? (D + 31) / 32 : 1;  // output elements per lane
+    const int dims = (D + 31) / 32;  // output elements per lane
 
-    __shared__ __align__(16) float q_sh[kMaxGroup][kMaxHeadDim];
-    __shared__ float p_sh[kAttentionWarps][kMaxGroup][32];
+    __shared__ __align__(16) float q_sh[G][DC > 0 ? DC : kMaxHeadDim];
+    __shared__ float p_sh[kAttentionWarps][G][32];
     const float scale = rsqrtf(float(D));
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         const int g = i / D, d = i % D;
@@ -183,44 +192,61 @@ __global__ void attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_h
     __syncthreads();
 
     const int32_t* table = b.block_tables + int64_t(b.token_seq[t]) * b.max_blocks;
-    float m[G], l[G], acc[G][kMaxHeadDim / 32];
+    const int64_t row_stride = D;  // consecutive slots of one block are consecutive rows
+    float m[G], l[G], acc[G][kDims];
+#pragma unroll
     for (int g = 0; g < G; ++g) {
         m[g] = -INFINITY;
         l[g] = 0.0f;
-        for (int j = 0; j < kMaxHeadDim / 32; ++j) acc[g][j] = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kDims; ++j) acc[g][j] = 0.0f;
     }
+    // Tiles of 32 positions start on multiples of 32 (span is one), so a tile never leaves its
+    // 64-position block: one table lookup per tile.
     for (int32_t base = first + warp * 32; base < last; base += kTile) {
-        const int32_t p = base + lane;
-        const bool valid = p < last;
+        const int32_t block = table[base / kv.block_size], slot0 = base % kv.block_size;
+        const T* k_tile = pool + kv_offset(kv, block, layer, 0, kvh, slot0);
+        const T* v_tile = pool + kv_offset(kv, block, layer, 1, kvh, slot0);
+        const int32_t count = min(32, last - base);
+        const bool valid = lane < count;
         float s[G];
+#pragma unroll
         for (int g = 0; g < G; ++g) s[g] = 0.0f;
         if (valid) {
-            const T* k = pool + kv_offset(kv, table[p / kv.block_size], layer, 0, kvh, p % kv.block_size);
+            const T* k = k_tile + lane * row_stride;
+#pragma unroll 4
             for (int d = 0; d < D; d += 8) {
                 float kk[8];
                 load8(k + d, kk);
+#pragma unroll
                 for (int g = 0; g < G; ++g)
+#pragma unroll
                     for (int i = 0; i < 8; ++i) s[g] += q_sh[g][d + i] * kk[i];
             }
         }
+#pragma unroll
         for (int g = 0; g < G; ++g) {
             const float tile_max = warp_max(valid ? s[g] : -INFINITY);
             const float m_new = fmaxf(m[g], tile_max);
             const float pr = valid ? __expf(s[g] - m_new) : 0.0f;
             const float correction = __expf(m[g] - m_new);
             l[g] = l[g] * correction + warp_sum(pr);
-            for (int j = 0; j < dims; ++j) acc[g][j] *= correction;
+#pragma unroll
+            for (int j = 0; j < kDims; ++j) acc[g][j] *= correction;
             m[g] = m_new;
             p_sh[warp][g][lane] = pr;
         }
         __syncwarp();
-        const int32_t count = min(32, last - base);
-        for (int32_t i = 0; i < count; ++i) {
-            const int32_t pp = base + i;
-            const T* v = pool + kv_offset(kv, table[pp / kv.block_size], layer, 1, kvh, pp % kv.block_size);
-            for (int j = 0; j < dims; ++j) {
+#pragma unroll 8
+        for (int32_t i = 0; i < 32; ++i) {
+            if (i >= count) break;
+            const T* v = v_tile + i * row_stride;
+#pragma unroll
+            for (int j = 0; j < kDims; ++j) {
+                if (j >= dims) break;
                 const int d = lane + 32 * j;
                 const float vv = d < D ? to_f(v[d]) : 0.0f;
+#pragma unroll
                 for (int g = 0; g < G; ++g) acc[g][j] += p_sh[warp][g][i] * vv;
             }
         }
@@ -228,13 +254,15 @@ __global__ void attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_h
     }
 
     // Merge the warps.
-    __shared__ float m_sh[kAttentionWarps][kMaxGroup], l_sh[kAttentionWarps][kMaxGroup];
-    __shared__ float acc_sh[kAttentionWarps][kMaxGroup][kMaxHeadDim];
+    __shared__ float m_sh[kAttentionWarps][G], l_sh[kAttentionWarps][G];
+    __shared__ float acc_sh[kAttentionWarps][G][DC > 0 ? DC : kMaxHeadDim];
+#pragma unroll
     for (int g = 0; g < G; ++g) {
         if (lane == 0) m_sh[warp][g] = m[g], l_sh[warp][g] = l[g];
-        for (int j = 0; j < dims; ++j) {
+#pragma unroll
+        for (int j = 0; j < kDims; ++j) {
             const int d = lane + 32 * j;
-            if (d < D) acc_sh[warp][g][d] = acc[g][j];
+            if (j < dims && d < D) acc_sh[warp][g][d] = acc[g][j];
         }
     }
     __syncthreads();
@@ -256,6 +284,180 @@ __global__ void attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_h
             float* part = partial + ((int64_t(t) * heads + h) * splits + split) * (D + 2);
             part[d] = sum;
             if (d == 0) part[D] = M, part[D + 1] = L;
+        }
+    }
+}
+
+// out[n][o] = x[n] · w[o] (+ bias[o]) for a few rows of x (decoding): each warp streams two weight
+// rows with 16-byte loads, four loads deep per lane, and keeps N x 2 sums, so every weight byte
+// is read once for all rows of x.
+template <class T, class O, int N>
+__global__ void __launch_bounds__(128) gemv_kernel(const T* __restrict__ x, int64_t in, const T* __restrict__ w,
+                                                   int64_t out_features, const T* __restrict__ bias, O* __restrict__ out) {
+    constexpr int R = 2, U = 4;
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = (int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32) * R;
+    if (r0 >= out_features) return;
+    const bool second = r0 + 1 < out_features;
+    const T* w0 = w + r0 * in;
+    const T* w1 = second ? w0 + in : w0;
+    float acc[N][R] = {};
+    int64_t k = int64_t(lane) * 8;
+    for (; k + 256 * (U - 1) < in; k += 256 * U) {
+        uint4 a[U], c[U];
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            a[u] = __ldg(reinterpret_cast<const uint4*>(w0 + k + 256 * u));
+            c[u] = __ldg(reinterpret_cast<const uint4*>(w1 + k + 256 * u));
+        }
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const T* ah = reinterpret_cast<const T*>(&a[u]);
+            const T* ch = reinterpret_cast<const T*>(&c[u]);
+#pragma unroll
+            for (int n = 0; n < N; ++n) {
+                float xv[8];
+                load8(x + n * in + k + 256 * u, xv);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) acc[n][0] += xv[i] * to_f(ah[i]), acc[n][1] += xv[i] * to_f(ch[i]);
+            }
+        }
+    }
+    for (; k < in; k += 256) {
+        float a[8], c[8];
+        load8(w0 + k, a);
+        load8(w1 + k, c);
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+            float xv[8];
+            load8(x + n * in + k, xv);
+#pragma unroll
+            for (int i = 0; i < 8; ++i) acc[n][0] += xv[i] * a[i], acc[n][1] += xv[i] * c[i];
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < N; ++n)
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+            float v = warp_sum(acc[n][r]);
+            if (lane == 0 && (r == 0 || second)) {
+                if (bias) v += to_f(bias[r0 + r]);
+                out[n * out_features + r0 + r] = from_f<O>(v);
+            }
+        }
+}
+
+// Prompt attention: a block takes up to 32 consecutive tokens of one sequence and one query head,
+// and streams the keys and values before them through shared memory 32 positions at a time, so
+// each cached row is read once per tile of queries rather than once per query. Warps own 8
+// queries each; lanes score one position each, then accumulate 4 (of 128) output dimensions.
+constexpr int kQueryTile = 32;
+template <class T, int DC>
+__global__ void __launch_bounds__(128)
+attention_prefill_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_runtime, Batch b, const T* pool,
+                         int32_t layer, KvLayout kv, T* out) {
+    const int32_t D = DC > 0 ? DC : d_runtime;
+    // Any head size up to 128 (the runtime variant); larger heads take the split kernel.
+    constexpr int kDims = DC > 0 ? (DC + 31) / 32 : 4;
+    constexpr int kRow = (DC > 0 ? DC : 128) + 8;  // padded: 16-byte rows land on different banks
+    const int32_t tile = blockIdx.x, h = blockIdx.y, kvh = h / (heads / kv_heads);
+    const int32_t first_token = b.query_tiles[2 * tile], count = b.query_tiles[2 * tile + 1];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int64_t width = int64_t(heads + 2 * kv_heads) * D;
+    const int dims = (D + 31) / 32;
+
+    __shared__ __align__(16) T q_sh[kQueryTile][kRow];
+    __shared__ __align__(16) T k_sh[32][kRow];
+    __shared__ __align__(16) T v_sh[32][kRow];
+    __shared__ float p_sh[4][8][32];
+    for (int i = threadIdx.x; i < kQueryTile * D; i += blockDim.x) {
+        const int q = i / D, d = i % D;
+        q_sh[q][d] = q < count ? qkv[int64_t(first_token + q) * width + int64_t(h) * D + d] : from_f<T>(0.0f);
+    }
+    const int32_t seq = b.token_seq[first_token];
+    const int32_t* table = b.block_tables + int64_t(seq) * b.max_blocks;
+    const float scale = rsqrtf(float(D));
+    int32_t my_pos[8];
+    float m[8], l[8], acc[8][kDims];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int q = warp * 8 + j;
+        my_pos[j] = q < count ? b.positions[first_token + q] : -1;
+        m[j] = -INFINITY;
+        l[j] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < kDims; ++e) acc[j][e] = 0.0f;
+    }
+    const int32_t last_pos = b.positions[first_token + count - 1];
+    for (int32_t base = 0; base <= last_pos; base += 32) {
+        __syncthreads();
+        const int32_t block = table[base / kv.block_size], slot0 = base % kv.block_size;
+        const T* k_src = pool + kv_offset(kv, block, layer, 0, kvh, slot0);
+        const T* v_src = pool + kv_offset(kv, block, layer, 1, kvh, slot0);
+        // Rows past the last query's position were never written: zeros, not whatever is there.
+        const int rows = min(32, last_pos - base + 1);
+        for (int i = threadIdx.x; i < 32 * D / 8; i += blockDim.x) {
+            const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+            uint4 kz = {0, 0, 0, 0}, vz = {0, 0, 0, 0};
+            if (r < rows) {
+                kz = *reinterpret_cast<const uint4*>(k_src + int64_t(r) * D + c);
+                vz = *reinterpret_cast<const uint4*>(v_src + int64_t(r) * D + c);
+            }
+            *reinterpret_cast<uint4*>(&k_sh[r][c]) = kz;
+            *reinterpret_cast<uint4*>(&v_sh[r][c]) = vz;
+        }
+        __syncthreads();
+        const int32_t p = base + lane;
+        float s[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) s[j] = 0.0f;
+        for (int d = 0; d < D; d += 8) {
+            float kk[8];
+            load8(&k_sh[lane][d], kk);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                float qq[8];
+                load8(&q_sh[warp * 8 + j][d], qq);
+#pragma unroll
+                for (int i = 0; i < 8; ++i) s[j] += qq[i] * kk[i];
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const bool visible = p <= my_pos[j];
+            const float sj = visible ? s[j] * scale : -INFINITY;
+            const float tile_max = warp_max(sj);
+            const float m_new = fmaxf(m[j], tile_max);
+            const float pr = visible ? __expf(sj - m_new) : 0.0f;
+            const float correction = m_new == -INFINITY ? 1.0f : __expf(m[j] - m_new);
+            l[j] = l[j] * correction + warp_sum(pr);
+#pragma unroll
+            for (int e = 0; e < kDims; ++e) acc[j][e] *= correction;
+            m[j] = m_new;
+            p_sh[warp][j][lane] = pr;
+        }
+        __syncwarp();
+        for (int i = 0; i < 32; ++i) {
+#pragma unroll
+            for (int e = 0; e < kDims; ++e) {
+                const int d = lane + 32 * e;
+                if (e >= dims || d >= D) break;
+                const float vv = to_f(v_sh[i][d]);
+#pragma unroll
+                for (int j = 0; j < 8; ++j) acc[j][e] += p_sh[warp][j][i] * vv;
+            }
+        }
+        __syncwarp();
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int q = warp * 8 + j;
+        if (q >= count) break;
+        T* o = out + int64_t(first_token + q) * heads * D + int64_t(h) * D;
+#pragma unroll
+        for (int e = 0; e < kDims; ++e) {
+            const int d = lane + 32 * e;
+            if (e < dims && d < D) o[d] = from_f<T>(acc[j][e] / l[j]);
         }
     }
 }
@@ -416,19 +618,47 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
         throw std::runtime_error("attention: head_dim must be a multiple of 8 up to 256 (got " + std::to_string(head_dim) + ")");
     const int32_t group = heads / kv_heads;
     if (group > kMaxGroup) throw std::runtime_error("attention: more than 8 query heads per key/value head");
+    if (batch.num_query_tiles > 0 && kv.block_size % 32 == 0 && t != DataType::F32 && head_dim <= 128) {
+        // Prompts: query tiles sharing each key/value tile (16-bit types; fp32 tiles would not fit
+        // in shared memory, and fp32 is for checking, not speed).
+        dispatch(t, [&](auto tag) {
+            using T = decltype(tag);
+            if constexpr (!std::is_same_v<T, float>) {
+            const dim3 grid(unsigned(batch.num_query_tiles), unsigned(heads));
+            auto launch = [&](auto kernel) {
+                kernel<<<grid, 128, 0, s>>>(static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch,
+                                            static_cast<const T*>(kv_pool), layer, kv, static_cast<T*>(out));
+            };
+            if (head_dim == 128) launch(attention_prefill_kernel<T, 128>);
+            else if (head_dim == 64) launch(attention_prefill_kernel<T, 64>);
+            else launch(attention_prefill_kernel<T, 0>);
+            }
+        });
+        launched("attention (prompt)");
+        return;
+    }
     // Enough blocks to fill the GPU: split long contexts when there are few tokens (decoding).
     const int64_t blocks = int64_t(batch.num_tokens) * kv_heads;
     int32_t splits = int32_t(std::max<int64_t>(1, std::min<int64_t>((512 + blocks - 1) / blocks, (max_len + kTile - 1) / kTile)));
     while (splits > 1 && int64_t(batch.num_tokens) * heads * splits * (head_dim + 2) > partial_floats) --splits;
-    const int32_t span = (max_len + splits - 1) / splits;
+    // Spans are whole tiles so that a 32-position tile never crosses a cache block.
+    int32_t span = (max_len + splits - 1) / splits;
+    span = (span + kTile - 1) / kTile * kTile;
+    splits = (max_len + span - 1) / span;
+    if (kv.block_size % 32 != 0) throw std::runtime_error("attention: the KV block size must be a multiple of 32");
     const dim3 grid(unsigned(batch.num_tokens), unsigned(kv_heads), unsigned(splits));
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
         auto run = [&](auto g) {
             constexpr int G = decltype(g)::value;
-            attention_split_kernel<T, G><<<grid, 32 * kAttentionWarps, 0, s>>>(
-                static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch, static_cast<const T*>(kv_pool), layer, kv, span,
-                static_cast<T*>(out), partial);
+            auto launch = [&](auto kernel) {
+                kernel<<<grid, 32 * kAttentionWarps, 0, s>>>(static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch,
+                                                            static_cast<const T*>(kv_pool), layer, kv, span,
+                                                            static_cast<T*>(out), partial);
+            };
+            if (head_dim == 128) launch(attention_split_kernel<T, G, 128>);
+            else if (head_dim == 64) launch(attention_split_kernel<T, G, 64>);
+            else launch(attention_split_kernel<T, G, 0>);
         };
         switch (group) {
         case 1: run(std::integral_constant<int, 1>{}); break;
@@ -487,6 +717,37 @@ void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, 
         random_fill_kernel<T><<<4096, 256, 0, s>>>(static_cast<T*>(dst), n, seed, center, scale);
     });
     launched("random_fill");
+}
+
+bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, const void* bias,
+          void* out, DataType out_type, cudaStream_t s) {
+    if (t == DataType::F32 || n < 1 || n > 8 || in % 8 != 0 || (out_type != t && out_type != DataType::F32)) return false;
+    const unsigned blocks = unsigned((out_features + 7) / 8);  // 4 warps x 2 rows
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        auto run = [&](auto o, auto count) {
+            using O = decltype(o);
+            constexpr int N = decltype(count)::value;
+            gemv_kernel<T, O, N><<<blocks, 128, 0, s>>>(static_cast<const T*>(x), in, static_cast<const T*>(w), out_features,
+                                                         static_cast<const T*>(bias), static_cast<O*>(out));
+        };
+        auto by_n = [&](auto o) {
+            switch (n) {
+            case 1: run(o, std::integral_constant<int, 1>{}); break;
+            case 2: run(o, std::integral_constant<int, 2>{}); break;
+            case 3: run(o, std::integral_constant<int, 3>{}); break;
+            case 4: run(o, std::integral_constant<int, 4>{}); break;
+            case 5: run(o, std::integral_constant<int, 5>{}); break;
+            case 6: run(o, std::integral_constant<int, 6>{}); break;
+            case 7: run(o, std::integral_constant<int, 7>{}); break;
+            default: run(o, std::integral_constant<int, 8>{}); break;
+            }
+        };
+        if (out_type == DataType::F32) by_n(float{});
+        else by_n(T{});
+    });
+    launched("gemv");
+    return true;
 }
 
 void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,

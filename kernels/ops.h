@@ -24,6 +24,10 @@ struct Batch {
     const float* rope_base = nullptr;       // [T] RoPE base for each token (dynamic scaling applied)
     const int32_t* block_tables = nullptr;  // [S * max_blocks]
     const int32_t* logit_rows = nullptr;    // [L]
+    // Prompt batches: runs of up to 32 consecutive tokens of one sequence, as (first token,
+    // count) pairs; attention then shares each key/value tile across a run. Empty for decoding.
+    const int32_t* query_tiles = nullptr;
+    int32_t num_query_tiles = 0;
     int32_t num_tokens = 0;
     int32_t num_logit_rows = 0;
     int32_t max_blocks = 0;
@@ -63,6 +67,10 @@ void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, 
 void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);
 // Uniform values in [center - scale/2, center + scale/2), the same function of (seed, index) as the CPU's.
 void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s);
+// out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights (decode); returns false, doing
+// nothing, for shapes it does not handle (then use gemm).
+bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, const void* bias,
+          void* out, DataType out_type, cudaStream_t s);
 // out[n, out_features] = x[n, in] · w[out_features, in]ᵀ with fp32 accumulation; out is t or F32.
 void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,
           void* out, DataType out_type);

@@ -298,6 +298,39 @@ private slots:
         QVERIFY(story.text.rfind("Once upon a time, there was a little girl named Lily.", 0) == 0);
     }
 
+    // Sessions, prefix sharing and preemption move KV blocks around; on the GPU they must give
+    // exactly what the CPU gives (fp32 compute, so greedy choices are identical).
+    void cacheManagementOnTheGpu() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const fs::path stories = data / "models" / "stories260K-hf";
+        EngineOptions fp32;
+        fp32.dtype = "float32";
+        EngineRunner cpu(stories);
+        const auto& tok = cpu.engine().tokenizer();
+        // A second turn on the same session.
+        EngineRunner gpu(stories, fp32, "cuda");
+        auto first = greedy(tok.encode("Once upon a time, there was a little girl"), 70);
+        first.session = 3;
+        const Collected turn1 = gpu.run(first);
+        std::vector<int32_t> prompt = first.prompt;
+        prompt.insert(prompt.end(), turn1.ids.begin(), turn1.ids.end());
+        const auto more = tok.encode(" She said", {.add_special_tokens = false});
+        prompt.insert(prompt.end(), more.begin(), more.end());
+        auto second = greedy(prompt, 30);
+        second.session = 3;
+        const Collected turn2 = gpu.run(second);
+        QCOMPARE(turn2.final_event.timings.reused_tokens, int32_t(first.prompt.size() + turn1.ids.size() - 1));
+        QCOMPARE(turn2.ids, cpu.run(greedy(prompt, 30)).ids);
+        // A pool too small for everyone at once.
+        EngineOptions small = fp32;
+        small.cache_max_entry_count = 6;
+        EngineRunner tight(stories, small, "cuda");
+        const char* prompts[] = {"Once", "There was a big", "Tom and Sue went to the park", "One day"};
+        std::vector<RequestId> ids;
+        for (const char* p : prompts) ids.push_back(tight.submit(greedy(tok.encode(p), 150)));
+        for (std::size_t i = 0; i < std::size(prompts); ++i) QCOMPARE(tight.wait(ids[i]).ids, cpu.run(greedy(tok.encode(prompts[i]), 150)).ids);
+    }
+
     void realShapeMatchesTransformers() {
         const QByteArray dir = qgetenv("LUMEN_REAL_SHAPE_DIR");
         if (dir.isEmpty()) QSKIP("LUMEN_REAL_SHAPE_DIR is not set (tests/reference/make_real_shape.py makes one)");
