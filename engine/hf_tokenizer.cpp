@@ -60,17 +60,7 @@ public:
 class ReplaceNormalizer final : public Normalizer {
 public:
     ReplaceNormalizer(const std::string& pattern, std::string content) : regex_(pattern), content_(std::move(content)) {}
-    void normalize(std::string& s) const override {
-        std::string out;
-        std::size_t last = 0;
-        for (const auto& [b, e] : regex_.find_all(s)) {
-            out.append(s, last, b - last);
-            out += content_;
-            last = e;
-        }
-        out.append(s, last);
-        s = std::move(out);
-    }
+    void normalize(std::string& s) const override { s = regex_.replace_all(s, content_); }
 
 private:
     Regex regex_;

@@ -101,6 +101,18 @@ std::vector<std::pair<std::size_t, std::size_t>> Regex::find_all(std::string_vie
     return out;
 }
 
+std::string Regex::replace_all(std::string_view subject, std::string_view replacement) const {
+    std::string out;
+    std::size_t last = 0;
+    for (const auto& [b, e] : find_all(subject)) {
+        out.append(subject.substr(last, b - last));
+        out.append(replacement);
+        last = e;
+    }
+    out.append(subject.substr(last));
+    return out;
+}
+
 std::string Regex::escape(std::string_view literal) {
     std::string out;
     for (char c : literal) {

@@ -20,6 +20,9 @@ public:
     // Byte ranges [begin, end) of the successive non-overlapping matches in `subject` (valid UTF-8).
     std::vector<std::pair<std::size_t, std::size_t>> find_all(std::string_view subject) const;
 
+    // `subject` with every match replaced by `replacement`.
+    std::string replace_all(std::string_view subject, std::string_view replacement) const;
+
     // A pattern that matches `literal` exactly.
     static std::string escape(std::string_view literal);
 

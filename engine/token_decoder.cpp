@@ -61,17 +61,7 @@ class ReplaceDecoder final : public TokenDecoder {
 public:
     ReplaceDecoder(const std::string& pattern, std::string content) : regex_(pattern), content_(std::move(content)) {}
     std::vector<std::string> decode_chain(std::vector<std::string> tokens) const override {
-        for (auto& t : tokens) {
-            std::string out;
-            std::size_t last = 0;
-            for (const auto& [b, e] : regex_.find_all(t)) {
-                out.append(t, last, b - last);
-                out += content_;
-                last = e;
-            }
-            out.append(t, last);
-            t = std::move(out);
-        }
+        for (auto& t : tokens) t = regex_.replace_all(t, content_);
         return tokens;
     }
 

@@ -48,18 +48,8 @@ std::vector<float> prompt_logits(const fs::path& dir, const std::vector<int32_t>
     auto backend = make_cpu_backend();
     Model model(dir, *backend);
     const auto& t = model.text();
-    const int32_t blocks = int32_t((prompt.size() + 63) / 64);
-    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::F32});
-    BatchLayout batch;
-    for (std::size_t i = 0; i < prompt.size(); ++i) {
-        batch.token_ids.push_back(prompt[i]);
-        batch.positions.push_back(int32_t(i));
-        batch.token_seq.push_back(0);
-        batch.rope_lengths.push_back(int32_t(prompt.size()));
-    }
-    batch.max_blocks = blocks;
-    for (int32_t b = 0; b < blocks; ++b) batch.block_tables.push_back(b);
-    batch.logit_rows = {int32_t(prompt.size() - 1)};
+    const BatchLayout batch = prompt_batch(prompt);
+    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::F32});
     const Tensor logits = model.forward(batch);
     std::vector<float> out(std::size_t(t.vocab_size));
     backend->read(logits, out);

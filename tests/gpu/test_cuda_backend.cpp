@@ -340,18 +340,8 @@ private slots:
         Model model(folder, *backend);
         const auto& t = model.text();
         const auto prompt = ref["prompt_ids"].get<std::vector<int32_t>>();
-        const int32_t blocks = int32_t((prompt.size() + 63) / 64);
-        backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::BF16});
-        BatchLayout batch;
-        for (std::size_t i = 0; i < prompt.size(); ++i) {
-            batch.token_ids.push_back(prompt[i]);
-            batch.positions.push_back(int32_t(i));
-            batch.token_seq.push_back(0);
-            batch.rope_lengths.push_back(int32_t(prompt.size()));
-        }
-        batch.max_blocks = blocks;
-        for (int32_t b = 0; b < blocks; ++b) batch.block_tables.push_back(b);
-        batch.logit_rows = {int32_t(prompt.size() - 1)};
+        const BatchLayout batch = prompt_batch(prompt);
+        backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::BF16});
         const auto got = read_all(*backend, model.forward(batch));
         const std::string raw = *read_text_file(folder / "reference.logits");
         std::vector<float> expected(raw.size() / 4);

@@ -61,6 +61,20 @@ CliResult run_cli(const QStringList& args, const QStringList& extra_env) {
     return r;
 }
 
+BatchLayout prompt_batch(const std::vector<int32_t>& prompt, int32_t block_size) {
+    BatchLayout batch;
+    for (std::size_t i = 0; i < prompt.size(); ++i) {
+        batch.token_ids.push_back(prompt[i]);
+        batch.positions.push_back(int32_t(i));
+        batch.token_seq.push_back(0);
+        batch.rope_lengths.push_back(int32_t(prompt.size()));
+    }
+    batch.max_blocks = int32_t((prompt.size() + std::size_t(block_size) - 1) / std::size_t(block_size));
+    for (int32_t b = 0; b < batch.max_blocks; ++b) batch.block_tables.push_back(b);
+    batch.logit_rows = {int32_t(prompt.size() - 1)};
+    return batch;
+}
+
 std::string llama_config_json(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate) {
     return nlohmann::json{{"architectures", {"LlamaForCausalLM"}},
                           {"model_type", "llama"},

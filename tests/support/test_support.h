@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/backend.h"
 #include "engine/dtype.h"
 
 namespace lumen::test {
@@ -37,6 +38,9 @@ struct CliResult {
     QByteArray err;
 };
 CliResult run_cli(const QStringList& args, const QStringList& extra_env = {});
+
+// One sequence's whole prompt as a batch: blocks 0, 1, ... in order, logits for the last token.
+BatchLayout prompt_batch(const std::vector<int32_t>& prompt, int32_t block_size = 64);
 
 // A small Llama-shaped config.json text for the given sizes.
 std::string llama_config_json(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate);
