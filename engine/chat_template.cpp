@@ -63,10 +63,11 @@ std::optional<ChatTemplate> ChatTemplate::by_name(std::string_view name) {
     if (name == "llava") return ChatTemplate(Family::Llava);
     if (name == "llama2") return ChatTemplate(Family::Llama2);
     if (name == "llama3") return ChatTemplate(Family::Llama3);
+    if (name == "plain") return ChatTemplate(Family::Plain);
     return std::nullopt;
 }
 
-std::string ChatTemplate::names() { return "internlm2, internvl2, internvl2_5, chatml, qwen2, qwen2.5, llava, llama2, llama3"; }
+std::string ChatTemplate::names() { return "internlm2, internvl2, internvl2_5, chatml, qwen2, qwen2.5, llava, llama2, llama3, plain"; }
 
 std::string_view ChatTemplate::name() const {
     switch (family_) {
@@ -77,6 +78,7 @@ std::string_view ChatTemplate::name() const {
     case Family::Llava: return "llava";
     case Family::Llama2: return "llama2";
     case Family::Llama3: return "llama3";
+    case Family::Plain: return "plain";
     }
     return "?";
 }
@@ -111,7 +113,9 @@ ChatTemplate ChatTemplate::for_model(const ModelConfig& config, const Tokenizer&
     case TextFamily::InternLM2: return ChatTemplate(Family::InternLM2);
     case TextFamily::Qwen2: return ChatTemplate(Family::ChatML, kQwen2System);
     case TextFamily::Llama:
-        return ChatTemplate(tokenizer.token_id("<|start_header_id|>") ? Family::Llama3 : Family::Llama2);
+        // A Llama folder without a chat template is a base model (Llama-2-chat and Llama-3-Instruct
+        // ship theirs): it continues text rather than answering turns.
+        return ChatTemplate(tokenizer.token_id("<|start_header_id|>") ? Family::Llama3 : Family::Plain);
     }
     throw Error("cannot tell which chat template this model uses; choose one (" + names() + ")");
 }
@@ -188,6 +192,14 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
         // The published template ends with the assistant header whatever add_generation_prompt says.
         out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
         return out;
+
+    case Family::Plain:
+        // The conversation as one text: the model continues where it ends.
+        for (const auto& m : messages) {
+            out += images_then(m);
+            if (m.role == "system") out += "\n\n";
+        }
+        return out;
     }
     return out;
 }
@@ -195,7 +207,7 @@ std::string ChatTemplate::render(std::span<const ChatMessage> messages, bool add
 bool ChatTemplate::tokenize_with_special_tokens() const {
     // LLaVA's processor and InternVL's chat() tokenize the prompt with the tokenizer's BOS; the
     // others write BOS into the template themselves (or have none).
-    return family_ == Family::Llava || family_ == Family::InternVL2 || family_ == Family::InternVL25;
+    return family_ == Family::Llava || family_ == Family::InternVL2 || family_ == Family::InternVL25 || family_ == Family::Plain;
 }
 
 std::vector<std::string> ChatTemplate::stop_tokens() const {
@@ -207,6 +219,7 @@ std::vector<std::string> ChatTemplate::stop_tokens() const {
     case Family::Llava:
     case Family::Llama2: return {"</s>"};
     case Family::Llama3: return {"<|eot_id|>", "<|end_of_text|>"};
+    case Family::Plain: return {};
     }
     return {};
 }

@@ -32,11 +32,12 @@ public:
         Llava,       // llava-1.5-hf: "USER: ... ASSISTANT:"
         Llama2,      // [INST] <<SYS>> ... [/INST]
         Llama3,      // <|start_header_id|>role<|end_header_id|>
+        Plain,       // no template: a base model continues the text as written
     };
 
     explicit ChatTemplate(Family family, std::string default_system = {});
 
-    // By name: internlm2, internvl2, internvl2_5, chatml, qwen2, qwen2.5, llava, llama2, llama3.
+    // By name: internlm2, internvl2, internvl2_5, chatml, qwen2, qwen2.5, llava, llama2, llama3, plain.
     static std::optional<ChatTemplate> by_name(std::string_view name);
     static std::string names();  // for messages and --help
     // The family a model uses: InternVL's "template" field, else the tokenizer's Jinja template

@@ -1,7 +1,7 @@
 #include "ui/app_settings.h"
 
+#include <QCryptographicHash>
 #include <QDir>
-#include <QStandardPaths>
 
 namespace lumen::ui {
 
@@ -18,5 +18,37 @@ void AppSettings::set_model_folders(const QStringList& folders) { settings_.setV
 bool AppSettings::scan_hf_cache() const { return settings_.value("models/scan_hf_cache", true).toBool(); }
 
 void AppSettings::set_scan_hf_cache(bool on) { settings_.setValue("models/scan_hf_cache", on); }
+
+QString AppSettings::model_key(const QString& model_path) {
+    return "model/" + QString::fromLatin1(QCryptographicHash::hash(QDir::cleanPath(model_path).toUtf8(), QCryptographicHash::Sha1).toHex());
+}
+
+ModelSettings AppSettings::model_settings(const QString& model_path) const {
+    const QString k = model_key(model_path);
+    ModelSettings s;
+    s.device = settings_.value(k + "/device", s.device).toString();
+    s.session_len = settings_.value(k + "/session_len", s.session_len).toLongLong();
+    s.cache_share = settings_.value(k + "/cache_share", s.cache_share).toDouble();
+    s.compute = settings_.value(k + "/compute", s.compute).toString();
+    return s;
+}
+
+void AppSettings::set_model_settings(const QString& model_path, const ModelSettings& s) {
+    const QString k = model_key(model_path);
+    settings_.setValue(k + "/path", model_path);
+    settings_.setValue(k + "/device", s.device);
+    settings_.setValue(k + "/session_len", s.session_len);
+    settings_.setValue(k + "/cache_share", s.cache_share);
+    settings_.setValue(k + "/compute", s.compute);
+}
+
+QString AppSettings::last_model() const { return settings_.value("models/last").toString(); }
+void AppSettings::set_last_model(const QString& path) { settings_.setValue("models/last", path); }
+
+QString AppSettings::theme() const { return settings_.value("appearance/theme", "system").toString(); }
+void AppSettings::set_theme(const QString& theme) { settings_.setValue("appearance/theme", theme); }
+
+QByteArray AppSettings::window_state() const { return settings_.value("window/state").toByteArray(); }
+void AppSettings::set_window_state(const QByteArray& state) { settings_.setValue("window/state", state); }
 
 }  // namespace lumen::ui

@@ -1,9 +1,18 @@
 #pragma once
-// The app's persistent settings, one typed wrapper over QSettings.
+// The app's persistent settings, one typed wrapper over QSettings. Per-model engine settings are
+// kept under a key derived from the model's folder.
+#include <QByteArray>
 #include <QSettings>
 #include <QStringList>
 
 namespace lumen::ui {
+
+struct ModelSettings {
+    QString device = "auto";     // auto, cuda, cpu
+    qint64 session_len = 0;      // 0: the model's own context length
+    double cache_share = 0.8;    // KV cache: share of free memory after the weights
+    QString compute = "auto";    // activations and KV cache: auto (the weights' type) or float32
+};
 
 class AppSettings {
 public:
@@ -15,7 +24,22 @@ public:
     bool scan_hf_cache() const;
     void set_scan_hf_cache(bool on);
 
+    ModelSettings model_settings(const QString& model_path) const;
+    void set_model_settings(const QString& model_path, const ModelSettings& s);
+
+    QString last_model() const;
+    void set_last_model(const QString& path);
+
+    QString theme() const;  // "system", "light" or "dark"
+    void set_theme(const QString& theme);
+
+    QByteArray window_state() const;
+    void set_window_state(const QByteArray& state);
+
+    void sync() { settings_.sync(); }
+
 private:
+    static QString model_key(const QString& model_path);
     mutable QSettings settings_;
 };
 

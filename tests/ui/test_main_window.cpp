@@ -1,0 +1,332 @@
+// The desktop app with real widgets on the offscreen platform and the real engine on the CPU
+// (stories260K, and a slower random model built for the test): sending and streaming, stop,
+// regenerate, edit-and-resend, images in, the screenshot geometry, a kill during a reply, settings.
+#include <QApplication>
+#include <QClipboard>
+#include <QDropEvent>
+#include <QElapsedTimer>
+#include <QLabel>
+#include <QListWidget>
+#include <QToolButton>
+#include <QMimeData>
+#include <QProcess>
+#include <QSignalSpy>
+#include <QtTest>
+#include <csignal>
+
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_models.h"
+#include "ui/app_settings.h"
+#include "ui/chat_view.h"
+#include "ui/composer.h"
+#include "ui/conversation_list.h"
+#include "ui/history_store.h"
+#include "ui/main_window.h"
+#include "ui/screenshot.h"
+
+using namespace lumen;
+using namespace lumen::test;
+using namespace lumen::ui;
+namespace fs = std::filesystem;
+
+namespace {
+
+// A random Llama big enough that the CPU takes seconds over a reply (to stop or kill mid-way).
+fs::path build_slow_model(const fs::path& dir) {
+    const TinySpec spec = load_tiny_spec();
+    TinyModel m{"slow", "llava15",
+                {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", 256},
+                 {"intermediate_size", 768}, {"num_hidden_layers", 6}, {"num_attention_heads", 4},
+                 {"num_key_value_heads", 4}, {"vocab_size", 32064}, {"max_position_embeddings", 4096},
+                 {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"hidden_act", "silu"},
+                 {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}}};
+    build_tiny_model(spec, m, "bfloat16", *shared_data() / "tokenizers", dir);
+    // No end-of-sequence: the reply runs until stopped or the context is full.
+    write_file(dir / "generation_config.json", R"({"do_sample": false, "eos_token_id": []})");
+    return dir;
+}
+
+QString reply_of(MainWindow& w) { return w.chat_view()->messages().last()->text(); }
+
+}  // namespace
+
+class TestMainWindow : public QObject {
+    Q_OBJECT
+private:
+    QTemporaryDir data_;
+    fs::path stories_;
+    QTemporaryDir slow_dir_;
+    fs::path slow_;
+
+    bool load(MainWindow& w, const fs::path& model) {
+        QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
+        w.load_model(QString::fromStdString(model.string()));
+        return loaded.wait(60000);
+    }
+    bool send(MainWindow& w, const QString& text, int timeout_ms = 60000) {
+        QSignalSpy done(&w, &MainWindow::reply_finished);
+        w.composer()->edit()->setFocus();
+        QTest::keyClicks(w.composer()->edit(), text);
+        QTest::keyClick(w.composer()->edit(), Qt::Key_Return);
+        return done.wait(timeout_ms);
+    }
+
+private slots:
+    void initTestCase() {
+        const auto data = shared_data();
+        if (!data) QSKIP("../shared/data is absent; these tests run the real stories260K model");
+        stories_ = *data / "models" / "stories260K-hf";
+        slow_ = build_slow_model(path_of(slow_dir_));
+        QSettings::setDefaultFormat(QSettings::IniFormat);
+        QSettings::setPath(QSettings::IniFormat, QSettings::UserScope, data_.path());
+        qputenv("HF_HUB_CACHE", (data_.path() + "/no-hub").toUtf8());
+        AppSettings().set_model_folders({});
+    }
+
+    void sendingStreamsTheReplyOfLumenCliGenerate() {
+        QTemporaryDir dir;
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, stories_));
+        // The event loop stays responsive while the reply streams: the longest gap between
+        // ticks of a 5 ms timer is measured.
+        QElapsedTimer clock;
+        qint64 last = 0, worst = 0;
+        QTimer tick;
+        tick.setInterval(5);
+        connect(&tick, &QTimer::timeout, this, [&] {
+            const qint64 now = clock.elapsed();
+            worst = std::max(worst, now - last);
+            last = now;
+        });
+        clock.start();
+        tick.start();
+        QVERIFY(send(w, "Once upon a time"));
+        tick.stop();
+        qInfo("longest event-loop stall while streaming: %lld ms", worst);
+        QVERIFY(worst <= 50);
+
+        const auto r = run_cli({"generate", "--model", QString::fromStdString(stories_.string()), "--prompt", "Once upon a time",
+                                "--max-new-tokens", "1024"});
+        QCOMPARE(r.exit_code, 0);
+        QString expected = QString::fromUtf8(r.out);
+        expected.chop(1);  // the newline after the text
+        QCOMPARE(reply_of(w), expected);
+        // Stored, and the conversation is listed.
+        QCOMPARE(store.conversations().size(), 1);
+        const auto messages = store.messages(w.current_conversation());
+        QCOMPARE(messages.size(), 2);
+        QCOMPARE(messages[1].text, expected);
+        QVERIFY(messages[1].complete);
+        QCOMPARE(w.conversations()->list()->count(), 1);
+    }
+
+    void stopRegenerateAndEdit() {
+        QTemporaryDir dir;
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, slow_));
+        QSignalSpy done(&w, &MainWindow::reply_finished);
+        QTest::keyClicks(w.composer()->edit(), "Tell me a long story");
+        QTest::keyClick(w.composer()->edit(), Qt::Key_Return);
+        QTRY_VERIFY_WITH_TIMEOUT(!reply_of(w).isEmpty(), 30000);
+        QTest::keyClick(&w, Qt::Key_Escape);  // Esc stops the reply
+        QVERIFY(done.wait(10000));
+        QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Cancelled);
+        const QString partial = reply_of(w);
+        QVERIFY(!partial.isEmpty());
+        QCOMPARE(store.messages(w.current_conversation()).last().text, partial);
+        QVERIFY(store.messages(w.current_conversation()).last().complete);
+
+        // Regenerate: the last reply is replaced (greedy, so it starts the same way).
+        MessageWidget* reply = w.chat_view()->messages().last();
+        emit reply->regenerate_requested(reply);
+        QTRY_VERIFY_WITH_TIMEOUT(reply_of(w).size() > 10, 30000);
+        w.stop();
+        QVERIFY(done.wait(10000));
+        QCOMPARE(w.chat_view()->messages().size(), 2);
+        QCOMPARE(store.messages(w.current_conversation()).size(), 2);
+        QVERIFY(reply_of(w).startsWith(partial.left(10)));
+
+        // Edit and resend: the question goes back to the composer and the turn is removed.
+        MessageWidget* question = w.chat_view()->messages().first();
+        emit question->edit_requested(question);
+        QCOMPARE(w.composer()->text(), QString("Tell me a long story"));
+        QCOMPARE(w.chat_view()->messages().size(), 0);
+        QCOMPARE(store.messages(w.current_conversation()).size(), 0);
+        w.composer()->set_text("Tell me a short story");
+        w.send();
+        QTRY_VERIFY_WITH_TIMEOUT(!reply_of(w).isEmpty(), 30000);
+        w.stop();
+        QVERIFY(done.wait(10000));
+        QCOMPARE(store.messages(w.current_conversation()).first().text, QString("Tell me a short story"));
+    }
+
+    void imagesIn() {
+        QTemporaryDir dir;
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.show();
+        Composer* c = w.composer();
+        const QString photo = QString::fromStdString((*shared_data() / "images" / "view336.png").string());
+        const QString jpeg = QString::fromStdString((*shared_data() / "images" / "llava_waterview.jpg").string());
+        write_file(path_of(dir) / "notes.txt", "not an image");
+        write_file(path_of(dir) / "fake.png", "this is text, not a PNG");
+
+        // A drop of file URLs: two photos and a text file.
+        QMimeData files;
+        files.setUrls({QUrl::fromLocalFile(photo), QUrl::fromLocalFile(jpeg), QUrl::fromLocalFile(dir.filePath("notes.txt"))});
+        auto drop_on = [&](const QMimeData* mime) {
+            QDragEnterEvent enter(QPoint(10, 10), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+            QApplication::sendEvent(c, &enter);
+            QVERIFY(enter.isAccepted());
+            QDropEvent drop(QPointF(10, 10), Qt::CopyAction, mime, Qt::LeftButton, Qt::NoModifier);
+            QApplication::sendEvent(c, &drop);
+        };
+        drop_on(&files);
+        QVERIFY2(c->images().size() == 2, qPrintable(c->findChild<QLabel*>("composerProblem")->text()));
+        QCOMPARE(c->images()[0].size, QSize(336, 336));
+        QVERIFY(c->findChild<QLabel*>("composerProblem")->text().contains("notes.txt is not an image"));
+
+        // Raw image data from a browser, and a non-image.
+        QMimeData raw;
+        QImage red(40, 30, QImage::Format_RGB32);
+        red.fill(Qt::red);
+        raw.setImageData(red);
+        drop_on(&raw);
+        QCOMPARE(c->images().size(), 3);
+        QCOMPARE(c->images()[2].size, QSize(40, 30));
+
+        // A pasted image (Ctrl+V with the focus elsewhere in the window).
+        QApplication::clipboard()->setImage(red);
+        w.activateWindow();
+        QVERIFY(QTest::qWaitForWindowActive(&w));
+        w.conversations()->list()->setFocus();
+        QTest::keyClick(w.conversations()->list(), Qt::Key_V, Qt::ControlModifier);
+        QCOMPARE(c->images().size(), 4);
+
+        // The attach button, with its file dialog answered.
+        c->choose_files = [&](QWidget*) { return QStringList{photo, dir.filePath("fake.png")}; };
+        QToolButton* attach = nullptr;
+        for (auto* b : c->findChildren<QToolButton*>())
+            if (b->accessibleName() == "Attach images") attach = b;
+        QVERIFY(attach);
+        QTest::mouseClick(attach, Qt::LeftButton);
+        QCOMPARE(c->images().size(), 5);
+        QVERIFY(c->findChild<QLabel*>("composerProblem")->text().contains("fake.png"));
+
+        // A thumbnail's Remove button takes its image away.
+        QToolButton* remove = nullptr;
+        for (auto* b : c->findChildren<QToolButton*>())
+            if (b->accessibleName().startsWith("Remove")) remove = b;
+        QTest::mouseClick(remove, Qt::LeftButton);
+        QCOMPARE(c->images().size(), 4);
+
+        // Images sent to a text-only model: said so, nothing sent.
+        QVERIFY(load(w, stories_));
+        c->set_text("What is this?");
+        w.send();
+        QVERIFY(c->findChild<QLabel*>("composerProblem")->text().contains("reads text only"));
+        QCOMPARE(w.chat_view()->messages().size(), 0);
+        QCOMPARE(c->images().size(), 4);
+    }
+
+    void screenshotSelectionMapsToDevicePixels() {
+        const QSize screen1(1920, 1080), screen2(3840, 2160);
+        QCOMPARE(selection_to_device_pixels(QRect(100, 50, 300, 200), 1.0, screen1), QRect(100, 50, 300, 200));
+        QCOMPARE(selection_to_device_pixels(QRect(100, 50, 300, 200), 2.0, screen2), QRect(200, 100, 600, 400));
+        // Past the edge, and half pixels at ratio 1.5 rounded outwards.
+        QCOMPARE(selection_to_device_pixels(QRect(1, 1, 3, 3), 1.5, screen2), QRect(QPoint(1, 1), QPoint(5, 5)));
+        QCOMPARE(selection_to_device_pixels(QRect(1800, 1000, 400, 400), 2.0, screen2), QRect(3600, 2000, 240, 160));
+        QCOMPARE(selection_to_device_pixels(QRect(0, 0, 1920, 1080), 2.0, screen2), QRect(QPoint(0, 0), screen2));
+        // The overlay crops the grab at those pixels.
+        QImage grab(400, 200, QImage::Format_RGB32);
+        grab.fill(Qt::black);
+        for (int y = 20; y < 60; ++y)
+            for (int x = 40; x < 100; ++x) grab.setPixel(x, y, qRgb(255, 0, 0));
+        QPixmap pixmap = QPixmap::fromImage(grab);
+        pixmap.setDevicePixelRatio(2.0);
+        ScreenshotOverlay overlay(pixmap, QRect(0, 0, 200, 100));
+        QSignalSpy captured(&overlay, &ScreenshotOverlay::captured);
+        QTest::mousePress(&overlay, Qt::LeftButton, Qt::NoModifier, QPoint(20, 10));
+        QMouseEvent move(QEvent::MouseMove, QPointF(50, 30), QPointF(50, 30), Qt::NoButton, Qt::LeftButton, Qt::NoModifier);
+        QApplication::sendEvent(&overlay, &move);
+        QTest::mouseRelease(&overlay, Qt::LeftButton, Qt::NoModifier, QPoint(50, 30));
+        QCOMPARE(captured.size(), 1);
+        const QImage part = captured.first().first().value<QImage>();
+        QCOMPARE(part.size(), QSize(60, 40));
+        QCOMPARE(part.pixel(0, 0), qRgb(255, 0, 0));
+        QCOMPARE(part.pixel(59, 39), qRgb(255, 0, 0));
+    }
+
+    void killDuringAReplyKeepsThePartialReply() {
+        QTemporaryDir dir;
+        QProcess app;
+        app.setProgram(QString::fromStdString((fs::path(LUMEN_CLI_PATH).parent_path() / "lumen").string()));
+        app.setArguments({"--data-dir", dir.path(), "--model", QString::fromStdString(slow_.string()), "--prompt",
+                          "Write a very long story"});
+        auto env = QProcessEnvironment::systemEnvironment();
+        env.insert("QT_QPA_PLATFORM", "offscreen");
+        app.setProcessEnvironment(env);
+        app.start();
+        QVERIFY(app.waitForStarted());
+        // Wait until part of the reply is on disk, then kill without warning.
+        const QString db = dir.filePath("history.sqlite3");
+        QString partial;
+        for (int i = 0; i < 300 && partial.isEmpty(); ++i) {
+            QTest::qWait(100);
+            HistoryStore peek(db);
+            const auto convs = peek.conversations();
+            if (!convs.isEmpty() && peek.messages(convs.first().id).size() == 2) partial = peek.messages(convs.first().id)[1].text;
+        }
+        QVERIFY2(!partial.isEmpty(), "no part of the reply reached the history");
+        ::kill(pid_t(app.processId()), SIGKILL);
+        app.waitForFinished();
+
+        HistoryStore store(db);
+        QVERIFY(store.ok());
+        const auto convs = store.conversations();
+        QCOMPARE(convs.size(), 1);
+        const auto messages = store.messages(convs.first().id);
+        QCOMPARE(messages.size(), 2);
+        QCOMPARE(messages[0].text, QString("Write a very long story"));
+        QVERIFY(messages[1].text.startsWith(partial));
+        QVERIFY(!messages[1].complete);
+        // The app shows it again after the restart.
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.open_conversation(convs.first().id);
+        QCOMPARE(w.chat_view()->messages().size(), 2);
+        QCOMPARE(w.chat_view()->messages()[1]->text(), messages[1].text);
+    }
+
+    void settingsPersist() {
+        const QString model = QString::fromStdString(stories_.string());
+        {
+            AppSettings s;
+            ModelSettings m;
+            m.device = "cpu";
+            m.session_len = 300;
+            m.cache_share = 0.5;
+            s.set_model_settings(model, m);
+            s.set_theme("dark");
+            s.sync();
+        }
+        AppSettings again;
+        QCOMPARE(again.model_settings(model).device, QString("cpu"));
+        QCOMPARE(again.model_settings(model).session_len, qint64(300));
+        QCOMPARE(again.model_settings(model).cache_share, 0.5);
+        QCOMPARE(again.theme(), QString("dark"));
+        QCOMPARE(engine_options_for(again, model).session_len, int64_t(300));
+        again.set_model_settings(model, ModelSettings{});
+        again.set_theme("system");
+    }
+};
+
+QTEST_MAIN(TestMainWindow)
+#include "test_main_window.moc"

@@ -1,0 +1,77 @@
+#pragma once
+// Where the user writes: the text, the images attached to it (drop, paste, attach button,
+// screenshot), and the send / stop button. Enter sends, Shift+Enter breaks the line.
+#include <QList>
+#include <QPlainTextEdit>
+#include <QWidget>
+#include <functional>
+
+#include "ui/image_attachment.h"
+
+class QLabel;
+class QMimeData;
+class QToolButton;
+class QHBoxLayout;
+
+namespace lumen::ui {
+
+class ComposerEdit : public QPlainTextEdit {
+    Q_OBJECT
+public:
+    using QPlainTextEdit::QPlainTextEdit;
+
+signals:
+    void submit();
+    void images_offered(const QMimeData* data);
+
+protected:
+    void keyPressEvent(QKeyEvent* e) override;
+    bool canInsertFromMimeData(const QMimeData* source) const override;
+    void insertFromMimeData(const QMimeData* source) override;
+};
+
+class Composer : public QWidget {
+    Q_OBJECT
+public:
+    explicit Composer(QWidget* parent = nullptr);
+
+    QString text() const;
+    void set_text(const QString& text);
+    const QList<ImageAttachment>& images() const { return images_; }
+    void clear();
+    void set_generating(bool on);
+    void focus_text();
+    ComposerEdit* edit() const { return edit_; }
+
+    // Adds what a drop or paste carries: image files, image data, or says why not.
+    void take_mime(const QMimeData* data);
+    void add_image(const ImageAttachment& image);
+    void show_problem(const QString& message);  // inline, under the text
+    // The file chooser the attach button uses (replaceable for tests).
+    std::function<QStringList(QWidget*)> choose_files;
+
+signals:
+    void send_requested();
+    void stop_requested();
+    void screenshot_requested();
+
+protected:
+    void dragEnterEvent(QDragEnterEvent* e) override;
+    void dropEvent(QDropEvent* e) override;
+
+private:
+    void rebuild_thumbnails();
+    void attach_files();
+
+    ComposerEdit* edit_;
+    QWidget* strip_;
+    QHBoxLayout* strip_layout_;
+    QLabel* problem_;
+    QToolButton* attach_;
+    QToolButton* screenshot_;
+    QToolButton* send_;
+    QList<ImageAttachment> images_;
+    bool generating_ = false;
+};
+
+}  // namespace lumen::ui

@@ -1,0 +1,30 @@
+#pragma once
+// An image the user attached (file, drop, paste or screenshot): checked before it is decoded
+// (format and size from the header), kept as its encoded bytes, shown as a thumbnail.
+#include <QByteArray>
+#include <QImage>
+#include <QString>
+#include <optional>
+
+namespace lumen::ui {
+
+struct ImageAttachment {
+    QByteArray bytes;   // the encoded file (PNG for pasted or captured pixels)
+    QImage thumbnail;   // at most 160 px on its longer side
+    QSize size;         // full size in pixels
+    QString label;      // file name or "Pasted image"
+};
+
+// Pixels an image may have (50 megapixels, as the vision preprocessor's default).
+inline constexpr qint64 kMaxImagePixels = 50'000'000;
+
+struct ImageResult {
+    std::optional<ImageAttachment> image;
+    QString error;  // why it was refused, for the user
+};
+
+ImageResult image_from_file(const QString& path);
+ImageResult image_from_bytes(const QByteArray& bytes, const QString& label);
+ImageResult image_from_qimage(const QImage& image, const QString& label);
+
+}  // namespace lumen::ui

@@ -1,0 +1,97 @@
+#include "ui/model_picker.h"
+
+#include <QDialogButtonBox>
+#include <QHBoxLayout>
+#include <QLabel>
+#include <QMessageBox>
+#include <QProgressBar>
+#include <QPushButton>
+#include <QTableView>
+#include <QVBoxLayout>
+
+#include "ui/app_settings.h"
+#include "ui/engine_worker.h"
+#include "ui/model_list_model.h"
+#include "ui/models_page.h"
+
+namespace lumen::ui {
+
+EngineOptions engine_options_for(const AppSettings& settings, const QString& model_path);
+
+ModelPicker::ModelPicker(AppSettings& settings, EngineWorker& worker, QWidget* parent)
+    : QDialog(parent), settings_(settings), worker_(worker) {
+    setWindowTitle(tr("Models"));
+    resize(1000, 640);
+    page_ = new ModelsPage(settings, this);
+    state_ = new QLabel(this);
+    progress_ = new QProgressBar(this);
+    progress_->setRange(0, 0);  // loading has no fraction to show: it is busy until it is done
+    progress_->setAccessibleName(tr("Loading the model"));
+    progress_->hide();
+    load_ = new QPushButton(tr("Load"), this);
+    load_->setDefault(true);
+    load_->setAccessibleName(tr("Load the selected model"));
+    unload_ = new QPushButton(tr("Unload"), this);
+    cancel_ = new QPushButton(tr("Cancel loading"), this);
+    auto* close = new QPushButton(tr("Close"), this);
+
+    auto* bottom = new QHBoxLayout;
+    bottom->addWidget(state_, 1);
+    bottom->addWidget(progress_);
+    bottom->addWidget(cancel_);
+    bottom->addWidget(unload_);
+    bottom->addWidget(load_);
+    bottom->addWidget(close);
+    auto* layout = new QVBoxLayout(this);
+    layout->addWidget(page_, 1);
+    layout->addLayout(bottom);
+
+    auto* table = page_->findChild<QTableView*>();
+    connect(table, &QTableView::doubleClicked, this, &ModelPicker::load_selected);
+    connect(load_, &QPushButton::clicked, this, &ModelPicker::load_selected);
+    connect(unload_, &QPushButton::clicked, &worker_, &EngineWorker::unload);
+    connect(cancel_, &QPushButton::clicked, &worker_, &EngineWorker::cancel_load);
+    connect(close, &QPushButton::clicked, this, &QDialog::accept);
+    connect(&worker_, &EngineWorker::load_started, this, &ModelPicker::update_state);
+    connect(&worker_, &EngineWorker::loaded, this, [this] {
+        update_state();
+        accept();
+    });
+    connect(&worker_, &EngineWorker::load_failed, this, [this](const QString& path, const QString& error) {
+        update_state();
+        QMessageBox::warning(this, tr("The model did not load"), tr("%1\n\n%2").arg(path, error));
+    });
+    connect(&worker_, &EngineWorker::unloaded, this, &ModelPicker::update_state);
+    update_state();
+    page_->rescan();
+}
+
+void ModelPicker::load_selected() {
+    auto* table = page_->findChild<QTableView*>();
+    const QModelIndex index = table->currentIndex();
+    if (!index.isValid()) {
+        QMessageBox::information(this, tr("No model chosen"), tr("Choose a model in the list first."));
+        return;
+    }
+    const ModelEntry& m = page_->model()->entry(index.row());
+    if (!m.loadable) {
+        QMessageBox::warning(this, tr("This model cannot load"), QString::fromStdString(m.problem));
+        return;
+    }
+    const QString path = QString::fromStdString(m.path.string());
+    settings_.set_last_model(path);
+    worker_.load(path, engine_options_for(settings_, path));
+}
+
+void ModelPicker::update_state() {
+    const bool loading = worker_.loading();
+    progress_->setVisible(loading);
+    cancel_->setVisible(loading);
+    load_->setEnabled(!loading);
+    unload_->setEnabled(worker_.is_loaded());
+    if (loading) state_->setText(tr("Loading…"));
+    else if (worker_.is_loaded()) state_->setText(tr("Loaded: %1 on %2").arg(worker_.model().name, worker_.model().device));
+    else state_->setText(tr("No model loaded"));
+}
+
+}  // namespace lumen::ui

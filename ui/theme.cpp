@@ -1,0 +1,63 @@
+#include "ui/theme.h"
+
+#include <QApplication>
+#include <QPalette>
+#include <QStyle>
+#include <QStyleFactory>
+
+namespace lumen::ui {
+namespace {
+
+QPalette dark_palette() {
+    QPalette p;
+    const QColor window(0x1f, 0x22, 0x27), base(0x17, 0x19, 0x1d), text(0xe6, 0xe8, 0xeb), muted(0x8a, 0x91, 0x9c);
+    p.setColor(QPalette::Window, window);
+    p.setColor(QPalette::WindowText, text);
+    p.setColor(QPalette::Base, base);
+    p.setColor(QPalette::AlternateBase, window);
+    p.setColor(QPalette::ToolTipBase, base);
+    p.setColor(QPalette::ToolTipText, text);
+    p.setColor(QPalette::Text, text);
+    p.setColor(QPalette::Button, QColor(0x2a, 0x2e, 0x35));
+    p.setColor(QPalette::ButtonText, text);
+    p.setColor(QPalette::Highlight, QColor(0x4c, 0x6e, 0xf5));
+    p.setColor(QPalette::HighlightedText, Qt::white);
+    p.setColor(QPalette::Link, QColor(0x74, 0x8f, 0xfc));
+    p.setColor(QPalette::PlaceholderText, muted);
+    for (auto role : {QPalette::WindowText, QPalette::Text, QPalette::ButtonText})
+        p.setColor(QPalette::Disabled, role, muted);
+    return p;
+}
+
+QPalette light_palette() {
+    QPalette p = QStyleFactory::create("Fusion")->standardPalette();
+    p.setColor(QPalette::Window, QColor(0xf6, 0xf7, 0xf9));
+    p.setColor(QPalette::Highlight, QColor(0x3b, 0x5b, 0xdb));
+    return p;
+}
+
+}  // namespace
+
+void apply_theme(const QString& theme) {
+    static const QString platform_style = QApplication::style()->name();
+    static const QPalette platform_palette = QApplication::palette();
+    if (theme == "dark" || theme == "light") {
+        QApplication::setStyle(QStyleFactory::create("Fusion"));
+        QApplication::setPalette(theme == "dark" ? dark_palette() : light_palette());
+    } else {
+        QApplication::setStyle(QStyleFactory::create(platform_style));
+        QApplication::setPalette(platform_palette);
+    }
+    const QPalette p = QApplication::palette();
+    const bool dark = p.color(QPalette::Window).lightness() < 128;
+    // Replies sit on the window colour; the user's own messages on a tinted band.
+    const QString user_band = dark ? "#262b33" : "#eef1f6";
+    const QString code_band = dark ? "#15171b" : "#f2f3f5";
+    qApp->setStyleSheet(QString("QFrame#userMessage { background: %1; border-radius: 10px; }"
+                                "QFrame#codeBlock { background: %2; border-radius: 6px; }"
+                                "QFrame#codeBlock QPlainTextEdit { background: transparent; }"
+                                "QLabel#composerProblem { color: %3; }")
+                            .arg(user_band, code_band, dark ? "#ff8787" : "#c92a2a"));
+}
+
+}  // namespace lumen::ui
