@@ -1,4 +1,5 @@
-// lumen: the desktop app. One instance at a time: a second launch raises the first.
+// lumen: the desktop app. One instance at a time: a second launch raises the first, or with
+// --screenshot asks it for a screen-region question (for a desktop keyboard shortcut).
 #include <QApplication>
 #include <QCommandLineParser>
 #include <QCryptographicHash>
@@ -27,7 +28,8 @@ int main(int argc, char** argv) {
     const QCommandLineOption data_dir("data-dir", "Keep settings and history in DIR (a portable setup).", "DIR");
     const QCommandLineOption model("model", "Load the model folder DIR.", "DIR");
     const QCommandLineOption prompt("prompt", "Start a conversation with TEXT once the model is loaded.", "TEXT");
-    cli.addOptions({data_dir, model, prompt});
+    const QCommandLineOption screenshot("screenshot", "Grab a region of the screen to ask about.");
+    cli.addOptions({data_dir, model, prompt, screenshot});
     cli.process(app);
 
     QString history_path = lumen::ui::HistoryStore::default_path();
@@ -39,7 +41,7 @@ int main(int argc, char** argv) {
         history_path = QDir(dir).filePath("history.sqlite3");
     }
 
-    // One instance per history: a second launch asks the first to come forward, then exits.
+    // One instance per history: a second launch passes its request to the first, then exits.
     const QString server_name = "lumen-" + QString::fromLatin1(QCryptographicHash::hash(
                                                   (qgetenv("USER") + history_path.toUtf8()), QCryptographicHash::Sha1)
                                                   .toHex()
@@ -48,7 +50,7 @@ int main(int argc, char** argv) {
         QLocalSocket other;
         other.connectToServer(server_name);
         if (other.waitForConnected(300)) {
-            other.write("raise\n");
+            other.write(cli.isSet(screenshot) ? "screenshot\n" : "raise\n");
             other.waitForBytesWritten(300);
             return 0;
         }
@@ -67,12 +69,23 @@ int main(int argc, char** argv) {
     lumen::ui::MainWindow window(settings, store);
     window.show();
     QObject::connect(&server, &QLocalServer::newConnection, &window, [&] {
-        while (QLocalSocket* s = server.nextPendingConnection()) s->deleteLater();
-        window.showNormal();
-        window.raise();
-        window.activateWindow();
+        while (QLocalSocket* s = server.nextPendingConnection()) {
+            QObject::connect(s, &QLocalSocket::disconnected, s, &QObject::deleteLater);
+            QObject::connect(s, &QLocalSocket::readyRead, &window, [s, &window] {
+                while (s->canReadLine()) {
+                    if (s->readLine().trimmed() == "screenshot") {
+                        window.take_screenshot();
+                    } else {
+                        window.showNormal();
+                        window.raise();
+                        window.activateWindow();
+                    }
+                }
+            });
+        }
     });
     if (cli.isSet(model)) window.load_model(QDir(cli.value(model)).absolutePath());
     if (cli.isSet(prompt)) window.send_when_ready(cli.value(prompt));
+    if (cli.isSet(screenshot)) window.take_screenshot();
     return app.exec();
 }

@@ -23,7 +23,10 @@ public:
     explicit CodeBlock(QWidget* parent) : QFrame(parent) {
         setFrameShape(QFrame::StyledPanel);
         setObjectName("codeBlock");
+        // As tall as its lines: a long reply's layout must not pad the block.
+        setSizePolicy(QSizePolicy::Preferred, QSizePolicy::Fixed);
         language_ = new QLabel(this);
+        language_->setForegroundRole(QPalette::PlaceholderText);
         auto* copy = new QToolButton(this);
         copy->setText(tr("Copy"));
         copy->setToolTip(tr("Copy this code"));

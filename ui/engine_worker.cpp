@@ -23,11 +23,13 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& options) 
     const int generation = ++*generation_;
     emit load_started(model_dir);
     auto counter = generation_;
-    QThread* thread = QThread::create([this, model_dir, options, generation, counter] {
+    // Taken here, on the GUI thread: the window (and this worker) may be gone before the loading
+    // thread runs, so the thread never touches `this` except through a checked pointer.
+    QPointer<EngineWorker> self(this);
+    QThread* thread = QThread::create([self, model_dir, options, generation, counter] {
         std::unique_ptr<Engine> engine;
         QString error;
-        // The engine's callback may fire before `this` has the engine; it only emits signals.
-        QPointer<EngineWorker> self(this);
+        // The engine's callback may fire before the worker has the engine; it only emits signals.
         try {
             engine = Engine::create(model_dir.toStdString(), options, [self, counter, generation](const GenerationEvent& e) {
                 if (*counter != generation || !self) return;
@@ -39,10 +41,11 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& options) 
         } catch (const std::exception& ex) {
             error = QString::fromUtf8(ex.what());
         }
-        // Hand the result to the GUI thread; a superseded load is dropped there.
+        // Hand the result to the GUI thread (through the application object, which outlives the
+        // worker); a superseded or abandoned load is dropped there.
         auto* raw = engine.release();
         QMetaObject::invokeMethod(
-            self.data() ? static_cast<QObject*>(self.data()) : QCoreApplication::instance(),
+            QCoreApplication::instance(),
             [self, raw, error, model_dir, generation, counter] {
                 std::unique_ptr<Engine> result(raw);
                 if (!self || *counter != generation) return;  // abandoned

@@ -255,8 +255,10 @@ void MainWindow::open_conversation(qint64 id) {
         }
         w->set_images(thumbs, originals);
         if (m.role == "assistant")
-            w->set_stats(m.complete ? stats_line(timings_from(m.stats), qint64(m.stats.value("session_len").toDouble()))
-                                    : tr("interrupted"));
+            // A message written without timings (an import, an older history) shows none.
+            w->set_stats(!m.complete        ? tr("interrupted")
+                         : m.stats.isEmpty() ? QString()
+                                             : stats_line(timings_from(m.stats), qint64(m.stats.value("session_len").toDouble())));
         connect_message(w);
     }
     update_regenerate_buttons();

@@ -305,6 +305,46 @@ private slots:
         QCOMPARE(w.chat_view()->messages()[1]->text(), messages[1].text);
     }
 
+    void closingWhileAModelLoads() {
+        // The loading thread outlives the window; its result must be dropped, not delivered to it.
+        QTemporaryDir dir;
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        for (int i = 0; i < 5; ++i) {
+            auto w = std::make_unique<MainWindow>(settings, store);
+            w->load_model(QString::fromStdString(stories_.string()));
+            if (i % 2) QTest::qWait(i);
+        }
+        QTest::qWait(1500);
+        MainWindow w(settings, store);
+        QVERIFY(load(w, stories_));
+    }
+
+    void aSecondLaunchHandsOverToTheFirst() {
+        QTemporaryDir dir;
+        const QString lumen = QString::fromStdString((fs::path(LUMEN_CLI_PATH).parent_path() / "lumen").string());
+        auto env = QProcessEnvironment::systemEnvironment();
+        env.insert("QT_QPA_PLATFORM", "offscreen");
+        QProcess first;
+        first.setProcessEnvironment(env);
+        first.start(lumen, {"--data-dir", dir.path()});
+        QVERIFY(first.waitForStarted());
+        // The first is listening once its history exists.
+        for (int i = 0; i < 100 && !QFile::exists(dir.filePath("history.sqlite3")); ++i) QTest::qWait(50);
+        QTest::qWait(500);
+        for (const QStringList& extra : {QStringList{}, QStringList{"--screenshot"}}) {
+            QProcess second;
+            second.setProcessEnvironment(env);
+            second.start(lumen, QStringList{"--data-dir", dir.path()} + extra);
+            QVERIFY(second.waitForFinished(5000));
+            QCOMPARE(second.exitCode(), 0);
+        }
+        QTest::qWait(500);
+        QCOMPARE(first.state(), QProcess::Running);
+        first.terminate();
+        QVERIFY(first.waitForFinished(5000));
+    }
+
     void settingsPersist() {
         const QString model = QString::fromStdString(stories_.string());
         {

@@ -1,5 +1,6 @@
 // The models page, with real widgets on the offscreen platform: what it lists, what it says when it
 // finds nothing, and that its folders persist.
+#include <QCheckBox>
 #include <QLabel>
 #include <QListWidget>
 #include <QSignalSpy>
@@ -46,6 +47,34 @@ private slots:
         QCOMPARE(m->index(1, ModelListModel::Status).data().toString(), QString("Ready"));
         QCOMPARE(m->index(1, ModelListModel::Kind).data().toString(), QString("text"));
         QVERIFY(page.findChild<QTableView*>()->isVisibleTo(&page));
+    }
+
+    void huggingFaceCacheCanBeLeftOut() {
+        QTemporaryDir hub;
+        const std::filesystem::path snapshot = path_of(hub) / "models--someone--tiny" / "snapshots" / "abc";
+        write_file(snapshot / "config.json", llama_config_json(16, 1, 4, 4, 32, 24));
+        write_file(snapshot / "model.safetensors", safetensors_bytes(llama_tensors(16, 1, 4, 4, 32, 24)));
+        write_file(snapshot / "tokenizer.json", "{}");
+        write_file(path_of(hub) / "models--someone--tiny" / "refs" / "main", "abc");
+        const QByteArray previous = qgetenv("HF_HUB_CACHE");
+        qputenv("HF_HUB_CACHE", hub.path().toUtf8());
+        AppSettings settings;
+        settings.set_model_folders({});
+        ModelsPage page(settings);
+        QSignalSpy done(&page, &ModelsPage::scan_finished);
+        page.rescan();
+        QVERIFY(done.wait(10000));
+        QCOMPARE(page.model()->rowCount(), 1);
+        QCOMPARE(page.model()->index(0, ModelListModel::Name).data().toString(), QString("someone/tiny"));
+        auto* include = page.findChild<QCheckBox*>();
+        QVERIFY(include && include->isChecked());
+        include->setChecked(false);
+        QVERIFY(done.wait(10000));
+        QCOMPARE(page.model()->rowCount(), 0);
+        QVERIFY(!AppSettings().scan_hf_cache());
+        include->setChecked(true);
+        QVERIFY(done.wait(10000));
+        qputenv("HF_HUB_CACHE", previous);
     }
 
     void emptyStateExplainsWhereItLooked() {

@@ -1,0 +1,157 @@
+// Renders the screenshots in docs/screenshots (light and dark): the first run, a conversation
+// with an image and a code block, the model picker, the settings, and the screenshot overlay.
+// Run under Xvfb at 1600x1000:
+//   xvfb-run -a -s "-screen 0 1600x1000x24" build/tests/make_screenshots docs/screenshots
+// The image conversation is written into a fresh history as an example (no local test model
+// sees images or writes code) and carries no timings; the live reply is stories260K generating
+// on the CPU, with its measured timings; everything else is the app as it runs.
+#include <QApplication>
+#include <QDir>
+#include <QMouseEvent>
+#include <QScreen>
+#include <QSettings>
+#include <QTableView>
+#include <QTemporaryDir>
+#include <QTimer>
+#include <cstdio>
+
+#include "tests/support/test_support.h"
+#include "ui/app_settings.h"
+#include "ui/chat_view.h"
+#include "ui/history_store.h"
+#include "ui/main_window.h"
+#include "ui/model_picker.h"
+#include "ui/models_page.h"
+#include "ui/screenshot.h"
+#include "ui/settings_dialog.h"
+#include "ui/theme.h"
+
+using namespace lumen::ui;
+namespace fs = std::filesystem;
+
+namespace {
+
+void settle(int ms = 300) {
+    QEventLoop loop;
+    QTimer::singleShot(ms, &loop, &QEventLoop::quit);
+    loop.exec();
+}
+
+void save(QWidget* w, const QString& dir, const QString& name) {
+    settle();
+    const QString path = QDir(dir).filePath(name + ".png");
+    w->grab().save(path);
+    std::printf("wrote %s\n", qPrintable(path));
+}
+
+const char* kReply =
+    "The picture shows a **wooden pier** reaching into a calm lake, with forested hills and a mountain "
+    "range behind it under a partly cloudy sky.\n\n"
+    "To make a smaller copy of it in Python, Pillow keeps the aspect ratio with `thumbnail`:\n\n"
+    "```python\nfrom PIL import Image\n\nimage = Image.open(\"pier.jpg\")\nimage.thumbnail((512, 512))  # in place, keeps the ratio\n"
+    "image.save(\"pier-small.jpg\", quality=90)\n```\n\n"
+    "For an exact size use `image.resize((width, height), Image.Resampling.BICUBIC)`.";
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    QApplication app(argc, argv);
+    QApplication::setApplicationName("Lumen");
+    QApplication::setOrganizationName("Lumen");
+    const QString out = argc > 1 ? argv[1] : "docs/screenshots";
+    QDir().mkpath(out);
+    const auto data = lumen::test::shared_data();
+    if (!data) {
+        std::fprintf(stderr, "../shared/data is needed for the screenshots\n");
+        return 1;
+    }
+    for (const QString theme : {"light", "dark"}) {
+        QTemporaryDir home;
+        QSettings::setDefaultFormat(QSettings::IniFormat);
+        QSettings::setPath(QSettings::IniFormat, QSettings::UserScope, home.path());
+        qputenv("HF_HUB_CACHE", (home.path() + "/hub").toUtf8());
+        apply_theme(theme);
+        AppSettings settings;
+        settings.set_theme(theme);
+
+        // 1. The first run: no model anywhere.
+        {
+            settings.set_model_folders({home.path() + "/models"});
+            HistoryStore store(home.filePath("first.sqlite3"));
+            MainWindow w(settings, store);
+            w.resize(1600, 1000);
+            w.show();
+            save(&w, out, "first-run-" + theme);
+        }
+
+        // Fixtures for the rest: stories260K and a folder Lumen cannot load.
+        const fs::path models = fs::path(home.path().toStdString()) / "library";
+        fs::create_directories(models);
+        fs::create_directory_symlink(*data / "models" / "stories260K-hf", models / "stories260K-hf");
+        lumen::test::write_file(models / "mamba-130m" / "config.json", R"({"architectures":["MambaForCausalLM"]})");
+        settings.set_model_folders({QString::fromStdString(models.string())});
+
+        // 2. A conversation with an image and a code block.
+        HistoryStore store(home.filePath("history.sqlite3"));
+        const qint64 id = store.create_conversation("Pier photo and resizing");
+        QFile photo(QString::fromStdString((*data / "images" / "llava_waterview.jpg").string()));
+        photo.open(QIODevice::ReadOnly);
+        store.add_message(id, "user", "What is in this picture? And how do I make a smaller copy of it in Python?", {photo.readAll()});
+        store.add_message(id, "assistant", kReply);
+        store.create_conversation("Regex for ISO dates");
+        store.create_conversation("Summarise the meeting notes");
+        MainWindow w(settings, store);
+        w.resize(1600, 1000);
+        w.show();
+        QEventLoop loaded;
+        QObject::connect(&w.worker(), &EngineWorker::loaded, &loaded, &QEventLoop::quit);
+        w.load_model(QString::fromStdString((models / "stories260K-hf").string()));
+        loaded.exec();
+        w.open_conversation(id);
+        save(&w, out, "conversation-" + theme);
+
+        // 2b. A live reply from stories260K, with its real timings.
+        {
+            w.new_chat();
+            QEventLoop replied;
+            QObject::connect(&w, &MainWindow::reply_finished, &replied, &QEventLoop::quit);
+            w.send_when_ready("Once upon a time");
+            replied.exec();
+            save(&w, out, "live-reply-" + theme);
+        }
+
+        // 3. The model picker.
+        {
+            ModelPicker picker(settings, w.worker(), &w);
+            picker.resize(1100, 560);
+            picker.show();
+            settle(800);
+            picker.page()->findChild<QTableView*>()->selectRow(1);
+            save(&picker, out, "model-picker-" + theme);
+        }
+
+        // 4. The settings.
+        {
+            SettingsDialog dialog(settings, QString::fromStdString((models / "stories260K-hf").string()),
+                                  {"Answer briefly.", {}}, {}, false, &w);
+            dialog.show();
+            save(&dialog, out, "settings-" + theme);
+        }
+
+        // 5. The screenshot overlay over the window, a region being chosen.
+        {
+            settle();
+            QScreen* screen = QGuiApplication::primaryScreen();
+            QPixmap grab = screen->grabWindow(0);
+            if (grab.isNull()) grab = w.grab();
+            ScreenshotOverlay overlay(grab, QRect(QPoint(0, 0), QSize(1600, 1000)));
+            overlay.show();
+            QMouseEvent press(QEvent::MouseButtonPress, QPointF(260, 40), QPointF(260, 40), Qt::LeftButton, Qt::LeftButton, Qt::NoModifier);
+            QApplication::sendEvent(&overlay, &press);
+            QMouseEvent move(QEvent::MouseMove, QPointF(1120, 330), QPointF(1120, 330), Qt::NoButton, Qt::LeftButton, Qt::NoModifier);
+            QApplication::sendEvent(&overlay, &move);
+            save(&overlay, out, "screenshot-overlay-" + theme);
+        }
+    }
+    return 0;
+}
