@@ -9,6 +9,7 @@
 #include <QImage>
 #include <QKeyEvent>
 #include <QLabel>
+#include <QPushButton>
 #include <QMimeData>
 #include <QToolButton>
 #include <QUrl>
@@ -60,9 +61,17 @@ Composer::Composer(QWidget* parent) : QWidget(parent) {
     strip_layout_ = new QHBoxLayout(strip_);
     strip_layout_->setContentsMargins(0, 0, 0, 0);
     strip_->hide();
-    problem_ = new QLabel(this);
-    problem_->setWordWrap(true);
-    problem_->setObjectName("composerProblem");
+    // A problem line under the text, with a button when there is something to do about it.
+    problem_ = new QWidget(this);
+    problem_text_ = new QLabel(problem_);
+    problem_text_->setWordWrap(true);
+    problem_text_->setTextFormat(Qt::PlainText);
+    problem_text_->setObjectName("composerProblem");
+    problem_action_ = new QPushButton(problem_);
+    auto* problem_row = new QHBoxLayout(problem_);
+    problem_row->setContentsMargins(0, 0, 0, 0);
+    problem_row->addWidget(problem_text_, 1);
+    problem_row->addWidget(problem_action_);
     problem_->hide();
 
     attach_ = new QToolButton(this);
@@ -104,6 +113,10 @@ Composer::Composer(QWidget* parent) : QWidget(parent) {
         if (generating_) emit stop_requested();
         else emit send_requested();
     });
+    connect(problem_action_, &QPushButton::clicked, this, [this] {
+        problem_->hide();
+        emit problem_action_clicked();
+    });
     connect(edit_, &QPlainTextEdit::textChanged, this, [this] { problem_->hide(); });
 }
 
@@ -130,10 +143,15 @@ void Composer::set_generating(bool on) {
 
 void Composer::focus_text() { edit_->setFocus(Qt::OtherFocusReason); }
 
-void Composer::show_problem(const QString& message) {
-    problem_->setText(message);
+void Composer::show_problem(const QString& message, const QString& action) {
+    problem_text_->setText(message);
+    problem_action_->setText(action);
+    problem_action_->setAccessibleName(action);
+    problem_action_->setVisible(!action.isEmpty());
     problem_->setVisible(!message.isEmpty());
 }
+
+QString Composer::problem() const { return problem_->isVisibleTo(this) ? problem_text_->text() : QString(); }
 
 void Composer::add_image(const ImageAttachment& image) {
     images_.push_back(image);

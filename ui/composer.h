@@ -10,6 +10,7 @@
 
 class QLabel;
 class QMimeData;
+class QPushButton;
 class QToolButton;
 class QHBoxLayout;
 
@@ -46,7 +47,9 @@ public:
     // Adds what a drop or paste carries: image files, image data, or says why not.
     void take_mime(const QMimeData* data);
     void add_image(const ImageAttachment& image);
-    void show_problem(const QString& message);  // inline, under the text
+    // Inline, under the text; `action` names a button that emits problem_action_clicked.
+    void show_problem(const QString& message, const QString& action = {});
+    QString problem() const;  // the message shown, or empty
     // The file chooser the attach button uses (replaceable for tests).
     std::function<QStringList(QWidget*)> choose_files;
 
@@ -54,6 +57,7 @@ signals:
     void send_requested();
     void stop_requested();
     void screenshot_requested();
+    void problem_action_clicked();
 
 protected:
     void dragEnterEvent(QDragEnterEvent* e) override;
@@ -66,7 +70,9 @@ private:
     ComposerEdit* edit_;
     QWidget* strip_;
     QHBoxLayout* strip_layout_;
-    QLabel* problem_;
+    QWidget* problem_;
+    QLabel* problem_text_;
+    QPushButton* problem_action_;
     QToolButton* attach_;
     QToolButton* screenshot_;
     QToolButton* send_;

@@ -154,6 +154,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     connect(composer_, &Composer::send_requested, this, &MainWindow::send);
     connect(composer_, &Composer::stop_requested, this, &MainWindow::stop);
     connect(composer_, &Composer::screenshot_requested, this, &MainWindow::take_screenshot);
+    connect(composer_, &Composer::problem_action_clicked, this, &MainWindow::open_model_picker);
     connect(chat_, &ChatView::link_activated, this, [this](const QString& link) {
         if (link == "models") open_model_picker();
     });
@@ -278,12 +279,13 @@ void MainWindow::send() {
     }
     if (!images.isEmpty()) {
         // The engine runs language models only so far; say so rather than drop the images.
-        composer_->show_problem(worker_.model().vision
-                                    ? tr("%1 is a vision model, but Lumen cannot run its image encoder yet. Remove the images "
-                                         "to ask in words.")
-                                          .arg(worker_.model().name)
-                                    : tr("%1 reads text only. Choose a vision model (Ctrl+Shift+M) to ask about images.")
-                                          .arg(worker_.model().name));
+        if (worker_.model().vision)
+            composer_->show_problem(tr("%1 is a vision model, but Lumen cannot run its image encoder yet. Remove the "
+                                       "images to ask in words.")
+                                        .arg(worker_.model().name));
+        else
+            composer_->show_problem(tr("%1 reads text only: choose a vision model to ask about images.").arg(worker_.model().name),
+                                    tr("Choose a model…"));
         return;
     }
     if (conversation_ == 0) {

@@ -10,6 +10,7 @@
 #include <QToolButton>
 #include <QMimeData>
 #include <QProcess>
+#include <QPushButton>
 #include <QSignalSpy>
 #include <QtTest>
 #include <csignal>
@@ -189,9 +190,9 @@ private slots:
             QApplication::sendEvent(c, &drop);
         };
         drop_on(&files);
-        QVERIFY2(c->images().size() == 2, qPrintable(c->findChild<QLabel*>("composerProblem")->text()));
+        QVERIFY2(c->images().size() == 2, qPrintable(c->problem()));
         QCOMPARE(c->images()[0].size, QSize(336, 336));
-        QVERIFY(c->findChild<QLabel*>("composerProblem")->text().contains("notes.txt is not an image"));
+        QVERIFY(c->problem().contains("notes.txt is not an image"));
 
         // Raw image data from a browser, and a non-image.
         QMimeData raw;
@@ -218,7 +219,7 @@ private slots:
         QVERIFY(attach);
         QTest::mouseClick(attach, Qt::LeftButton);
         QCOMPARE(c->images().size(), 5);
-        QVERIFY(c->findChild<QLabel*>("composerProblem")->text().contains("fake.png"));
+        QVERIFY(c->problem().contains("fake.png"));
 
         // A thumbnail's Remove button takes its image away.
         QToolButton* remove = nullptr;
@@ -231,9 +232,23 @@ private slots:
         QVERIFY(load(w, stories_));
         c->set_text("What is this?");
         w.send();
-        QVERIFY(c->findChild<QLabel*>("composerProblem")->text().contains("reads text only"));
+        QVERIFY(c->problem().contains("reads text only"));
         QCOMPARE(w.chat_view()->messages().size(), 0);
         QCOMPARE(c->images().size(), 4);
+        // ...with a button that opens the model picker.
+        QPushButton* choose = nullptr;
+        for (auto* b : c->findChildren<QPushButton*>())
+            if (b->accessibleName() == "Choose a model…" && b->isVisibleTo(c)) choose = b;
+        QVERIFY(choose);
+        QString opened;
+        QTimer::singleShot(300, [&] {
+            if (QWidget* modal = QApplication::activeModalWidget()) {
+                opened = modal->metaObject()->className();
+                modal->close();
+            }
+        });
+        QTest::mouseClick(choose, Qt::LeftButton);
+        QCOMPARE(opened, QString("lumen::ui::ModelPicker"));
     }
 
     void screenshotSelectionMapsToDevicePixels() {
