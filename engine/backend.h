@@ -38,6 +38,12 @@ struct BatchLayout {
     std::vector<int32_t> block_tables;  // [S * max_blocks] KV block ids of each sequence
     int32_t max_blocks = 0;
     std::vector<int32_t> logit_rows;    // token indices whose next-token logits are wanted
+    // Rows of image embeddings that replace the token embeddings of tokens [first, first + rows).
+    struct Insert {
+        Tensor rows;
+        int32_t first = 0;
+    };
+    std::vector<Insert> inserts;
 
     int64_t num_tokens() const { return int64_t(token_ids.size()); }
 };
@@ -124,6 +130,22 @@ public:
     virtual void copy_kv_block(int32_t from, int32_t to) = 0;
     // The index of the largest value of each row: greedy sampling without moving logits.
     virtual void argmax_rows(const Tensor& logits, std::span<int32_t> out) = 0;
+
+    // Operations of the vision encoders and projectors (activations F32 on the CPU).
+    // out = (x - mean) / sqrt(var + eps) * weight + bias, per row; out may be x.
+    virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) = 0;
+    enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
+    virtual void activate(Tensor x, Activation kind) = 0;  // in place
+    // x[r][c] *= scale[c] (layer scale).
+    virtual void scale_columns(Tensor x, const Tensor& scale) = 0;
+    // Attention without a mask within each group of `group_rows` consecutive rows (one image or
+    // tile): qkv is [T, 3·H·D] as q | k | v, out is [T, H·D].
+    virtual void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) = 0;
+    // Rows of `src` in the order of `index`, written one after another into `out`'s memory (out
+    // must be contiguous and hold index.size() · src.cols values).
+    virtual void gather_rows(const Tensor& src, std::span<const int32_t> index, Tensor out) = 0;
+    // dst = src, same shape, converting between float types.
+    virtual void copy(const Tensor& src, Tensor dst) = 0;
 
     // Waits for queued work (for timing).
     virtual void synchronize() {}

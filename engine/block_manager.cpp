@@ -46,7 +46,7 @@ void BlockManager::release(int32_t block) {
     }
 }
 
-uint64_t BlockManager::chain_hash(uint64_t previous, std::span<const int32_t> tokens) {
+uint64_t BlockManager::chain_hash(uint64_t previous, std::span<const int32_t> tokens, uint64_t salt) {
     // FNV-1a over the previous hash and the tokens, finished with a splitmix step.
     uint64_t h = 1469598103934665603ull;
     auto mix = [&](uint64_t v) {
@@ -57,6 +57,7 @@ uint64_t BlockManager::chain_hash(uint64_t previous, std::span<const int32_t> to
     };
     mix(previous);
     for (int32_t t : tokens) mix(uint64_t(uint32_t(t)));
+    if (salt) mix(salt);
     h += 0x9e3779b97f4a7c15ull;
     h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
     h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;

@@ -27,8 +27,9 @@ public:
     void release(int32_t block);
     int32_t refs(int32_t block) const { return refs_[std::size_t(block)]; }
 
-    // The chained hash of a full block: the previous block's hash and this block's tokens.
-    static uint64_t chain_hash(uint64_t previous, std::span<const int32_t> tokens);
+    // The chained hash of a full block: the previous block's hash and this block's tokens, and a
+    // salt for what the tokens alone do not say (the images behind image placeholder tokens).
+    static uint64_t chain_hash(uint64_t previous, std::span<const int32_t> tokens, uint64_t salt = 0);
     // A cached block with this hash, retained for the caller.
     std::optional<int32_t> lookup(uint64_t hash);
     // Registers a full block's hash (a block registers once; an existing entry wins).

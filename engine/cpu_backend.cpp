@@ -322,9 +322,10 @@ public:
     }
 
     void add(Tensor x, const Tensor& delta) override {
+        std::vector<float> scratch(std::size_t(delta.cols));
         for (int64_t r = 0; r < x.rows; ++r) {
             float* a = frow(x, r);
-            const float* d = frow(delta, r);
+            const float* d = row_f32(delta, r, scratch.data());  // a weight (position embeddings) may be 16-bit
             for (int64_t i = 0; i < x.cols; ++i) a[i] += d[i];
         }
     }
@@ -479,6 +480,101 @@ public:
     }
 
     void begin_batch(const BatchLayout&, const RopeConfig&) override {}
+
+    void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) override {
+        check_f32(x, "layer_norm input");
+        std::vector<float> w(std::size_t(weight.cols)), b(std::size_t(weight.cols), 0.0f);
+        const float* wp = row_f32(weight, 0, w.data());
+        const float* bp = bias ? row_f32(*bias, 0, b.data()) : b.data();
+        ThreadPool::shared().parallel_for(std::size_t(x.rows), grain_for(std::size_t(x.cols)), [&](std::size_t rb, std::size_t re) {
+            for (std::size_t r = rb; r < re; ++r) {
+                const float* in = frow(x, int64_t(r));
+                float* o = frow(out, int64_t(r));
+                // Two passes, as torch computes it: the mean, then the variance around it.
+                double mean = 0;
+                for (int64_t i = 0; i < x.cols; ++i) mean += in[i];
+                mean /= double(x.cols);
+                double var = 0;
+                for (int64_t i = 0; i < x.cols; ++i) var += (in[i] - mean) * (in[i] - mean);
+                var /= double(x.cols);
+                const float m = float(mean), inv = float(1.0 / std::sqrt(var + double(eps)));
+                for (int64_t i = 0; i < x.cols; ++i) o[i] = (in[i] - m) * inv * wp[i] + bp[i];
+            }
+        });
+    }
+
+    void activate(Tensor x, Activation kind) override {
+        check_f32(x, "activation input");
+        ThreadPool::shared().parallel_for(std::size_t(x.rows), grain_for(std::size_t(x.cols) * 8), [&](std::size_t rb, std::size_t re) {
+            for (std::size_t r = rb; r < re; ++r) {
+                float* v = frow(x, int64_t(r));
+                if (kind == Activation::Gelu)
+                    for (int64_t i = 0; i < x.cols; ++i) v[i] = 0.5f * v[i] * (1.0f + std::erf(v[i] * 0.70710678118654752f));
+                else
+                    for (int64_t i = 0; i < x.cols; ++i) v[i] = v[i] / (1.0f + std::exp(-1.702f * v[i]));
+            }
+        });
+    }
+
+    void scale_columns(Tensor x, const Tensor& scale) override {
+        std::vector<float> s(std::size_t(scale.cols));
+        const float* sp = row_f32(scale, 0, s.data());
+        for (int64_t r = 0; r < x.rows; ++r) {
+            float* v = frow(x, r);
+            for (int64_t i = 0; i < x.cols; ++i) v[i] *= sp[i];
+        }
+    }
+
+    void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) override {
+        check_f32(qkv, "attention input");
+        if (group_rows <= 0 || qkv.rows % group_rows != 0) throw Error("CPU backend: attention groups do not tile the rows");
+        const int64_t width = int64_t(heads) * head_dim;
+        const float scale = 1.0f / std::sqrt(float(head_dim));
+        const std::size_t pairs = std::size_t(qkv.rows) * std::size_t(heads);
+        ThreadPool::shared().parallel_for(pairs, grain_for(std::size_t(group_rows * head_dim * 2)), [&](std::size_t b, std::size_t e) {
+            std::vector<float> scores(static_cast<std::size_t>(group_rows));
+            for (std::size_t pair = b; pair < e; ++pair) {
+                const int64_t t = int64_t(pair) / heads;
+                const int64_t h = int64_t(pair) % heads;
+                const int64_t first = t / group_rows * group_rows;
+                const float* q = frow(qkv, t) + h * head_dim;
+                float max_score = -INFINITY;
+                for (int64_t j = 0; j < group_rows; ++j) {
+                    const float sc = dot(q, frow(qkv, first + j) + width + h * head_dim, head_dim) * scale;
+                    scores[std::size_t(j)] = sc;
+                    max_score = std::max(max_score, sc);
+                }
+                float sum = 0;
+                for (auto& sc : scores) sum += (sc = std::exp(sc - max_score));
+                float* o = frow(out, t) + h * head_dim;
+                std::fill(o, o + head_dim, 0.0f);
+                const float inv = 1.0f / sum;
+                for (int64_t j = 0; j < group_rows; ++j)
+                    axpy(scores[std::size_t(j)] * inv, frow(qkv, first + j) + 2 * width + h * head_dim, o, head_dim);
+            }
+        });
+    }
+
+    void gather_rows(const Tensor& src, std::span<const int32_t> index, Tensor out) override {
+        check_f32(out, "gather output");
+        if (out.stride != out.cols || int64_t(index.size()) * src.cols != out.rows * out.cols)
+            throw Error("CPU backend: gather_rows output has the wrong size");
+        float* dst = static_cast<float*>(out.data);
+        for (std::size_t i = 0; i < index.size(); ++i) {
+            if (index[i] < 0 || index[i] >= src.rows) throw Error("CPU backend: gather_rows index out of range");
+            const float* row = row_f32(src, index[i], dst + int64_t(i) * src.cols);
+            if (row != dst + int64_t(i) * src.cols) std::copy_n(row, src.cols, dst + int64_t(i) * src.cols);
+        }
+    }
+
+    void copy(const Tensor& src, Tensor dst) override {
+        check_f32(dst, "copy target");
+        if (src.rows != dst.rows || src.cols != dst.cols) throw Error("CPU backend: copy shapes differ");
+        for (int64_t r = 0; r < src.rows; ++r) {
+            const float* row = row_f32(src, r, frow(dst, r));
+            if (row != frow(dst, r)) std::copy_n(row, src.cols, frow(dst, r));
+        }
+    }
 
     void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) override {
         const auto& rows = batch.logit_rows;

@@ -283,7 +283,13 @@ public:
 
     void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) override {
         const Timed timed(*this, "rms_norm");
-        k::rms_norm(kernel_type(out.dtype), f32(x), weight.data, eps, x.rows, x.cols, out.data, stream_);
+        if (x.dtype == DType::F32 && x.stride == x.cols && out.stride == out.cols && out.dtype == weight.dtype) {
+            k::rms_norm(kernel_type(out.dtype), f32(x), weight.data, eps, x.rows, x.cols, out.data, stream_);
+            return;
+        }
+        // Other types or column views (the vision encoders' q/k norms).
+        k::norm_rows(kernel_type(x.dtype), x.data, x.stride, kernel_type(out.dtype), out.data, out.stride, kernel_type(weight.dtype),
+                     weight.data, nullptr, eps, true, x.rows, x.cols, stream_);
     }
 
     void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) override {
@@ -344,6 +350,57 @@ public:
         k::argmax_rows(f32(logits), int32_t(logits.rows), logits.cols, d, stream_);
         check(cudaMemcpyAsync(out.data(), d, std::size_t(logits.rows) * 4, cudaMemcpyDeviceToHost, stream_), "reading ids");
         check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    }
+
+    void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) override {
+        const Timed timed(*this, "layer_norm");
+        k::norm_rows(kernel_type(x.dtype), x.data, x.stride, kernel_type(out.dtype), out.data, out.stride, kernel_type(weight.dtype),
+                     weight.data, bias ? bias->data : nullptr, eps, false, x.rows, x.cols, stream_);
+    }
+
+    void activate(Tensor x, Activation kind) override {
+        const Timed timed(*this, "activate");
+        k::activate(kernel_type(x.dtype), x.data, x.rows, x.cols, x.stride,
+                    kind == Activation::Gelu ? k::Activation::Gelu : k::Activation::QuickGelu, stream_);
+    }
+
+    void scale_columns(Tensor x, const Tensor& scale) override {
+        const Timed timed(*this, "scale_columns");
+        k::scale_columns(kernel_type(x.dtype), x.data, x.rows, x.cols, x.stride, kernel_type(scale.dtype), scale.data, stream_);
+    }
+
+    void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) override {
+        const Timed timed(*this, "attention_full");
+        if (qkv.dtype != out.dtype || qkv.stride != qkv.cols || out.stride != out.cols)
+            throw Error("CUDA backend: attention_full wants contiguous tensors of one type");
+        k::attention_full(kernel_type(qkv.dtype), qkv.data, heads, head_dim, qkv.rows, group_rows, out.data, stream_);
+    }
+
+    void gather_rows(const Tensor& src, std::span<const int32_t> index, Tensor out) override {
+        const Timed timed(*this, "gather_rows");
+        if (out.stride != out.cols || int64_t(index.size()) * src.cols != out.rows * out.cols)
+            throw Error("CUDA backend: gather_rows output has the wrong size");
+        for (int32_t i : index)
+            if (i < 0 || i >= src.rows) throw Error("CUDA backend: gather_rows index out of range");
+        if (index.size() * 4 > index_bytes_) {
+            if (index_) {
+                Tensor t{index_, DType::U8, 1, int64_t(index_bytes_), int64_t(index_bytes_)};
+                release(t);
+            }
+            index_bytes_ = std::max<std::size_t>(index.size() * 4, 1 << 16);
+            index_ = allocate(index_bytes_, "row indices");
+        }
+        check(cudaMemcpyAsync(index_, index.data(), index.size() * 4, cudaMemcpyHostToDevice, stream_), "copying row indices");
+        // From pageable memory the copy is staged before it returns: the caller may free `index`.
+        k::convert_rows(kernel_type(src.dtype), src.data, src.stride, kernel_type(out.dtype), out.data, src.cols,
+                        int64_t(index.size()), src.cols, static_cast<const int32_t*>(index_), stream_);
+    }
+
+    void copy(const Tensor& src, Tensor dst) override {
+        const Timed timed(*this, "copy");
+        if (src.rows != dst.rows || src.cols != dst.cols) throw Error("CUDA backend: copy shapes differ");
+        k::convert_rows(kernel_type(src.dtype), src.data, src.stride, kernel_type(dst.dtype), dst.data, dst.stride, src.rows, src.cols,
+                        nullptr, stream_);
     }
 
     void synchronize() override { check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
@@ -503,6 +560,8 @@ private:
     float* partial_ = nullptr;
     void* scratch_ = nullptr;
     std::size_t scratch_bytes_ = 0;
+    void* index_ = nullptr;
+    std::size_t index_bytes_ = 0;
 };
 
 }  // namespace

@@ -39,6 +39,9 @@ public:
         else if (options.dtype != "auto")
             throw Error("unknown dtype '" + options.dtype + "' (choose auto, float32, bfloat16 or float16)");
         model_ = std::make_unique<Model>(dir, *backend_, compute);
+        // Before the KV cache is sized, so that the encoder's weights and scratch are not counted free.
+        if (options.image_encoder && model_->config().is_vision_language())
+            encoder_ = options.image_encoder(dir, model_->config(), *backend_);
 
         const TextConfig& t = model_->text();
         // Dynamic NTK scaling is how these models reach past their trained context.
@@ -65,7 +68,7 @@ public:
         KvCacheShape shape{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), int32_t(bs), int32_t(blocks),
                            backend_->compute_dtype()};
         backend_->allocate_kv_cache(shape);
-        scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(), options, int32_t(blocks), session_len_);
+        scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(), options, int32_t(blocks), session_len_, encoder_.get());
         thread_ = std::thread([this] { run(); });
     }
 
@@ -104,6 +107,7 @@ public:
     int64_t session_len() const override { return session_len_; }
     int32_t kv_blocks() const override { return backend_->kv_cache_shape().num_blocks; }
     int32_t preemptions() const override { return preemptions_.load(); }
+    const ImageEncoder* image_encoder() const override { return encoder_.get(); }
 
 private:
     struct Incoming {
@@ -150,6 +154,7 @@ private:
     std::unique_ptr<Backend> backend_;
     std::unique_ptr<Tokenizer> tokenizer_;
     std::unique_ptr<Model> model_;
+    std::unique_ptr<ImageEncoder> encoder_;
     std::unique_ptr<Scheduler> scheduler_;
     int64_t session_len_ = 0;
     std::atomic<int32_t> preemptions_{0};

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/image_input.h"
 #include "engine/model_config.h"
 #include "engine/sampler.h"
 
@@ -29,6 +30,8 @@ struct GenerationRequest {
     // Requests with the same session keep their KV cache between them: a follow-up whose prompt
     // starts with the previous prompt and reply computes only what is new.
     std::optional<uint64_t> session;
+    // Images whose embeddings replace runs of placeholder tokens in `prompt`, in prompt order.
+    std::vector<PromptImage> images;
 };
 
 struct Timings {
@@ -66,6 +69,8 @@ struct EngineOptions {
     int32_t max_batch = 64;           // sequences decoded together
     int32_t prefill_chunk = 512;      // prompt tokens per step (chunked prefill)
     int32_t block_size = 64;
+    // Builds the vision encoder of a vision-language model; without one such a model reads text only.
+    ImageEncoderFactory image_encoder;
 };
 
 class Engine {
@@ -86,6 +91,8 @@ public:
     virtual const ModelConfig& model_config() const = 0;
     virtual std::string device_name() const = 0;
     virtual int64_t session_len() const = 0;
+    // The vision encoder, when the model has one and the engine was given a factory.
+    virtual const ImageEncoder* image_encoder() const = 0;
     virtual int32_t kv_blocks() const = 0;
     // Sequences preempted (blocks freed, recomputed later) since the engine started.
     virtual int32_t preemptions() const = 0;

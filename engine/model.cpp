@@ -341,8 +341,9 @@ Tensor Model::forward(const BatchLayout& batch) {
             throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(t.vocab_size) + ")");
     Tensor selected = selected_.rows_view(0, L), normed = normed_.rows_view(0, L), logits = logits_.rows_view(0, L);
     backend_.begin_batch(batch, rope_);
-    backend_.run_forward([&] {
+    auto ops = [&] {
         backend_.embed(embed_, batch, x);
+        for (const auto& insert : batch.inserts) backend_.copy(insert.rows, x.rows_view(insert.first, insert.rows.rows));
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& w = layers_[l];
             // The residual add of the previous layer's MLP is fused into this layer's first norm.
@@ -362,7 +363,10 @@ Tensor Model::forward(const BatchLayout& batch) {
         backend_.gather_logit_rows(x, batch, selected);
         backend_.rms_norm(selected, final_norm_, eps, normed);
         backend_.linear(normed, lm_head_, nullptr, logits);
-    });
+    };
+    // Image rows change with every image: such a forward is run directly, never recorded for replay.
+    if (batch.inserts.empty()) backend_.run_forward(ops);
+    else ops();
     if (L == 0) return Tensor{};
     return logits;
 }

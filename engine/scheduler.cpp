@@ -32,14 +32,84 @@ struct Scheduler::Sequence {
     Clock::time_point submitted, admitted, first_token, last_token;
 };
 
+namespace {
+
+// Whether two images put the same pixels at the same prompt positions.
+bool same_image(const PromptImage& a, const PromptImage& b) {
+    return a.first == b.first && a.count == b.count && a.content_hash == b.content_hash;
+}
+
+// Why a request's images cannot be used, or empty.
+std::string check_images(const GenerationRequest& r, std::size_t prompt_len, const ImageEncoder* encoder) {
+    if (r.images.empty()) return {};
+    if (!encoder) return "this model reads text only; it cannot take images";
+    int64_t end = 0;
+    for (std::size_t i = 0; i < r.images.size(); ++i) {
+        const PromptImage& im = r.images[i];
+        const std::string which = "image " + std::to_string(i + 1);
+        if (!im.pixels || im.pixels->values.empty()) return which + " has no pixels";
+        const ImagePixels& p = *im.pixels;
+        if (int64_t(p.values.size()) != int64_t(p.tiles) * p.channels * p.height * p.width)
+            return which + "'s pixels do not match their shape";
+        if (im.first < end || im.count <= 0 || int64_t(im.first) + im.count > int64_t(prompt_len))
+            return which + "'s placeholder tokens are outside the prompt or overlap another image";
+        if (encoder->tokens_for(p) != im.count)
+            return which + " has " + std::to_string(im.count) + " placeholder tokens but becomes " +
+                   std::to_string(encoder->tokens_for(p)) + " embeddings";
+        end = int64_t(im.first) + im.count;
+    }
+    return {};
+}
+
+}  // namespace
+
 Scheduler::Scheduler(Model& model, const Tokenizer* tokenizer, const EngineOptions& options, int32_t num_blocks,
-                     int64_t session_len)
+                     int64_t session_len, ImageEncoder* encoder)
     : model_(model), tokenizer_(tokenizer), options_(options), blocks_(num_blocks, options.block_size),
-      session_len_(session_len) {
+      session_len_(session_len), encoder_(encoder) {
     for (int64_t id : model.text().eos_token_ids) eos_ids_.insert(int32_t(id));
 }
 
-Scheduler::~Scheduler() = default;
+Scheduler::~Scheduler() {
+    for (auto& [hash, e] : encoded_) model_.backend().release(e.rows);
+}
+
+uint64_t Scheduler::block_hash(const Sequence& s, std::size_t block, uint64_t previous) const {
+    const std::size_t bs = std::size_t(blocks_.block_size());
+    const std::size_t begin = block * bs, end = begin + bs;
+    // Placeholder tokens look alike whatever the image: the images under the block go into its hash.
+    uint64_t salt = 0;
+    for (const PromptImage& im : s.request.images)
+        if (std::size_t(im.first) < end && std::size_t(im.first + im.count) > begin)
+            salt = salt * 0x9E3779B97F4A7C15ull + (im.content_hash ^ (uint64_t(uint32_t(im.first)) << 32 | uint32_t(im.count)));
+    return BlockManager::chain_hash(previous, std::span(s.tokens).subspan(begin, bs), salt);
+}
+
+const Tensor& Scheduler::embeddings_of(const PromptImage& image) {
+    auto it = encoded_.find(image.content_hash);
+    if (it == encoded_.end()) {
+        const Tensor fresh = encoder_->encode(*image.pixels);
+        // The encoder's output is scratch; the cache keeps a copy.
+        Encoded e{model_.backend().activation(fresh.rows, fresh.cols, DType::F32), 0};
+        model_.backend().copy(fresh, e.rows);
+        it = encoded_.emplace(image.content_hash, e).first;
+    }
+    it->second.last_step = step_count_;
+    return it->second.rows;
+}
+
+void Scheduler::evict_embeddings() {
+    // A few recent images stay: a follow-up usually asks about the same one, and preempted
+    // sequences come back to theirs.
+    constexpr std::size_t kKeep = 4;
+    while (encoded_.size() > kKeep) {
+        auto oldest = encoded_.begin();
+        for (auto it = encoded_.begin(); it != encoded_.end(); ++it)
+            if (it->second.last_step < oldest->second.last_step) oldest = it;
+        model_.backend().release(oldest->second.rows);
+        encoded_.erase(oldest);
+    }
+}
 
 void Scheduler::add(RequestId id, GenerationRequest request, Clock::time_point submitted, std::vector<GenerationEvent>& events) {
     auto s = std::make_unique<Sequence>(id, std::move(request), tokenizer_);
@@ -53,6 +123,7 @@ void Scheduler::add(RequestId id, GenerationRequest request, Clock::time_point s
                   std::to_string(session_len_) + " (session_len); shorten the prompt or raise session_len";
     else if (s->request.max_new_tokens <= 0) problem = "max_new_tokens must be at least 1";
     else if (s->request.session && busy_sessions_.count(*s->request.session)) problem = "the session is already generating";
+    else if (std::string why = check_images(s->request, s->prompt_len, encoder_); !why.empty()) problem = why;
     else
         for (int32_t t : s->tokens)
             if (t < 0 || t >= vocab) {
@@ -94,6 +165,15 @@ void Scheduler::attach_cached_prefix(Sequence& s) {
             Session& old = it->second;
             std::size_t lcp = 0;
             while (lcp < limit && lcp < old.tokens.size() && old.tokens[lcp] == s.tokens[lcp]) ++lcp;
+            // Equal placeholder tokens with a different image behind them are not a common prefix.
+            for (const PromptImage& im : s.request.images)
+                if (std::size_t(im.first) < lcp &&
+                    std::none_of(old.images.begin(), old.images.end(), [&](const PromptImage& o) { return same_image(o, im); }))
+                    lcp = std::min(lcp, std::size_t(im.first));
+            for (const PromptImage& o : old.images)
+                if (std::size_t(o.first) < lcp && std::none_of(s.request.images.begin(), s.request.images.end(),
+                                                                [&](const PromptImage& im) { return same_image(o, im); }))
+                    lcp = std::min(lcp, std::size_t(o.first));
             const std::size_t full = lcp / std::size_t(bs);
             for (std::size_t i = 0; i < full; ++i) {
                 blocks_.retain(old.blocks[i]);
@@ -121,7 +201,7 @@ void Scheduler::attach_cached_prefix(Sequence& s) {
     }
     uint64_t previous = 0;
     for (std::size_t i = 0; (i + 1) * std::size_t(bs) <= limit; ++i) {
-        const uint64_t h = BlockManager::chain_hash(previous, std::span(s.tokens).subspan(i * std::size_t(bs), std::size_t(bs)));
+        const uint64_t h = block_hash(s, i, previous);
         const auto b = blocks_.lookup(h);
         if (!b) break;
         s.blocks.push_back(*b);
@@ -172,7 +252,7 @@ void Scheduler::register_full_blocks(Sequence& s) {
     const std::size_t bs = std::size_t(blocks_.block_size());
     while ((s.hashes.size() + 1) * bs <= s.computed) {
         const std::size_t i = s.hashes.size();
-        const uint64_t h = BlockManager::chain_hash(i ? s.hashes[i - 1] : 0, std::span(s.tokens).subspan(i * bs, bs));
+        const uint64_t h = block_hash(s, i, i ? s.hashes[i - 1] : 0);
         s.hashes.push_back(h);
         blocks_.register_block(s.blocks[i], h);
     }
@@ -257,8 +337,11 @@ void Scheduler::finish(Sequence& s, FinishReason reason, std::vector<GenerationE
             const std::size_t keep = (s.computed + std::size_t(blocks_.block_size()) - 1) / std::size_t(blocks_.block_size());
             for (std::size_t i = keep; i < s.blocks.size(); ++i) blocks_.release(s.blocks[i]);
             s.blocks.resize(std::min(keep, s.blocks.size()));
+            std::vector<PromptImage> images;
+            for (const PromptImage& im : s.request.images)
+                if (std::size_t(im.first) < s.computed) images.push_back({nullptr, im.content_hash, im.first, im.count});
             sessions_[*s.request.session] = Session{std::vector<int32_t>(s.tokens.begin(), s.tokens.begin() + std::ptrdiff_t(s.computed)),
-                                                    std::move(s.blocks)};
+                                                    std::move(s.blocks), std::move(images)};
             s.blocks.clear();
         }
     }
@@ -267,6 +350,8 @@ void Scheduler::finish(Sequence& s, FinishReason reason, std::vector<GenerationE
 }
 
 void Scheduler::step(std::vector<GenerationEvent>& events) {
+    ++step_count_;
+    evict_embeddings();
     // Cancelled requests that never started end here.
     for (auto it = waiting_.begin(); it != waiting_.end();) {
         if ((*it)->cancelled) {
@@ -354,6 +439,27 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
             } else {
                 preempt(s);
             }
+            continue;
+        }
+        // Image rows of this chunk: encoded now if no cache holds them.
+        const int32_t base = int32_t(batch.token_ids.size());
+        bool failed = false;
+        for (const PromptImage& im : s.request.images) {
+            const std::size_t from = std::max(s.computed, std::size_t(im.first));
+            const std::size_t to = std::min(s.computed + n, std::size_t(im.first + im.count));
+            if (from >= to) continue;
+            try {
+                const Tensor& rows = embeddings_of(im);
+                batch.inserts.push_back({rows.rows_view(int64_t(from) - im.first, int64_t(to - from)),
+                                         base + int32_t(from - s.computed)});
+            } catch (const std::exception& e) {
+                finish(s, FinishReason::Error, events, std::string("the image could not be encoded: ") + e.what());
+                failed = true;
+                break;
+            }
+        }
+        if (failed) {
+            while (!batch.inserts.empty() && batch.inserts.back().first >= base) batch.inserts.pop_back();
             continue;
         }
         const int32_t seq_index = int32_t(parts.size());

@@ -26,7 +26,9 @@ public:
     using Clock = std::chrono::steady_clock;
 
     // Without a tokenizer (benchmarks on random weights) events carry ids but no text.
-    Scheduler(Model& model, const Tokenizer* tokenizer, const EngineOptions& options, int32_t num_blocks, int64_t session_len);
+    // `encoder` (may be null) turns a request's images into embeddings when a chunk needs them.
+    Scheduler(Model& model, const Tokenizer* tokenizer, const EngineOptions& options, int32_t num_blocks, int64_t session_len,
+              ImageEncoder* encoder = nullptr);
     ~Scheduler();
 
     void add(RequestId id, GenerationRequest request, Clock::time_point submitted, std::vector<GenerationEvent>& events);
@@ -54,9 +56,19 @@ private:
     struct Session {
         std::vector<int32_t> tokens;  // tokens whose KV the blocks hold
         std::vector<int32_t> blocks;
+        std::vector<PromptImage> images;  // the images among those tokens
+    };
+    // An image's embeddings on the backend, kept while images are likely to be asked about again.
+    struct Encoded {
+        Tensor rows;
+        uint64_t last_step = 0;
     };
 
     void attach_cached_prefix(Sequence& s);
+    uint64_t block_hash(const Sequence& s, std::size_t block, uint64_t previous) const;
+    // The embeddings of `image`, encoding it if they are not cached; kept until the next step.
+    const Tensor& embeddings_of(const PromptImage& image);
+    void evict_embeddings();
     bool ensure_blocks(Sequence& s, std::size_t positions);
     // Frees the cache of one idle session other than `keep`'s; false when there is none.
     bool close_idle_session(const Sequence& keep);
@@ -77,6 +89,9 @@ private:
     std::unordered_map<uint64_t, Session> sessions_;
     std::unordered_set<uint64_t> busy_sessions_;
     std::vector<float> logits_;
+    ImageEncoder* encoder_;
+    std::unordered_map<uint64_t, Encoded> encoded_;
+    uint64_t step_count_ = 0;
     int32_t preemptions_ = 0;
     StepStats last_step_;
 };

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "kernels/device_common.cuh"
 #include "kernels/ops.h"
 
 namespace lumen::cuda {
@@ -16,43 +17,7 @@ void check(cudaError_t status, const char* what) {
 
 namespace {
 
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <class T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// Calls f.template operator()<T>() with the C++ type of `t`.
-template <class F>
-void dispatch(DataType t, F&& f) {
-    switch (t) {
-    case DataType::F32: f(float{}); break;
-    case DataType::F16: f(__half{}); break;
-    case DataType::BF16: f(__nv_bfloat16{}); break;
-    }
-}
-
-void launched(const char* what) { check(cudaGetLastError(), what); }
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
-    return v;
-}
-
-// Sum over a block of up to 1024 threads; every thread gets the result.
-__device__ float block_sum(float v) {
-    __shared__ float partial[32];
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    v = warp_sum(v);
-    __syncthreads();
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    const int warps = (blockDim.x + 31) >> 5;
-    v = lane < warps ? partial[lane] : 0.0f;
-    return warp_sum(v);
-}
+using namespace detail;
 
 template <class T>
 __global__ void embed_kernel(const T* table, int64_t hidden, const int32_t* ids, float* out) {
@@ -545,8 +510,6 @@ __global__ void read_kernel(const float4* p, int64_t n, float* sink) {
     }
     if (s == 12345.678f) *sink = s;  // keeps the loads
 }
-
-unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
 }  // namespace
 

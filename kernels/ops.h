@@ -74,6 +74,23 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
 // out[n, out_features] = x[n, in] · w[out_features, in]ᵀ with fp32 accumulation; out is t or F32.
 void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,
           void* out, DataType out_type);
+// Vision encoders and projectors (tensors may have row strides, in elements).
+// out = LayerNorm (weight, optional bias) or, with `rms`, RMSNorm (weight only) of each row of x.
+void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_type, void* out, int64_t out_stride, DataType w_type,
+               const void* w, const void* bias, float eps, bool rms, int64_t rows, int64_t cols, cudaStream_t s);
+enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
+void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, Activation kind, cudaStream_t s);
+// x[r][c] *= scale[c].
+void scale_columns(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, DataType scale_type, const void* scale,
+                   cudaStream_t s);
+// Unmasked attention within each group of `group_rows` rows; qkv [rows, 3·heads·head_dim] as q | k | v,
+// out [rows, heads·head_dim]. head_dim 16, 32, 64 or 128.
+void attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows, void* out,
+                    cudaStream_t s);
+// dst[r] = src[index ? index[r] : r] for `rows` rows of `cols` values, converting types.
+void convert_rows(DataType src_type, const void* src, int64_t src_stride, DataType dst_type, void* dst, int64_t dst_stride,
+                  int64_t rows, int64_t cols, const int32_t* index, cudaStream_t s);
+
 // Bytes read per second by a streaming kernel over `bytes` of device memory.
 double read_bandwidth(void* buffer, int64_t bytes, cudaStream_t s);
 

@@ -1,0 +1,50 @@
+#pragma once
+// Helpers shared by the kernel files: element conversions, type dispatch, block reductions.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/ops.h"
+
+namespace lumen::cuda::detail {
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <class T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Calls f(T{}) with the C++ type of `t`.
+template <class F>
+void dispatch(DataType t, F&& f) {
+    switch (t) {
+    case DataType::F32: f(float{}); break;
+    case DataType::F16: f(__half{}); break;
+    case DataType::BF16: f(__nv_bfloat16{}); break;
+    }
+}
+
+inline void launched(const char* what) { check(cudaGetLastError(), what); }
+
+inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
+    return v;
+}
+
+// Sum over a block of up to 1024 threads; every thread gets the result.
+__device__ __forceinline__ float block_sum(float v) {
+    __shared__ float partial[32];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = (blockDim.x + 31) >> 5;
+    v = lane < warps ? partial[lane] : 0.0f;
+    return warp_sum(v);
+}
+
+}  // namespace lumen::cuda::detail
