@@ -47,8 +47,8 @@ struct BatchResult {
 }  // namespace
 
 int run_bench(const std::vector<std::string>& argv) {
-    const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed"},
-                    {"random-weights", "json", "help"});
+    const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed", "tiles", "peak-tflops"},
+                    {"random-weights", "json", "help", "vision"});
     if (args.flag("help")) {
         std::puts("Usage: lumen-cli bench (--model DIR | --config config.json --random-weights) [--batch 1,16,64]\n"
                   "                       [--prompt-len 512] [--gen-len 128] [--dtype bf16|fp16|fp32]\n"
@@ -56,9 +56,13 @@ int run_bench(const std::vector<std::string>& argv) {
                   "For each batch size: prefill time, time to first token, decode tokens/s per sequence and in\n"
                   "total, and the floor: the bytes a decode step must read (weights and KV cache) over the\n"
                   "measured memory bandwidth. --random-weights makes seeded random weights of the config's\n"
-                  "shapes where they run, so real shapes need no download.");
+                  "shapes where they run, so real shapes need no download.\n\n"
+                  "--vision [--tiles 1,7,13] [--peak-tflops 989] times a vision-language model's encoder and\n"
+                  "projector for each tile count (with the floor at the card's dense 16-bit peak), and the time\n"
+                  "to first token for a 1920x1080 image with a --prompt-len (default 20) token question.");
         return 0;
     }
+    if (args.flag("vision")) return run_bench_vision(args);
     const int prompt_len = int(args.integer("prompt-len", 512));
     const int gen_len = int(args.integer("gen-len", 128));
     const std::vector<int> batches = parse_list(args.value("batch").value_or("1"));

@@ -11,6 +11,8 @@ int run_devices(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_chat(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+class Args;
+int run_bench_vision(const Args& args);  // bench --vision
 
 // Formatting shared by the commands' tables.
 std::string format_count(long long n);     // 1234567 -> "1,234,567"

@@ -14,6 +14,8 @@
 #include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/tokenizer.h"
+#include "vision/encoder.h"
+#include "vision/prompt.h"
 
 namespace lumen::cli {
 namespace {
@@ -28,10 +30,35 @@ constexpr const char* kEngineHelp =
     "  --cache-max-entry-count X     KV cache: share of free memory (<1) or a number of blocks (>=1)\n"
     "  --max-new-tokens N            longest reply (default 256 for generate, 1024 for chat)\n"
     "  --temperature T               0 is greedy; default from the model's generation_config.json\n"
-    "  --top-k K  --top-p P  --min-p P  --repetition-penalty R  --seed S\n";
+    "  --top-k K  --top-p P  --min-p P  --repetition-penalty R  --seed S\n"
+    "  --image FILE                  an image (repeatable) for a vision-language model\n";
+
+// The prompt's ids with the --image files in place of its image placeholders.
+struct Prompt {
+    std::vector<int32_t> ids;
+    std::vector<PromptImage> images;
+};
+Prompt with_images(const Engine& engine, const std::filesystem::path& dir, const std::string& text,
+                   const std::vector<std::string>& files, const EncodeOptions& options) {
+    if (files.empty()) return {engine.tokenizer().encode(text, options), {}};
+    if (!engine.image_encoder())
+        throw Error(dir.filename().string() + " reads text only; --image needs a vision-language model (LLaVA, InternVL)");
+    const vision::VisionConfig vc = vision::load_vision_config(dir, engine.model_config(), &engine.tokenizer());
+    std::vector<vision::PreparedImage> images;
+    for (const auto& f : files) {
+        try {
+            images.push_back(vision::prepare_image(vision::load_image_bytes(f), vc));
+        } catch (const Error& e) {
+            throw Error(f + ": " + e.what());
+        }
+    }
+    auto prepared = vision::expand_prompt(text, images, vc, engine.tokenizer(), options);
+    return {std::move(prepared.ids), std::move(prepared.images)};
+}
 
 EngineOptions engine_options(const Args& args) {
     EngineOptions o;
+    o.image_encoder = vision::make_image_encoder;
     o.device = args.value("device").value_or("auto");
     o.session_len = args.integer("session-len", 0);
     o.cache_max_entry_count = args.number("cache-max-entry-count", o.cache_max_entry_count);
@@ -135,14 +162,14 @@ void install_sigint() {
 
 int run_generate(const std::vector<std::string>& argv) {
     std::set<std::string> valued = kEngineOptions;
-    valued.insert("prompt");
-    const Args args(argv, valued, {"json", "help"});
+    valued.insert({"prompt", "image"});
+    const Args args(argv, valued, {"json", "help"}, {"image"});
     if (args.flag("help")) {
         std::printf("Usage: lumen-cli generate --model DIR --prompt TEXT [options] [--json]\n\n"
                     "Continues TEXT (no chat template; tokenized as a user's prompt: BOS as the tokenizer\n"
                     "config says, special-token strings recognised) and streams the text to stdout. --json\n"
                     "prints one JSON object as the last line instead: prompt_ids, generated_ids, text,\n"
-                    "finish_reason and timings.\n\n%s",
+                    "finish_reason and timings. Each <image> in TEXT takes the next --image.\n\n%s",
                     kEngineHelp);
         return 0;
     }
@@ -152,7 +179,9 @@ int run_generate(const std::vector<std::string>& argv) {
     Reply reply(json ? std::function<void(const std::string&)>() : write_out);
     const auto engine = Engine::create(dir, engine_options(args), [&](const GenerationEvent& e) { reply.on_event(e); });
     GenerationRequest request;
-    request.prompt = engine->tokenizer().encode(prompt);
+    Prompt p = with_images(*engine, dir, prompt, args.values("image"), {});
+    request.prompt = std::move(p.ids);
+    request.images = std::move(p.images);
     request.sampling = sampling(args, dir);
     request.max_new_tokens = int32_t(args.integer("max-new-tokens", 256));
     install_sigint();
@@ -177,13 +206,14 @@ int run_generate(const std::vector<std::string>& argv) {
 
 int run_chat(const std::vector<std::string>& argv) {
     std::set<std::string> valued = kEngineOptions;
-    valued.insert({"system", "prompt", "template"});
-    const Args args(argv, valued, {"help"});
+    valued.insert({"system", "prompt", "template", "image"});
+    const Args args(argv, valued, {"help"}, {"image"});
     if (args.flag("help")) {
         std::printf("Usage: lumen-cli chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME] [options]\n\n"
                     "A conversation with the model through its chat template, streamed to the terminal. Type a\n"
                     "message and press Enter; Ctrl+C stops a reply, /reset starts over, /exit or Ctrl+D quits.\n"
-                    "--prompt answers one message and exits. --template overrides the chat template (%s).\n\n%s",
+                    "--prompt answers one message and exits. --template overrides the chat template (%s).\n"
+                    "--image files go with the first message, placed as the model's template places images.\n\n%s",
                     ChatTemplate::names().c_str(), kEngineHelp);
         return 0;
     }
@@ -204,6 +234,7 @@ int run_chat(const std::vector<std::string>& argv) {
         if (const auto id = tok.token_id(s)) stop_ids.push_back(*id);
 
     std::vector<ChatMessage> messages;
+    std::vector<std::string> images = args.values("image");
     if (const auto system = args.value("system")) messages.push_back({"system", *system, 0});
     const std::size_t first_turn = messages.size();
     const bool once = args.value("prompt").has_value();
@@ -230,15 +261,28 @@ int run_chat(const std::vector<std::string>& argv) {
             if (line == "/exit" || line == "/quit") break;
             if (line == "/reset") {
                 messages.resize(first_turn);
+                images.clear();
                 engine->close_session(kSession);
                 std::fputs("(new conversation)\n", stderr);
                 continue;
             }
             if (line.empty()) continue;
         }
-        messages.push_back({"user", line, 0});
+        // The images stay with the message they came with; later turns reuse their cached tokens.
+        const bool first_message = messages.size() == first_turn;
+        messages.push_back({"user", line, first_message ? int(images.size()) : 0});
         GenerationRequest request;
-        request.prompt = tok.encode(chat.render(messages), {.add_special_tokens = chat.tokenize_with_special_tokens()});
+        Prompt p;
+        try {
+            p = with_images(*engine, dir, chat.render(messages), images, {.add_special_tokens = chat.tokenize_with_special_tokens()});
+        } catch (const Error& e) {
+            if (once) throw;
+            std::fprintf(stderr, "error: %s\n", e.what());
+            messages.pop_back();
+            continue;
+        }
+        request.prompt = std::move(p.ids);
+        request.images = std::move(p.images);
         request.sampling = params;
         request.max_new_tokens = max_new;
         request.stop_ids = stop_ids;

@@ -33,4 +33,28 @@ TinySpec load_tiny_spec();
 std::map<std::string, uint64_t> build_tiny_model(const TinySpec& spec, const TinyModel& model, const std::string& dtype,
                                                  const std::filesystem::path& tokenizers, const std::filesystem::path& dir);
 
+// The tiny vision-language checkpoints of tests/data/tiny_vlms.json (tests/reference/tiny_vlms.py).
+struct TinyVlmCase {
+    nlohmann::json messages;            // [{"role", "text", "images"}]
+    std::vector<std::string> images;    // files under ../shared/data/images
+    std::string prompt;                 // the rendered prompt
+};
+struct TinyVlm {
+    std::string name;  // "llava", "internvl_chat", "internvl_hf"
+    std::string tokenizer;
+    nlohmann::json config, files, added_tokens;
+    std::vector<TinyVlmCase> cases;
+};
+struct TinyVlmSpec {
+    uint64_t seed = 0;
+    int new_tokens = 0;
+    std::string dtype;
+    std::vector<TinyVlm> models;
+    nlohmann::json photos;
+};
+
+TinyVlmSpec load_tiny_vlm_spec();
+std::map<std::string, uint64_t> build_tiny_vlm(const TinyVlmSpec& spec, const TinyVlm& model, const std::filesystem::path& tokenizers,
+                                               const std::filesystem::path& dir);
+
 }  // namespace lumen::test

@@ -1,0 +1,175 @@
+// `lumen-cli bench --vision`: the vision encoder and projector's latency for given tile counts,
+// next to the tensor-core floor, and the time to first token with one image (preprocessing,
+// encoding, prefill and the first decode step).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "app/cli_args.h"
+#include "app/cli_commands.h"
+#include "engine/backend_factory.h"
+#include "engine/error.h"
+#include "engine/model.h"
+#include "engine/scheduler.h"
+#include "engine/text_file.h"
+#include "vision/encoder.h"
+#include "vision/preprocess.h"
+
+namespace lumen::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+double median(std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0 : v[v.size() / 2];
+}
+
+// Multiply-adds x 2 of one encode: every token through the ViT's layers (attention included)
+// and the projector.
+double encode_flops(const vision::VisionConfig& v, int64_t tiles) {
+    const double g = double(v.patches_per_side()), R = g * g + 1, D = double(v.hidden), I = double(v.intermediate);
+    const double per_layer = R * (2 * D * 3 * D + 2 * D * D + 2 * 2 * D * I) + 2 * 2 * R * R * D;
+    const double patches = g * g * 2 * D * double(v.channels * v.patch * v.patch);
+    const double in = v.kind == ModelKind::Llava ? D : 4 * D, tokens = double(v.tokens_per_tile), H = double(v.text_hidden);
+    const double projector = tokens * (2 * in * H + 2 * H * H);
+    return double(tiles) * (patches + per_layer * double(v.layers_run) + projector);
+}
+
+// A 1920x1080 test card: gradients and a grid, so every tile differs.
+vision::RgbImage screenshot() {
+    vision::RgbImage im(1920, 1080);
+    for (int y = 0; y < im.height; ++y)
+        for (int x = 0; x < im.width; ++x) {
+            uint8_t* p = im.row(y) + 3 * x;
+            p[0] = uint8_t(x * 255 / 1919);
+            p[1] = uint8_t(y * 255 / 1079);
+            p[2] = (x / 40 + y / 40) % 2 ? 230 : 30;
+        }
+    return im;
+}
+
+}  // namespace
+
+int run_bench_vision(const Args& args) {
+    std::string device_description;
+    auto backend = make_backend(args.value("device").value_or("auto"), &device_description);
+    std::filesystem::path dir;
+    ModelConfig config;
+    std::unique_ptr<Model> model;
+    std::string source;
+    const std::string d = args.value("dtype").value_or("bf16");
+    const DType dtype = d == "bf16" ? DType::BF16 : d == "fp16" ? DType::F16 : d == "fp32" ? DType::F32
+                                                  : throw Error("--dtype must be bf16, fp16 or fp32");
+    if (const auto m = args.value("model")) {
+        dir = *m;
+        model = std::make_unique<Model>(dir, *backend);
+        config = model->config();
+        source = *m;
+    } else {
+        const auto path = args.required("config");
+        if (!args.flag("random-weights")) throw Error("--config needs --random-weights (or give --model DIR)");
+        const auto text = read_text_file(path);
+        if (!text) throw Error("cannot read " + path);
+        config = parse_model_config(*text, path);
+        dir = std::filesystem::path(path).parent_path();
+        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1)));
+        source = path + " (random " + d + " weights)";
+    }
+    if (!config.is_vision_language()) throw Error(source + " is not a vision-language model");
+    const vision::VisionConfig vc = vision::load_vision_config(dir, config, nullptr);
+    auto encoder = args.value("model") ? std::make_unique<vision::VisionEncoder>(dir, vc, *backend)
+                                       : std::make_unique<vision::VisionEncoder>(vc, *backend, dtype, uint64_t(args.integer("seed", 1)) + 1000);
+    backend->synchronize();
+
+    // Encoder + projector alone, for each tile count: median of 20 after 3 warm-ups.
+    std::vector<int> tile_counts;
+    {
+        std::stringstream in(args.value("tiles").value_or(vc.kind == ModelKind::Llava ? "1" : "1,7,13"));
+        std::string item;
+        while (std::getline(in, item, ','))
+            if (!item.empty()) tile_counts.push_back(std::stoi(item));
+    }
+    const double peak = args.number("peak-tflops", 989.0);  // H100 SXM dense BF16; say what your card does
+    nlohmann::json runs = nlohmann::json::array();
+    std::mt19937 rng(3);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int tiles : tile_counts) {
+        ImagePixels px{tiles, int32_t(vc.channels), int32_t(vc.image_size), int32_t(vc.image_size), {}};
+        px.values.resize(size_t(tiles) * size_t(vc.channels) * size_t(vc.image_size) * size_t(vc.image_size));
+        for (auto& v : px.values) v = normal(rng);
+        std::vector<double> times;
+        for (int i = 0; i < 23; ++i) {
+            backend->synchronize();
+            const auto start = Clock::now();
+            encoder->encode(px);
+            backend->synchronize();
+            if (i >= 3) times.push_back(ms_since(start));
+        }
+        const double ms = median(times), flops = encode_flops(vc, tiles);
+        runs.push_back({{"tiles", tiles}, {"encode_ms", ms}, {"tflops", flops / ms / 1e9}, {"floor_ms", flops / (peak * 1e9)}});
+    }
+
+    // Time to first token: a 1920x1080 screenshot and a question of --prompt-len tokens.
+    const int question = int(args.integer("prompt-len", 20));
+    const auto image = screenshot();
+    const TextConfig& t = model->text();
+    const int32_t block = 64;
+    const int64_t image_tokens_max = int64_t(vc.preprocess.max_tiles + 1) * vc.tokens_per_tile;
+    const int32_t blocks = int32_t((image_tokens_max + question + 64 + block - 1) / block + 2);
+    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), block, blocks, backend->compute_dtype()});
+    std::vector<double> ttft, prep;
+    int tiles_used = 0;
+    for (int pass = 0; pass < 6; ++pass) {
+        const auto start = Clock::now();
+        auto pixels = std::make_shared<const ImagePixels>(vision::preprocess(image, vc.preprocess));
+        const double prep_ms = ms_since(start);
+        tiles_used = pixels->tiles;
+        GenerationRequest r;
+        r.prompt.push_back(1);
+        const int32_t first = int32_t(r.prompt.size());
+        const int32_t n = int32_t(pixels->tiles * vc.tokens_per_tile);
+        r.prompt.insert(r.prompt.end(), size_t(n), std::max<int32_t>(0, vc.image_token_id));
+        for (int k = 0; k < question; ++k) r.prompt.push_back(int32_t(100 + k));
+        r.images.push_back({pixels, uint64_t(pass + 1), first, n});  // a new image each pass: nothing cached
+        r.max_new_tokens = 1;
+        r.ignore_eos = true;
+        EngineOptions options;
+        options.prefill_chunk = int32_t(r.prompt.size());
+        Scheduler scheduler(*model, nullptr, options, blocks, int64_t(r.prompt.size()) + 2, encoder.get());
+        std::vector<GenerationEvent> events;
+        scheduler.add(1, std::move(r), start, events);
+        while (scheduler.has_work()) scheduler.step(events);
+        backend->synchronize();
+        for (const auto& e : events)
+            if (e.finish == FinishReason::Error) throw Error(e.error);
+        if (pass >= 1) {
+            ttft.push_back(ms_since(start));
+            prep.push_back(prep_ms);
+        }
+    }
+
+    nlohmann::json out{{"source", source},           {"device", device_description}, {"vision_weight_bytes", encoder->weight_bytes()},
+                       {"encode", runs},             {"ttft_tiles", tiles_used},     {"ttft_question_tokens", question},
+                       {"ttft_ms", median(ttft)},    {"preprocess_ms", median(prep)}, {"peak_tflops", peak}};
+    if (args.flag("json")) {
+        std::cout << out.dump() << "\n";
+        return 0;
+    }
+    std::printf("%s on %s\nvision weights %s\n\n%6s %11s %9s %11s\n", source.c_str(), device_description.c_str(),
+                format_bytes(encoder->weight_bytes()).c_str(), "tiles", "encode ms", "TFLOP/s", "floor ms");
+    for (const auto& r : runs)
+        std::printf("%6d %11.2f %9.1f %11.2f\n", r["tiles"].get<int>(), r["encode_ms"].get<double>(), r["tflops"].get<double>(),
+                    r["floor_ms"].get<double>());
+    std::printf("\ntime to first token, 1920x1080 image (%d tiles) + %d-token question: %.1f ms (preprocessing %.1f ms)\n",
+                tiles_used, question, median(ttft), median(prep));
+    return 0;
+}
+
+}  // namespace lumen::cli

@@ -1,0 +1,307 @@
+#include "vision/encoder.h"
+
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "engine/error.h"
+
+namespace lumen::vision {
+namespace {
+
+// Where each layout keeps its tensors, relative to the tower's, a layer's and the projector's prefix.
+struct Names {
+    std::vector<std::string> tower_prefixes, projector_prefixes;
+    std::string patch_w, patch_b, class_emb, pos_emb, pre_norm;
+    std::string layer;  // "encoder.layers." or "encoder.layer."
+    std::string norm1, norm2, q, k, v, qkv, q_norm, k_norm, out, fc1, fc2, ls1, ls2;
+    std::string proj_norm, proj1, proj2;
+};
+
+Names names_for(ModelKind kind) {
+    Names n;
+    switch (kind) {
+    case ModelKind::Llava:
+        n.tower_prefixes = {"vision_tower.vision_model.", "model.vision_tower.vision_model.", "model.vision_tower.", "vision_tower."};
+        n.projector_prefixes = {"multi_modal_projector.", "model.multi_modal_projector."};
+        n.patch_w = "embeddings.patch_embedding.weight";
+        n.class_emb = "embeddings.class_embedding";
+        n.pos_emb = "embeddings.position_embedding.weight";
+        n.pre_norm = "pre_layrnorm";
+        n.layer = "encoder.layers.";
+        n.norm1 = "layer_norm1", n.norm2 = "layer_norm2";
+        n.q = "self_attn.q_proj", n.k = "self_attn.k_proj", n.v = "self_attn.v_proj", n.out = "self_attn.out_proj";
+        n.fc1 = "mlp.fc1", n.fc2 = "mlp.fc2";
+        n.proj1 = "linear_1", n.proj2 = "linear_2";
+        break;
+    case ModelKind::InternVLChat:
+        n.tower_prefixes = {"vision_model."};
+        n.projector_prefixes = {"mlp1."};
+        n.patch_w = "embeddings.patch_embedding.weight", n.patch_b = "embeddings.patch_embedding.bias";
+        n.class_emb = "embeddings.class_embedding";
+        n.pos_emb = "embeddings.position_embedding";
+        n.layer = "encoder.layers.";
+        n.norm1 = "norm1", n.norm2 = "norm2";
+        n.qkv = "attn.qkv", n.q_norm = "attn.q_norm", n.k_norm = "attn.k_norm", n.out = "attn.proj";
+        n.fc1 = "mlp.fc1", n.fc2 = "mlp.fc2", n.ls1 = "ls1", n.ls2 = "ls2";
+        n.proj_norm = "0", n.proj1 = "1", n.proj2 = "3";
+        break;
+    case ModelKind::InternVLHf:
+        n.tower_prefixes = {"model.vision_tower.", "vision_tower."};
+        n.projector_prefixes = {"model.multi_modal_projector.", "multi_modal_projector."};
+        n.patch_w = "embeddings.patch_embeddings.projection.weight", n.patch_b = "embeddings.patch_embeddings.projection.bias";
+        n.class_emb = "embeddings.cls_token";
+        n.pos_emb = "embeddings.position_embeddings";
+        n.layer = "encoder.layer.";
+        n.norm1 = "layernorm_before", n.norm2 = "layernorm_after";
+        n.q = "attention.q_proj", n.k = "attention.k_proj", n.v = "attention.v_proj", n.out = "attention.projection_layer";
+        n.q_norm = "attention.q_norm", n.k_norm = "attention.k_norm";
+        n.fc1 = "mlp.fc1", n.fc2 = "mlp.fc2", n.ls1 = "lambda_1", n.ls2 = "lambda_2";
+        n.proj_norm = "layer_norm", n.proj1 = "linear_1", n.proj2 = "linear_2";
+        break;
+    case ModelKind::Text: throw Error("the model has no vision tower");
+    }
+    return n;
+}
+
+std::string pick_prefix(const Checkpoint& c, const std::vector<std::string>& prefixes, const std::string& probe, const char* what) {
+    for (const auto& p : prefixes)
+        if (c.find(p + probe)) return p;
+    throw Error(std::string("the checkpoint has no ") + what + " (looked for " + prefixes.front() + probe + ")");
+}
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+}  // namespace
+
+VisionEncoder::VisionEncoder(const std::filesystem::path& dir, VisionConfig config, Backend& backend)
+    : config_(std::move(config)), backend_(backend), checkpoint_(std::make_unique<Checkpoint>(dir)) {
+    load(checkpoint_.get(), DType::F32, 0);
+}
+
+VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype, uint64_t seed)
+    : config_(std::move(config)), backend_(backend) {
+    load(nullptr, dtype, seed);
+}
+
+VisionEncoder::~VisionEncoder() {
+    for (Tensor* t : {&patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
+        if (!t->empty()) backend_.release(*t);
+}
+
+void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint64_t seed) {
+    const VisionConfig& v = config_;
+    const Names n = names_for(v.kind);
+    const std::string tower = checkpoint ? pick_prefix(*checkpoint, n.tower_prefixes, n.patch_w, "vision tower") : n.tower_prefixes.front();
+    const std::string projector =
+        checkpoint ? pick_prefix(*checkpoint, n.projector_prefixes, n.proj1 + ".weight", "vision projector") : n.projector_prefixes.front();
+    // Random weights keep activations in range: matrices ~ 1/sqrt(inputs), norms around one.
+    auto random = [&](const std::string& name, int64_t rows, int64_t cols) {
+        weight_bytes_ += uint64_t(rows * cols) * dtype_size(random_dtype);
+        const bool matrix = rows > 1 && name.find("position") == std::string::npos;
+        const bool norm = name.find("norm") != std::string::npos && name.ends_with("weight");
+        return backend_.random_weight(random_dtype, rows, cols, ++seed, norm ? 1.0f : 0.0f, matrix ? 3.4f / std::sqrt(float(cols)) : 0.2f);
+    };
+    const int64_t D = v.hidden, P = v.patch, C = v.channels, N = v.patches_per_side() * v.patches_per_side();
+
+    // A tensor of `numel` = rows * cols elements (any layout of that many, e.g. [1, 1, D]).
+    auto get = [&](const std::string& name, int64_t rows, int64_t cols) -> const TensorInfo& {
+        const TensorInfo* t = checkpoint->find(name);
+        if (!t) throw Error("the checkpoint has no tensor " + name);
+        if (!is_float(t->dtype)) throw Error(name + " is " + std::string(dtype_name(t->dtype)) + ", not a float type");
+        if (t->numel() != rows * cols)
+            throw Error(name + " has " + std::to_string(t->numel()) + " values where " + std::to_string(rows) + "x" +
+                        std::to_string(cols) + " were expected");
+        return *t;
+    };
+    auto direct = [&](const std::string& name, int64_t rows, int64_t cols) {
+        if (!checkpoint) return random(name, rows, cols);
+        const TensorInfo& t = get(name, rows, cols);
+        weight_bytes_ += t.data.size();
+        return backend_.weight(t.data.data(), t.dtype, rows, cols);
+    };
+    // Several tensors one after another (q, k and v into one matrix, or their biases into one row).
+    auto stacked = [&](const std::vector<std::string>& names, int64_t rows_each, int64_t cols, bool one_row) {
+        const int64_t total = rows_each * int64_t(names.size());
+        if (!checkpoint) return one_row ? random(names.front(), 1, total * cols) : random(names.front(), total, cols);
+        std::vector<const TensorInfo*> parts;
+        for (const auto& name : names) parts.push_back(&get(name, rows_each, cols));
+        for (const auto* p : parts)
+            if (p->dtype != parts.front()->dtype) throw Error(names.front() + ": q, k and v are stored in different types");
+        auto& buffer = owned_.emplace_back();
+        for (const auto* p : parts) buffer.insert(buffer.end(), p->data.begin(), p->data.end());
+        weight_bytes_ += buffer.size();
+        return one_row ? backend_.weight(buffer.data(), parts.front()->dtype, 1, total * cols)
+                       : backend_.weight(buffer.data(), parts.front()->dtype, total, cols);
+    };
+
+    patch_w_ = direct(tower + n.patch_w, D, C * P * P);  // a convolution with stride = kernel: a matrix over patches
+    if (!n.patch_b.empty()) patch_b_ = direct(tower + n.patch_b, 1, D);
+    class_emb_ = direct(tower + n.class_emb, 1, D);
+    pos_emb_ = direct(tower + n.pos_emb, N + 1, D);
+    if (v.pre_norm) {
+        pre_norm_w_ = direct(tower + n.pre_norm + ".weight", 1, D);
+        pre_norm_b_ = direct(tower + n.pre_norm + ".bias", 1, D);
+    }
+    for (int64_t l = 0; l < v.layers_run; ++l) {
+        const std::string p = tower + n.layer + std::to_string(l) + ".";
+        Layer L;
+        L.norm1_w = direct(p + n.norm1 + ".weight", 1, D);
+        L.norm2_w = direct(p + n.norm2 + ".weight", 1, D);
+        if (!v.rms_norm) {
+            L.norm1_b = direct(p + n.norm1 + ".bias", 1, D);
+            L.norm2_b = direct(p + n.norm2 + ".bias", 1, D);
+        }
+        if (!n.qkv.empty()) {
+            L.wqkv = direct(p + n.qkv + ".weight", 3 * D, D);
+            if (v.qkv_bias) L.bqkv = direct(p + n.qkv + ".bias", 1, 3 * D);
+        } else {
+            L.wqkv = stacked({p + n.q + ".weight", p + n.k + ".weight", p + n.v + ".weight"}, D, D, false);
+            if (v.qkv_bias) L.bqkv = stacked({p + n.q + ".bias", p + n.k + ".bias", p + n.v + ".bias"}, 1, D, true);
+        }
+        if (v.qk_norm) {
+            L.q_norm = direct(p + n.q_norm + ".weight", 1, D);
+            L.k_norm = direct(p + n.k_norm + ".weight", 1, D);
+        }
+        L.wo = direct(p + n.out + ".weight", D, D);
+        L.bo = direct(p + n.out + ".bias", 1, D);
+        L.fc1_w = direct(p + n.fc1 + ".weight", v.intermediate, D);
+        L.fc1_b = direct(p + n.fc1 + ".bias", 1, v.intermediate);
+        L.fc2_w = direct(p + n.fc2 + ".weight", D, v.intermediate);
+        L.fc2_b = direct(p + n.fc2 + ".bias", 1, D);
+        if (v.layer_scale) {
+            L.ls1 = direct(p + n.ls1, 1, D);
+            L.ls2 = direct(p + n.ls2, 1, D);
+        }
+        layers_.push_back(L);
+    }
+    const int64_t in = v.kind == ModelKind::Llava ? D : D * 4;  // pixel shuffle puts 2x2 patches side by side
+    if (!n.proj_norm.empty()) {
+        proj_norm_w_ = direct(projector + n.proj_norm + ".weight", 1, in);
+        proj_norm_b_ = direct(projector + n.proj_norm + ".bias", 1, in);
+    }
+    proj1_w_ = direct(projector + n.proj1 + ".weight", v.text_hidden, in);
+    proj1_b_ = direct(projector + n.proj1 + ".bias", 1, v.text_hidden);
+    proj2_w_ = direct(projector + n.proj2 + ".weight", v.text_hidden, v.text_hidden);
+    proj2_b_ = direct(projector + n.proj2 + ".bias", 1, v.text_hidden);
+}
+
+void VisionEncoder::ensure_capacity(int64_t tiles) {
+    if (tiles <= capacity_) return;
+    for (Tensor* t : {&patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
+        if (!t->empty()) backend_.release(*t);
+    const VisionConfig& v = config_;
+    const DType act = backend_.compute_dtype();
+    const int64_t N = v.patches_per_side() * v.patches_per_side(), R = N + 1, D = v.hidden;
+    patches_ = backend_.activation(tiles * N, v.channels * v.patch * v.patch, act);
+    patch_out_ = backend_.activation(tiles * N, D, act);
+    x_ = backend_.activation(tiles * R, D, DType::F32);  // the residual stream stays fp32
+    h_ = backend_.activation(tiles * R, D, act);
+    qkv_ = backend_.activation(tiles * R, 3 * D, act);
+    attn_ = backend_.activation(tiles * R, D, act);
+    delta_ = backend_.activation(tiles * R, D, act);
+    inter_ = backend_.activation(tiles * R, v.intermediate, act);
+    features_ = backend_.activation(tiles * N, D, act);
+    hidden_ = backend_.activation(tiles * v.tokens_per_tile, v.text_hidden, act);
+    out_ = backend_.activation(tiles * v.tokens_per_tile, v.text_hidden, act);
+    capacity_ = tiles;
+}
+
+void VisionEncoder::norm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out) {
+    if (config_.rms_norm) backend_.rms_norm(x, w, float(config_.eps), out);
+    else backend_.layer_norm(x, w, &b, float(config_.eps), out);
+}
+
+Tensor VisionEncoder::encode(const ImagePixels& px) {
+    const VisionConfig& v = config_;
+    const int64_t g = v.patches_per_side(), N = g * g, R = N + 1, D = v.hidden, P = v.patch, C = v.channels;
+    if (px.tiles <= 0 || px.channels != C || px.height != v.image_size || px.width != v.image_size)
+        throw Error("the image is " + std::to_string(px.width) + "x" + std::to_string(px.height) + " but the vision tower takes " +
+                    std::to_string(v.image_size) + "x" + std::to_string(v.image_size));
+    const int64_t T = px.tiles;
+    ensure_capacity(T);
+
+    // Patches as rows (channel, then kernel row, then column: the convolution weight's order).
+    const int64_t K = C * P * P;
+    std::vector<float> rows(size_t(T * N * K));
+    for (int64_t t = 0; t < T; ++t)
+        for (int64_t py = 0; py < g; ++py)
+            for (int64_t pxl = 0; pxl < g; ++pxl) {
+                float* dst = rows.data() + ((t * N) + py * g + pxl) * K;
+                for (int64_t c = 0; c < C; ++c)
+                    for (int64_t ky = 0; ky < P; ++ky) {
+                        const float* src = px.values.data() + ((t * C + c) * v.image_size + py * P + ky) * v.image_size + pxl * P;
+                        std::memcpy(dst + (c * P + ky) * P, src, size_t(P) * sizeof(float));
+                    }
+            }
+    Tensor patches = patches_.rows_view(0, T * N), patch_out = patch_out_.rows_view(0, T * N);
+    backend_.write(patches, rows);
+    backend_.linear(patches, patch_w_, patch_b_.empty() ? nullptr : &patch_b_, patch_out);
+
+    // [class, patches...] per tile, plus the position embeddings.
+    Tensor x = x_.rows_view(0, T * R);
+    for (int64_t t = 0; t < T; ++t) {
+        backend_.copy(class_emb_, x.rows_view(t * R, 1));
+        backend_.copy(patch_out.rows_view(t * N, N), x.rows_view(t * R + 1, N));
+        backend_.add(x.rows_view(t * R, R), pos_emb_);
+    }
+    if (v.pre_norm) backend_.layer_norm(x, pre_norm_w_, &pre_norm_b_, float(v.eps), x);
+
+    Tensor h = h_.rows_view(0, T * R), qkv = qkv_.rows_view(0, T * R), attn = attn_.rows_view(0, T * R);
+    Tensor delta = delta_.rows_view(0, T * R), inter = inter_.rows_view(0, T * R);
+    const auto act = v.quick_gelu ? Backend::Activation::QuickGelu : Backend::Activation::Gelu;
+    for (const Layer& L : layers_) {
+        norm(x, L.norm1_w, L.norm1_b, h);
+        backend_.linear(h, L.wqkv, L.bqkv.empty() ? nullptr : &L.bqkv, qkv);
+        if (v.qk_norm) {
+            // InternViT-6B normalises q and k over all heads at once.
+            backend_.rms_norm(qkv.cols_view(0, D), L.q_norm, float(v.eps), qkv.cols_view(0, D));
+            backend_.rms_norm(qkv.cols_view(D, D), L.k_norm, float(v.eps), qkv.cols_view(D, D));
+        }
+        backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
+        backend_.linear(attn, L.wo, &L.bo, delta);
+        if (v.layer_scale) backend_.scale_columns(delta, L.ls1);
+        backend_.add(x, delta);
+        norm(x, L.norm2_w, L.norm2_b, h);
+        backend_.linear(h, L.fc1_w, &L.fc1_b, inter);
+        backend_.activate(inter, act);
+        backend_.linear(inter, L.fc2_w, &L.fc2_b, delta);
+        if (v.layer_scale) backend_.scale_columns(delta, L.ls2);
+        backend_.add(x, delta);
+    }
+
+    // The patch rows (the class token dropped), in the order the projector reads them.
+    const int64_t tokens = T * v.tokens_per_tile;
+    std::vector<int32_t> index;
+    index.reserve(size_t(T * N));
+    if (v.kind == ModelKind::Llava) {
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t i = 0; i < N; ++i) index.push_back(int32_t(t * R + 1 + i));
+    } else {
+        // Pixel shuffle: each output token holds a 2x2 block of patches, top-left, top-right,
+        // bottom-left, bottom-right; v1 leaves the output grid transposed.
+        const int64_t half = g / 2;
+        for (int64_t t = 0; t < T; ++t)
+            for (int64_t a = 0; a < half; ++a)
+                for (int64_t b = 0; b < half; ++b) {
+                    const int64_t r2 = v.shuffle_v2 ? a : b, c2 = v.shuffle_v2 ? b : a;
+                    for (int64_t j = 0; j < 2; ++j)
+                        for (int64_t k = 0; k < 2; ++k) index.push_back(int32_t(t * R + 1 + (2 * r2 + j) * g + 2 * c2 + k));
+                }
+    }
+    const int64_t in = v.kind == ModelKind::Llava ? D : 4 * D;
+    Tensor features{features_.data, features_.dtype, tokens, in, in};
+    backend_.gather_rows(x, index, features);
+    if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);  // nn.LayerNorm's default eps
+    Tensor hidden = hidden_.rows_view(0, tokens), out = out_.rows_view(0, tokens);
+    backend_.linear(features, proj1_w_, &proj1_b_, hidden);
+    backend_.activate(hidden, Backend::Activation::Gelu);
+    backend_.linear(hidden, proj2_w_, &proj2_b_, out);
+    return out;
+}
+
+std::unique_ptr<ImageEncoder> make_image_encoder(const std::filesystem::path& dir, const ModelConfig& config, Backend& backend) {
+    return std::make_unique<VisionEncoder>(dir, load_vision_config(dir, config, nullptr), backend);
+}
+
+}  // namespace lumen::vision

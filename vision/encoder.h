@@ -1,0 +1,55 @@
+#pragma once
+// The vision encoders (CLIP ViT for LLaVA, InternViT for InternVL, in both checkpoint layouts)
+// with their projectors, written once against the backend's operations: pixels in, image
+// embeddings in the language model's hidden size out.
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "engine/backend.h"
+#include "engine/checkpoint.h"
+#include "engine/image_input.h"
+#include "vision/vision_config.h"
+
+namespace lumen::vision {
+
+class VisionEncoder final : public ImageEncoder {
+public:
+    // Loads the tower and projector weights of the folder's checkpoint onto `backend`.
+    VisionEncoder(const std::filesystem::path& dir, VisionConfig config, Backend& backend);
+    // Seeded random weights of `dtype` at the config's shapes, made by the backend (benchmarks).
+    VisionEncoder(VisionConfig config, Backend& backend, DType dtype, uint64_t seed);
+    ~VisionEncoder() override;
+
+    const VisionConfig& config() const { return config_; }
+    int64_t tokens_for(const ImagePixels& pixels) const override { return int64_t(pixels.tiles) * config_.tokens_per_tile; }
+    Tensor encode(const ImagePixels& pixels) override;
+    uint64_t weight_bytes() const override { return weight_bytes_; }
+
+private:
+    struct Layer {
+        Tensor norm1_w, norm1_b, wqkv, bqkv, q_norm, k_norm, wo, bo, ls1, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
+    };
+    // From the checkpoint, or (without one) random weights of `dtype` from `seed`.
+    void load(const Checkpoint* c, DType dtype, uint64_t seed);
+    void ensure_capacity(int64_t tiles);
+    void norm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out);
+
+    VisionConfig config_;
+    Backend& backend_;
+    std::unique_ptr<Checkpoint> checkpoint_;
+    std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, flattened conv)
+    uint64_t weight_bytes_ = 0;
+
+    Tensor patch_w_, patch_b_, class_emb_, pos_emb_, pre_norm_w_, pre_norm_b_;
+    std::vector<Layer> layers_;
+    Tensor proj_norm_w_, proj_norm_b_, proj1_w_, proj1_b_, proj2_w_, proj2_b_;
+
+    int64_t capacity_ = 0;  // tiles the scratch below holds
+    Tensor patches_, patch_out_, x_, h_, qkv_, attn_, delta_, inter_, features_, hidden_, out_;
+};
+
+// The engine's factory: a VisionEncoder for the folder (vision-language models only).
+std::unique_ptr<ImageEncoder> make_image_encoder(const std::filesystem::path& dir, const ModelConfig& config, Backend& backend);
+
+}  // namespace lumen::vision

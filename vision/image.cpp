@@ -1,0 +1,463 @@
+#include "vision/image.h"
+
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "engine/error.h"
+
+namespace lumen::vision {
+namespace {
+
+using Bytes = std::span<const uint8_t>;
+
+uint32_t be16(Bytes b, size_t at) { return uint32_t(b[at]) << 8 | b[at + 1]; }
+uint32_t be32(Bytes b, size_t at) { return be16(b, at) << 16 | be16(b, at + 2); }
+uint32_t le16(Bytes b, size_t at) { return uint32_t(b[at]) | uint32_t(b[at + 1]) << 8; }
+uint32_t le24(Bytes b, size_t at) { return le16(b, at) | uint32_t(b[at + 2]) << 16; }
+uint32_t le32(Bytes b, size_t at) { return le16(b, at) | le16(b, at + 2) << 16; }
+
+bool starts_with(Bytes b, const char* magic, size_t at = 0) {
+    const size_t n = std::strlen(magic);
+    return b.size() >= at + n && std::memcmp(b.data() + at, magic, n) == 0;
+}
+
+[[noreturn]] void fail(const std::string& what) { throw Error(what); }
+
+// Each JPEG segment with a length, up to the first scan: SOF gives the size, APP1 may hold EXIF.
+// `visit` returns true to stop. Returns where the walk stopped (the start-of-scan marker, or the
+// segment `visit` stopped at).
+template <typename Visit>
+size_t walk_jpeg_segments(Bytes b, Visit visit) {
+    size_t at = 2;
+    while (at + 4 <= b.size()) {
+        if (b[at] != 0xFF) fail("broken JPEG: expected a marker at byte " + std::to_string(at));
+        const uint8_t marker = b[at + 1];
+        if (marker == 0xFF) {  // fill byte
+            ++at;
+            continue;
+        }
+        if (marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) {  // no length
+            at += 2;
+            continue;
+        }
+        if (marker == 0xD9) fail("broken JPEG: it ends before any image data");
+        if (marker == 0xDA) return at;  // start of scan
+        const size_t length = be16(b, at + 2);
+        if (length < 2 || at + 2 + length > b.size()) fail("truncated JPEG: a header segment runs past the end of the file");
+        if (visit(marker, b.subspan(at + 4, length - 2))) return at;
+        at += 2 + length;
+    }
+    fail("truncated JPEG: the file ends inside its headers");
+}
+
+// A JPEG is complete when an end-of-image marker follows its first scan (inside scans a 0xFF byte
+// is always followed by 0x00 or a marker, so the pair cannot occur by chance); libjpeg would
+// otherwise fill the missing part with grey and only warn.
+bool jpeg_has_end(Bytes b) {
+    const size_t scan = walk_jpeg_segments(b, [](uint8_t, Bytes) { return false; });
+    for (size_t i = scan + 1; i < b.size(); ++i)
+        if (b[i - 1] == 0xFF && b[i] == 0xD9) return true;
+    return false;
+}
+
+// Walks the PNG chunks to IEND so that a cut file is named as such, not decoded into garbage.
+void check_png_chunks(Bytes b) {
+    size_t at = 8;
+    while (true) {
+        if (at + 12 > b.size()) fail("truncated PNG: the file ends before its last chunk (IEND)");
+        const uint64_t length = be32(b, at);
+        const std::string type(reinterpret_cast<const char*>(b.data() + at + 4), 4);
+        if (at + 12 + length > b.size()) fail("truncated PNG: chunk " + type + " runs past the end of the file");
+        if (type == "IEND") return;
+        at += 12 + length;
+    }
+}
+
+// The orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block.
+int tiff_orientation(Bytes t) {
+    if (starts_with(t, "Exif")) t = t.subspan(std::min<size_t>(6, t.size()));
+    if (t.size() < 8) return 1;
+    const bool le = t[0] == 'I' && t[1] == 'I';
+    if (!le && !(t[0] == 'M' && t[1] == 'M')) return 1;
+    auto u16 = [&](size_t at) { return le ? le16(t, at) : be16(t, at); };
+    auto u32 = [&](size_t at) { return le ? le32(t, at) : be32(t, at); };
+    const size_t ifd = u32(4);
+    if (ifd + 2 > t.size()) return 1;
+    const size_t count = u16(ifd);
+    for (size_t i = 0; i < count; ++i) {
+        const size_t entry = ifd + 2 + 12 * i;
+        if (entry + 12 > t.size()) return 1;
+        if (u16(entry) == 0x0112) {
+            const int v = int(u16(entry + 8));
+            return v >= 1 && v <= 8 ? v : 1;
+        }
+    }
+    return 1;
+}
+
+// The RIFF chunks of a WebP file: (fourcc, payload).
+template <typename Visit>
+void walk_webp_chunks(Bytes b, Visit visit) {
+    size_t at = 12;
+    while (at + 8 <= b.size()) {
+        const std::string fourcc(reinterpret_cast<const char*>(b.data() + at), 4);
+        const size_t length = le32(b, at + 4);
+        const size_t payload = std::min(length, b.size() - at - 8);
+        if (visit(fourcc, b.subspan(at + 8, payload))) return;
+        at += 8 + length + (length & 1);
+    }
+}
+
+// PIL's convert("RGB") of what OpenCV decoded (BGR order, 1, 3 or 4 channels, 8 or 16 bits):
+// alpha is dropped without compositing, grey is repeated, 16-bit colour keeps its high byte and
+// 16-bit grey (PIL's mode I;16) is clipped at 255, not scaled.
+RgbImage to_rgb(const cv::Mat& m) {
+    RgbImage out(m.cols, m.rows);
+    const int channels = m.channels();
+    const bool wide = m.depth() == CV_16U;
+    if (!wide && m.depth() != CV_8U) fail("unsupported image sample type");
+    for (int y = 0; y < m.rows; ++y) {
+        uint8_t* o = out.row(y);
+        for (int x = 0; x < m.cols; ++x) {
+            uint8_t c[4];
+            for (int k = 0; k < channels && k < 4; ++k) {
+                if (!wide) {
+                    c[k] = m.ptr<uint8_t>(y)[x * channels + k];
+                } else {
+                    const uint16_t v = m.ptr<uint16_t>(y)[x * channels + k];
+                    c[k] = channels == 1 ? uint8_t(std::min<uint16_t>(v, 255)) : uint8_t(v >> 8);
+                }
+            }
+            if (channels < 3) {
+                o[3 * x] = o[3 * x + 1] = o[3 * x + 2] = c[0];
+            } else {
+                o[3 * x] = c[2];
+                o[3 * x + 1] = c[1];
+                o[3 * x + 2] = c[0];
+            }
+        }
+    }
+    return out;
+}
+
+// The first frame of a GIF as PIL shows it: a canvas of the screen size (grown to the frame if
+// that is larger) filled with the transparent index, else index 0; the frame's indices written
+// as they are, transparent ones included; colours from the local table, else the global one.
+RgbImage decode_gif(Bytes b, int64_t max_pixels) {
+    auto need = [&](size_t at, size_t n) {
+        if (at + n > b.size()) fail("truncated GIF: the file ends before its first frame is complete");
+    };
+    need(0, 13);
+    int canvas_w = int(le16(b, 6)), canvas_h = int(le16(b, 8));
+    size_t at = 13;
+    std::vector<uint8_t> palette;
+    if (b[10] & 0x80) {
+        const size_t n = size_t(3) << ((b[10] & 7) + 1);
+        need(at, n);
+        palette.assign(b.begin() + ptrdiff_t(at), b.begin() + ptrdiff_t(at + n));
+        at += n;
+    }
+    std::optional<int> transparent;
+    auto skip_sub_blocks = [&] {
+        for (;;) {
+            need(at, 1);
+            const size_t n = b[at++];
+            if (n == 0) return;
+            need(at, n);
+            at += n;
+        }
+    };
+    for (;;) {
+        need(at, 1);
+        const uint8_t kind = b[at++];
+        if (kind == 0x3B) fail("broken GIF: it has no image");
+        if (kind == 0x21) {
+            need(at, 1);
+            const uint8_t label = b[at++];
+            if (label == 0xF9 && at + 5 <= b.size() && b[at] >= 4) {
+                if (b[at + 1] & 1) transparent = b[at + 4];
+            }
+            skip_sub_blocks();
+            continue;
+        }
+        if (kind != 0x2C) fail("broken GIF: unknown block");
+        break;
+    }
+    need(at, 9);
+    const int left = int(le16(b, at)), top = int(le16(b, at + 2)), w = int(le16(b, at + 4)), h = int(le16(b, at + 6));
+    const uint8_t flags = b[at + 8];
+    at += 9;
+    if (flags & 0x80) {
+        const size_t n = size_t(3) << ((flags & 7) + 1);
+        need(at, n);
+        palette.assign(b.begin() + ptrdiff_t(at), b.begin() + ptrdiff_t(at + n));
+        at += n;
+    }
+    canvas_w = std::max(canvas_w, left + w);
+    canvas_h = std::max(canvas_h, top + h);
+    if (int64_t(canvas_w) * canvas_h > max_pixels) fail("the GIF's first frame is larger than the image limit");
+    std::vector<uint8_t> index(size_t(canvas_w) * size_t(canvas_h), uint8_t(transparent.value_or(0)));
+
+    // LZW over the concatenated sub-blocks.
+    need(at, 1);
+    const int min_bits = b[at++];
+    if (min_bits < 2 || min_bits > 8) fail("broken GIF: bad LZW code size");
+    std::vector<uint8_t> data;
+    for (;;) {
+        need(at, 1);
+        const size_t n = b[at++];
+        if (n == 0) break;
+        need(at, n);
+        data.insert(data.end(), b.begin() + ptrdiff_t(at), b.begin() + ptrdiff_t(at + n));
+        at += n;
+    }
+    const int clear = 1 << min_bits, end_code = clear + 1;
+    std::vector<uint16_t> prefix(4096);
+    std::vector<uint8_t> suffix(4096), stack;
+    std::vector<uint8_t> pixels;
+    pixels.reserve(size_t(w) * size_t(h));
+    int bits = min_bits + 1, next = clear + 2, previous = -1;
+    uint8_t first_of_previous = 0;
+    uint32_t buffer = 0;
+    int buffered = 0;
+    size_t pos = 0;
+    const size_t wanted = size_t(w) * size_t(h);
+    while (pixels.size() < wanted) {
+        while (buffered < bits && pos < data.size()) {
+            buffer |= uint32_t(data[pos++]) << buffered;
+            buffered += 8;
+        }
+        if (buffered < bits) break;
+        const int code = int(buffer & ((1u << bits) - 1));
+        buffer >>= bits;
+        buffered -= bits;
+        if (code == clear) {
+            bits = min_bits + 1;
+            next = clear + 2;
+            previous = -1;
+            continue;
+        }
+        if (code == end_code) break;
+        int c = code;
+        stack.clear();
+        if (previous < 0) {
+            if (code >= clear) fail("broken GIF: bad LZW data");
+        } else if (code >= next) {
+            if (code > next) fail("broken GIF: bad LZW data");
+            stack.push_back(first_of_previous);
+            c = previous;
+        }
+        while (c >= clear) {
+            stack.push_back(suffix[size_t(c)]);
+            c = prefix[size_t(c)];
+        }
+        stack.push_back(uint8_t(c));
+        first_of_previous = uint8_t(c);
+        for (auto it = stack.rbegin(); it != stack.rend() && pixels.size() < wanted; ++it) pixels.push_back(*it);
+        if (previous >= 0 && next < 4096) {
+            prefix[size_t(next)] = uint16_t(previous);
+            suffix[size_t(next)] = first_of_previous;
+            if (++next == (1 << bits) && bits < 12) ++bits;
+        }
+        previous = code;
+    }
+    if (pixels.size() < wanted) fail("truncated GIF: the image data is cut off");
+
+    // Rows in file order; interlaced images store every 8th row, then the 4th, 2nd and the rest.
+    std::vector<int> rows;
+    if (flags & 0x40) {
+        for (int pass = 0; pass < 4; ++pass)
+            for (int y = (pass == 0 ? 0 : pass == 1 ? 4 : pass == 2 ? 2 : 1); y < h; y += (pass == 0 || pass == 1 ? 8 : pass == 2 ? 4 : 2))
+                rows.push_back(y);
+    } else {
+        for (int y = 0; y < h; ++y) rows.push_back(y);
+    }
+    for (int r = 0; r < h; ++r)
+        std::memcpy(&index[size_t(top + rows[size_t(r)]) * size_t(canvas_w) + size_t(left)], &pixels[size_t(r) * size_t(w)], size_t(w));
+
+    RgbImage out(canvas_w, canvas_h);
+    for (size_t i = 0; i < index.size(); ++i) {
+        const size_t e = size_t(index[i]) * 3;
+        for (int c = 0; c < 3; ++c)
+            out.pixels[i * 3 + size_t(c)] = palette.empty() ? index[i] : e + 2 < palette.size() ? palette[e + size_t(c)] : 0;
+    }
+    return out;
+}
+
+}  // namespace
+
+const char* format_name(ImageFormat f) {
+    switch (f) {
+    case ImageFormat::Png: return "PNG";
+    case ImageFormat::Jpeg: return "JPEG";
+    case ImageFormat::WebP: return "WebP";
+    case ImageFormat::Bmp: return "BMP";
+    case ImageFormat::Gif: return "GIF";
+    }
+    return "image";
+}
+
+ImageInfo probe_image(Bytes b) {
+    if (b.empty()) fail("the image file is empty");
+    ImageInfo info;
+    if (starts_with(b, "\x89PNG\r\n\x1a\n")) {
+        if (b.size() < 24 || !starts_with(b, "IHDR", 12)) fail("truncated PNG: no image header");
+        info = {ImageFormat::Png, int(be32(b, 16)), int(be32(b, 20))};
+    } else if (b.size() >= 3 && b[0] == 0xFF && b[1] == 0xD8 && b[2] == 0xFF) {
+        info.format = ImageFormat::Jpeg;
+        walk_jpeg_segments(b, [&](uint8_t marker, Bytes s) {
+            const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+            if (!sof) return false;
+            if (s.size() < 5) fail("broken JPEG: short frame header");
+            info.height = int(be16(s, 1));
+            info.width = int(be16(s, 3));
+            return true;
+        });
+        if (info.width == 0) fail("broken JPEG: no frame header before the image data");
+    } else if (starts_with(b, "RIFF") && starts_with(b, "WEBP", 8)) {
+        info.format = ImageFormat::WebP;
+        walk_webp_chunks(b, [&](const std::string& fourcc, Bytes p) {
+            if (fourcc == "VP8X" && p.size() >= 10) {
+                info.width = int(le24(p, 4)) + 1;
+                info.height = int(le24(p, 7)) + 1;
+            } else if (fourcc == "VP8L" && p.size() >= 5 && p[0] == 0x2F) {
+                const uint32_t bits = le32(p, 1);
+                info.width = int(bits & 0x3FFF) + 1;
+                info.height = int((bits >> 14) & 0x3FFF) + 1;
+            } else if (fourcc == "VP8 " && p.size() >= 10 && p[3] == 0x9D && p[4] == 0x01 && p[5] == 0x2A) {
+                info.width = int(le16(p, 6) & 0x3FFF);
+                info.height = int(le16(p, 8) & 0x3FFF);
+            } else {
+                return false;
+            }
+            return true;
+        });
+        if (info.width == 0) fail("broken WebP: no image header");
+    } else if (starts_with(b, "BM")) {
+        if (b.size() < 26) fail("truncated BMP: no image header");
+        const uint32_t header = le32(b, 14);
+        if (header == 12) {
+            info = {ImageFormat::Bmp, int(le16(b, 18)), int(le16(b, 20))};
+        } else {
+            if (b.size() < 26) fail("truncated BMP: no image header");
+            const auto h = int32_t(le32(b, 22));
+            info = {ImageFormat::Bmp, int(int32_t(le32(b, 18))), h == INT32_MIN ? 0 : std::abs(h)};
+        }
+    } else if (starts_with(b, "GIF87a") || starts_with(b, "GIF89a")) {
+        if (b.size() < 10) fail("truncated GIF: no screen descriptor");
+        info = {ImageFormat::Gif, int(le16(b, 6)), int(le16(b, 8))};
+    } else {
+        fail("not an image Lumen can read (PNG, JPEG, WebP, BMP or GIF)");
+    }
+    if (info.width <= 0 || info.height <= 0)
+        fail(std::string("broken ") + format_name(info.format) + ": it says its size is " + std::to_string(info.width) +
+             "x" + std::to_string(info.height));
+    return info;
+}
+
+RgbImage RgbImage::crop(int x, int y, int w, int h) const {
+    if (x < 0 || y < 0 || w < 0 || h < 0 || x + w > width || y + h > height) throw Error("crop box outside the image");
+    RgbImage out(w, h);
+    for (int r = 0; r < h; ++r) std::memcpy(out.row(r), row(y + r) + size_t(x) * 3, size_t(w) * 3);
+    return out;
+}
+
+int exif_orientation(Bytes b, ImageFormat format) {
+    int orientation = 1;
+    try {
+        if (format == ImageFormat::Jpeg) {
+            walk_jpeg_segments(b, [&](uint8_t marker, Bytes s) {
+                if (marker != 0xE1 || !starts_with(s, "Exif")) return false;
+                orientation = tiff_orientation(s);
+                return true;
+            });
+        } else if (format == ImageFormat::Png) {
+            size_t at = 8;
+            while (at + 12 <= b.size()) {
+                const size_t length = be32(b, at);
+                if (at + 12 + length > b.size()) break;
+                if (starts_with(b, "eXIf", at + 4)) return tiff_orientation(b.subspan(at + 8, length));
+                at += 12 + length;
+            }
+        } else if (format == ImageFormat::WebP) {
+            walk_webp_chunks(b, [&](const std::string& fourcc, Bytes p) {
+                if (fourcc != "EXIF") return false;
+                orientation = tiff_orientation(p);
+                return true;
+            });
+        }
+    } catch (const Error&) {
+        return 1;  // a broken header is reported by the decoder, not here
+    }
+    return orientation;
+}
+
+RgbImage apply_orientation(const RgbImage& in, int orientation) {
+    if (orientation <= 1 || orientation > 8) return in;
+    const int W = in.width, H = in.height;
+    const bool swap = orientation >= 5;
+    RgbImage out(swap ? H : W, swap ? W : H);
+    for (int y = 0; y < out.height; ++y) {
+        for (int x = 0; x < out.width; ++x) {
+            int sx = x, sy = y;
+            switch (orientation) {
+            case 2: sx = W - 1 - x; break;                      // mirror
+            case 3: sx = W - 1 - x, sy = H - 1 - y; break;      // rotate 180
+            case 4: sy = H - 1 - y; break;                      // flip
+            case 5: sx = y, sy = x; break;                      // transpose
+            case 6: sx = y, sy = H - 1 - x; break;              // rotate 90 clockwise
+            case 7: sx = W - 1 - y, sy = H - 1 - x; break;      // transverse
+            case 8: sx = W - 1 - y, sy = x; break;              // rotate 90 counter-clockwise
+            }
+            std::memcpy(out.row(y) + 3 * size_t(x), in.row(sy) + 3 * size_t(sx), 3);
+        }
+    }
+    return out;
+}
+
+RgbImage decode_image(Bytes b, const DecodeLimits& limits) {
+    const ImageInfo info = probe_image(b);
+    const int64_t pixels = int64_t(info.width) * info.height;
+    if (pixels > limits.max_pixels)
+        fail("image is " + std::to_string(info.width) + "x" + std::to_string(info.height) + " pixels (limit " +
+             std::to_string(limits.max_pixels / 1'000'000) + " MP)");
+    if (info.format == ImageFormat::Jpeg && !jpeg_has_end(b)) fail("truncated JPEG: the image data is cut off");
+    if (info.format == ImageFormat::Png) check_png_chunks(b);
+    if (info.format == ImageFormat::Gif) return decode_gif(b, limits.max_pixels);
+
+    cv::Mat decoded;
+    try {
+        const cv::Mat raw(1, int(std::min<size_t>(b.size(), INT32_MAX)), CV_8UC1, const_cast<uint8_t*>(b.data()));
+        // Unchanged: no conversion and no rotation by OpenCV; both are done here as PIL does them.
+        decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+    } catch (const cv::Exception& e) {
+        fail(std::string("broken ") + format_name(info.format) + ": " + e.err);
+    }
+    if (decoded.empty()) fail(std::string("broken ") + format_name(info.format) + ": the image data cannot be decoded");
+    if (decoded.cols != info.width || decoded.rows != info.height)
+        fail(std::string("broken ") + format_name(info.format) + ": the decoded size differs from the header's");
+    return apply_orientation(to_rgb(decoded), exif_orientation(b, info.format));
+}
+
+std::vector<uint8_t> load_image_bytes(const std::filesystem::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error("cannot open " + path.string());
+    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+RgbImage load_image(const std::filesystem::path& path, const DecodeLimits& limits) {
+    const std::vector<uint8_t> bytes = load_image_bytes(path);
+    try {
+        return decode_image(bytes, limits);
+    } catch (const Error& e) {
+        throw Error(path.filename().string() + ": " + e.what());
+    }
+}
+
+}  // namespace lumen::vision

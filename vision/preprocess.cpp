@@ -1,0 +1,115 @@
+#include "vision/preprocess.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/error.h"
+#include "vision/resize.h"
+
+namespace lumen::vision {
+namespace {
+
+// A `size` square from the middle of the image, zero-padded where the image is smaller (the
+// extra padding pixel top and left, as transformers' center_crop).
+RgbImage center_crop(const RgbImage& in, int size) {
+    RgbImage out(size, size);
+    const int pad_x = in.width < size ? (size - in.width + 1) / 2 : 0;
+    const int pad_y = in.height < size ? (size - in.height + 1) / 2 : 0;
+    const int left = in.width >= size ? (in.width - size) / 2 : 0;
+    const int top = in.height >= size ? (in.height - size) / 2 : 0;
+    const int w = std::min(size, in.width), h = std::min(size, in.height);
+    for (int y = 0; y < h; ++y)
+        std::memcpy(out.row(pad_y + y) + 3 * size_t(pad_x), in.row(top + y) + 3 * size_t(left), 3 * size_t(w));
+    return out;
+}
+
+}  // namespace
+
+std::pair<int, int> tile_grid(int width, int height, int min_tiles, int max_tiles, int tile_size) {
+    // Candidates in transformers' order: columns, then rows, stable-sorted by tile count.
+    std::vector<std::pair<int, int>> grids;
+    for (int n = 1; n <= max_tiles; ++n)
+        for (int c = 1; c <= max_tiles; ++c)
+            for (int r = 1; r <= max_tiles; ++r)
+                if (c * r == n && n >= min_tiles) grids.push_back({c, r});
+    const double aspect = double(width) / double(height);
+    const double area = double(width) * double(height);
+    std::pair<int, int> best{1, 1};
+    double best_diff = INFINITY;
+    for (const auto& [c, r] : grids) {
+        const double diff = std::fabs(aspect - double(c) / double(r));
+        if (diff < best_diff) {
+            best_diff = diff;
+            best = {c, r};
+        } else if (diff == best_diff && area > 0.5 * tile_size * tile_size * c * r) {
+            best = {c, r};
+        }
+    }
+    return best;
+}
+
+std::vector<RgbImage> preprocess_squares(const RgbImage& image, const Preprocessing& p) {
+    if (image.width <= 0 || image.height <= 0) throw Error("the image is empty");
+    std::vector<RgbImage> out;
+    switch (p.mode) {
+    case Preprocessing::Mode::PadToSquare: {
+        // The mean colour as LLaVA computes it: int(mean * 255), truncated.
+        const int side = std::max(image.width, image.height);
+        RgbImage square(side, side);
+        uint8_t fill[3];
+        for (int c = 0; c < 3; ++c) fill[c] = uint8_t(int(double(p.mean[size_t(c)]) * 255.0));
+        for (int y = 0; y < side; ++y)
+            for (int x = 0; x < side; ++x) std::memcpy(square.row(y) + 3 * size_t(x), fill, 3);
+        const int left = (side - image.width) / 2, top = (side - image.height) / 2;
+        for (int y = 0; y < image.height; ++y) std::memcpy(square.row(top + y) + 3 * size_t(left), image.row(y), 3 * size_t(image.width));
+        out.push_back(center_crop(resize_bicubic(square, p.shortest_edge, p.shortest_edge), p.size));
+        break;
+    }
+    case Preprocessing::Mode::ShortestEdgeCrop: {
+        // transformers' get_resize_output_image_size: the long side is int(edge * long / short).
+        const bool portrait = image.width <= image.height;
+        const int shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
+        const int scaled = int(double(int64_t(p.shortest_edge) * longer) / double(shorter));
+        const RgbImage resized = portrait ? resize_bicubic(image, p.shortest_edge, scaled) : resize_bicubic(image, scaled, p.shortest_edge);
+        out.push_back(center_crop(resized, p.size));
+        break;
+    }
+    case Preprocessing::Mode::Tiles: {
+        const int s = p.size;
+        if (p.max_tiles <= 1) {
+            out.push_back(resize_bicubic(image, s, s));
+            break;
+        }
+        const auto [cols, rows] = tile_grid(image.width, image.height, p.min_tiles, p.max_tiles, s);
+        const RgbImage canvas = resize_bicubic(image, s * cols, s * rows);
+        for (int i = 0; i < cols * rows; ++i) out.push_back(canvas.crop((i % cols) * s, (i / cols) * s, s, s));
+        if (p.thumbnail && out.size() != 1) out.push_back(resize_bicubic(image, s, s));
+        break;
+    }
+    }
+    return out;
+}
+
+ImagePixels normalize(const std::vector<RgbImage>& squares, const Preprocessing& p) {
+    ImagePixels px;
+    px.tiles = int32_t(squares.size());
+    px.channels = 3;
+    px.height = px.width = squares.empty() ? 0 : squares.front().height;
+    const size_t plane = size_t(px.height) * size_t(px.width);
+    px.values.resize(squares.size() * 3 * plane);
+    for (size_t t = 0; t < squares.size(); ++t) {
+        const RgbImage& sq = squares[t];
+        for (int c = 0; c < 3; ++c) {
+            float* dst = px.values.data() + (t * 3 + size_t(c)) * plane;
+            const float mean = p.mean[size_t(c)], std = p.std[size_t(c)];
+            for (size_t i = 0; i < plane; ++i) {
+                // As transformers' rescale (float64, then float32) and normalize (float32).
+                const float x = float(double(sq.pixels[i * 3 + size_t(c)]) * (1.0 / 255.0));
+                dst[i] = (x - mean) / std;
+            }
+        }
+    }
+    return px;
+}
+
+}  // namespace lumen::vision

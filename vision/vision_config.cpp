@@ -1,0 +1,252 @@
+#include "vision/vision_config.h"
+
+#include <cmath>
+
+#include "engine/error.h"
+#include "engine/text_file.h"
+#include "engine/tokenizer.h"
+
+namespace lumen::vision {
+namespace {
+
+using nlohmann::json;
+
+json read_json(const std::filesystem::path& path) {
+    const auto text = read_text_file(path);
+    if (!text) return json::object();
+    try {
+        return json::parse(*text);
+    } catch (const json::exception& e) {
+        throw Error(path.filename().string() + ": not valid JSON (" + e.what() + ")");
+    }
+}
+
+// An int, or the first element of a [h, w] pair (square images only).
+int64_t square_of(const json& j, const std::string& field, int64_t fallback) {
+    const auto it = j.find(field);
+    if (it == j.end() || it->is_null()) return fallback;
+    if (it->is_number_integer()) return it->get<int64_t>();
+    if (it->is_array() && it->size() == 2 && (*it)[0] == (*it)[1]) return (*it)[0].get<int64_t>();
+    throw Error("config.json: vision " + field + " " + it->dump() + " is not a square size");
+}
+
+std::array<float, 3> triple(const json& j, const char* field, std::array<float, 3> fallback) {
+    const auto it = j.find(field);
+    if (it == j.end() || !it->is_array() || it->size() != 3) return fallback;
+    return {(*it)[0].get<float>(), (*it)[1].get<float>(), (*it)[2].get<float>()};
+}
+
+// preprocessor_config.json sizes: {"shortest_edge": n}, {"height": h, "width": w}, or a number.
+int64_t size_field(const json& j, const char* field, const char* key, int64_t fallback) {
+    const auto it = j.find(field);
+    if (it == j.end() || it->is_null()) return fallback;
+    if (it->is_number_integer()) return it->get<int64_t>();
+    if (it->is_object()) {
+        if (it->contains(key)) return (*it)[key].get<int64_t>();
+        if (it->contains("height") && it->contains("width")) {
+            if ((*it)["height"] != (*it)["width"]) throw Error("preprocessor_config.json: only square " + std::string(field) + " is supported");
+            return (*it)["height"].get<int64_t>();
+        }
+    }
+    throw Error(std::string("preprocessor_config.json: cannot read ") + field);
+}
+
+void check_bicubic(const json& pre) {
+    if (pre.contains("resample") && pre["resample"] != 3)
+        throw Error("preprocessor_config.json: resample " + pre["resample"].dump() + " is not supported (Lumen resizes with bicubic, 3)");
+}
+
+int32_t token_id_of(const Tokenizer* tokenizer, const std::string& token) {
+    if (!tokenizer) return -1;
+    const auto id = tokenizer->token_id(token);
+    if (!id) throw Error("the tokenizer has no " + token + " token, which this model's image prompts need");
+    return *id;
+}
+
+constexpr std::array<float, 3> kClipMean{0.48145466f, 0.4578275f, 0.40821073f};
+constexpr std::array<float, 3> kClipStd{0.26862954f, 0.26130258f, 0.27577711f};
+constexpr std::array<float, 3> kImagenetMean{0.485f, 0.456f, 0.406f};
+constexpr std::array<float, 3> kImagenetStd{0.229f, 0.224f, 0.225f};
+
+// The layers to run so that the selected hidden state is the last output: hidden state i is the
+// output of layer i - 1 (state 0 is the embeddings), and negative indices count from the end.
+int64_t layers_for(int64_t feature_layer, int64_t layers) {
+    const int64_t index = feature_layer < 0 ? layers + 1 + feature_layer : feature_layer;
+    if (index < 1 || index > layers)
+        throw Error("config.json: vision feature layer " + std::to_string(feature_layer) + " is outside the " +
+                    std::to_string(layers) + " layers");
+    return index;
+}
+
+void load_llava(VisionConfig& v, const json& raw, const std::filesystem::path& dir, const Tokenizer* tokenizer) {
+    // Without a vision_config, LlavaConfig means CLIP ViT-L/14 at 336 pixels.
+    const json vc = raw.value("vision_config", json{{"hidden_size", 1024}, {"intermediate_size", 4096}, {"num_hidden_layers", 24},
+                                                   {"num_attention_heads", 16}, {"patch_size", 14}, {"image_size", 336}});
+    v.hidden = vc.value("hidden_size", 768);
+    v.intermediate = vc.value("intermediate_size", 3072);
+    v.layers = vc.value("num_hidden_layers", 12);
+    v.heads = vc.value("num_attention_heads", 12);
+    v.patch = vc.value("patch_size", 32);
+    v.image_size = vc.value("image_size", 224);
+    v.channels = vc.value("num_channels", 3);
+    v.eps = vc.value("layer_norm_eps", 1e-5);
+    const std::string act = vc.value("hidden_act", "quick_gelu");
+    if (act != "quick_gelu" && act != "gelu") throw Error("config.json: vision hidden_act '" + act + "' is not supported");
+    v.quick_gelu = act == "quick_gelu";
+    v.pre_norm = true;
+    v.qkv_bias = true;
+    const json& layer = raw.contains("vision_feature_layer") ? raw["vision_feature_layer"] : json(-2);
+    if (!layer.is_number_integer()) throw Error("config.json: a list of vision_feature_layer values is not supported");
+    v.layers_run = layers_for(layer.get<int64_t>(), v.layers);
+    const std::string strategy = raw.value("vision_feature_select_strategy", "default");
+    if (strategy != "default") throw Error("config.json: vision_feature_select_strategy '" + strategy + "' is not supported");
+    if (raw.value("projector_hidden_act", "gelu") != "gelu")
+        throw Error("config.json: projector_hidden_act '" + raw.value("projector_hidden_act", "") + "' is not supported");
+    if (!raw.value("multimodal_projector_bias", true)) throw Error("config.json: a projector without bias is not supported");
+
+    const json pre = read_json(dir / "preprocessor_config.json");
+    const json proc = read_json(dir / "processor_config.json");
+    check_bicubic(pre);
+    auto& p = v.preprocess;
+    p.size = int(size_field(pre, "crop_size", "height", v.image_size));
+    p.shortest_edge = int(size_field(pre, "size", "shortest_edge", v.image_size));
+    p.mean = triple(pre, "image_mean", kClipMean);
+    p.std = triple(pre, "image_std", kClipStd);
+    // LlavaImageProcessor with do_pad is LLaVA's original "pad": a square of the mean colour first.
+    p.mode = pre.value("do_pad", false) ? Preprocessing::Mode::PadToSquare : Preprocessing::Mode::ShortestEdgeCrop;
+    if (p.mode == Preprocessing::Mode::ShortestEdgeCrop && !pre.value("do_center_crop", true))
+        throw Error("preprocessor_config.json: do_center_crop false is not supported");
+    if (p.size != v.image_size)
+        throw Error("preprocessor_config.json: crop size " + std::to_string(p.size) + " differs from the vision tower's " +
+                    std::to_string(v.image_size) + " (position embeddings would need interpolation)");
+    // One token per patch: the class token the "default" strategy drops is not in the prompt.
+    const int64_t grid = p.size / v.patch;
+    v.tokens_per_tile = grid * grid;
+    v.image_token = proc.value("image_token", "<image>");
+    v.image_token_id = int32_t(raw.value("image_token_index", raw.value("image_token_id", int64_t(token_id_of(tokenizer, v.image_token)))));
+}
+
+void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* tokenizer) {
+    if (!raw.contains("vision_config")) throw Error("config.json: InternVL without a vision_config");
+    const json& vc = raw["vision_config"];
+    // InternVisionConfig's defaults are the 6B ViT's; the 300M configs spell everything out.
+    v.hidden = vc.value("hidden_size", 3200);
+    v.intermediate = vc.value("intermediate_size", 12800);
+    v.layers = vc.value("num_hidden_layers", 48);
+    v.heads = vc.value("num_attention_heads", 25);
+    v.patch = vc.value("patch_size", 14);
+    v.image_size = vc.value("image_size", 224);
+    v.channels = vc.value("num_channels", 3);
+    v.eps = vc.value("layer_norm_eps", 1e-6);
+    v.rms_norm = vc.value("norm_type", "rms_norm") == "rms_norm";
+    v.qkv_bias = vc.value("qkv_bias", false);
+    v.qk_norm = vc.value("qk_normalization", true);
+    if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
+    v.layer_scale = true;
+    v.layers_run = layers_for(raw.value("select_layer", -1), v.layers);
+    v.downsample = raw.value("downsample_ratio", 0.5);
+    v.shuffle_v2 = raw.value("ps_version", "v1") == "v2";
+    const int64_t forced = raw.contains("force_image_size") && !raw["force_image_size"].is_null() ? raw["force_image_size"].get<int64_t>() : v.image_size;
+    if (forced != v.image_size)
+        throw Error("config.json: force_image_size " + std::to_string(forced) + " differs from the vision tower's " +
+                    std::to_string(v.image_size) + " (position embeddings would need interpolation)");
+    auto& p = v.preprocess;
+    p.mode = Preprocessing::Mode::Tiles;
+    p.size = int(forced);
+    p.mean = kImagenetMean;
+    p.std = kImagenetStd;
+    if (raw.value("dynamic_image_size", false)) {
+        p.min_tiles = raw.value("min_dynamic_patch", 1);
+        p.max_tiles = raw.value("max_dynamic_patch", 6);
+        p.thumbnail = raw.value("use_thumbnail", false);
+    } else {
+        p.min_tiles = p.max_tiles = 1;
+        p.thumbnail = false;
+    }
+    const int64_t grid = v.image_size / v.patch;
+    v.tokens_per_tile = int64_t(double(grid * grid) * v.downsample * v.downsample);
+    v.image_token = "<IMG_CONTEXT>";
+    v.image_start = "<img>";
+    v.image_end = "</img>";
+    v.image_token_id = token_id_of(tokenizer, v.image_token);
+}
+
+void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::path& dir, const Tokenizer* tokenizer) {
+    const json vc = raw.value("vision_config", json::object());
+    v.hidden = vc.value("hidden_size", 1024);
+    v.intermediate = vc.value("intermediate_size", 4096);
+    v.layers = vc.value("num_hidden_layers", 24);
+    v.heads = vc.value("num_attention_heads", 16);
+    v.patch = square_of(vc, "patch_size", 14);
+    v.image_size = square_of(vc, "image_size", 448);
+    v.channels = vc.value("num_channels", 3);
+    v.eps = vc.value("layer_norm_eps", 1e-6);
+    v.rms_norm = vc.value("norm_type", "layer_norm") == "rms_norm";
+    v.qkv_bias = vc.value("attention_bias", false);
+    v.qk_norm = vc.value("use_qk_norm", false);
+    if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
+    if (!vc.value("use_mean_pooling", true)) throw Error("config.json: a vision tower with a final layernorm (use_mean_pooling false) is not supported");
+    v.layer_scale = true;
+    v.layers_run = layers_for(raw.value("vision_feature_layer", -1), v.layers);
+    if (raw.value("vision_feature_select_strategy", "default") != "default")
+        throw Error("config.json: vision_feature_select_strategy '" + raw.value("vision_feature_select_strategy", "") + "' is not supported");
+    if (raw.value("projector_hidden_act", "gelu") != "gelu")
+        throw Error("config.json: projector_hidden_act '" + raw.value("projector_hidden_act", "") + "' is not supported");
+    v.downsample = raw.value("downsample_ratio", 0.5);
+    v.shuffle_v2 = true;
+
+    const json pre = read_json(dir / "preprocessor_config.json");
+    const json proc = read_json(dir / "processor_config.json");
+    const json tok = read_json(dir / "tokenizer_config.json");
+    check_bicubic(pre);
+    auto& p = v.preprocess;
+    p.mode = Preprocessing::Mode::Tiles;  // InternVLProcessor turns crop_to_patches on
+    p.size = int(size_field(pre, "size", "height", v.image_size));
+    p.mean = triple(pre, "image_mean", kImagenetMean);
+    p.std = triple(pre, "image_std", kImagenetStd);
+    p.min_tiles = pre.value("min_patches", 1);
+    p.max_tiles = pre.value("max_patches", 12);
+    p.thumbnail = true;
+    if (p.size != v.image_size)
+        throw Error("preprocessor_config.json: size " + std::to_string(p.size) + " differs from the vision tower's " +
+                    std::to_string(v.image_size) + " (position embeddings would need interpolation)");
+    const int64_t grid = v.image_size / v.patch;
+    v.tokens_per_tile = proc.value("image_seq_length", int64_t(double(grid * grid) * v.downsample * v.downsample));
+    const json extra = tok.value("extra_special_tokens", json::object());
+    v.image_token = extra.is_object() ? extra.value("context_image_token", "<IMG_CONTEXT>") : "<IMG_CONTEXT>";
+    v.image_start = extra.is_object() ? extra.value("start_image_token", "<img>") : "<img>";
+    v.image_end = extra.is_object() ? extra.value("end_image_token", "</img>") : "</img>";
+    v.image_token_id = int32_t(raw.value("image_token_id", int64_t(token_id_of(tokenizer, v.image_token))));
+}
+
+}  // namespace
+
+VisionConfig load_vision_config(const std::filesystem::path& dir, const ModelConfig& config, const Tokenizer* tokenizer) {
+    VisionConfig v;
+    v.kind = config.kind;
+    v.text_hidden = config.text.hidden_size;
+    try {
+        switch (config.kind) {
+        case ModelKind::Llava: load_llava(v, config.raw, dir, tokenizer); break;
+        case ModelKind::InternVLChat: load_internvl_chat(v, config.raw, tokenizer); break;
+        case ModelKind::InternVLHf: load_internvl_hf(v, config.raw, dir, tokenizer); break;
+        case ModelKind::Text: throw Error("the model reads text only");
+        }
+    } catch (const json::exception& e) {
+        throw Error(std::string("config.json: a vision field has the wrong type (") + e.what() + ")");
+    }
+    if (v.hidden <= 0 || v.heads <= 0 || v.hidden % v.heads != 0 || v.layers <= 0 || v.intermediate <= 0)
+        throw Error("config.json: the vision tower's sizes are inconsistent");
+    if (v.patch <= 0 || v.image_size % v.patch != 0) throw Error("config.json: the image size is not a whole number of patches");
+    if (v.kind != ModelKind::Llava) {
+        const int64_t grid = v.image_size / v.patch;
+        const double scaled = double(grid) * v.downsample;
+        if (v.downsample != 0.5 || grid % 2 != 0)
+            throw Error("config.json: downsample_ratio " + std::to_string(v.downsample) + " is not supported (0.5 with an even patch grid)");
+        if (v.tokens_per_tile != int64_t(scaled * scaled)) throw Error("processor_config.json: image_seq_length disagrees with the vision tower");
+    }
+    if (v.tokens_per_tile <= 0) throw Error("the model's image token count is not positive");
+    return v;
+}
+
+}  // namespace lumen::vision

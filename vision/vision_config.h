@@ -1,0 +1,64 @@
+#pragma once
+// The vision side of a vision-language model folder, normalised: the ViT's shapes, the projector,
+// the image tokens, and the preprocessing its reference processor does. Read from config.json,
+// preprocessor_config.json, processor_config.json and the tokenizer, with the reference classes'
+// defaults for what a file leaves out.
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "engine/model_config.h"
+
+namespace lumen {
+class Tokenizer;
+}
+
+namespace lumen::vision {
+
+struct Preprocessing {
+    enum class Mode {
+        ShortestEdgeCrop,  // CLIPImageProcessor: shortest edge resized, then a center crop
+        PadToSquare,       // LLaVA's "pad": a square of the mean colour, then resized
+        Tiles,             // InternVL: a grid of square tiles chosen by aspect ratio, and a thumbnail
+    };
+    Mode mode = Mode::ShortestEdgeCrop;
+    int size = 336;  // the square the encoder sees (crop size, tile size)
+    int shortest_edge = 336;
+    int min_tiles = 1, max_tiles = 12;
+    bool thumbnail = true;
+    std::array<float, 3> mean{}, std{};
+};
+
+struct VisionConfig {
+    ModelKind kind = ModelKind::Llava;
+    // The ViT.
+    int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0;
+    int64_t patch = 14, image_size = 336, channels = 3;
+    double eps = 1e-5;
+    bool rms_norm = false;       // InternViT's norm_type "rms_norm"
+    bool qkv_bias = true;
+    bool qk_norm = false;        // InternViT-6B's q/k RMSNorm over all heads
+    bool quick_gelu = false;     // CLIP's activation; GELU (erf) otherwise
+    bool pre_norm = false;       // CLIP's pre_layrnorm after the embeddings
+    bool layer_scale = false;    // InternViT's ls1/ls2
+    int64_t layers_run = 0;      // layers whose output is used (vision_feature_layer / select_layer)
+    // The projector.
+    double downsample = 0.5;     // InternVL's pixel shuffle
+    bool shuffle_v2 = true;      // ps_version "v2" (v1 leaves the tokens transposed)
+    int64_t text_hidden = 0;
+    // Image tokens in the prompt.
+    int64_t tokens_per_tile = 0;
+    int32_t image_token_id = -1;             // the placeholder whose embeddings are replaced
+    std::string image_token;                 // its text
+    std::string image_start, image_end;      // InternVL's <img> and </img>
+    Preprocessing preprocess;
+
+    int64_t patches_per_side() const { return image_size / patch; }
+};
+
+// Throws lumen::Error naming what is missing or unsupported. Without a tokenizer the image token
+// ids stay unset (what the encoder alone needs does not depend on them).
+VisionConfig load_vision_config(const std::filesystem::path& dir, const ModelConfig& config, const Tokenizer* tokenizer);
+
+}  // namespace lumen::vision
