@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "engine/backend.h"
+#include "engine/image_input.h"
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/scheduler.h"
@@ -24,6 +25,39 @@ namespace {
 const char* kPrompts[] = {"Once", "There was a big", "Tom and Sue went to the park to play with their new red ball",
                           "One day", "The cat sat", "Lily wanted to eat a big cake, but her mom said no. She was sad",
                           "A", "Once upon a time, in a small house near the woods, there lived"};
+
+// Embeddings made from the pixels' first value, row and column, with a count of encodes: enough
+// to tell images apart and to see when one is encoded again.
+class FakeEncoder final : public ImageEncoder {
+public:
+    FakeEncoder(Backend& b, int64_t hidden) : backend_(b), hidden_(hidden) {}
+    int64_t tokens_for(const ImagePixels& p) const override { return int64_t(p.tiles) * 8; }
+    Tensor encode(const ImagePixels& p) override {
+        ++encodes;
+        const int64_t rows = tokens_for(p);
+        if (!out_.empty()) backend_.release(out_);
+        out_ = backend_.activation(rows, hidden_, DType::F32);
+        std::vector<float> v(std::size_t(rows * hidden_));
+        for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < hidden_; ++c) v[std::size_t(r * hidden_ + c)] = p.values[0] + 0.05f * float((r * 7 + c) % 11) - 0.25f;
+        backend_.write(out_, v);
+        return out_;
+    }
+    uint64_t weight_bytes() const override { return 0; }
+    int encodes = 0;
+
+private:
+    Backend& backend_;
+    int64_t hidden_;
+    Tensor out_;
+};
+
+PromptImage image_of(float value, uint64_t hash, int32_t first) {
+    auto px = std::make_shared<ImagePixels>();
+    px->tiles = 1, px->channels = 1, px->height = 1, px->width = 1;
+    px->values = {value};
+    return {px, hash, first, 8};
+}
 
 }  // namespace
 
@@ -175,6 +209,86 @@ private slots:
             // Every block is back: free, or cached for reuse.
             QCOMPARE(scheduler.blocks().available(), blocks);
         }
+    }
+
+    // Images replace their placeholder rows; they are encoded only when a chunk needs them, and
+    // equal tokens with a different image behind them are never taken from the cache.
+    void imagesInPrompts() {
+        auto backend = make_cpu_backend();
+        Model model(stories_, *backend);
+        const auto tokenizer = Tokenizer::load(stories_);
+        const auto& t = model.text();
+        const int blocks = 32;
+        backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::F32});
+        FakeEncoder encoder(*backend, t.hidden_size);
+        // 70 text tokens, 8 placeholder tokens (id 5), then more text: block 0 is text, block 1 has the image.
+        std::vector<int32_t> prompt = tokenizer->encode(kPrompts[5]);
+        while (prompt.size() < 70) prompt.push_back(prompt[prompt.size() % 20]);
+        prompt.resize(70);
+        const std::size_t first = prompt.size();
+        prompt.insert(prompt.end(), 8, 5);
+        for (int32_t id : tokenizer->encode(" and then they went home", {.add_special_tokens = false})) prompt.push_back(id);
+
+        auto run = [&](Scheduler& sched, std::vector<int32_t> ids, std::vector<PromptImage> images, std::optional<uint64_t> session = {}) {
+            std::vector<GenerationEvent> events;
+            GenerationRequest r = greedy(std::move(ids), 12);
+            r.images = std::move(images);
+            r.session = session;
+            sched.add(1, std::move(r), Scheduler::Clock::now(), events);
+            while (sched.has_work()) sched.step(events);
+            Collected c;
+            for (const auto& e : events) {
+                c.ids.insert(c.ids.end(), e.ids.begin(), e.ids.end());
+                if (e.finish != FinishReason::None) c.final_event = e;
+            }
+            return c;
+        };
+        EngineOptions options;
+        Scheduler sched(model, tokenizer.get(), options, blocks, 512, &encoder);
+        const Collected a = run(sched, prompt, {image_of(0.5f, 111, int32_t(first))});
+        QVERIFY2(a.final_event.finish == FinishReason::Length, a.final_event.error.c_str());
+        QCOMPARE(encoder.encodes, 1);
+        // The same tokens with another image: block 0 (text only) comes from the cache, block 1
+        // (with the image) is computed again, and the reply differs.
+        const Collected b = run(sched, prompt, {image_of(-0.5f, 222, int32_t(first))});
+        QCOMPARE(encoder.encodes, 2);
+        QCOMPARE(b.final_event.timings.reused_tokens, 64);
+        QVERIFY(a.ids != b.ids);
+        // The first image again: block 0 is cached and the image's rows are too, so it is not
+        // encoded again.
+        const Collected a2 = run(sched, prompt, {image_of(0.5f, 111, int32_t(first))});
+        QCOMPARE(a2.ids, a.ids);
+        QCOMPARE(a2.final_event.timings.reused_tokens, 64);
+        QCOMPARE(encoder.encodes, 2);
+
+        // Chunked prefill cutting the image in three gives the same reply.
+        EngineOptions chunked;
+        chunked.prefill_chunk = 3;
+        Scheduler small_steps(model, tokenizer.get(), chunked, blocks, 512, &encoder);
+        QCOMPARE(run(small_steps, prompt, {image_of(0.5f, 111, int32_t(first))}).ids, a.ids);
+
+        // A session's next turn reuses the turn with its image without encoding it again.
+        Scheduler sessions(model, tokenizer.get(), options, blocks, 512, &encoder);
+        const int before = encoder.encodes;
+        const Collected turn1 = run(sessions, prompt, {image_of(0.25f, 333, int32_t(first))}, 9);
+        std::vector<int32_t> next = prompt;
+        next.insert(next.end(), turn1.ids.begin(), turn1.ids.end());
+        for (int32_t id : tokenizer->encode(" The end.", {.add_special_tokens = false})) next.push_back(id);
+        const Collected turn2 = run(sessions, next, {image_of(0.25f, 333, int32_t(first))}, 9);
+        QVERIFY2(turn2.final_event.finish == FinishReason::Length, turn2.final_event.error.c_str());
+        QCOMPARE(turn2.final_event.timings.reused_tokens, int32_t(prompt.size() + turn1.ids.size() - 1));
+        QCOMPARE(encoder.encodes, before + 1);
+        // ... and a different image under the same tokens is not mistaken for it.
+        const Collected other = run(sessions, next, {image_of(-0.75f, 444, int32_t(first))}, 9);
+        QCOMPARE(other.final_event.timings.reused_tokens, int32_t(first));
+        QCOMPARE(encoder.encodes, before + 2);
+
+        // Requests whose images do not fit their prompt, and images for a model without an encoder.
+        const Collected wrong = run(sched, prompt, {image_of(0.5f, 1, int32_t(prompt.size()) - 4)});
+        QVERIFY(QString::fromStdString(wrong.final_event.error).contains("outside the prompt"));
+        Scheduler text_only(model, tokenizer.get(), options, blocks, 512);
+        const Collected none = run(text_only, prompt, {image_of(0.5f, 1, int32_t(first))});
+        QVERIFY(QString::fromStdString(none.final_event.error).contains("text only"));
     }
 
     void seedReproducesSampling() {
