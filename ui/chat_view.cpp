@@ -179,6 +179,7 @@ void MessageWidget::rebuild_content() {
 }
 
 void MessageWidget::set_images(const QList<QImage>& thumbnails, const QList<QByteArray>& originals) {
+    images_bytes_ = originals;
     QLayout* row = images_->layout();
     while (QLayoutItem* item = row->takeAt(0)) {
         delete item->widget();

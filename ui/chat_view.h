@@ -24,6 +24,7 @@ public:
     void set_message_id(qint64 id) { id_ = id; }
     void set_text(const QString& text);
     void set_images(const QList<QImage>& thumbnails, const QList<QByteArray>& originals);
+    const QList<QByteArray>& images() const { return images_bytes_; }  // the attached files, in order
     void set_stats(const QString& line);
     void set_streaming(bool on);
     void set_can_regenerate(bool on);
@@ -43,6 +44,7 @@ private:
     qint64 id_ = 0;
     QVBoxLayout* content_;
     QWidget* images_;
+    QList<QByteArray> images_bytes_;
     QLabel* stats_;
     QToolButton* regenerate_;
     QList<QWidget*> segment_widgets_;

@@ -7,6 +7,8 @@
 #include <memory>
 
 #include "engine/engine.h"
+#include "engine/tokenizer.h"
+#include "vision/vision_config.h"
 
 namespace lumen::ui {
 
@@ -14,8 +16,15 @@ struct LoadedModel {
     QString path;
     QString name;
     QString device;
-    bool vision = false;
+    bool vision = false;       // a vision-language model
+    bool sees_images = false;  // ... whose image encoder is loaded
     qint64 session_len = 0;
+};
+
+// A prompt with its images, ready for a GenerationRequest.
+struct PreparedInput {
+    std::vector<int32_t> ids;
+    std::vector<lumen::PromptImage> images;
 };
 
 class EngineWorker : public QObject {
@@ -35,6 +44,10 @@ public:
 
     RequestId submit(GenerationRequest request);
     void cancel(RequestId id);
+    // Decodes and preprocesses `images` (encoded files, in prompt order) and tokenizes `prompt`
+    // with them, off the GUI thread; the result arrives as prepared() or preparation_failed()
+    // with the returned ticket.
+    quint64 prepare(const std::string& prompt, const QList<QByteArray>& images, const EncodeOptions& options);
 
 signals:
     void load_started(const QString& path);
@@ -44,10 +57,14 @@ signals:
     // Streamed text of a request (deltas are whole characters), then its end.
     void delta(quint64 request, const QString& text, int tokens);
     void finished(quint64 request, int reason, const QString& error, const lumen::Timings& timings);
+    void prepared(quint64 ticket, const lumen::ui::PreparedInput& input);
+    void preparation_failed(quint64 ticket, const QString& error);
 
 private:
-    std::unique_ptr<Engine> engine_;
+    std::shared_ptr<Engine> engine_;  // shared with preparations in flight (they use its tokenizer)
+    std::shared_ptr<const vision::VisionConfig> vision_;
     LoadedModel model_;
+    quint64 next_ticket_ = 0;
     bool loading_ = false;
     std::shared_ptr<std::atomic<int>> generation_;  // bumps to abandon a load in flight
 };
@@ -55,4 +72,5 @@ private:
 }  // namespace lumen::ui
 
 Q_DECLARE_METATYPE(lumen::ui::LoadedModel)
+Q_DECLARE_METATYPE(lumen::ui::PreparedInput)
 Q_DECLARE_METATYPE(lumen::Timings)

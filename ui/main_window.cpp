@@ -160,6 +160,12 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     });
     connect(&worker_, &EngineWorker::delta, this, &MainWindow::on_delta);
     connect(&worker_, &EngineWorker::finished, this, &MainWindow::on_finished);
+    connect(&worker_, &EngineWorker::prepared, this, &MainWindow::on_prepared);
+    connect(&worker_, &EngineWorker::preparation_failed, this, [this](quint64 ticket, const QString& error) {
+        if (ticket != preparing_) return;
+        preparing_ = 0;
+        finish_reply(int(FinishReason::Error), error, {});
+    });
     connect(&worker_, &EngineWorker::loaded, this, &MainWindow::on_loaded);
     connect(&worker_, &EngineWorker::load_started, this, [this](const QString& path) {
         model_label_->setText(tr("Loading %1…").arg(QDir(path).dirName()));
@@ -277,12 +283,9 @@ void MainWindow::send() {
         if (!worker_.loading()) open_model_picker();
         return;
     }
-    if (!images.isEmpty()) {
-        // The engine runs language models only so far; say so rather than drop the images.
+    if (!images.isEmpty() && !worker_.model().sees_images) {
         if (worker_.model().vision)
-            composer_->show_problem(tr("%1 is a vision model, but Lumen cannot run its image encoder yet. Remove the "
-                                       "images to ask in words.")
-                                        .arg(worker_.model().name));
+            composer_->show_problem(tr("%1 is a vision model, but its image encoder could not be loaded.").arg(worker_.model().name));
         else
             composer_->show_problem(tr("%1 reads text only: choose a vision model to ask about images.").arg(worker_.model().name),
                                     tr("Choose a model…"));
@@ -311,13 +314,25 @@ void MainWindow::start_reply() {
     if (!engine || !template_) return;
     const ConversationInfo info = store_.conversation(conversation_);
     std::vector<ChatMessage> messages;
+    QList<QByteArray> images;  // of the whole conversation, in order: earlier ones come from the KV cache
     if (!info.system_prompt.trimmed().isEmpty()) messages.push_back({"system", info.system_prompt.toStdString(), 0});
-    for (MessageWidget* m : chat_->messages()) messages.push_back({m->role().toStdString(), m->text().toStdString(), 0});
+    for (MessageWidget* m : chat_->messages()) {
+        messages.push_back({m->role().toStdString(), m->text().toStdString(), int(m->images().size())});
+        images += m->images();
+    }
+    if (!images.isEmpty() && !worker_.model().sees_images) {
+        // An earlier turn's images, and now a model that cannot see them.
+        composer_->show_problem(tr("This conversation has images, and %1 reads text only.").arg(worker_.model().name),
+                                tr("Choose a model…"));
+        return;
+    }
 
     GenerationRequest request;
+    std::string prompt;
+    const EncodeOptions encode{.add_special_tokens = template_->tokenize_with_special_tokens()};
     try {
-        const std::string prompt = template_->render(messages);
-        request.prompt = engine->tokenizer().encode(prompt, {.add_special_tokens = template_->tokenize_with_special_tokens()});
+        prompt = template_->render(messages);
+        if (images.isEmpty()) request.prompt = engine->tokenizer().encode(prompt, encode);
     } catch (const std::exception& e) {
         composer_->show_problem(QString::fromUtf8(e.what()));
         return;
@@ -345,7 +360,13 @@ void MainWindow::start_reply() {
     reply_text_.clear();
     reply_dirty_ = false;
     since_save_.start();
-    request_ = worker_.submit(std::move(request));
+    if (images.isEmpty()) {
+        request_ = worker_.submit(std::move(request));
+    } else {
+        // Decoding and preprocessing happen off the GUI thread; the request goes when they are done.
+        pending_ = std::move(request);
+        preparing_ = worker_.prepare(prompt, images, encode);
+    }
     composer_->set_generating(true);
     flush_timer_->start();
     update_regenerate_buttons();
@@ -371,6 +392,19 @@ void MainWindow::flush_reply() {
 
 void MainWindow::on_finished(quint64 request, int reason, const QString& error, const Timings& timings) {
     if (request != request_) return;
+    finish_reply(reason, error, timings);
+}
+
+void MainWindow::on_prepared(quint64 ticket, const PreparedInput& input) {
+    if (ticket != preparing_) return;  // stopped meanwhile
+    preparing_ = 0;
+    pending_.prompt = input.ids;
+    pending_.images = input.images;
+    request_ = worker_.submit(std::move(pending_));
+    pending_ = GenerationRequest{};
+}
+
+void MainWindow::finish_reply(int reason, const QString& error, const Timings& timings) {
     flush_timer_->stop();
     reply_dirty_ = true;
     flush_reply();
@@ -397,7 +431,12 @@ void MainWindow::on_finished(quint64 request, int reason, const QString& error, 
 }
 
 void MainWindow::stop() {
-    if (request_) worker_.cancel(request_);
+    if (request_) {
+        worker_.cancel(request_);
+    } else if (preparing_) {
+        preparing_ = 0;
+        finish_reply(int(FinishReason::Cancelled), {}, {});
+    }
 }
 
 void MainWindow::connect_message(MessageWidget* m) {

@@ -35,7 +35,7 @@ public:
     ConversationList* conversations() const { return list_; }
     EngineWorker& worker() { return worker_; }
     qint64 current_conversation() const { return conversation_; }
-    bool generating() const { return request_ != 0; }
+    bool generating() const { return request_ != 0 || preparing_ != 0; }
     // Sends `text` as soon as a model is loaded (the --prompt option).
     void send_when_ready(const QString& text);
 
@@ -60,6 +60,8 @@ private:
     void flush_reply();
     void on_delta(quint64 request, const QString& text, int tokens);
     void on_finished(quint64 request, int reason, const QString& error, const lumen::Timings& timings);
+    void on_prepared(quint64 ticket, const PreparedInput& input);
+    void finish_reply(int reason, const QString& error, const lumen::Timings& timings);
     void on_loaded(const LoadedModel& model);
     void update_placeholder();
     void update_status();
@@ -84,6 +86,8 @@ private:
     std::optional<ChatTemplate> template_;
     qint64 conversation_ = 0;
     RequestId request_ = 0;
+    quint64 preparing_ = 0;         // the images of the reply being prepared (ticket), before submission
+    GenerationRequest pending_;     // the request waiting for them
     QPointer<MessageWidget> reply_widget_;
     qint64 reply_message_ = 0;
     QString reply_text_;

@@ -22,6 +22,7 @@
 #include "ui/composer.h"
 #include "ui/conversation_list.h"
 #include "ui/history_store.h"
+#include "ui/image_attachment.h"
 #include "ui/main_window.h"
 #include "ui/screenshot.h"
 
@@ -249,6 +250,48 @@ private slots:
         });
         QTest::mouseClick(choose, Qt::LeftButton);
         QCOMPARE(opened, QString("lumen::ui::ModelPicker"));
+    }
+
+    // A vision-language model sees the attached image: the reply equals lumen-cli chat's with the
+    // same image, and a follow-up question reuses the cached image tokens.
+    void visionModelAnswersAboutTheImage() {
+        const auto data = shared_data();
+        QTemporaryDir model, dir;
+        const TinyVlmSpec spec = load_tiny_vlm_spec();
+        const TinyVlm& llava = spec.models.front();
+        QCOMPARE(QString::fromStdString(llava.name), QString("llava"));
+        build_tiny_vlm(spec, llava, *data / "tokenizers", path_of(model));
+        const fs::path photo = *data / "images" / "view500x336.png";
+        const QString question = "What is shown in this image?";
+
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, path_of(model)));
+        QVERIFY(w.worker().model().sees_images);
+        QFile f(QString::fromStdString(photo.string()));
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const ImageResult image = image_from_bytes(f.readAll(), "view500x336.png");
+        QVERIFY(image.image);
+        w.composer()->add_image(*image.image);
+        QVERIFY(send(w, question));
+        const auto r = run_cli({"chat", "--model", model.path(), "--device", "cpu", "--image", QString::fromStdString(photo.string()),
+                                "--prompt", question});
+        QCOMPARE(r.exit_code, 0);
+        QString expected = QString::fromUtf8(r.out);
+        expected.chop(1);
+        QCOMPARE(reply_of(w), expected);
+        auto messages = store.messages(w.current_conversation());
+        QCOMPARE(messages.size(), 2);
+        QCOMPARE(messages[0].images.size(), 1);
+
+        // The next question: the image stays in the prompt, its tokens come from the cache.
+        QVERIFY(send(w, "And the colours?"));
+        messages = store.messages(w.current_conversation());
+        QCOMPARE(messages.size(), 4);
+        QVERIFY(messages[3].complete);
+        QVERIFY2(messages[3].stats.value("reused_tokens").toInt() > 576, qPrintable(QString::number(messages[3].stats.value("reused_tokens").toInt())));
     }
 
     void screenshotSelectionMapsToDevicePixels() {
