@@ -1,11 +1,26 @@
 #include "engine/thread_pool.h"
 
 #include <algorithm>
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 namespace lumen {
+namespace {
+
+// The CPUs this process may run on (what taskset or a container allows), not all the machine's.
+std::size_t usable_cpus() {
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return std::size_t(std::max(1, CPU_COUNT(&set)));
+#endif
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(std::size_t threads) {
-    if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+    if (threads == 0) threads = usable_cpus();
     for (std::size_t i = 0; i + 1 < threads; ++i) workers_.emplace_back([this, i] { worker(i); });
 }
 

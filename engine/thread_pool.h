@@ -11,7 +11,7 @@ namespace lumen {
 
 class ThreadPool {
 public:
-    explicit ThreadPool(std::size_t threads = 0);  // 0: one per hardware thread
+    explicit ThreadPool(std::size_t threads = 0);  // 0: one per CPU the process may use
     ~ThreadPool();
     ThreadPool(const ThreadPool&) = delete;
     ThreadPool& operator=(const ThreadPool&) = delete;

@@ -1,9 +1,11 @@
 #include "vision/preprocess.h"
 
+#include <array>
 #include <cmath>
 #include <cstring>
 
 #include "engine/error.h"
+#include "engine/thread_pool.h"
 #include "vision/resize.h"
 
 namespace lumen::vision {
@@ -82,7 +84,10 @@ std::vector<RgbImage> preprocess_squares(const RgbImage& image, const Preprocess
         }
         const auto [cols, rows] = tile_grid(image.width, image.height, p.min_tiles, p.max_tiles, s);
         const RgbImage canvas = resize_bicubic(image, s * cols, s * rows);
-        for (int i = 0; i < cols * rows; ++i) out.push_back(canvas.crop((i % cols) * s, (i / cols) * s, s, s));
+        out.resize(size_t(cols * rows));
+        ThreadPool::shared().parallel_for(out.size(), 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t i = begin; i < end; ++i) out[i] = canvas.crop(int(i % size_t(cols)) * s, int(i / size_t(cols)) * s, s, s);
+        });
         if (p.thumbnail && out.size() != 1) out.push_back(resize_bicubic(image, s, s));
         break;
     }
@@ -97,18 +102,21 @@ ImagePixels normalize(const std::vector<RgbImage>& squares, const Preprocessing&
     px.height = px.width = squares.empty() ? 0 : squares.front().height;
     const size_t plane = size_t(px.height) * size_t(px.width);
     px.values.resize(squares.size() * 3 * plane);
-    for (size_t t = 0; t < squares.size(); ++t) {
-        const RgbImage& sq = squares[t];
-        for (int c = 0; c < 3; ++c) {
-            float* dst = px.values.data() + (t * 3 + size_t(c)) * plane;
-            const float mean = p.mean[size_t(c)], std = p.std[size_t(c)];
-            for (size_t i = 0; i < plane; ++i) {
-                // As transformers' rescale (float64, then float32) and normalize (float32).
-                const float x = float(double(sq.pixels[i * 3 + size_t(c)]) * (1.0 / 255.0));
-                dst[i] = (x - mean) / std;
-            }
+    // Each 8-bit value's result, as transformers' rescale (float64, then float32) and normalize
+    // (float32) compute it.
+    std::array<std::array<float, 256>, 3> table;
+    for (size_t c = 0; c < 3; ++c)
+        for (int v = 0; v < 256; ++v) table[c][size_t(v)] = (float(double(v) * (1.0 / 255.0)) - p.mean[c]) / p.std[c];
+    // One plane per task: tiles times channels.
+    ThreadPool::shared().parallel_for(squares.size() * 3, 1, [&](std::size_t begin, std::size_t end) {
+        for (size_t k = begin; k < end; ++k) {
+            const RgbImage& sq = squares[k / 3];
+            const size_t c = k % 3;
+            float* dst = px.values.data() + k * plane;
+            const std::array<float, 256>& value = table[c];
+            for (size_t i = 0; i < plane; ++i) dst[i] = value[sq.pixels[i * 3 + c]];
         }
-    }
+    });
     return px;
 }
 
