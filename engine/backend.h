@@ -113,7 +113,10 @@ public:
     virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;  // out may be x
     // residual += delta, then out = rms_norm(residual).
     virtual void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) = 0;
-    virtual void add(Tensor x, const Tensor& delta) = 0;  // x += delta
+    // x += delta, or with `column_scale` (layer scale), x[r][c] += delta[r][c] · column_scale[c].
+    // delta may have fewer rows than x where they divide x's: they repeat (position embeddings
+    // added to every tile of an image at once).
+    virtual void add(Tensor x, const Tensor& delta, const Tensor* column_scale = nullptr) = 0;
     // out = x · wᵀ (+ bias); w is [out_features, in_features].
     virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) = 0;
     // Rotates the q and k parts of qkv ([T, (H + 2·KV)·D]) in place and stores k and v of `layer`.
@@ -136,8 +139,6 @@ public:
     virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) = 0;
     enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
     virtual void activate(Tensor x, Activation kind) = 0;  // in place
-    // x[r][c] *= scale[c] (layer scale).
-    virtual void scale_columns(Tensor x, const Tensor& scale) = 0;
     // Attention without a mask within each group of `group_rows` consecutive rows (one image or
     // tile): qkv is [T, 3·H·D] as q | k | v, out is [T, H·D].
     virtual void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) = 0;

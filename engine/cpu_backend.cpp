@@ -321,12 +321,17 @@ public:
                                           });
     }
 
-    void add(Tensor x, const Tensor& delta) override {
-        std::vector<float> scratch(std::size_t(delta.cols));
+    void add(Tensor x, const Tensor& delta, const Tensor* column_scale) override {
+        if (delta.cols != x.cols || delta.rows == 0 || x.rows % delta.rows != 0) throw Error("CPU backend: add shapes do not match");
+        std::vector<float> scratch(std::size_t(delta.cols)), s(column_scale ? std::size_t(column_scale->cols) : 0);
+        const float* sp = column_scale ? row_f32(*column_scale, 0, s.data()) : nullptr;
         for (int64_t r = 0; r < x.rows; ++r) {
             float* a = frow(x, r);
-            const float* d = row_f32(delta, r, scratch.data());  // a weight (position embeddings) may be 16-bit
-            for (int64_t i = 0; i < x.cols; ++i) a[i] += d[i];
+            const float* d = row_f32(delta, r % delta.rows, scratch.data());  // a weight (position embeddings) may be 16-bit
+            if (sp)
+                for (int64_t i = 0; i < x.cols; ++i) a[i] += d[i] * sp[i];
+            else
+                for (int64_t i = 0; i < x.cols; ++i) a[i] += d[i];
         }
     }
 
@@ -514,15 +519,6 @@ public:
                     for (int64_t i = 0; i < x.cols; ++i) v[i] = v[i] / (1.0f + std::exp(-1.702f * v[i]));
             }
         });
-    }
-
-    void scale_columns(Tensor x, const Tensor& scale) override {
-        std::vector<float> s(std::size_t(scale.cols));
-        const float* sp = row_f32(scale, 0, s.data());
-        for (int64_t r = 0; r < x.rows; ++r) {
-            float* v = frow(x, r);
-            for (int64_t i = 0; i < x.cols; ++i) v[i] *= sp[i];
-        }
     }
 
     void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) override {

@@ -1,14 +1,18 @@
 #include "engine/cuda_backend.h"
 
-#include <cublas_v2.h>
 #include <cuda_runtime.h>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/thread_pool.h"
+#include "kernels/gemm.h"
 #include "kernels/ops.h"
 
 namespace lumen {
@@ -72,11 +76,9 @@ public:
         check(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
         name_ = prop.name;
         check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
-        if (cublasCreate(&cublas_) != CUBLAS_STATUS_SUCCESS) throw Error("cuBLAS could not start");
-        cublasSetStream(cublas_, stream_);
-        // A fixed workspace: cuBLAS must not allocate while a CUDA graph is being recorded.
-        check(cudaMalloc(&cublas_workspace_, kCublasWorkspace), "cudaMalloc");
-        cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspace);
+        // A fixed workspace: cuBLASLt must not allocate while a CUDA graph is being recorded.
+        check(cudaMalloc(&gemm_workspace_, kGemmWorkspace), "cudaMalloc");
+        gemm_ = std::make_unique<k::Gemm>(stream_, gemm_workspace_, kGemmWorkspace);
         for (auto& e : staging_done_) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
         check(cudaEventCreateWithFlags(&batch_done_, cudaEventDisableTiming), "cudaEventCreate");
         for (auto& b : staging_) b.resize(kStagingBytes);
@@ -91,8 +93,8 @@ public:
         for (auto& e : staging_done_) cudaEventDestroy(e);
         cudaEventDestroy(batch_done_);
         drop_graphs();
-        cublasDestroy(cublas_);
-        cudaFree(cublas_workspace_);
+        gemm_.reset();
+        cudaFree(gemm_workspace_);
         if (partial_) cudaFree(partial_);
         if (batch_device_) cudaFree(batch_device_);
         cudaStreamDestroy(stream_);
@@ -114,18 +116,8 @@ public:
         // Weights live on the GPU in the compute type; conversions happen on the way, in the
         // pinned staging buffers, while the previous chunk is being copied.
         const std::size_t n = std::size_t(rows * cols);
-        const std::size_t out_elem = dtype_size(compute_), in_elem = dtype_size(dtype);
-        std::byte* dst = static_cast<std::byte*>(allocate(n * out_elem, "the model's weights"));
-        const std::size_t chunk = kStagingBytes / std::max(out_elem, in_elem);
-        const auto* src = static_cast<const std::byte*>(host);
-        for (std::size_t first = 0, i = 0; first < n; first += chunk, i ^= 1) {
-            const std::size_t count = std::min(chunk, n - first);
-            check(cudaEventSynchronize(staging_done_[i]), "cudaEventSynchronize");
-            convert(src + first * in_elem, dtype, count, staging_[i].data(), compute_);
-            check(cudaMemcpyAsync(dst + first * out_elem, staging_[i].data(), count * out_elem, cudaMemcpyHostToDevice, stream_),
-                  "copying weights to the GPU");
-            check(cudaEventRecord(staging_done_[i], stream_), "cudaEventRecord");
-        }
+        auto* dst = static_cast<std::byte*>(allocate(n * dtype_size(compute_), "the model's weights"));
+        upload(static_cast<const std::byte*>(host), dtype, n, dst, compute_, "copying weights to the GPU");
         return Tensor{dst, compute_, rows, cols, cols};
     }
 
@@ -183,13 +175,10 @@ public:
     }
 
     void write(Tensor t, std::span<const float> values) override {
-        const std::size_t n = std::size_t(t.rows * t.cols), elem = dtype_size(t.dtype);
+        const std::size_t n = std::size_t(t.rows * t.cols);
         if (values.size() < n) throw Error("CUDA backend: write source too small");
-        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
-        std::vector<std::byte> host(n * elem);
-        convert(reinterpret_cast<const std::byte*>(values.data()), DType::F32, n, host.data(), t.dtype);
-        check(cudaMemcpyAsync(t.data, host.data(), host.size(), cudaMemcpyHostToDevice, stream_), "writing to the GPU");
-        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        upload(reinterpret_cast<const std::byte*>(values.data()), DType::F32, n, static_cast<std::byte*>(t.data), t.dtype,
+               "writing to the GPU");
     }
 
     void begin_batch(const BatchLayout& batch, const RopeConfig& rope) override {
@@ -197,12 +186,14 @@ public:
         const Timed timed(*this, "batch upload");
         // Everything the kernels need about the batch, in one copy.
         const std::size_t T = batch.token_ids.size(), S_blocks = batch.block_tables.size(), L = batch.logit_rows.size();
-        // Prompt batches get query tiles: runs of up to 32 consecutive tokens of one sequence.
+        // Prompt batches get query tiles: runs of consecutive tokens of one sequence, as long as
+        // the prompt attention kernel takes.
         query_tiles_.clear();
+        const std::size_t tile_rows = std::size_t(k::prompt_query_rows(kernel_type(compute_), kv_shape_.head_dim, kv_shape_.block_size));
         if (int32_t(T) > kGraphMaxTokens)
             for (std::size_t i = 0; i < T;) {
                 std::size_t n = 1;
-                while (i + n < T && n < 32 && batch.token_seq[i + n] == batch.token_seq[i]) ++n;
+                while (i + n < T && n < tile_rows && batch.token_seq[i + n] == batch.token_seq[i]) ++n;
                 query_tiles_.push_back(int32_t(i));
                 query_tiles_.push_back(int32_t(n));
                 i += n;
@@ -298,20 +289,28 @@ public:
                         out.data, stream_);
     }
 
-    void add(Tensor x, const Tensor& delta) override {
+    void add(Tensor x, const Tensor& delta, const Tensor* column_scale) override {
         const Timed timed(*this, "add");
-        k::add_residual(kernel_type(delta.dtype), f32(x), delta.data, x.rows, x.cols, stream_);
+        if (delta.cols != x.cols || delta.rows == 0 || x.rows % delta.rows != 0 || x.stride != x.cols || delta.stride != delta.cols)
+            throw Error("CUDA backend: add shapes do not match");
+        k::add_residual(kernel_type(delta.dtype), f32(x), delta.data, delta.rows, x.rows, x.cols,
+                        column_scale ? kernel_type(column_scale->dtype) : k::DataType::F32, column_scale ? column_scale->data : nullptr,
+                        stream_);
     }
 
     void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) override {
-        const Timed timed(*this, "linear");
         if (x.cols != w.cols || out.cols != w.rows || out.rows != x.rows) throw Error("CUDA backend: linear shapes do not match");
+        // Profiles tell the matrices apart.
+        const Timed timed(*this, profiling_ ? label((x.rows <= 8 ? "GEMV " : "GEMM ") + std::to_string(w.cols) + "->" +
+                                                    std::to_string(w.rows))
+                                            : "linear");
         // A few rows (decoding): our GEMV reads each weight once at full bandwidth, bias fused.
         if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, bias ? bias->data : nullptr, out.data,
                     kernel_type(out.dtype), stream_))
             return;
-        k::gemm(cublas_, kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, out.data, kernel_type(out.dtype));
-        if (bias) k::add_bias(kernel_type(out.dtype), out.data, bias->data, out.rows, out.cols, stream_);
+        if (bias && bias->dtype != out.dtype) throw Error("CUDA backend: a bias must have its output's type");
+        gemm_->run(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, bias ? bias->data : nullptr, out.data,
+                   kernel_type(out.dtype));
     }
 
     void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig&, const BatchLayout&,
@@ -364,10 +363,6 @@ public:
                     kind == Activation::Gelu ? k::Activation::Gelu : k::Activation::QuickGelu, stream_);
     }
 
-    void scale_columns(Tensor x, const Tensor& scale) override {
-        const Timed timed(*this, "scale_columns");
-        k::scale_columns(kernel_type(x.dtype), x.data, x.rows, x.cols, x.stride, kernel_type(scale.dtype), scale.data, stream_);
-    }
 
     void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) override {
         const Timed timed(*this, "attention_full");
@@ -418,7 +413,7 @@ public:
 private:
     static constexpr std::size_t kStagingBytes = std::size_t(64) << 20;
     static constexpr int64_t kPartialFloats = int64_t(4) << 20;  // split-attention partial results
-    static constexpr std::size_t kCublasWorkspace = std::size_t(32) << 20;
+    static constexpr std::size_t kGemmWorkspace = std::size_t(32) << 20;
     static constexpr int32_t kGraphMaxTokens = 64;
 
     struct GraphKey {
@@ -453,6 +448,8 @@ private:
         const char* op;
         cudaEvent_t start, stop;
     };
+    // A lasting C string for a profile label.
+    const char* label(std::string text) { return labels_.insert(std::move(text)).first->c_str(); }
     void collect_profile() {
         for (auto& p : pending_) {
             cudaEventSynchronize(p.stop);
@@ -473,7 +470,7 @@ private:
         for (const auto& [op, v] : profile_) all += v.first;
         std::fprintf(stderr, "GPU time by operation (LUMEN_PROFILE):\n");
         for (const auto& [op, v] : profile_)
-            std::fprintf(stderr, "  %-18s %10.1f ms %8d calls %8.1f us/call %5.1f%%\n", op.c_str(), v.first, v.second,
+            std::fprintf(stderr, "  %-22s %10.1f ms %8d calls %8.1f us/call %5.1f%%\n", op.c_str(), v.first, v.second,
                          1000.0 * v.first / v.second, 100.0 * v.first / all);
     }
 
@@ -511,6 +508,24 @@ private:
     }
 
     // Host-side element conversion into the staging buffer.
+    // Host values into device memory through the pinned staging buffers, converted on the way on
+    // all cores while the previous chunk is being copied. Returns once the host values have been
+    // read; the copies are ordered before later work on the stream.
+    void upload(const std::byte* src, DType from, std::size_t n, std::byte* dst, DType to, const char* what) {
+        const std::size_t out_elem = dtype_size(to), in_elem = dtype_size(from);
+        const std::size_t chunk = kStagingBytes / std::max(out_elem, in_elem);
+        for (std::size_t first = 0, i = 0; first < n; first += chunk, i ^= 1) {
+            const std::size_t count = std::min(chunk, n - first);
+            check(cudaEventSynchronize(staging_done_[i]), "cudaEventSynchronize");
+            std::byte* stage = staging_[i].data();
+            ThreadPool::shared().parallel_for(count, std::size_t(1) << 16, [&](std::size_t begin, std::size_t end) {
+                convert(src + (first + begin) * in_elem, from, end - begin, stage + begin * out_elem, to);
+            });
+            check(cudaMemcpyAsync(dst + first * out_elem, stage, count * out_elem, cudaMemcpyHostToDevice, stream_), what);
+            check(cudaEventRecord(staging_done_[i], stream_), "cudaEventRecord");
+        }
+    }
+
     static void convert(const std::byte* src, DType from, std::size_t n, std::byte* dst, DType to) {
         if (from == to) {
             std::memcpy(dst, src, n * dtype_size(from));
@@ -536,7 +551,7 @@ private:
     int device_;
     std::string name_;
     cudaStream_t stream_ = nullptr;
-    cublasHandle_t cublas_ = nullptr;
+    std::unique_ptr<k::Gemm> gemm_;
     DType compute_ = DType::BF16;
     std::map<void*, std::size_t> allocations_;
     PinnedBuffer staging_[2];
@@ -549,12 +564,13 @@ private:
     std::size_t batch_device_bytes_ = 0;
     k::Batch batch_;
     bool profiling_ = false;
-    void* cublas_workspace_ = nullptr;
+    void* gemm_workspace_ = nullptr;
     GraphKey graph_key_;
     std::map<GraphKey, cudaGraphExec_t> graphs_;
     std::vector<PendingTiming> pending_;
     std::map<std::string, std::pair<double, int>> profile_;
     std::vector<int32_t> query_tiles_;
+    std::set<std::string> labels_;
     float linear_factor_ = 1.0f;
     int32_t max_len_ = 0;
     float* partial_ = nullptr;

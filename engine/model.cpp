@@ -359,7 +359,7 @@ Tensor Model::forward(const BatchLayout& batch) {
             backend_.linear(act, w.w_down, w.b_down.empty() ? nullptr : &w.b_down, delta);
         }
         if (L == 0) return;  // a prompt chunk that needs no next-token logits yet
-        backend_.add(x, delta);
+        backend_.add(x, delta, nullptr);
         backend_.gather_logit_rows(x, batch, selected);
         backend_.rms_norm(selected, final_norm_, eps, normed);
         backend_.linear(normed, lm_head_, nullptr, logits);

@@ -29,6 +29,24 @@ inline void launched(const char* what) { check(cudaGetLastError(), what); }
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
+// 16 bytes of T at a time: element-wise kernels read and write whole vectors where the shapes let
+// them (cols and strides multiples of kVector<T>, 16-byte aligned rows).
+template <class T> constexpr int kVector = 16 / sizeof(T);
+template <class T>
+struct alignas(16) Vector {
+    T v[kVector<T>];
+};
+template <class T>
+inline bool vectorizable(const void* p, int64_t cols, int64_t stride) {
+    return reinterpret_cast<uintptr_t>(p) % 16 == 0 && cols % kVector<T> == 0 && stride % kVector<T> == 0;
+}
+
+// Element-wise kernels over a matrix: x spans the columns, y the rows (a grid-stride loop past
+// the grid's limit), so that no thread divides to find its column.
+inline dim3 matrix_grid(int64_t rows, int64_t cols, int threads) {
+    return dim3(blocks_for(cols, threads), unsigned(rows < 65535 ? rows : 65535));
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffff, v, o);
     return v;
@@ -45,6 +63,13 @@ __device__ __forceinline__ float block_sum(float v) {
     const int warps = (blockDim.x + 31) >> 5;
     v = lane < warps ? partial[lane] : 0.0f;
     return warp_sum(v);
+}
+
+// Offset of (block, layer, k or v, kv head, slot) in the paged KV pool, in elements.
+__device__ __forceinline__ int64_t kv_offset(const KvLayout& kv, int32_t block, int32_t layer, int32_t which, int32_t head,
+                                             int32_t slot) {
+    return ((((int64_t(block) * kv.num_layers + layer) * 2 + which) * kv.num_kv_heads + head) * kv.block_size + slot) *
+           kv.head_dim;
 }
 
 }  // namespace lumen::cuda::detail

@@ -1,4 +1,3 @@
-#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <algorithm>
@@ -7,6 +6,7 @@
 #include <string>
 
 #include "kernels/device_common.cuh"
+#include "kernels/flash_attention.cuh"
 #include "kernels/ops.h"
 
 namespace lumen::cuda {
@@ -50,22 +50,15 @@ __global__ void add_rms_norm_kernel(float* residual, const T* delta, const T* w,
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[row * cols + i] = from_f<T>(to_f(w[i]) * (xr[i] * inv));
 }
 
-template <class T>
-__global__ void add_residual_kernel(float* x, const T* delta, int64_t n) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i < n) x[i] += to_f(delta[i]);
-}
-
-template <class T>
-__global__ void add_bias_kernel(T* out, const T* bias, int64_t cols, int64_t n) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i < n) out[i] = from_f<T>(to_f(out[i]) + to_f(bias[i % cols]));
-}
-
-__device__ __forceinline__ int64_t kv_offset(const KvLayout& kv, int32_t block, int32_t layer, int32_t which, int32_t head,
-                                             int32_t slot) {
-    return ((((int64_t(block) * kv.num_layers + layer) * 2 + which) * kv.num_kv_heads + head) * kv.block_size + slot) *
-           kv.head_dim;
+template <class T, class TS>
+__global__ void add_residual_kernel(float* x, const T* delta, int64_t delta_rows, int64_t rows, int64_t cols, const TS* column_scale) {
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    const float scale = column_scale ? to_f(column_scale[c]) : 1.0f;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int64_t from = r < delta_rows ? r : r % delta_rows;
+        x[r * cols + c] += to_f(delta[from * cols + c]) * scale;
+    }
 }
 
 constexpr int kMaxHeadDim = 256;
@@ -447,13 +440,25 @@ __global__ void attention_merge_kernel(const float* partial, int32_t heads, int3
     }
 }
 
-template <class T>
-__global__ void silu_mul_kernel(const T* gate_up, int64_t inter, int64_t n, T* out) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= n) return;
-    const int64_t r = i / inter, c = i % inter;
-    const float g = to_f(gate_up[r * 2 * inter + c]), u = to_f(gate_up[r * 2 * inter + inter + c]);
-    out[i] = from_f<T>(g / (1.0f + __expf(-g)) * u);
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
+
+// Each thread takes N consecutive columns of a row (N = kVector<T> when vectorized, else 1).
+template <class T, int N>
+__global__ void silu_mul_kernel(const T* gate_up, int64_t rows, int64_t inter, T* out) {
+    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * N;
+    if (c >= inter) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const T* g = gate_up + r * 2 * inter + c;
+        if constexpr (N == 1) {
+            out[r * inter + c] = from_f<T>(silu_times(to_f(g[0]), to_f(g[inter])));
+        } else {
+            const Vector<T> gv = *reinterpret_cast<const Vector<T>*>(g), uv = *reinterpret_cast<const Vector<T>*>(g + inter);
+            Vector<T> o;
+#pragma unroll
+            for (int i = 0; i < N; ++i) o.v[i] = from_f<T>(silu_times(to_f(gv.v[i]), to_f(uv.v[i])));
+            *reinterpret_cast<Vector<T>*>(out + r * inter + c) = o;
+        }
+    }
 }
 
 __global__ void gather_rows_kernel(const float* x, int64_t cols, const int32_t* rows, float* out) {
@@ -542,24 +547,19 @@ void add_rms_norm(DataType t, float* residual, const void* delta, const void* w,
     launched("add_rms_norm");
 }
 
-void add_residual(DataType t, float* x, const void* delta, int64_t rows, int64_t cols, cudaStream_t s) {
+void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, int64_t rows, int64_t cols, DataType scale_type,
+                  const void* column_scale, cudaStream_t s) {
     const int64_t n = rows * cols;
     if (n == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        add_residual_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(x, static_cast<const T*>(delta), n);
+        dispatch(scale_type, [&](auto scale_tag) {
+            using TS = decltype(scale_tag);
+            add_residual_kernel<T, TS><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(x, static_cast<const T*>(delta), delta_rows, rows,
+                                                                                    cols, static_cast<const TS*>(column_scale));
+        });
     });
     launched("add_residual");
-}
-
-void add_bias(DataType t, void* out, const void* bias, int64_t rows, int64_t cols, cudaStream_t s) {
-    const int64_t n = rows * cols;
-    if (n == 0) return;
-    dispatch(t, [&](auto tag) {
-        using T = decltype(tag);
-        add_bias_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<T*>(out), static_cast<const T*>(bias), cols, n);
-    });
-    launched("add_bias");
 }
 
 void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, float linear_factor,
@@ -573,6 +573,10 @@ void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32
     launched("rope_store_kv");
 }
 
+int32_t prompt_query_rows(DataType t, int32_t head_dim, int32_t block_size) {
+    return flash_prompt_attention_covers(t, head_dim, block_size) ? flash_query_rows(head_dim) : kQueryTile;
+}
+
 void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& batch,
                const void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
                int64_t partial_floats, cudaStream_t s) {
@@ -581,6 +585,7 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
         throw std::runtime_error("attention: head_dim must be a multiple of 8 up to 256 (got " + std::to_string(head_dim) + ")");
     const int32_t group = heads / kv_heads;
     if (group > kMaxGroup) throw std::runtime_error("attention: more than 8 query heads per key/value head");
+    if (flash_attention_prompt(t, qkv, heads, kv_heads, head_dim, batch, kv_pool, layer, kv, out, s)) return;
     if (batch.num_query_tiles > 0 && kv.block_size % 32 == 0 && t != DataType::F32 && head_dim <= 128) {
         // Prompts: query tiles sharing each key/value tile (16-bit types; fp32 tiles would not fit
         // in shared memory, and fp32 is for checking, not speed).
@@ -647,7 +652,12 @@ void silu_mul(DataType t, const void* gate_up, int64_t rows, int64_t inter, void
     if (n == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        silu_mul_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<const T*>(gate_up), inter, n, static_cast<T*>(out));
+        const auto* in = static_cast<const T*>(gate_up);
+        auto* o = static_cast<T*>(out);
+        if (vectorizable<T>(gate_up, inter, 2 * inter) && vectorizable<T>(out, inter, inter))
+            silu_mul_kernel<T, kVector<T>><<<matrix_grid(rows, inter / kVector<T>, 128), 128, 0, s>>>(in, rows, inter, o);
+        else
+            silu_mul_kernel<T, 1><<<matrix_grid(rows, inter, 128), 128, 0, s>>>(in, rows, inter, o);
     });
     launched("silu_mul");
 }
@@ -711,21 +721,6 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
     });
     launched("gemv");
     return true;
-}
-
-void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,
-          void* out, DataType out_type) {
-    if (n == 0) return;
-    // Row-major out[n, o] = x[n, in] · w[o, in]ᵀ is column-major out[o, n] = wᵀ[o, in] · x[in, n].
-    auto type = [](DataType d) {
-        return d == DataType::F32 ? CUDA_R_32F : d == DataType::F16 ? CUDA_R_16F : CUDA_R_16BF;
-    };
-    const float alpha = 1.0f, beta = 0.0f;
-    const cublasStatus_t status =
-        cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, int(out_features), int(n), int(in), &alpha, w, type(t), int(in), x,
-                     type(t), int(in), &beta, out, type(out_type), int(out_features), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-    if (status != CUBLAS_STATUS_SUCCESS)
-        throw std::runtime_error("cuBLAS GEMM failed (" + std::string(cublasGetStatusString(status)) + ")");
 }
 
 double read_bandwidth(void* buffer, int64_t bytes, cudaStream_t s) {

@@ -7,8 +7,6 @@
 #include <cuda_runtime.h>
 #include <string>
 
-typedef struct cublasContext* cublasHandle_t;
-
 namespace lumen::cuda {
 
 enum class DataType { F32, F16, BF16 };
@@ -24,8 +22,8 @@ struct Batch {
     const float* rope_base = nullptr;       // [T] RoPE base for each token (dynamic scaling applied)
     const int32_t* block_tables = nullptr;  // [S * max_blocks]
     const int32_t* logit_rows = nullptr;    // [L]
-    // Prompt batches: runs of up to 32 consecutive tokens of one sequence, as (first token,
-    // count) pairs; attention then shares each key/value tile across a run. Empty for decoding.
+    // Prompt batches: runs of up to prompt_query_rows() consecutive tokens of one sequence, as
+    // (first token, count) pairs; attention then shares each key/value tile across a run. Empty for decoding.
     const int32_t* query_tiles = nullptr;
     int32_t num_query_tiles = 0;
     int32_t num_tokens = 0;
@@ -47,11 +45,16 @@ void rms_norm(DataType t, const float* x, const void* w, float eps, int64_t rows
 // residual += delta, then out = rms_norm(residual) * w.
 void add_rms_norm(DataType t, float* residual, const void* delta, const void* w, float eps, int64_t rows, int64_t cols,
                   void* out, cudaStream_t s);
-void add_residual(DataType t, float* x, const void* delta, int64_t rows, int64_t cols, cudaStream_t s);
-void add_bias(DataType t, void* out, const void* bias, int64_t rows, int64_t cols, cudaStream_t s);
+// x += delta, each column scaled by column_scale[c] when given (layer scale); delta's rows repeat
+// over x's when it has fewer.
+void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, int64_t rows, int64_t cols, DataType scale_type,
+                  const void* column_scale, cudaStream_t s);
 // Rotates q and k of every token in place (rotate-half RoPE) and stores k and v of `layer`.
 void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, float linear_factor,
                    const Batch& batch, void* kv_pool, int32_t layer, const KvLayout& kv, cudaStream_t s);
+// The most tokens a prompt query tile (Batch::query_tiles) may hold for this type, head size and KV
+// block size.
+int32_t prompt_query_rows(DataType t, int32_t head_dim, int32_t block_size);
 // Causal attention of each token over its sequence's cached keys and values (positions 0..p).
 // `max_len` bounds every token's position + 1; long contexts are split over several blocks whose
 // partial results go to `partial` (up to `partial_floats`) and are merged by a second kernel.
@@ -71,18 +74,12 @@ void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, 
 // nothing, for shapes it does not handle (then use gemm).
 bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, const void* bias,
           void* out, DataType out_type, cudaStream_t s);
-// out[n, out_features] = x[n, in] · w[out_features, in]ᵀ with fp32 accumulation; out is t or F32.
-void gemm(cublasHandle_t handle, DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features,
-          void* out, DataType out_type);
 // Vision encoders and projectors (tensors may have row strides, in elements).
 // out = LayerNorm (weight, optional bias) or, with `rms`, RMSNorm (weight only) of each row of x.
 void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_type, void* out, int64_t out_stride, DataType w_type,
                const void* w, const void* bias, float eps, bool rms, int64_t rows, int64_t cols, cudaStream_t s);
 enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
 void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, Activation kind, cudaStream_t s);
-// x[r][c] *= scale[c].
-void scale_columns(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, DataType scale_type, const void* scale,
-                   cudaStream_t s);
 // Unmasked attention within each group of `group_rows` rows; qkv [rows, 3·heads·head_dim] as q | k | v,
 // out [rows, heads·head_dim]. head_dim 16, 32, 64 or 128.
 void attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows, void* out,

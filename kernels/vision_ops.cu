@@ -1,9 +1,11 @@
 // Kernels of the vision encoders and projectors: row norms with any input and output type,
-// activations, layer scale, unmasked attention within each image, row gathers and conversions.
+// activations, unmasked attention within each image, row gathers and conversions.
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/device_common.cuh"
+#include "kernels/flash_attention.cuh"
 #include "kernels/ops.h"
 
 namespace lumen::cuda {
@@ -11,16 +13,21 @@ namespace {
 
 using namespace detail;
 
+// Row norms, a block per row (out may be x: every value is read before the block's last reduction
+// and written after it). Which kernel is faster depends on the number of rows (measured on H100).
+constexpr int64_t kManyRows = 4096;
+
+// Few rows (an image of one tile): 256 threads a row, the row read once per statistic.
 template <class TIn, class TOut, class TW>
-__global__ void norm_rows_kernel(const TIn* x, int64_t x_stride, TOut* out, int64_t out_stride, const TW* w, const TW* bias,
-                                 float eps, bool rms, int64_t cols) {
+__global__ void norm_rows_wide_kernel(const TIn* x, int64_t x_stride, TOut* out, int64_t out_stride, const TW* w, const TW* bias,
+                                      float eps, bool rms, int64_t cols) {
     const TIn* xr = x + int64_t(blockIdx.x) * x_stride;
     TOut* o = out + int64_t(blockIdx.x) * out_stride;
     float mean = 0.0f;
     if (!rms) {
-        float s = 0.0f;
-        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) s += to_f(xr[i]);
-        mean = block_sum(s) / float(cols);
+        float sum = 0.0f;
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) sum += to_f(xr[i]);
+        mean = block_sum(sum) / float(cols);
     }
     float ss = 0.0f;
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
@@ -29,31 +36,73 @@ __global__ void norm_rows_kernel(const TIn* x, int64_t x_stride, TOut* out, int6
     }
     const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-        float v = (to_f(xr[i]) - mean) * inv * to_f(w[i]);
-        if (bias) v += to_f(bias[i]);
-        o[i] = from_f<TOut>(v);
+        float r = (to_f(xr[i]) - mean) * inv * to_f(w[i]);
+        if (bias) r += to_f(bias[i]);
+        o[i] = from_f<TOut>(r);
     }
 }
 
-template <class T>
+// Many rows (images of many tiles): fewer threads a row, each keeping its values in registers.
+constexpr int kNormValues = 16;
+
+template <class TIn, class TOut, class TW>
+__global__ void norm_rows_kernel(const TIn* x, int64_t x_stride, TOut* out, int64_t out_stride, const TW* w, const TW* bias,
+                                 float eps, bool rms, int64_t cols) {
+    const TIn* xr = x + int64_t(blockIdx.x) * x_stride;
+    TOut* o = out + int64_t(blockIdx.x) * out_stride;
+    float v[kNormValues];
+    float sum = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kNormValues; ++k) {
+        const int64_t i = int64_t(k) * blockDim.x + threadIdx.x;
+        v[k] = i < cols ? to_f(xr[i]) : 0.0f;
+        sum += v[k];
+    }
+    const float mean = rms ? 0.0f : block_sum(sum) / float(cols);
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kNormValues; ++k) {
+        const int64_t i = int64_t(k) * blockDim.x + threadIdx.x;
+        const float d = i < cols ? v[k] - mean : 0.0f;
+        ss += d * d;
+    }
+    const float inv = rsqrtf(block_sum(ss) / float(cols) + eps);
+#pragma unroll
+    for (int k = 0; k < kNormValues; ++k) {
+        const int64_t i = int64_t(k) * blockDim.x + threadIdx.x;
+        if (i < cols) {
+            float r = (v[k] - mean) * inv * to_f(w[i]);
+            if (bias) r += to_f(bias[i]);
+            o[i] = from_f<TOut>(r);
+        }
+    }
+}
+
+__device__ __forceinline__ float activation(float v, Activation kind) {
+    return kind == Activation::Gelu ? 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)) : v / (1.0f + __expf(-1.702f * v));
+}
+
+// Each thread takes N consecutive values of a row (N = kVector<T> when vectorized, else 1).
+template <class T, int N>
 __global__ void activate_kernel(T* x, int64_t rows, int64_t cols, int64_t stride, Activation kind) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= rows * cols) return;
-    T* p = x + (i / cols) * stride + i % cols;
-    const float v = to_f(*p);
-    *p = from_f<T>(kind == Activation::Gelu ? 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)) : v / (1.0f + __expf(-1.702f * v)));
+    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * N;
+    if (c >= cols) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        T* p = x + r * stride + c;
+        if constexpr (N == 1) {
+            *p = from_f<T>(activation(to_f(*p), kind));
+        } else {
+            Vector<T> e = *reinterpret_cast<const Vector<T>*>(p);
+#pragma unroll
+            for (int i = 0; i < N; ++i) e.v[i] = from_f<T>(activation(to_f(e.v[i]), kind));
+            *reinterpret_cast<Vector<T>*>(p) = e;
+        }
+    }
 }
 
-template <class T, class TS>
-__global__ void scale_columns_kernel(T* x, int64_t rows, int64_t cols, int64_t stride, const TS* scale) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= rows * cols) return;
-    T* p = x + (i / cols) * stride + i % cols;
-    *p = from_f<T>(to_f(*p) * to_f(scale[i % cols]));
-}
-
-// One thread per query row of one head: the keys and values of its image pass through shared
-// memory a tile at a time, with an online softmax per tile.
+// For fp32 and the head sizes the tensor-core kernel does not take: one thread per query row of
+// one head; the keys and values of its image pass through shared memory a tile at a time, with
+// an online softmax per tile.
 constexpr int kQueries = 64;
 constexpr int kKeys = 32;
 
@@ -112,11 +161,12 @@ __global__ void __launch_bounds__(kQueries) attention_full_kernel(const T* qkv, 
 template <class TIn, class TOut>
 __global__ void convert_rows_kernel(const TIn* src, int64_t src_stride, TOut* dst, int64_t dst_stride, int64_t rows, int64_t cols,
                                     const int32_t* index) {
-    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (i >= rows * cols) return;
-    const int64_t r = i / cols, c = i % cols;
-    const int64_t from = index ? index[r] : r;
-    dst[r * dst_stride + c] = from_f<TOut>(to_f(src[from * src_stride + c]));
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int64_t from = index ? index[r] : r;
+        dst[r * dst_stride + c] = from_f<TOut>(to_f(src[from * src_stride + c]));
+    }
 }
 
 // Calls f(TA{}, TB{}) with the C++ types of a and b.
@@ -130,14 +180,20 @@ void dispatch2(DataType a, DataType b, F&& f) {
 void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_type, void* out, int64_t out_stride, DataType w_type,
                const void* w, const void* bias, float eps, bool rms, int64_t rows, int64_t cols, cudaStream_t s) {
     if (rows == 0) return;
+    const bool many = rows >= kManyRows && cols <= 1024 * kNormValues;
+    const unsigned threads = unsigned(std::clamp<int64_t>(((cols + kNormValues - 1) / kNormValues + 31) / 32 * 32, 32, 1024));
     dispatch2(x_type, out_type, [&](auto ti, auto to) {
         using TI = decltype(ti);
         using TO = decltype(to);
         dispatch(w_type, [&](auto tw) {
             using TW = decltype(tw);
-            norm_rows_kernel<TI, TO, TW><<<unsigned(rows), 256, 0, s>>>(static_cast<const TI*>(x), x_stride, static_cast<TO*>(out),
-                                                                        out_stride, static_cast<const TW*>(w),
-                                                                        static_cast<const TW*>(bias), eps, rms, cols);
+            const auto* xi = static_cast<const TI*>(x);
+            auto* o = static_cast<TO*>(out);
+            const auto *wp = static_cast<const TW*>(w), *bp = static_cast<const TW*>(bias);
+            if (!many)
+                norm_rows_wide_kernel<TI, TO, TW><<<unsigned(rows), 256, 0, s>>>(xi, x_stride, o, out_stride, wp, bp, eps, rms, cols);
+            else
+                norm_rows_kernel<TI, TO, TW><<<unsigned(rows), threads, 0, s>>>(xi, x_stride, o, out_stride, wp, bp, eps, rms, cols);
         });
     });
     launched("norm_rows");
@@ -148,28 +204,20 @@ void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, A
     if (n == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        activate_kernel<T><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<T*>(x), rows, cols, stride, kind);
+        if (vectorizable<T>(x, cols, stride))
+            activate_kernel<T, kVector<T>><<<matrix_grid(rows, cols / kVector<T>, 256), 256, 0, s>>>(static_cast<T*>(x), rows, cols,
+                                                                                                     stride, kind);
+        else
+            activate_kernel<T, 1><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<T*>(x), rows, cols, stride, kind);
     });
     launched("activate");
-}
-
-void scale_columns(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, DataType scale_type, const void* scale,
-                   cudaStream_t s) {
-    const int64_t n = rows * cols;
-    if (n == 0) return;
-    dispatch2(t, scale_type, [&](auto tx, auto ts) {
-        using T = decltype(tx);
-        using TS = decltype(ts);
-        scale_columns_kernel<T, TS><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<T*>(x), rows, cols, stride,
-                                                                       static_cast<const TS*>(scale));
-    });
-    launched("scale_columns");
 }
 
 void attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows, void* out,
                     cudaStream_t s) {
     if (rows == 0) return;
     if (group_rows <= 0 || rows % group_rows != 0) throw std::runtime_error("attention_full: groups do not tile the rows");
+    if (flash_attention_full(t, qkv, heads, head_dim, rows, group_rows, out, s)) return;
     const dim3 grid(unsigned((group_rows + kQueries - 1) / kQueries), unsigned(heads), unsigned(rows / group_rows));
     const float scale = 1.0f / sqrtf(float(head_dim));
     dispatch(t, [&](auto tag) {
@@ -194,8 +242,8 @@ void convert_rows(DataType src_type, const void* src, int64_t src_stride, DataTy
     dispatch2(src_type, dst_type, [&](auto ts, auto td) {
         using TS = decltype(ts);
         using TD = decltype(td);
-        convert_rows_kernel<TS, TD><<<blocks_for(n, 256), 256, 0, s>>>(static_cast<const TS*>(src), src_stride, static_cast<TD*>(dst),
-                                                                       dst_stride, rows, cols, index);
+        convert_rows_kernel<TS, TD><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<const TS*>(src), src_stride,
+                                                                                 static_cast<TD*>(dst), dst_stride, rows, cols, index);
     });
     launched("convert_rows");
 }

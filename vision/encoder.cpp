@@ -1,10 +1,14 @@
 #include "vision/encoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
+#include <span>
 #include <numeric>
 
 #include "engine/error.h"
+#include "engine/thread_pool.h"
 
 namespace lumen::vision {
 namespace {
@@ -135,7 +139,20 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
                        : backend_.weight(buffer.data(), parts.front()->dtype, total, cols);
     };
 
-    patch_w_ = direct(tower + n.patch_w, D, C * P * P);  // a convolution with stride = kernel: a matrix over patches
+    // A convolution with stride = kernel is a matrix over patches; its rows are padded with zeros to
+    // a multiple of 8 values, which the tensor-core GEMMs need (588 for 14x14 RGB patches).
+    const int64_t K = C * P * P, padded = patch_columns();
+    if (!checkpoint) {
+        patch_w_ = random(tower + n.patch_w, D, padded);
+    } else {
+        const TensorInfo& t = get(tower + n.patch_w, D, K);
+        const std::size_t elem = dtype_size(t.dtype);
+        auto& buffer = owned_.emplace_back(std::size_t(D * padded) * elem);
+        for (int64_t r = 0; r < D; ++r)
+            std::memcpy(buffer.data() + std::size_t(r * padded) * elem, t.data.data() + std::size_t(r * K) * elem, std::size_t(K) * elem);
+        weight_bytes_ += t.data.size();
+        patch_w_ = backend_.weight(buffer.data(), t.dtype, D, padded);
+    }
     if (!n.patch_b.empty()) patch_b_ = direct(tower + n.patch_b, 1, D);
     class_emb_ = direct(tower + n.class_emb, 1, D);
     pos_emb_ = direct(tower + n.pos_emb, N + 1, D);
@@ -193,8 +210,8 @@ void VisionEncoder::ensure_capacity(int64_t tiles) {
     const VisionConfig& v = config_;
     const DType act = backend_.compute_dtype();
     const int64_t N = v.patches_per_side() * v.patches_per_side(), R = N + 1, D = v.hidden;
-    patches_ = backend_.activation(tiles * N, v.channels * v.patch * v.patch, act);
-    patch_out_ = backend_.activation(tiles * N, D, act);
+    patches_ = backend_.activation(tiles * N, patch_columns(), act);
+    patch_out_ = backend_.activation(tiles * N + 1, D, act);  // the class embedding, then the patches
     x_ = backend_.activation(tiles * R, D, DType::F32);  // the residual stream stays fp32
     h_ = backend_.activation(tiles * R, D, act);
     qkv_ = backend_.activation(tiles * R, 3 * D, act);
@@ -221,30 +238,40 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
     const int64_t T = px.tiles;
     ensure_capacity(T);
 
-    // Patches as rows (channel, then kernel row, then column: the convolution weight's order).
-    const int64_t K = C * P * P;
-    std::vector<float> rows(size_t(T * N * K));
-    for (int64_t t = 0; t < T; ++t)
-        for (int64_t py = 0; py < g; ++py)
+    // Patches as rows (channel, then kernel row, then column: the convolution weight's order), a
+    // band of patches per task.
+    const int64_t K = patch_columns();
+    const std::unique_ptr<float[]> rows(new float[size_t(T * N * K)]);  // every value written below
+    ThreadPool::shared().parallel_for(std::size_t(T * g), 1, [&](std::size_t begin, std::size_t end) {
+        for (std::size_t band = begin; band < end; ++band) {
+            const int64_t t = int64_t(band) / g, py = int64_t(band) % g;
             for (int64_t pxl = 0; pxl < g; ++pxl) {
-                float* dst = rows.data() + ((t * N) + py * g + pxl) * K;
+                float* dst = rows.get() + ((t * N) + py * g + pxl) * K;
                 for (int64_t c = 0; c < C; ++c)
                     for (int64_t ky = 0; ky < P; ++ky) {
                         const float* src = px.values.data() + ((t * C + c) * v.image_size + py * P + ky) * v.image_size + pxl * P;
                         std::memcpy(dst + (c * P + ky) * P, src, size_t(P) * sizeof(float));
                     }
+                std::fill(dst + C * P * P, dst + K, 0.0f);
             }
-    Tensor patches = patches_.rows_view(0, T * N), patch_out = patch_out_.rows_view(0, T * N);
-    backend_.write(patches, rows);
-    backend_.linear(patches, patch_w_, patch_b_.empty() ? nullptr : &patch_b_, patch_out);
-
-    // [class, patches...] per tile, plus the position embeddings.
-    Tensor x = x_.rows_view(0, T * R);
+        }
+    });
+    Tensor patches = patches_.rows_view(0, T * N), embedded = patch_out_.rows_view(0, T * N + 1);
+    backend_.write(patches, std::span<const float>(rows.get(), size_t(T * N * K)));
+    // [class, patches...] per tile plus the position embeddings, in three operations whatever the
+    // number of tiles: the class embedding rides along as row 0 of the embedded patches, one
+    // gather lays out the tiles, and the position embeddings repeat over them.
+    backend_.copy(class_emb_, embedded.rows_view(0, 1));
+    backend_.linear(patches, patch_w_, patch_b_.empty() ? nullptr : &patch_b_, embedded.rows_view(1, T * N));
+    std::vector<int32_t> layout;
+    layout.reserve(size_t(T * R));
     for (int64_t t = 0; t < T; ++t) {
-        backend_.copy(class_emb_, x.rows_view(t * R, 1));
-        backend_.copy(patch_out.rows_view(t * N, N), x.rows_view(t * R + 1, N));
-        backend_.add(x.rows_view(t * R, R), pos_emb_);
+        layout.push_back(0);
+        for (int64_t i = 0; i < N; ++i) layout.push_back(int32_t(1 + t * N + i));
     }
+    Tensor x = x_.rows_view(0, T * R);
+    backend_.gather_rows(embedded, layout, x);
+    backend_.add(x, pos_emb_, nullptr);
     if (v.pre_norm) backend_.layer_norm(x, pre_norm_w_, &pre_norm_b_, float(v.eps), x);
 
     Tensor h = h_.rows_view(0, T * R), qkv = qkv_.rows_view(0, T * R), attn = attn_.rows_view(0, T * R);
@@ -260,14 +287,12 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         }
         backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
         backend_.linear(attn, L.wo, &L.bo, delta);
-        if (v.layer_scale) backend_.scale_columns(delta, L.ls1);
-        backend_.add(x, delta);
+        backend_.add(x, delta, v.layer_scale ? &L.ls1 : nullptr);
         norm(x, L.norm2_w, L.norm2_b, h);
         backend_.linear(h, L.fc1_w, &L.fc1_b, inter);
         backend_.activate(inter, act);
         backend_.linear(inter, L.fc2_w, &L.fc2_b, delta);
-        if (v.layer_scale) backend_.scale_columns(delta, L.ls2);
-        backend_.add(x, delta);
+        backend_.add(x, delta, v.layer_scale ? &L.ls2 : nullptr);
     }
 
     // The patch rows (the class token dropped), in the order the projector reads them.

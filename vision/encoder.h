@@ -34,11 +34,13 @@ private:
     void load(const Checkpoint* c, DType dtype, uint64_t seed);
     void ensure_capacity(int64_t tiles);
     void norm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out);
+    // Values per patch row: channels x patch x patch, padded to a multiple of 8.
+    int64_t patch_columns() const { return (config_.channels * config_.patch * config_.patch + 7) / 8 * 8; }
 
     VisionConfig config_;
     Backend& backend_;
     std::unique_ptr<Checkpoint> checkpoint_;
-    std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, flattened conv)
+    std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, padded conv)
     uint64_t weight_bytes_ = 0;
 
     Tensor patch_w_, patch_b_, class_emb_, pos_emb_, pre_norm_w_, pre_norm_b_;

@@ -191,7 +191,8 @@ private slots:
         }
 
         // RoPE + paged KV store + attention: prefill of three sequences whose lengths are off
-        // the block grid, decode for all three, then 64 one-token sequences at once.
+        // the block grid, later chunks of two of them (starting mid-block), decode for all three,
+        // then 64 one-token sequences at once.
         const KvCacheShape kv{1, kv_heads, D, 64, 80, DType::F32};
         cpu_->allocate_kv_cache(kv);
         gpu_->allocate_kv_cache(kv);
@@ -230,6 +231,7 @@ private slots:
             return b;
         };
         run(layout({{0, 70}, {0, 131}, {0, 5}}, tables), "prefill 70+131+5");
+        run(layout({{64, 67}, {10, 60}}, {tables[1], tables[0]}), "prompt chunks after cached prefixes");
         run(layout({{70, 1}, {131, 1}, {5, 1}}, tables), "decode batch 3");
         std::vector<std::pair<int32_t, int32_t>> singles;
         std::vector<std::vector<int32_t>> single_tables;
@@ -315,6 +317,19 @@ private slots:
         cpu_->layer_norm(x.cpu, w.cpu, &b.cpu, 1e-6f, normed.cpu);
         gpu_->layer_norm(x.gpu, w.gpu, &b.gpu, 1e-6f, normed.gpu);
         check("layer_norm", normed, tol);
+        {
+            // Images of many tiles take another kernel; rows not a multiple of 16 values.
+            const int64_t many = 4100, cols = 1000;
+            const DType wt = dt == DType::F32 ? DType::BF16 : dt;
+            const auto mv = random_values(std::size_t(many * cols), DType::F32, 2.0f, rng);
+            const Pair mx = activation(many, cols, DType::F32, &mv);
+            const Pair mw = weight(random_values(std::size_t(cols), dt, 1.0f, rng), wt, 1, cols);
+            const Pair mb = weight(random_values(std::size_t(cols), dt, 0.5f, rng), wt, 1, cols);
+            const Pair mo = activation(many, cols, dt);
+            cpu_->layer_norm(mx.cpu, mw.cpu, &mb.cpu, 1e-6f, mo.cpu);
+            gpu_->layer_norm(mx.gpu, mw.gpu, &mb.gpu, 1e-6f, mo.gpu);
+            check("layer_norm (many rows)", mo, tol);
+        }
 
         const auto qv = random_values(std::size_t(T * 3 * width), dt, 1.0f, rng);
         const Pair qkv = activation(T, 3 * width, dt, &qv);
@@ -333,9 +348,11 @@ private slots:
             cpu_->activate(a.cpu, kind);
             gpu_->activate(a.gpu, kind);
             check(kind == Backend::Activation::Gelu ? "gelu" : "quick_gelu", a, tol);
-            cpu_->scale_columns(a.cpu, w.cpu);
-            gpu_->scale_columns(a.gpu, w.gpu);
-            check("scale_columns", a, tol);
+            const auto rv = random_values(std::size_t(T * width), DType::F32, 2.0f, rng);
+            const Pair residual = activation(T, width, DType::F32, &rv);
+            cpu_->add(residual.cpu, a.cpu, &w.cpu);
+            gpu_->add(residual.gpu, a.gpu, &w.gpu);
+            check("add with layer scale", residual, tol);
         }
 
         std::vector<int32_t> index;
