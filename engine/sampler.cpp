@@ -51,53 +51,72 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
     }
     if (params_.greedy()) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 
-    // Candidates sorted from the most likely; the filters below only ever cut the tail.
+    // Candidates as (logit / temperature, id). Vocabularies run to 150k entries: only the part
+    // of the ranking a filter can reach is ever sorted.
     candidates_.clear();
     candidates_.reserve(logits.size());
     for (std::size_t i = 0; i < logits.size(); ++i) candidates_.emplace_back(logits[i] / params_.temperature, int32_t(i));
     auto by_logit = [](const auto& a, const auto& b) { return a.first > b.first || (a.first == b.first && a.second < b.second); };
-    std::size_t keep = candidates_.size();
-    if (params_.top_k > 0 && std::size_t(params_.top_k) < keep) {
-        keep = std::size_t(params_.top_k);
-        std::partial_sort(candidates_.begin(), candidates_.begin() + std::ptrdiff_t(keep), candidates_.end(), by_logit);
+    // Puts the best `m` candidates first, in order.
+    std::size_t sorted = 0;
+    auto sort_best = [&](std::size_t m) {
+        m = std::min(m, candidates_.size());
+        if (m <= sorted) return;
+        std::nth_element(candidates_.begin(), candidates_.begin() + std::ptrdiff_t(m - 1), candidates_.end(), by_logit);
+        std::sort(candidates_.begin(), candidates_.begin() + std::ptrdiff_t(m), by_logit);
+        sorted = m;
+    };
+    if (params_.top_k > 0 && std::size_t(params_.top_k) < candidates_.size()) {
+        sort_best(std::size_t(params_.top_k));
         // transformers keeps every token tied with the k-th.
-        const float kth = candidates_[keep - 1].first;
-        std::sort(candidates_.begin() + std::ptrdiff_t(keep), candidates_.end(), by_logit);
-        while (keep < candidates_.size() && candidates_[keep].first >= kth) ++keep;
-    } else {
-        std::sort(candidates_.begin(), candidates_.end(), by_logit);
+        const float kth = candidates_[sorted - 1].first;
+        const auto ties = std::partition(candidates_.begin() + std::ptrdiff_t(sorted), candidates_.end(),
+                                         [&](const auto& c) { return c.first >= kth; });
+        candidates_.erase(ties, candidates_.end());
+        sort_best(candidates_.size());
     }
-    candidates_.resize(keep);
 
-    auto probabilities = [&] {
-        std::vector<double> p(candidates_.size());
-        const double max = candidates_.front().first;
+    // Probabilities of the candidates in their current order (softmax in double).
+    std::vector<double>& p = probabilities_;
+    auto normalise = [&] {
+        float max = -std::numeric_limits<float>::infinity();
+        for (const auto& c : candidates_) max = std::max(max, c.first);
+        p.resize(candidates_.size());
         double sum = 0;
-        for (std::size_t i = 0; i < p.size(); ++i) sum += (p[i] = std::exp(double(candidates_[i].first) - max));
+        for (std::size_t i = 0; i < p.size(); ++i) sum += (p[i] = std::exp(double(candidates_[i].first) - double(max)));
         for (auto& v : p) v /= sum;
-        return p;
     };
     if (params_.top_p < 1.0f) {
         // As transformers: from the least likely up, drop tokens while their cumulative
-        // probability stays at or below 1 - top_p; the most likely token always stays.
-        const auto p = probabilities();
-        double cumulative = 0;
-        std::size_t n = p.size();
-        while (n > 1) {
-            cumulative += p[n - 1];
-            if (cumulative > 1.0 - double(params_.top_p)) break;
-            --n;
+        // probability stays at or below 1 - top_p; the most likely token always stays. The
+        // ranking is sorted only as deep as the kept tokens reach.
+        const double drop = 1.0 - double(params_.top_p);
+        for (std::size_t m = 256;; m *= 4) {
+            sort_best(m);
+            normalise();
+            double outside = 0;  // everything below the sorted part, all dropped if this fits
+            for (std::size_t i = sorted; i < p.size(); ++i) outside += p[i];
+            if (outside > drop && sorted < candidates_.size()) continue;
+            double cumulative = outside;
+            std::size_t n = sorted;
+            while (n > 1) {
+                cumulative += p[n - 1];
+                if (cumulative > drop) break;
+                --n;
+            }
+            candidates_.resize(n);
+            break;
         }
-        candidates_.resize(n);
     }
+    normalise();
     if (params_.min_p > 0.0f) {
-        const auto p = probabilities();
-        const double threshold = double(params_.min_p) * p.front();
-        std::size_t n = 1;
-        while (n < p.size() && p[n] >= threshold) ++n;
-        candidates_.resize(n);
+        const double threshold = double(params_.min_p) * *std::max_element(p.begin(), p.end());
+        std::size_t kept = 0;
+        for (std::size_t i = 0; i < candidates_.size(); ++i)
+            if (p[i] >= threshold) candidates_[kept++] = candidates_[i];
+        candidates_.resize(kept);
+        normalise();
     }
-    const auto p = probabilities();
     const double u = std::uniform_real_distribution<double>(0.0, 1.0)(rng_);
     double cumulative = 0;
     for (std::size_t i = 0; i < p.size(); ++i) {

@@ -40,6 +40,7 @@ private:
     SamplingParams params_;
     std::mt19937_64 rng_;
     std::vector<std::pair<float, int32_t>> candidates_;
+    std::vector<double> probabilities_;
 };
 
 }  // namespace lumen

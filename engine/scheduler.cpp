@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "engine/error.h"
+#include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 
 namespace lumen {
@@ -504,26 +505,31 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
         bool all_argmax = true;
         for (const auto& p : parts)
             if (p.logit_row >= 0 && !p.seq->sampler.argmax_only()) all_argmax = false;
-        std::vector<int32_t> argmax(batch.logit_rows.size());
+        std::vector<int32_t> chosen(batch.logit_rows.size());
         if (!logits.empty()) {
             if (all_argmax) {
-                model_.backend().argmax_rows(logits, argmax);
+                model_.backend().argmax_rows(logits, chosen);
             } else {
                 logits_.resize(batch.logit_rows.size() * vocab);
                 model_.backend().read(logits, logits_);
+                // Every sequence has its own sampler: the rows are sampled on all cores.
+                std::vector<const Part*> sampled;
+                for (const auto& p : parts)
+                    if (p.logit_row >= 0) sampled.push_back(&p);
+                ThreadPool::shared().parallel_for(sampled.size(), 1, [&](std::size_t begin, std::size_t end) {
+                    for (std::size_t i = begin; i < end; ++i) {
+                        const Part& p = *sampled[i];
+                        const std::span<float> row(logits_.data() + std::size_t(p.logit_row) * vocab, vocab);
+                        chosen[std::size_t(p.logit_row)] = p.seq->sampler.sample(row, p.seq->tokens);
+                    }
+                });
             }
         }
         for (const auto& p : parts) {
             Sequence& s = *p.seq;
             s.computed += p.count;
             register_full_blocks(s);
-            if (p.logit_row < 0) continue;
-            if (all_argmax) {
-                deliver(s, argmax[std::size_t(p.logit_row)], events);
-                continue;
-            }
-            const std::span<float> row(logits_.data() + std::size_t(p.logit_row) * vocab, vocab);
-            deliver(s, s.sampler.sample(row, s.tokens), events);
+            if (p.logit_row >= 0) deliver(s, chosen[std::size_t(p.logit_row)], events);
         }
     }
     running_.erase(std::remove_if(running_.begin(), running_.end(), [](const auto& s) { return s->done; }), running_.end());

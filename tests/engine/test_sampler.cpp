@@ -75,6 +75,21 @@ private slots:
         QCOMPARE(h.size(), std::size_t(1));
     }
 
+    void topPReachesDeepIntoLargeVocabularies() {
+        // 150k nearly equal logits: top_p 0.5 keeps the best half, far beyond the part of the
+        // ranking the sampler sorts first, and nothing of the other half.
+        const int32_t n = 150000;
+        std::vector<float> logits(static_cast<std::size_t>(n));
+        for (int32_t i = 0; i < n; ++i) logits[std::size_t(i)] = -1e-6f * float(i);
+        SamplingParams p;
+        p.top_p = 0.5f;
+        p.top_k = 0;
+        p.seed = 5;
+        const auto h = histogram(p, logits, 300);
+        QVERIFY(h.rbegin()->first < n / 2 + 100);
+        QVERIFY(h.rbegin()->first > n / 4);
+    }
+
     void minPDropsTokensFarBelowTheBest() {
         SamplingParams p;
         p.min_p = 0.5f;
