@@ -47,16 +47,18 @@ struct BatchResult {
 }  // namespace
 
 int run_bench(const std::vector<std::string>& argv) {
-    const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed", "tiles", "peak-tflops"},
+    const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed", "tiles", "peak-tflops",
+                           "temperature", "top-k", "top-p"},
                     {"random-weights", "json", "help", "vision"});
     if (args.flag("help")) {
         std::puts("Usage: lumen-cli bench (--model DIR | --config config.json --random-weights) [--batch 1,16,64]\n"
                   "                       [--prompt-len 512] [--gen-len 128] [--dtype bf16|fp16|fp32]\n"
-                  "                       [--device cpu|cuda|auto] [--json]\n\n"
+                  "                       [--device cpu|cuda|auto] [--temperature T] [--top-k K] [--top-p P] [--json]\n\n"
                   "For each batch size: prefill time, time to first token, decode tokens/s per sequence and in\n"
                   "total, and the floor: the bytes a decode step must read (weights and KV cache) over the\n"
                   "measured memory bandwidth. --random-weights makes seeded random weights of the config's\n"
-                  "shapes where they run, so real shapes need no download.\n\n"
+                  "shapes where they run, so real shapes need no download. Decoding is greedy unless\n"
+                  "--temperature (with --top-k, --top-p) asks for sampling.\n\n"
                   "--vision [--tiles 1,7,13] [--peak-tflops 989] times a vision-language model's encoder and\n"
                   "projector for each tile count (with the floor at the card's dense 16-bit peak), and the time\n"
                   "to first token for a 1920x1080 image with a --prompt-len (default 20) token question.");
@@ -121,7 +123,11 @@ int run_bench(const std::vector<std::string>& argv) {
             for (int i = 0; i < n; ++i) {
                 GenerationRequest r;
                 for (int k = 0; k < (short_pass ? std::min(prompt_len, 64) : prompt_len); ++k) r.prompt.push_back(token(rng));
-                r.sampling.temperature = 0;
+                // Greedy unless asked: the speed of sampling itself is measured with these.
+                r.sampling.temperature = float(args.number("temperature", 0.0));
+                r.sampling.top_k = int32_t(args.integer("top-k", 0));
+                r.sampling.top_p = float(args.number("top-p", 1.0));
+                r.sampling.seed = uint64_t(i + 1);
                 r.max_new_tokens = gen;
                 r.ignore_eos = true;
                 scheduler.add(RequestId(i + 1), std::move(r), submitted, events);

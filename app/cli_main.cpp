@@ -22,7 +22,7 @@ Commands:
   chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME]
         Talk to a model through its chat template, multi-turn.
   bench (--model DIR | --config FILE --random-weights) [--batch 1,16,64] [--prompt-len N] [--gen-len N]
-        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--json]
+        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--temperature T] [--top-k K] [--top-p P] [--json]
         Prefill and decode speed next to the memory-bandwidth floor.
   devices
         The NVIDIA GPUs this build can use.

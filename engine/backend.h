@@ -11,6 +11,7 @@
 
 #include "engine/dtype.h"
 #include "engine/model_config.h"
+#include "engine/sampler.h"
 
 namespace lumen {
 
@@ -133,6 +134,14 @@ public:
     virtual void copy_kv_block(int32_t from, int32_t to) = 0;
     // The index of the largest value of each row: greedy sampling without moving logits.
     virtual void argmax_rows(const Tensor& logits, std::span<int32_t> out) = 0;
+    // One token per row of fp32 logits (which are modified) with each row's processors, as
+    // sample_logits does; only the chosen ids leave the device.
+    struct SampleRow {
+        SamplingParams params;
+        std::vector<int32_t> penalized;  // distinct earlier tokens, for the repetition penalty
+        double u = 0;                    // the row's uniform draw in [0, 1)
+    };
+    virtual void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) = 0;
 
     // Operations of the vision encoders and projectors (activations F32 on the CPU).
     // out = (x - mean) / sqrt(var + eps) * weight + bias, per row; out may be x.

@@ -256,6 +256,16 @@ public:
         return best;
     }
 
+    void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) override {
+        check_f32(logits, "logits");
+        if (int64_t(rows.size()) != logits.rows || out.size() != rows.size()) throw Error("CPU backend: one sampling row per logits row");
+        ThreadPool::shared().parallel_for(rows.size(), 1, [&](std::size_t begin, std::size_t end) {
+            for (std::size_t r = begin; r < end; ++r)
+                out[r] = sample_logits(std::span<float>(frow(logits, int64_t(r)), std::size_t(logits.cols)), rows[r].params,
+                                       rows[r].penalized, rows[r].u);
+        });
+    }
+
     void argmax_rows(const Tensor& logits, std::span<int32_t> out) override {
         for (int64_t r = 0; r < logits.rows; ++r) {
             const float* row = frow(logits, r);

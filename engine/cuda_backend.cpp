@@ -351,6 +351,32 @@ public:
         check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
     }
 
+    void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) override {
+        const Timed timed(*this, "sample");
+        if (int64_t(rows.size()) != logits.rows || out.size() != rows.size()) throw Error("CUDA backend: one sampling row per logits row");
+        // Parameters and penalized ids go up in one copy; only the chosen ids come back.
+        const std::size_t n = rows.size(), ids_offset = (n * 4 + 15) / 16 * 16, params_bytes = n * sizeof(k::SampleParams);
+        std::size_t penalized = 0;
+        for (const auto& r : rows) penalized += r.penalized.size();
+        sample_host_.assign(params_bytes + penalized * 4, std::byte{0});
+        auto* params = reinterpret_cast<k::SampleParams*>(sample_host_.data());
+        auto* ids = reinterpret_cast<int32_t*>(sample_host_.data() + params_bytes);
+        int32_t next = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            const SamplingParams& p = rows[i].params;
+            params[i] = {p.temperature, p.top_p, p.min_p, p.repetition_penalty, p.top_k, next, int32_t(rows[i].penalized.size()), rows[i].u};
+            std::copy(rows[i].penalized.begin(), rows[i].penalized.end(), ids + next);
+            next += int32_t(rows[i].penalized.size());
+        }
+        auto* device = static_cast<std::byte*>(scratch(ids_offset + sample_host_.size()));
+        check(cudaMemcpyAsync(device + ids_offset, sample_host_.data(), sample_host_.size(), cudaMemcpyHostToDevice, stream_),
+              "copying sampling parameters");
+        k::sample_rows(f32(logits), int32_t(n), logits.cols, reinterpret_cast<const k::SampleParams*>(device + ids_offset),
+                       reinterpret_cast<const int32_t*>(device + ids_offset + params_bytes), reinterpret_cast<int32_t*>(device), stream_);
+        check(cudaMemcpyAsync(out.data(), device, n * 4, cudaMemcpyDeviceToHost, stream_), "reading ids");
+        check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+    }
+
     void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) override {
         const Timed timed(*this, "layer_norm");
         k::norm_rows(kernel_type(x.dtype), x.data, x.stride, kernel_type(out.dtype), out.data, out.stride, kernel_type(weight.dtype),
@@ -507,7 +533,6 @@ private:
         return scratch_;
     }
 
-    // Host-side element conversion into the staging buffer.
     // Host values into device memory through the pinned staging buffers, converted on the way on
     // all cores while the previous chunk is being copied. Returns once the host values have been
     // read; the copies are ordered before later work on the stream.
@@ -526,6 +551,7 @@ private:
         }
     }
 
+    // Host-side element conversion into the staging buffer.
     static void convert(const std::byte* src, DType from, std::size_t n, std::byte* dst, DType to) {
         if (from == to) {
             std::memcpy(dst, src, n * dtype_size(from));
@@ -571,6 +597,7 @@ private:
     std::map<std::string, std::pair<double, int>> profile_;
     std::vector<int32_t> query_tiles_;
     std::set<std::string> labels_;
+    std::vector<std::byte> sample_host_;
     float linear_factor_ = 1.0f;
     int32_t max_len_ = 0;
     float* partial_ = nullptr;

@@ -24,6 +24,16 @@ struct SamplingParams {
 // with transformers' defaults for what it leaves out.
 SamplingParams load_generation_config(const std::filesystem::path& dir);
 
+// One token from one row of logits (modified) with the processors of `params`; `penalized` holds
+// each distinct earlier token of the sequence once (for the repetition penalty), `u` is a uniform
+// draw in [0, 1). The kept tokens are walked in id order, so that the CUDA backend, walking them
+// the same way, picks the same token for the same draw.
+int32_t sample_logits(std::span<float> logits, const SamplingParams& params, std::span<const int32_t> penalized, double u);
+
+// Each distinct token of `history` once, in first-seen order.
+std::vector<int32_t> distinct_tokens(std::span<const int32_t> history);
+
+// A sequence's sampling: its parameters and its own random stream.
 class Sampler {
 public:
     explicit Sampler(const SamplingParams& params);
@@ -31,6 +41,8 @@ public:
     // `logits` is modified. `history` is every token of the sequence so far (prompt and output),
     // which the repetition penalty looks at.
     int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+    // The next uniform value in [0, 1) of this sequence's stream.
+    double draw();
 
     const SamplingParams& params() const { return params_; }
     // True when the next token is simply the largest logit (greedy, no repetition penalty).
@@ -39,8 +51,6 @@ public:
 private:
     SamplingParams params_;
     std::mt19937_64 rng_;
-    std::vector<std::pair<float, int32_t>> candidates_;
-    std::vector<double> probabilities_;
 };
 
 }  // namespace lumen

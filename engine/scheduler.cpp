@@ -3,7 +3,6 @@
 #include <algorithm>
 
 #include "engine/error.h"
-#include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 
 namespace lumen {
@@ -499,7 +498,6 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
                       batch.block_tables.begin() + std::ptrdiff_t(i * std::size_t(batch.max_blocks)));
 
         const Tensor logits = model_.forward(batch);
-        const std::size_t vocab = std::size_t(model_.text().vocab_size);
         // Plain greedy rows are decided where the logits are; only rows that need the sampler's
         // processors come to the host.
         bool all_argmax = true;
@@ -510,19 +508,16 @@ void Scheduler::step(std::vector<GenerationEvent>& events) {
             if (all_argmax) {
                 model_.backend().argmax_rows(logits, chosen);
             } else {
-                logits_.resize(batch.logit_rows.size() * vocab);
-                model_.backend().read(logits, logits_);
-                // Every sequence has its own sampler: the rows are sampled on all cores.
-                std::vector<const Part*> sampled;
-                for (const auto& p : parts)
-                    if (p.logit_row >= 0) sampled.push_back(&p);
-                ThreadPool::shared().parallel_for(sampled.size(), 1, [&](std::size_t begin, std::size_t end) {
-                    for (std::size_t i = begin; i < end; ++i) {
-                        const Part& p = *sampled[i];
-                        const std::span<float> row(logits_.data() + std::size_t(p.logit_row) * vocab, vocab);
-                        chosen[std::size_t(p.logit_row)] = p.seq->sampler.sample(row, p.seq->tokens);
-                    }
-                });
+                // Sampled where the logits are; each sequence draws from its own stream.
+                std::vector<Backend::SampleRow> rows(batch.logit_rows.size());
+                for (const auto& p : parts) {
+                    if (p.logit_row < 0) continue;
+                    Backend::SampleRow& r = rows[std::size_t(p.logit_row)];
+                    r.params = p.seq->sampler.params();
+                    if (r.params.repetition_penalty != 1.0f) r.penalized = distinct_tokens(p.seq->tokens);
+                    r.u = p.seq->sampler.draw();
+                }
+                model_.backend().sample_rows(logits, rows, chosen);
             }
         }
         for (const auto& p : parts) {

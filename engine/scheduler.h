@@ -88,7 +88,6 @@ private:
     std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
     std::unordered_map<uint64_t, Session> sessions_;
     std::unordered_set<uint64_t> busy_sessions_;
-    std::vector<float> logits_;
     ImageEncoder* encoder_;
     std::unordered_map<uint64_t, Encoded> encoded_;
     uint64_t step_count_ = 0;

@@ -65,6 +65,16 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
 // out = silu(gate) * up, gate_up = [rows, 2 * inter].
 void silu_mul(DataType t, const void* gate_up, int64_t rows, int64_t inter, void* out, cudaStream_t s);
 void gather_rows(const float* x, int64_t cols, const int32_t* rows, int32_t n, float* out, cudaStream_t s);
+// What one row of logits is sampled with (see sample_logits on the host).
+struct SampleParams {
+    float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
+    int32_t top_k = 0;
+    int32_t penalized_begin = 0, penalized_count = 0;  // the row's ids in the penalized array
+    double u = 0;                                      // the row's uniform draw
+};
+// One token per row of fp32 logits (modified in place); greedy rows take the first maximum.
+void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams* params, const int32_t* penalized, int32_t* out,
+                 cudaStream_t s);
 // First index of the maximum of each row.
 void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, cudaStream_t s);
 void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);

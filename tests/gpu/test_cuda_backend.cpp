@@ -289,6 +289,54 @@ private slots:
         }
     }
 
+    // Sampling on the GPU picks what the CPU's sample_logits picks for the same draws: every
+    // processor alone and together, vocabularies up to Qwen2's, ties at the top-k boundary.
+    void samplingMatchesTheCpu() {
+        cpu_ = make_cpu_backend();
+        gpu_ = make_backend("cuda");
+        std::mt19937 rng(11);
+        std::uniform_real_distribution<double> uniform(0.0, 1.0);
+        for (int64_t vocab : {1000, 92553, 151936}) {
+            std::vector<Backend::SampleRow> rows;
+            auto add = [&](float temperature, int32_t top_k, float top_p, float min_p, float penalty) {
+                for (int draw = 0; draw < 4; ++draw) {
+                    Backend::SampleRow r;
+                    r.params.temperature = temperature;
+                    r.params.top_k = top_k;
+                    r.params.top_p = top_p;
+                    r.params.min_p = min_p;
+                    r.params.repetition_penalty = penalty;
+                    if (penalty != 1.0f)
+                        for (int i = 0; i < 300; ++i) r.penalized.push_back(int32_t((i * 7919) % vocab));
+                    r.u = uniform(rng);
+                    rows.push_back(std::move(r));
+                }
+            };
+            add(0.0f, 0, 1.0f, 0.0f, 1.0f);     // greedy
+            add(0.0f, 0, 1.0f, 0.0f, 1.3f);     // greedy after the penalty
+            add(1.0f, 0, 1.0f, 0.0f, 1.0f);     // the whole distribution
+            add(0.7f, 50, 1.0f, 0.0f, 1.0f);    // top-k
+            add(0.8f, 0, 0.9f, 0.0f, 1.0f);     // top-p
+            add(1.5f, 0, 0.3f, 0.0f, 1.0f);
+            add(1.0f, 0, 1.0f, 0.05f, 1.0f);    // min-p
+            add(0.8f, 40, 0.8f, 0.02f, 1.1f);   // all of them
+            const std::size_t tied = rows.size();
+            add(1.0f, 7, 1.0f, 0.0f, 1.0f);     // top-k over rounded logits: ties at the k-th
+            auto values = random_values(rows.size() * std::size_t(vocab), DType::F32, 12.0f, rng);
+            for (std::size_t r = tied; r < rows.size(); ++r)
+                for (int64_t i = 0; i < vocab; ++i) values[r * std::size_t(vocab) + std::size_t(i)] = std::round(values[r * std::size_t(vocab) + std::size_t(i)]);
+            const Pair logits = activation(int64_t(rows.size()), vocab, DType::F32, &values);
+            std::vector<int32_t> a(rows.size()), g(rows.size());
+            cpu_->sample_rows(logits.cpu, rows, a);
+            gpu_->sample_rows(logits.gpu, rows, g);
+            qInfo("vocabulary %lld: %zu rows", static_cast<long long>(vocab), rows.size());
+            QCOMPARE(g, a);
+        }
+        cpu_.reset();
+        gpu_.reset();
+        keep_.clear();
+    }
+
     void visionOpsMatchTheCpu_data() {
         QTest::addColumn<int>("dtype");
         QTest::addColumn<int>("head_dim");
