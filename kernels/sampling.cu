@@ -1,7 +1,8 @@
 // Sampling on the GPU: one block per row of logits applies the repetition penalty, temperature,
 // top-k, top-p and min-p as sample_logits does on the host, and draws a token with the row's
 // uniform value, walking the kept tokens in id order. Thresholds are found by radix selection
-// over the logits' bits (eight bits a pass), so nothing is sorted.
+// over the logits' bits (eight bits a pass), so the vocabulary is never sorted; when top-k leaves
+// few tokens, they are gathered into shared memory (sorted by id) for the rest.
 #include <climits>
 #include <cmath>
 
@@ -46,7 +47,13 @@ __device__ T block_reduce(T v, Op op, T* scratch) {
     return v;
 }
 
+// Rows that top-k cuts to at most this many tokens continue in shared memory, sorted by id.
+constexpr int kCompact = 2048;
+
 struct Shared {
+    float value[kCompact];
+    int32_t id[kCompact];
+    int compact_count;
     double mass[256];
     uint32_t count[256];
     double scratch_d[32];
@@ -56,6 +63,122 @@ struct Shared {
     int found;
     double below;
 };
+
+// A row's candidates in id order: the whole row, or the survivors of top-k gathered in shared memory.
+struct FullRow {
+    const float* values;
+    int64_t n;
+    __device__ float value(int64_t i) const { return values[i]; }
+    __device__ int32_t id(int64_t i) const { return int32_t(i); }
+};
+struct Compact {
+    const float* values;
+    const int32_t* ids;
+    int64_t n;
+    __device__ float value(int64_t i) const { return values[i]; }
+    __device__ int32_t id(int64_t i) const { return ids[i]; }
+};
+
+// top-p, min-p and the draw over `row` (values already divided by the temperature; `cut` from
+// top-k, `max` the largest value).
+template <class Row>
+__device__ void finish(const Row& row, const SampleParams& P, float cut, float max, Shared& sh, int32_t* out) {
+    const int tid = threadIdx.x;
+    const int64_t vocab = row.n;
+    auto weight = [&](float s) { return exp(double(s) - double(max)); };
+    auto sum_op = [](double a, double b) { return a + b; };
+
+    // top-p: the smallest value whose tail mass, itself included, exceeds 1 - top_p of the kept
+    // mass (tokens below it go, least likely first; the most likely always stays).
+    if (P.top_p < 1.0f) {
+        double total = 0;
+        for (int64_t i = tid; i < vocab; i += kThreads)
+            if (row.value(i) >= cut) total += weight(row.value(i));
+        total = block_reduce(total, sum_op, sh.scratch_d);
+        const double drop = (1.0 - double(P.top_p)) * total;
+        uint32_t prefix = 0;
+        double below = 0;
+        bool found = true;
+        for (int shift = 24; shift >= 0 && found; shift -= 8) {
+            const uint32_t high = shift == 24 ? 0u : ~0u << (shift + 8);
+            for (int b = tid; b < 256; b += kThreads) sh.mass[b] = 0;
+            __syncthreads();
+            for (int64_t base = 0; base < vocab; base += kThreads) {
+                const int64_t i = base + tid;
+                const float s = i < vocab ? row.value(i) : -INFINITY;
+                const uint32_t k = order_key(s);
+                const bool in = i < vocab && s >= cut && (k & high) == prefix;
+                warp_add(sh.mass, in ? int((k >> shift) & 255u) : -1, in ? weight(s) : 0.0);
+            }
+            __syncthreads();
+            if (tid == 0) {
+                sh.found = 0;
+                double acc = below;
+                for (int b = 0; b < 256; ++b) {
+                    if (acc + sh.mass[b] > drop) {
+                        sh.prefix = prefix | (uint32_t(b) << shift);
+                        sh.below = acc;
+                        sh.found = 1;
+                        break;
+                    }
+                    acc += sh.mass[b];
+                }
+            }
+            __syncthreads();
+            found = sh.found;
+            prefix = sh.prefix;
+            below = sh.below;
+            __syncthreads();
+        }
+        cut = found ? fmaxf(cut, key_value(prefix)) : max;
+    }
+
+    // min-p, then the draw: kept tokens in id order, each thread a contiguous run of ids.
+    auto kept = [&](float s) { return s >= cut && (P.min_p <= 0.0f || weight(s) >= double(P.min_p)); };
+    const int64_t run = (vocab + kThreads - 1) / kThreads, begin = int64_t(tid) * run, end = begin + run < vocab ? begin + run : vocab;
+    double mine = 0;
+    int last = -1;
+    for (int64_t i = begin; i < end; ++i)
+        if (kept(row.value(i))) {
+            mine += weight(row.value(i));
+            last = int(i);
+        }
+    // Exclusive prefix of the runs' masses across the block.
+    double prefix = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        const double n = __shfl_up_sync(0xffffffff, prefix, o);
+        if ((tid & 31) >= o) prefix += n;
+    }
+    if ((tid & 31) == 31) sh.scratch_d[tid >> 5] = prefix;
+    __syncthreads();
+    if (tid < 32) {
+        double w = tid < kThreads / 32 ? sh.scratch_d[tid] : 0.0;
+        for (int o = 1; o < 32; o <<= 1) {
+            const double n = __shfl_up_sync(0xffffffff, w, o);
+            if (tid >= o) w += n;
+        }
+        sh.scratch_d[tid] = w;  // inclusive over warps
+    }
+    __syncthreads();
+    const double total = sh.scratch_d[kThreads / 32 - 1];
+    prefix += (tid >> 5) > 0 ? sh.scratch_d[(tid >> 5) - 1] : 0.0;
+    prefix -= mine;  // exclusive
+    const int last_kept = block_reduce(last, [](int a, int b) { return a > b ? a : b; }, sh.scratch_i);
+    if (tid == 0) out[blockIdx.x] = row.id(last_kept);  // where rounding leaves the draw past the end
+    __syncthreads();
+    const double target = P.u * total;
+    if (mine > 0 && target >= prefix && target < prefix + mine) {
+        double cumulative = prefix;
+        for (int64_t i = begin; i < end; ++i)
+            if (kept(row.value(i))) {
+                cumulative += weight(row.value(i));
+                if (target < cumulative) {
+                    out[blockIdx.x] = row.id(i);
+                    break;
+                }
+            }
+    }
+}
 
 __global__ void __launch_bounds__(kThreads)
 sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const int32_t* penalized, int32_t* out) {
@@ -74,7 +197,6 @@ sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const in
     __syncthreads();
 
     auto fmax_op = [](float a, float b) { return fmaxf(a, b); };
-    auto sum_op = [](double a, double b) { return a + b; };
     auto min_op = [](int a, int b) { return a < b ? a : b; };
 
     if (P.temperature <= 0.0f || P.top_k == 1) {
@@ -100,7 +222,6 @@ sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const in
         max = fmaxf(max, s);
     }
     max = block_reduce(max, fmax_op, sh.scratch_f);
-    auto weight = [&](float s) { return exp(double(s) - double(max)); };
 
     // top-k: the k-th largest value, ties with it kept.
     float cut = -INFINITY;
@@ -136,96 +257,47 @@ sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const in
         cut = key_value(prefix);
     }
 
-    // top-p: the smallest value whose tail mass, itself included, exceeds 1 - top_p of the kept
-    // mass (tokens below it go, least likely first; the most likely always stays).
-    if (P.top_p < 1.0f) {
-        double total = 0;
-        for (int64_t i = tid; i < vocab; i += kThreads)
-            if (l[i] >= cut) total += weight(l[i]);
-        total = block_reduce(total, sum_op, sh.scratch_d);
-        const double drop = (1.0 - double(P.top_p)) * total;
-        uint32_t prefix = 0;
-        double below = 0;
-        bool found = true;
-        for (int shift = 24; shift >= 0 && found; shift -= 8) {
-            const uint32_t high = shift == 24 ? 0u : ~0u << (shift + 8);
-            for (int b = tid; b < 256; b += kThreads) sh.mass[b] = 0;
+    if (cut > -INFINITY) {
+        // Few survivors (the usual top-k of tens): gather them, sort them by id, go on there.
+        int mine = 0;
+        for (int64_t i = tid; i < vocab; i += kThreads) mine += l[i] >= cut;
+        const int count = block_reduce(mine, [](int x, int y) { return x + y; }, sh.scratch_i);
+        if (count <= kCompact) {
+            if (tid == 0) sh.compact_count = 0;
             __syncthreads();
-            for (int64_t base = 0; base < vocab; base += kThreads) {
-                const int64_t i = base + tid;
-                const float s = i < vocab ? l[i] : -INFINITY;
-                const uint32_t k = order_key(s);
-                const bool in = i < vocab && s >= cut && (k & high) == prefix;
-                warp_add(sh.mass, in ? int((k >> shift) & 255u) : -1, in ? weight(s) : 0.0);
-            }
+            for (int64_t i = tid; i < vocab; i += kThreads)
+                if (l[i] >= cut) {
+                    const int slot = atomicAdd(&sh.compact_count, 1);
+                    sh.value[slot] = l[i];
+                    sh.id[slot] = int32_t(i);
+                }
+            int span = 2;
+            while (span < count) span <<= 1;
+            for (int i = count + tid; i < span; i += kThreads) sh.id[i] = INT_MAX;
             __syncthreads();
-            if (tid == 0) {
-                sh.found = 0;
-                double acc = below;
-                for (int b = 0; b < 256; ++b) {
-                    if (acc + sh.mass[b] > drop) {
-                        sh.prefix = prefix | (uint32_t(b) << shift);
-                        sh.below = acc;
-                        sh.found = 1;
-                        break;
+            // Bitonic sort of the (id, value) pairs by id, padding last.
+            for (int size = 2; size <= span; size <<= 1)
+                for (int stride = size >> 1; stride > 0; stride >>= 1) {
+                    for (int i = tid; i < span; i += kThreads) {
+                        const int j = i ^ stride;
+                        if (j > i && ((i & size) == 0) == (sh.id[i] > sh.id[j])) {
+                            const int32_t t = sh.id[i];
+                            sh.id[i] = sh.id[j];
+                            sh.id[j] = t;
+                            const float v = sh.value[i];
+                            sh.value[i] = sh.value[j];
+                            sh.value[j] = v;
+                        }
                     }
-                    acc += sh.mass[b];
+                    __syncthreads();
                 }
-            }
-            __syncthreads();
-            found = sh.found;
-            prefix = sh.prefix;
-            below = sh.below;
-            __syncthreads();
+            const Compact row{sh.value, sh.id, count};
+            finish(row, P, cut, max, sh, out);
+            return;
         }
-        cut = found ? fmaxf(cut, key_value(prefix)) : max;
     }
-
-    // min-p, then the draw: kept tokens in id order, each thread a contiguous run of ids.
-    auto kept = [&](float s) { return s >= cut && (P.min_p <= 0.0f || weight(s) >= double(P.min_p)); };
-    const int64_t run = (vocab + kThreads - 1) / kThreads, begin = int64_t(tid) * run, end = begin + run < vocab ? begin + run : vocab;
-    double mine = 0;
-    int last = -1;
-    for (int64_t i = begin; i < end; ++i)
-        if (kept(l[i])) {
-            mine += weight(l[i]);
-            last = int(i);
-        }
-    // Exclusive prefix of the runs' masses across the block.
-    double prefix = mine;
-    for (int o = 1; o < 32; o <<= 1) {
-        const double n = __shfl_up_sync(0xffffffff, prefix, o);
-        if ((tid & 31) >= o) prefix += n;
-    }
-    if ((tid & 31) == 31) sh.scratch_d[tid >> 5] = prefix;
-    __syncthreads();
-    if (tid < 32) {
-        double w = tid < kThreads / 32 ? sh.scratch_d[tid] : 0.0;
-        for (int o = 1; o < 32; o <<= 1) {
-            const double n = __shfl_up_sync(0xffffffff, w, o);
-            if (tid >= o) w += n;
-        }
-        sh.scratch_d[tid] = w;  // inclusive over warps
-    }
-    __syncthreads();
-    const double total = sh.scratch_d[kThreads / 32 - 1];
-    prefix += (tid >> 5) > 0 ? sh.scratch_d[(tid >> 5) - 1] : 0.0;
-    prefix -= mine;  // exclusive
-    const int last_kept = block_reduce(last, [](int a, int b) { return a > b ? a : b; }, sh.scratch_i);
-    if (tid == 0) out[blockIdx.x] = last_kept;  // where rounding leaves the draw past the end
-    __syncthreads();
-    const double target = P.u * total;
-    if (mine > 0 && target >= prefix && target < prefix + mine) {
-        double cumulative = prefix;
-        for (int64_t i = begin; i < end; ++i)
-            if (kept(l[i])) {
-                cumulative += weight(l[i]);
-                if (target < cumulative) {
-                    out[blockIdx.x] = int32_t(i);
-                    break;
-                }
-            }
-    }
+    const FullRow row{l, vocab};
+    finish(row, P, cut, max, sh, out);
 }
 
 }  // namespace
