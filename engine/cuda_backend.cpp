@@ -189,8 +189,8 @@ public:
         // Prompt batches get query tiles: runs of consecutive tokens of one sequence, as long as
         // the prompt attention kernel takes.
         query_tiles_.clear();
-        const std::size_t tile_rows = std::size_t(k::prompt_query_rows(kernel_type(compute_), kv_shape_.head_dim, kv_shape_.block_size));
-        if (int32_t(T) > kGraphMaxTokens)
+        if (int32_t(T) > kGraphMaxTokens) {
+            const auto tile_rows = std::size_t(k::prompt_query_rows(kernel_type(compute_), kv_shape_.head_dim, kv_shape_.block_size));
             for (std::size_t i = 0; i < T;) {
                 std::size_t n = 1;
                 while (i + n < T && n < tile_rows && batch.token_seq[i + n] == batch.token_seq[i]) ++n;
@@ -198,6 +198,7 @@ public:
                 query_tiles_.push_back(int32_t(n));
                 i += n;
             }
+        }
         const std::size_t Q = query_tiles_.size();
         const std::size_t ints = 3 * T + S_blocks + L + Q;
         const std::size_t bytes = ints * 4 + T * 4;

@@ -4,7 +4,9 @@
 // the scores and the weighted sum of values with mma.sync m16n8k16 (fp32 accumulation), and
 // keeps an online softmax per query row. The scores never leave registers: the accumulator
 // layout of Q·Kᵀ is the operand layout of P·V.
+#include <atomic>
 #include <cmath>
+#include <stdexcept>
 #include <type_traits>
 
 #include "kernels/device_common.cuh"
@@ -334,9 +336,16 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 bool flash_attention_covers(DataType t, int32_t head_dim) {
     if (t == DataType::F32 || (head_dim != 64 && head_dim != 128)) return false;
-    int device = 0, major = 0;
+    // Asked on every prompt forward and layer: each device's answer is looked up once.
+    static std::atomic<int> major_of[64] = {};  // 0: not asked yet
+    int device = 0;
     check(cudaGetDevice(&device), "cudaGetDevice");
-    check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+    if (device >= 64) throw std::runtime_error("flash attention: more than 64 CUDA devices");
+    int major = major_of[device].load(std::memory_order_relaxed);
+    if (major == 0) {
+        check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+        major_of[device].store(major, std::memory_order_relaxed);
+    }
     return major >= 8;
 }
 
@@ -366,7 +375,7 @@ bool flash_attention_full(DataType t, const void* qkv, int32_t heads, int32_t he
 
 bool flash_attention_prompt(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& b,
                             const void* pool, int32_t layer, const KvLayout& kv, void* out, cudaStream_t s) {
-    if (!flash_prompt_attention_covers(t, head_dim, kv.block_size) || b.num_query_tiles == 0) return false;
+    if (b.num_query_tiles == 0 || !flash_prompt_attention_covers(t, head_dim, kv.block_size)) return false;
     const dim3 grid(unsigned(b.num_query_tiles), unsigned(heads));
     const float scale_log2 = kLog2e / std::sqrt(float(head_dim));
     with_types(t, head_dim, [&](auto tag, auto d) {

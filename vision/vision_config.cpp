@@ -78,18 +78,27 @@ int64_t layers_for(int64_t feature_layer, int64_t layers) {
     return index;
 }
 
+// The ViT's sizes from a vision_config, with the family's defaults for what it leaves out.
+struct VitDefaults {
+    int64_t hidden, intermediate, layers, heads;
+    double eps;
+};
+void read_vit_sizes(VisionConfig& v, const json& vc, const VitDefaults& d) {
+    v.hidden = vc.value("hidden_size", d.hidden);
+    v.intermediate = vc.value("intermediate_size", d.intermediate);
+    v.layers = vc.value("num_hidden_layers", d.layers);
+    v.heads = vc.value("num_attention_heads", d.heads);
+    v.channels = vc.value("num_channels", int64_t(3));
+    v.eps = vc.value("layer_norm_eps", d.eps);
+}
+
 void load_llava(VisionConfig& v, const json& raw, const std::filesystem::path& dir, const Tokenizer* tokenizer) {
     // Without a vision_config, LlavaConfig means CLIP ViT-L/14 at 336 pixels.
     const json vc = raw.value("vision_config", json{{"hidden_size", 1024}, {"intermediate_size", 4096}, {"num_hidden_layers", 24},
                                                    {"num_attention_heads", 16}, {"patch_size", 14}, {"image_size", 336}});
-    v.hidden = vc.value("hidden_size", 768);
-    v.intermediate = vc.value("intermediate_size", 3072);
-    v.layers = vc.value("num_hidden_layers", 12);
-    v.heads = vc.value("num_attention_heads", 12);
+    read_vit_sizes(v, vc, {768, 3072, 12, 12, 1e-5});  // CLIPVisionConfig's defaults
     v.patch = vc.value("patch_size", 32);
     v.image_size = vc.value("image_size", 224);
-    v.channels = vc.value("num_channels", 3);
-    v.eps = vc.value("layer_norm_eps", 1e-5);
     const std::string act = vc.value("hidden_act", "quick_gelu");
     if (act != "quick_gelu" && act != "gelu") throw Error("config.json: vision hidden_act '" + act + "' is not supported");
     v.quick_gelu = act == "quick_gelu";
@@ -130,14 +139,9 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     if (!raw.contains("vision_config")) throw Error("config.json: InternVL without a vision_config");
     const json& vc = raw["vision_config"];
     // InternVisionConfig's defaults are the 6B ViT's; the 300M configs spell everything out.
-    v.hidden = vc.value("hidden_size", 3200);
-    v.intermediate = vc.value("intermediate_size", 12800);
-    v.layers = vc.value("num_hidden_layers", 48);
-    v.heads = vc.value("num_attention_heads", 25);
+    read_vit_sizes(v, vc, {3200, 12800, 48, 25, 1e-6});
     v.patch = vc.value("patch_size", 14);
     v.image_size = vc.value("image_size", 224);
-    v.channels = vc.value("num_channels", 3);
-    v.eps = vc.value("layer_norm_eps", 1e-6);
     v.rms_norm = vc.value("norm_type", "rms_norm") == "rms_norm";
     v.qkv_bias = vc.value("qkv_bias", false);
     v.qk_norm = vc.value("qk_normalization", true);
@@ -173,14 +177,9 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
 
 void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::path& dir, const Tokenizer* tokenizer) {
     const json vc = raw.value("vision_config", json::object());
-    v.hidden = vc.value("hidden_size", 1024);
-    v.intermediate = vc.value("intermediate_size", 4096);
-    v.layers = vc.value("num_hidden_layers", 24);
-    v.heads = vc.value("num_attention_heads", 16);
+    read_vit_sizes(v, vc, {1024, 4096, 24, 16, 1e-6});  // InternVLVisionConfig's defaults
     v.patch = square_of(vc, "patch_size", 14);
     v.image_size = square_of(vc, "image_size", 448);
-    v.channels = vc.value("num_channels", 3);
-    v.eps = vc.value("layer_norm_eps", 1e-6);
     v.rms_norm = vc.value("norm_type", "layer_norm") == "rms_norm";
     v.qkv_bias = vc.value("attention_bias", false);
     v.qk_norm = vc.value("use_qk_norm", false);

@@ -14,6 +14,8 @@ import struct
 
 import sentencepiece as spm
 
+from internvl_grid import internvl_grid
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "..", "shared", "data")
 
@@ -27,16 +29,7 @@ def png_size(path):
 
 def tiles(width, height, min_num, max_num, size, thumbnail):
     """InternVL's dynamic_preprocess tile count."""
-    aspect = width / height
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
-    best, best_diff = (1, 1), float("inf")
-    for r in ratios:
-        diff = abs(aspect - r[0] / r[1])
-        if diff < best_diff:
-            best, best_diff = r, diff
-        elif diff == best_diff and width * height > 0.5 * size * size * r[0] * r[1]:
-            best = r
+    best = internvl_grid(width, height, min_num, max_num, size)
     n = best[0] * best[1]
     return n + 1 if thumbnail and n != 1 else n
 

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tiny_models  # noqa: E402
 import tiny_vlms  # noqa: E402
+from internvl_grid import internvl_grid  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DATA = os.path.join(ROOT, "..", "shared", "data")
@@ -80,18 +81,8 @@ def max_diff(fast, slow, mean, std):
 
 
 def internvl_dynamic_preprocess(image, min_num, max_num, size, thumbnail):
-    """InternVL's own tiling (its model cards' dynamic_preprocess), written out here."""
-    w, h = image.size
-    aspect = w / h
-    ratios = sorted({(i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1) for j in range(1, n + 1)
-                     if min_num <= i * j <= max_num}, key=lambda r: r[0] * r[1])
-    best, best_diff = (1, 1), float("inf")
-    for r in ratios:
-        diff = abs(aspect - r[0] / r[1])
-        if diff < best_diff:
-            best, best_diff = r, diff
-        elif diff == best_diff and w * h > 0.5 * size * size * r[0] * r[1]:
-            best = r
+    """InternVL's own tiling (its model cards' dynamic_preprocess): grid, resize, crops, thumbnail."""
+    best = internvl_grid(*image.size, min_num, max_num, size)
     resized = image.resize((size * best[0], size * best[1]))
     tiles = [resized.crop(((i % best[0]) * size, (i // best[0]) * size, (i % best[0] + 1) * size, (i // best[0] + 1) * size))
              for i in range(best[0] * best[1])]
