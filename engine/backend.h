@@ -112,8 +112,6 @@ public:
     // Operations (`out` may alias an input where noted).
     virtual void embed(const Tensor& table, const BatchLayout& batch, Tensor out) = 0;
     virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;  // out may be x
-    // residual += delta, then out = rms_norm(residual).
-    virtual void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) = 0;
     // x += delta, or with `column_scale` (layer scale), x[r][c] += delta[r][c] · column_scale[c].
     // delta may have fewer rows than x where they divide x's: they repeat (position embeddings
     // added to every tile of an image at once).
@@ -128,6 +126,25 @@ public:
                            Tensor out) = 0;
     // out = silu(gate) * up where gate_up is [T, 2·I] (gate first).
     virtual void silu_mul(const Tensor& gate_up, Tensor out) = 0;
+
+    // The products' fused forms. Each defaults to the separate operations, through the scratch
+    // tensor it is given; a backend may do one in a single pass instead (leaving the scratch as it was).
+    // out = silu(gate) * up where [gate | up] = x · w_gate_upᵀ (+ bias).
+    virtual void linear_silu_mul(const Tensor& x, const Tensor& w_gate_up, const Tensor* bias, Tensor gate_up, Tensor out) {
+        linear(x, w_gate_up, bias, gate_up);
+        silu_mul(gate_up, out);
+    }
+    // qkv = x · wᵀ (+ bias), then rope_and_store_kv.
+    virtual void linear_rope_store_kv(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor qkv, const AttentionShape& shape,
+                                      const RopeConfig& rope, const BatchLayout& batch, int32_t layer) {
+        linear(x, w, bias, qkv);
+        rope_and_store_kv(qkv, shape, rope, batch, layer);
+    }
+    // residual += x · wᵀ (+ bias), the product rounded to x's type first (as if stored in `delta`).
+    virtual void linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor delta, Tensor residual) {
+        linear(x, w, bias, delta);
+        add(residual, delta);
+    }
     // out[i] = x[batch.logit_rows[i]].
     virtual void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) = 0;
     // Copies KV blocks (for copy-on-write of a shared partial block).

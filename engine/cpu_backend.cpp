@@ -317,20 +317,6 @@ public:
         });
     }
 
-    void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) override {
-        std::vector<float> w(std::size_t(weight.cols));
-        const float* wp = row_f32(weight, 0, w.data());
-        ThreadPool::shared().parallel_for(std::size_t(residual.rows), grain_for(std::size_t(residual.cols)),
-                                          [&](std::size_t b, std::size_t e) {
-                                              for (std::size_t r = b; r < e; ++r) {
-                                                  float* res = frow(residual, int64_t(r));
-                                                  const float* d = frow(delta, int64_t(r));
-                                                  for (int64_t i = 0; i < residual.cols; ++i) res[i] += d[i];
-                                                  normalize_row(res, wp, residual.cols, eps, frow(out, int64_t(r)));
-                                              }
-                                          });
-    }
-
     void add(Tensor x, const Tensor& delta, const Tensor* column_scale) override {
         if (delta.cols != x.cols || delta.rows == 0 || x.rows % delta.rows != 0) throw Error("CPU backend: add shapes do not match");
         std::vector<float> scratch(std::size_t(delta.cols)), s(column_scale ? std::size_t(column_scale->cols) : 0);

@@ -225,15 +225,22 @@ public:
         check(cudaMemcpyAsync(batch_device_, batch_host_.data(), bytes, cudaMemcpyHostToDevice, stream_), "copying the batch");
         check(cudaEventRecord(batch_done_, stream_), "cudaEventRecord");
         auto* d = static_cast<int32_t*>(batch_device_);
+        // A decode step: no sequence has two tokens here.
+        std::vector<int32_t> seqs(batch.token_seq);
+        std::sort(seqs.begin(), seqs.end());
+        const bool decode = std::adjacent_find(seqs.begin(), seqs.end()) == seqs.end();
         batch_ = k::Batch{d, d + T, d + 2 * T, reinterpret_cast<const float*>(d + ints), d + 3 * T, d + 3 * T + S_blocks,
-                          d + 3 * T + S_blocks + L, int32_t(Q / 2), int32_t(T), int32_t(L), batch.max_blocks};
+                          d + 3 * T + S_blocks + L, int32_t(Q / 2), int32_t(decode), int32_t(T), int32_t(L), batch.max_blocks};
         linear_factor_ = rope.scaling.type == RopeScaling::Type::Linear ? float(rope.scaling.factor) : 1.0f;
         // Rounded up so that consecutive decode steps share one attention split (and one graph).
         max_len_ = 0;
         for (int32_t position : batch.positions) max_len_ = std::max(max_len_, position + 1);
         max_len_ = (max_len_ + 127) / 128 * 128;
-        if (!partial_) check(cudaMalloc(reinterpret_cast<void**>(&partial_), kPartialFloats * sizeof(float)), "cudaMalloc");
-        graph_key_ = GraphKey{int32_t(T), int32_t(L), batch.max_blocks, max_len_};
+        if (!partial_) {
+            check(cudaMalloc(reinterpret_cast<void**>(&partial_), kPartialFloats * sizeof(float)), "cudaMalloc");
+            check(cudaMemsetAsync(partial_, 0, kPartialFloats * sizeof(float), stream_), "cudaMemsetAsync");  // the kernel's counters
+        }
+        graph_key_ = GraphKey{int32_t(T), int32_t(L), batch.max_blocks, max_len_, int32_t(decode)};
     }
 
     void run_forward(const std::function<void()>& ops) override {
@@ -284,12 +291,6 @@ public:
                      weight.data, nullptr, eps, true, x.rows, x.cols, stream_);
     }
 
-    void add_rms_norm(Tensor residual, const Tensor& delta, const Tensor& weight, float eps, Tensor out) override {
-        const Timed timed(*this, "add_rms_norm");
-        k::add_rms_norm(kernel_type(out.dtype), f32(residual), delta.data, weight.data, eps, residual.rows, residual.cols,
-                        out.data, stream_);
-    }
-
     void add(Tensor x, const Tensor& delta, const Tensor* column_scale) override {
         const Timed timed(*this, "add");
         if (delta.cols != x.cols || delta.rows == 0 || x.rows % delta.rows != 0 || x.stride != x.cols || delta.stride != delta.cols)
@@ -301,17 +302,57 @@ public:
 
     void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) override {
         if (x.cols != w.cols || out.cols != w.rows || out.rows != x.rows) throw Error("CUDA backend: linear shapes do not match");
-        // Profiles tell the matrices apart.
-        const Timed timed(*this, profiling_ ? label((x.rows <= 8 ? "GEMV " : "GEMM ") + std::to_string(w.cols) + "->" +
-                                                    std::to_string(w.rows))
-                                            : "linear");
+        const Timed timed(*this, product_label("", x, w));
         // A few rows (decoding): our GEMV reads each weight once at full bandwidth, bias fused.
-        if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, bias ? bias->data : nullptr, out.data,
-                    kernel_type(out.dtype), stream_))
+        if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, out.data, kernel_type(out.dtype),
+                    {.bias = bias ? bias->data : nullptr}, stream_))
             return;
         if (bias && bias->dtype != out.dtype) throw Error("CUDA backend: a bias must have its output's type");
         gemm_->run(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, bias ? bias->data : nullptr, out.data,
                    kernel_type(out.dtype));
+    }
+
+    // Decoding: one GEMV that writes silu(gate) * up; otherwise the GEMM and silu_mul.
+    void linear_silu_mul(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor gate_up, Tensor out) override {
+        if (x.cols == w.cols && w.rows == 2 * out.cols && out.rows == x.rows && x.dtype == w.dtype && out.dtype == w.dtype &&
+            (!bias || bias->dtype == w.dtype)) {
+            const Timed timed(*this, product_label("SiLU + ", x, w));
+            if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, out.cols, out.data, kernel_type(out.dtype),
+                        {.bias = bias ? bias->data : nullptr, .silu_gate = true}, stream_))
+                return;
+        }
+        Backend::linear_silu_mul(x, w, bias, gate_up, out);
+    }
+
+    // Decoding: the q/k/v GEMV rotates its pairs and stores keys and values itself.
+    void linear_rope_store_kv(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor qkv, const AttentionShape& shape,
+                              const RopeConfig& rope, const BatchLayout& batch, int32_t layer) override {
+        if (x.cols == w.cols && qkv.cols == w.rows && qkv.rows == x.rows && x.dtype == w.dtype && qkv.dtype == w.dtype &&
+            (!bias || bias->dtype == w.dtype) && kv_ && kv_shape_.dtype == qkv.dtype) {
+            const Timed timed(*this, product_label("RoPE + ", x, w));
+            const k::RopeStore store{shape.num_heads, shape.num_kv_heads, shape.head_dim, linear_factor_, batch_, kv_, layer, kv_layout()};
+            if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, qkv.data, kernel_type(qkv.dtype),
+                        {.bias = bias ? bias->data : nullptr, .rope = &store}, stream_))
+                return;
+        }
+        Backend::linear_rope_store_kv(x, w, bias, qkv, shape, rope, batch, layer);
+    }
+
+    // The product is added to the residual stream where it is made: in the GEMV, or by cuBLASLt
+    // (beta = 1, without rounding the product first) when there is no bias.
+    void linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor delta, Tensor residual) override {
+        if (x.cols == w.cols && residual.cols == w.rows && residual.rows == x.rows && residual.dtype == DType::F32 &&
+            residual.stride == residual.cols && x.dtype == w.dtype && (!bias || bias->dtype == w.dtype)) {
+            const Timed timed(*this, product_label("+= ", x, w));
+            if (k::gemv(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, residual.data, k::DataType::F32,
+                        {.bias = bias ? bias->data : nullptr, .accumulate = true}, stream_))
+                return;
+            if (!bias) {
+                gemm_->run(kernel_type(w.dtype), x.data, x.rows, x.cols, w.data, w.rows, nullptr, residual.data, k::DataType::F32, true);
+                return;
+            }
+        }
+        Backend::linear_add(x, w, bias, delta, residual);
     }
 
     void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig&, const BatchLayout&,
@@ -346,8 +387,11 @@ public:
 
     void argmax_rows(const Tensor& logits, std::span<int32_t> out) override {
         const Timed timed(*this, "argmax");
-        auto* d = static_cast<int32_t*>(scratch(std::size_t(logits.rows) * 4));
-        k::argmax_rows(f32(logits), int32_t(logits.rows), logits.cols, d, stream_);
+        // The ids, then the per-row keys (8-byte aligned after an even number of ids).
+        const std::size_t id_bytes = (std::size_t(logits.rows) * 4 + 7) / 8 * 8;
+        auto* d = static_cast<int32_t*>(scratch(id_bytes + std::size_t(logits.rows) * 8));
+        k::argmax_rows(f32(logits), int32_t(logits.rows), logits.cols, d,
+                       reinterpret_cast<unsigned long long*>(reinterpret_cast<std::byte*>(d) + id_bytes), stream_);
         check(cudaMemcpyAsync(out.data(), d, std::size_t(logits.rows) * 4, cudaMemcpyDeviceToHost, stream_), "reading ids");
         check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
     }
@@ -444,7 +488,7 @@ private:
     static constexpr int32_t kGraphMaxTokens = 64;
 
     struct GraphKey {
-        int32_t tokens = 0, logit_rows = 0, max_blocks = 0, max_len = 0;
+        int32_t tokens = 0, logit_rows = 0, max_blocks = 0, max_len = 0, decode = 0;
         auto operator<=>(const GraphKey&) const = default;
     };
 
@@ -477,6 +521,11 @@ private:
     };
     // A lasting C string for a profile label.
     const char* label(std::string text) { return labels_.insert(std::move(text)).first->c_str(); }
+    // Profiles tell the matrices apart.
+    const char* product_label(const char* fused, const Tensor& x, const Tensor& w) {
+        if (!profiling_) return "linear";
+        return label(std::string(x.rows <= 8 ? "GEMV " : "GEMM ") + fused + std::to_string(w.cols) + "->" + std::to_string(w.rows));
+    }
     void collect_profile() {
         for (auto& p : pending_) {
             cudaEventSynchronize(p.stop);

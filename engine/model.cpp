@@ -344,22 +344,18 @@ Tensor Model::forward(const BatchLayout& batch) {
     auto ops = [&] {
         backend_.embed(embed_, batch, x);
         for (const auto& insert : batch.inserts) backend_.copy(insert.rows, x.rows_view(insert.first, insert.rows.rows));
+        auto bias = [](const Tensor& b) { return b.empty() ? nullptr : &b; };
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& w = layers_[l];
-            // The residual add of the previous layer's MLP is fused into this layer's first norm.
-            if (l == 0) backend_.rms_norm(x, w.attn_norm, eps, h);
-            else backend_.add_rms_norm(x, delta, w.attn_norm, eps, h);
-            backend_.linear(h, w.wqkv, w.bqkv.empty() ? nullptr : &w.bqkv, qkv);
-            backend_.rope_and_store_kv(qkv, attention_, rope_, batch, int32_t(l));
+            backend_.rms_norm(x, w.attn_norm, eps, h);
+            backend_.linear_rope_store_kv(h, w.wqkv, bias(w.bqkv), qkv, attention_, rope_, batch, int32_t(l));
             backend_.attention(qkv, attention_, batch, int32_t(l), attn);
-            backend_.linear(attn, w.wo, w.bo.empty() ? nullptr : &w.bo, delta);
-            backend_.add_rms_norm(x, delta, w.ffn_norm, eps, h);
-            backend_.linear(h, w.w_gate_up, w.b_gate_up.empty() ? nullptr : &w.b_gate_up, gate_up);
-            backend_.silu_mul(gate_up, act);
-            backend_.linear(act, w.w_down, w.b_down.empty() ? nullptr : &w.b_down, delta);
+            backend_.linear_add(attn, w.wo, bias(w.bo), delta, x);
+            backend_.rms_norm(x, w.ffn_norm, eps, h);
+            backend_.linear_silu_mul(h, w.w_gate_up, bias(w.b_gate_up), gate_up, act);
+            backend_.linear_add(act, w.w_down, bias(w.b_down), delta, x);
         }
         if (L == 0) return;  // a prompt chunk that needs no next-token logits yet
-        backend_.add(x, delta, nullptr);
         backend_.gather_logit_rows(x, batch, selected);
         backend_.rms_norm(selected, final_norm_, eps, normed);
         backend_.linear(normed, lm_head_, nullptr, logits);

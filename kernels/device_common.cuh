@@ -2,6 +2,7 @@
 // Helpers shared by the kernel files: element conversions, type dispatch, block reductions.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <utility>
 
 #include "kernels/ops.h"
 
@@ -26,6 +27,44 @@ void dispatch(DataType t, F&& f) {
 }
 
 inline void launched(const char* what) { check(cudaGetLastError(), what); }
+
+// Programmatic dependent launch (sm_90+). A kernel started with `launch_early` may begin while the
+// kernel before it in the stream is still running: before wait_for_previous() it may only read
+// what no kernel writes (weights), and it must call wait_for_previous() before anything else.
+// let_next_start() lets the following kernel begin the same way; ours call it first thing, so that
+// the next kernel's blocks take SMs as they free up and start loading their weights (a decode
+// step is a chain of short kernels, each of which would otherwise start on an idle GPU). Both are
+// no-ops for kernels started normally and on older GPUs.
+__device__ __forceinline__ void wait_for_previous() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void let_next_start() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+// Whether the current device overlaps kernels this way (compute capability 9.0 or newer, and
+// LUMEN_NO_EARLY_LAUNCH unset).
+bool early_launch_supported();
+
+// Starts `kernel` so that it may overlap the end of the previous kernel (see wait_for_previous).
+template <class... Params, class... Args>
+void launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t s, Args&&... args) {
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t config{};
+    config.gridDim = grid;
+    config.blockDim = block;
+    config.dynamicSmemBytes = shared_bytes;
+    config.stream = s;
+    config.attrs = &attribute;
+    config.numAttrs = early_launch_supported() ? 1 : 0;
+    check(cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...), "cudaLaunchKernelEx");
+}
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 

@@ -2,6 +2,12 @@
 
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "kernels/device_common.cuh"
+
 namespace lumen::cuda {
 
 std::vector<DeviceInfo> list_devices(std::string* why) {
@@ -30,5 +36,28 @@ std::vector<DeviceInfo> list_devices(std::string* why) {
     if (out.empty() && why) *why = "no NVIDIA GPU found";
     return out;
 }
+
+int current_compute_major() {
+    // Asked on every prompt forward and layer: each device's answer is looked up once.
+    static std::atomic<int> major_of[64] = {};  // 0: not asked yet
+    int device = 0;
+    check(cudaGetDevice(&device), "cudaGetDevice");
+    if (device < 0 || device >= 64) throw std::runtime_error("more than 64 CUDA devices");
+    int major = major_of[device].load(std::memory_order_relaxed);
+    if (major == 0) {
+        check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+        major_of[device].store(major, std::memory_order_relaxed);
+    }
+    return major;
+}
+
+namespace detail {
+
+bool early_launch_supported() {
+    static const bool disabled = std::getenv("LUMEN_NO_EARLY_LAUNCH") != nullptr;
+    return !disabled && current_compute_major() >= 9;
+}
+
+}  // namespace detail
 
 }  // namespace lumen::cuda

@@ -18,4 +18,7 @@ struct DeviceInfo {
 // Every device the runtime reports; empty with `why` set when there is none (no driver, no GPU).
 std::vector<DeviceInfo> list_devices(std::string* why = nullptr);
 
+// The compute capability's major number of the current device (looked up once per device).
+int current_compute_major();
+
 }  // namespace lumen::cuda

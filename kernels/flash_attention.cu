@@ -4,12 +4,12 @@
 // the scores and the weighted sum of values with mma.sync m16n8k16 (fp32 accumulation), and
 // keeps an online softmax per query row. The scores never leave registers: the accumulator
 // layout of Q·Kᵀ is the operand layout of P·V.
-#include <atomic>
 #include <cmath>
 #include <stdexcept>
 #include <type_traits>
 
 #include "kernels/device_common.cuh"
+#include "kernels/device_info.h"
 #include "kernels/flash_attention.cuh"
 
 namespace lumen::cuda::detail {
@@ -336,17 +336,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 bool flash_attention_covers(DataType t, int32_t head_dim) {
     if (t == DataType::F32 || (head_dim != 64 && head_dim != 128)) return false;
-    // Asked on every prompt forward and layer: each device's answer is looked up once.
-    static std::atomic<int> major_of[64] = {};  // 0: not asked yet
-    int device = 0;
-    check(cudaGetDevice(&device), "cudaGetDevice");
-    if (device >= 64) throw std::runtime_error("flash attention: more than 64 CUDA devices");
-    int major = major_of[device].load(std::memory_order_relaxed);
-    if (major == 0) {
-        check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
-        major_of[device].store(major, std::memory_order_relaxed);
-    }
-    return major >= 8;
+    return current_compute_major() >= 8;
 }
 
 bool flash_prompt_attention_covers(DataType t, int32_t head_dim, int32_t block_size) {

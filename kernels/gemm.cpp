@@ -86,7 +86,7 @@ Gemm::Plan& Gemm::plan(const Key& key) {
 }
 
 void Gemm::run(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, const void* bias, void* out,
-               DataType out_type) {
+               DataType out_type, bool accumulate) {
     if (n == 0) return;
     int align = std::min(std::min(alignment(x), alignment(w)), alignment(out));
     if (bias) align = std::min(align, alignment(bias));
@@ -99,7 +99,7 @@ void Gemm::run(DataType t, const void* x, int64_t n, int64_t in, const void* w, 
         throw std::runtime_error("cuBLASLt has no algorithm for a " + std::to_string(n) + "x" + std::to_string(in) + " by " +
                                  std::to_string(in) + "x" + std::to_string(out_features) + " product");
     if (bias) check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER");
-    const float alpha = 1.0f, beta = 0.0f;
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
     check_lt(cublasLtMatmul(handle_, p.op, &alpha, w, p.a, x, p.b, &beta, out, p.c, out, p.c, &p.algo, workspace_, workspace_bytes_,
                             stream_),
              "cublasLtMatmul");

@@ -21,9 +21,9 @@ public:
     Gemm& operator=(const Gemm&) = delete;
 
     // out[n, out_features] = x[n, in] · w[out_features, in]ᵀ (+ bias, which has out's type) with
-    // fp32 accumulation; x and w are t, out is t or F32.
+    // fp32 accumulation; x and w are t, out is t or F32. With `accumulate` the product is added to out.
     void run(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, const void* bias, void* out,
-             DataType out_type);
+             DataType out_type, bool accumulate = false);
 
 private:
     struct Plan;

@@ -26,6 +26,9 @@ struct Batch {
     // (first token, count) pairs; attention then shares each key/value tile across a run. Empty for decoding.
     const int32_t* query_tiles = nullptr;
     int32_t num_query_tiles = 0;
+    // 1 when each token is its sequence's only one (a decode step): every cached position before
+    // it was written by an earlier forward.
+    int32_t decode = 0;
     int32_t num_tokens = 0;
     int32_t num_logit_rows = 0;
     int32_t max_blocks = 0;
@@ -42,9 +45,6 @@ struct KvLayout {
 void embed(DataType t, const void* table, int64_t hidden, const int32_t* ids, int32_t n, float* out, cudaStream_t s);
 // out (t) = rms_norm(x) * w.
 void rms_norm(DataType t, const float* x, const void* w, float eps, int64_t rows, int64_t cols, void* out, cudaStream_t s);
-// residual += delta, then out = rms_norm(residual) * w.
-void add_rms_norm(DataType t, float* residual, const void* delta, const void* w, float eps, int64_t rows, int64_t cols,
-                  void* out, cudaStream_t s);
 // x += delta, each column scaled by column_scale[c] when given (layer scale); delta's rows repeat
 // over x's when it has fewer.
 void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, int64_t rows, int64_t cols, DataType scale_type,
@@ -57,7 +57,8 @@ void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32
 int32_t prompt_query_rows(DataType t, int32_t head_dim, int32_t block_size);
 // Causal attention of each token over its sequence's cached keys and values (positions 0..p).
 // `max_len` bounds every token's position + 1; long contexts are split over several blocks whose
-// partial results go to `partial` (up to `partial_floats`) and are merged by a second kernel.
+// partial results go to `partial` (up to `partial_floats`, zeroed once when allocated: its end holds
+// counters that the kernel leaves at zero) and are merged by the last block of each token and head.
 // head_dim: a multiple of 8 up to 256; at most 8 query heads per key/value head.
 void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& batch,
                const void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
@@ -75,15 +76,32 @@ struct SampleParams {
 // One token per row of fp32 logits (modified in place); greedy rows take the first maximum.
 void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams* params, const int32_t* penalized, int32_t* out,
                  cudaStream_t s);
-// First index of the maximum of each row.
-void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, cudaStream_t s);
+// First index of the maximum of each row (NaNs ignored; 0 for a row of NaNs); `keys` is room for
+// one 64-bit value per row.
+void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, unsigned long long* keys, cudaStream_t s);
 void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);
 // Uniform values in [center - scale/2, center + scale/2), the same function of (seed, index) as the CPU's.
 void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s);
-// out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights (decode); returns false, doing
-// nothing, for shapes it does not handle (then use gemm).
-bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, const void* bias,
-          void* out, DataType out_type, cudaStream_t s);
+// Decoding's products: out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights, each
+// weight read once at full bandwidth. Returns false, doing nothing, for shapes it does not handle
+// (then use gemm).
+// What rope_store_kv does, for the q/k/v product of a decode step (see GemvOptions::rope).
+struct RopeStore {
+    int32_t heads = 0, kv_heads = 0, head_dim = 0;
+    float linear_factor = 1.0f;
+    Batch batch;  // one token per row of x
+    void* pool = nullptr;
+    int32_t layer = 0;
+    KvLayout kv;
+};
+struct GemvOptions {
+    const void* bias = nullptr;          // t, out_features values (2 · out_features when gated)
+    bool silu_gate = false;              // w has 2 · out_features rows, gate then up: out = silu(gate) · up
+    bool accumulate = false;             // out is fp32 and gets the product (rounded to t) added
+    const RopeStore* rope = nullptr;     // out is q/k/v: then rope_store_kv as that function does
+};
+bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, void* out, DataType out_type,
+          const GemvOptions& options, cudaStream_t s);
 // Vision encoders and projectors (tensors may have row strides, in elements).
 // out = LayerNorm (weight, optional bias) or, with `rms`, RMSNorm (weight only) of each row of x.
 void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_type, void* out, int64_t out_stride, DataType w_type,
