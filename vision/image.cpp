@@ -79,26 +79,40 @@ void check_png_chunks(Bytes b) {
     }
 }
 
-// The orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block.
+// The orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block; 0 when there is none.
 int tiff_orientation(Bytes t) {
     if (starts_with(t, "Exif")) t = t.subspan(std::min<size_t>(6, t.size()));
-    if (t.size() < 8) return 1;
+    if (t.size() < 8) return 0;
     const bool le = t[0] == 'I' && t[1] == 'I';
-    if (!le && !(t[0] == 'M' && t[1] == 'M')) return 1;
+    if (!le && !(t[0] == 'M' && t[1] == 'M')) return 0;
     auto u16 = [&](size_t at) { return le ? le16(t, at) : be16(t, at); };
     auto u32 = [&](size_t at) { return le ? le32(t, at) : be32(t, at); };
     const size_t ifd = u32(4);
-    if (ifd + 2 > t.size()) return 1;
+    if (ifd + 2 > t.size()) return 0;
     const size_t count = u16(ifd);
     for (size_t i = 0; i < count; ++i) {
         const size_t entry = ifd + 2 + 12 * i;
-        if (entry + 12 > t.size()) return 1;
+        if (entry + 12 > t.size()) return 0;
         if (u16(entry) == 0x0112) {
             const int v = int(u16(entry + 8));
             return v >= 1 && v <= 8 ? v : 1;
         }
     }
-    return 1;
+    return 0;
+}
+
+// The orientation an XMP packet gives (tiff:Orientation="6" or <tiff:Orientation>6<...), read as
+// PIL reads it: the first such digit; 0 when there is none.
+int xmp_orientation(Bytes x) {
+    const std::string_view text(reinterpret_cast<const char*>(x.data()), x.size()), tag = "tiff:Orientation";
+    for (size_t at = text.find(tag); at != std::string_view::npos; at = text.find(tag, at + 1)) {
+        size_t p = at + tag.size();
+        if (text.substr(p, 2) == "=\"") p += 2;
+        else if (text.substr(p, 1) == ">") p += 1;
+        else continue;
+        if (p < text.size() && text[p] >= '0' && text[p] <= '9') return text[p] - '0';
+    }
+    return 0;
 }
 
 // The RIFF chunks of a WebP file: (fourcc, payload).
@@ -369,33 +383,55 @@ RgbImage RgbImage::crop(int x, int y, int w, int h) const {
 }
 
 int exif_orientation(Bytes b, ImageFormat format) {
-    int orientation = 1;
+    // As PIL's exif_transpose: the EXIF orientation tag, else (no tag at all) the XMP packet's.
+    int exif = 0, xmp = 0;
     try {
         if (format == ImageFormat::Jpeg) {
             walk_jpeg_segments(b, [&](uint8_t marker, Bytes s) {
-                if (marker != 0xE1 || !starts_with(s, "Exif")) return false;
-                orientation = tiff_orientation(s);
-                return true;
+                if (marker != 0xE1) return false;
+                if (starts_with(s, "Exif") && exif == 0) exif = tiff_orientation(s);
+                static const char kXmp[] = "http://ns.adobe.com/xap/1.0/";  // then a NUL, then the packet
+                if (starts_with(s, kXmp) && xmp == 0) xmp = xmp_orientation(s.subspan(std::min(sizeof kXmp, s.size())));
+                return false;
             });
         } else if (format == ImageFormat::Png) {
             size_t at = 8;
             while (at + 12 <= b.size()) {
                 const size_t length = be32(b, at);
                 if (at + 12 + length > b.size()) break;
-                if (starts_with(b, "eXIf", at + 4)) return tiff_orientation(b.subspan(at + 8, length));
+                const Bytes data = b.subspan(at + 8, length);
+                if (starts_with(b, "eXIf", at + 4) && exif == 0) exif = tiff_orientation(data);
+                // Text chunks keyed XML:com.adobe.xmp (iTXt uncompressed, or tEXt): PIL keeps their text.
+                static const char kKey[] = "XML:com.adobe.xmp";  // with its NUL
+                if ((starts_with(b, "iTXt", at + 4) || starts_with(b, "tEXt", at + 4)) && xmp == 0 &&
+                    data.size() >= sizeof kKey && std::memcmp(data.data(), kKey, sizeof kKey) == 0) {
+                    const bool itxt = starts_with(b, "iTXt", at + 4);
+                    if (!itxt) {
+                        xmp = xmp_orientation(data.subspan(sizeof kKey));
+                    } else if (data.size() > sizeof kKey + 1 && data[sizeof kKey] == 0) {  // not compressed
+                        // Skip the compression method, the language tag and the translated keyword.
+                        size_t p = sizeof kKey + 2;
+                        for (int field = 0; field < 2 && p < data.size(); ++field) {
+                            while (p < data.size() && data[p] != 0) ++p;
+                            ++p;
+                        }
+                        if (p <= data.size()) xmp = xmp_orientation(data.subspan(p));
+                    }
+                }
                 at += 12 + length;
             }
         } else if (format == ImageFormat::WebP) {
             walk_webp_chunks(b, [&](const std::string& fourcc, Bytes p) {
-                if (fourcc != "EXIF") return false;
-                orientation = tiff_orientation(p);
-                return true;
+                if (fourcc == "EXIF" && exif == 0) exif = tiff_orientation(p);
+                if (fourcc == "XMP " && xmp == 0) xmp = xmp_orientation(p);
+                return false;
             });
         }
     } catch (const Error&) {
         return 1;  // a broken header is reported by the decoder, not here
     }
-    return orientation;
+    if (exif != 0) return exif;
+    return xmp >= 1 && xmp <= 8 ? xmp : 1;
 }
 
 RgbImage apply_orientation(const RgbImage& in, int orientation) {

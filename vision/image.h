@@ -45,7 +45,8 @@ RgbImage load_image(const std::filesystem::path& path, const DecodeLimits& limit
 // A file's bytes; throws lumen::Error naming the file when it cannot be read.
 std::vector<uint8_t> load_image_bytes(const std::filesystem::path& path);
 
-// The EXIF orientation (1-8) an image carries, 1 when it has none.
+// The orientation (1-8) an image carries, as PIL's exif_transpose reads it: EXIF's tag, else (no
+// tag) the XMP packet's tiff:Orientation; 1 when there is none.
 int exif_orientation(std::span<const uint8_t> bytes, ImageFormat format);
 // Turns an image stored with EXIF `orientation` upright (PIL's ImageOps.exif_transpose).
 RgbImage apply_orientation(const RgbImage& image, int orientation);

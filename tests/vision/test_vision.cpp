@@ -298,6 +298,23 @@ private slots:
         }
     }
 
+    // Orientation written in XMP metadata (PNG iTXt and tEXt, a JPEG APP1 segment, a WebP "XMP "
+    // chunk), alone or beside EXIF: each as PIL's exif_transpose turned it
+    // (tests/reference/make_xmp_goldens.py).
+    void appliesXmpOrientationAsPil() {
+        const fs::path dir = fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/vision/xmp";
+        const json golden = json::parse(*read_text_file(dir / "xmp.json"));
+        QCOMPARE(golden.size(), std::size_t(6));
+        for (const auto& [name, orientation] : golden.items()) {
+            const std::vector<uint8_t> bytes = read_bytes(dir / name);
+            QVERIFY2(exif_orientation(bytes, probe_image(bytes).format) == orientation.get<int>(), name.c_str());
+            const RgbImage image = decode_image(bytes);
+            const bool turned = orientation.get<int>() >= 5;
+            QCOMPARE(image.width, turned ? 8 : 12);
+            QCOMPARE(image.height, turned ? 12 : 8);
+        }
+    }
+
     void decodesGifFirstFrames() {
         // Colours of indices 0-3: (10 20 30) (40 50 60) (70 80 90) (A0 B0 C0).
         const RgbImage plain = decode_image(bytes_of(gif(2, 2, 0, 0, 2, 2, {0, 1, 2, 3}, -1)));
