@@ -812,7 +812,9 @@ void rms_norm(DataType t, const float* x, const void* w, float eps, int64_t rows
         // Rows of up to 16,384 in registers (256 threads, up to 16 vectors each).
         const int64_t per_thread = (cols / 4 + 255) / 256;
         if (cols % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 && per_thread <= 16) {
-            auto run = [&](auto v) { launch_early(rms_norm_vector_kernel<T, decltype(v)::value>, unsigned(rows), 256, 0, s, x, wt, eps, cols, o); };
+            auto run = [&](auto v) {
+                launch_early(rms_norm_vector_kernel<T, decltype(v)::value>, unsigned(rows), 256, 0, s, x, wt, eps, cols, o);
+            };
             if (per_thread <= 1) run(std::integral_constant<int, 1>{});
             else if (per_thread <= 2) run(std::integral_constant<int, 2>{});
             else if (per_thread <= 4) run(std::integral_constant<int, 4>{});
@@ -833,8 +835,8 @@ void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, i
         using T = decltype(tag);
         dispatch(scale_type, [&](auto scale_tag) {
             using TS = decltype(scale_tag);
-            launch_early(add_residual_kernel<T, TS>, matrix_grid(rows, cols, 256), 256, 0, s, x, static_cast<const T*>(delta), delta_rows, rows,
-                         cols, static_cast<const TS*>(column_scale));
+            launch_early(add_residual_kernel<T, TS>, matrix_grid(rows, cols, 256), 256, 0, s, x, static_cast<const T*>(delta),
+                         delta_rows, rows, cols, static_cast<const TS*>(column_scale));
         });
     });
     launched("add_residual");
@@ -845,8 +847,8 @@ void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32
     if (batch.num_tokens == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        launch_early(rope_store_kv_kernel<T>, batch.num_tokens, 256, 0, s, static_cast<T*>(qkv), heads, kv_heads, head_dim, linear_factor,
-                     batch, static_cast<T*>(kv_pool), layer, kv);
+        launch_early(rope_store_kv_kernel<T>, batch.num_tokens, 256, 0, s, static_cast<T*>(qkv), heads, kv_heads, head_dim,
+                     linear_factor, batch, static_cast<T*>(kv_pool), layer, kv);
     });
     launched("rope_store_kv");
 }
@@ -902,8 +904,8 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
         auto run = [&](auto g) {
             constexpr int G = decltype(g)::value;
             auto launch = [&](auto kernel) {
-                launch_early(kernel, grid, 32 * kAttentionWarps, 0, s, static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch,
-                             static_cast<const T*>(kv_pool), layer, kv, span, static_cast<T*>(out), partial, tickets);
+                launch_early(kernel, grid, 32 * kAttentionWarps, 0, s, static_cast<const T*>(qkv), heads, kv_heads, head_dim,
+                             batch, static_cast<const T*>(kv_pool), layer, kv, span, static_cast<T*>(out), partial, tickets);
             };
             // Early loads where the registers they need are worth it: small groups, few blocks.
             const bool early = batch.decode && G <= 2 && blocks * splits <= 512 && sizeof(T) == 2;
@@ -936,7 +938,8 @@ void silu_mul(DataType t, const void* gate_up, int64_t rows, int64_t inter, void
         const auto* in = static_cast<const T*>(gate_up);
         auto* o = static_cast<T*>(out);
         if (vectorizable<T>(gate_up, inter, 2 * inter) && vectorizable<T>(out, inter, inter))
-            launch_early(silu_mul_kernel<T, kVector<T>>, matrix_grid(rows, inter / kVector<T>, 128), 128, 0, s, in, rows, inter, o);
+            launch_early(silu_mul_kernel<T, kVector<T>>, matrix_grid(rows, inter / kVector<T>, 128), 128, 0, s, in, rows, inter,
+                         o);
         else
             launch_early(silu_mul_kernel<T, 1>, matrix_grid(rows, inter, 128), 128, 0, s, in, rows, inter, o);
     });
@@ -952,7 +955,8 @@ void gather_rows(const float* x, int64_t cols, const int32_t* rows, int32_t n, f
 void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, unsigned long long* keys, cudaStream_t s) {
     if (rows == 0) return;
     check(cudaMemsetAsync(keys, 0, std::size_t(rows) * sizeof *keys, s), "cudaMemsetAsync");
-    launch_early(argmax_kernel, dim3(unsigned((cols + kArgmaxChunk - 1) / kArgmaxChunk), unsigned(rows)), 256, 0, s, logits, cols, keys);
+    const dim3 grid(unsigned((cols + kArgmaxChunk - 1) / kArgmaxChunk), unsigned(rows));
+    launch_early(argmax_kernel, grid, 256, 0, s, logits, cols, keys);
     launch_early(argmax_index_kernel, 1, 256, 0, s, keys, rows, out);
     launched("argmax_rows");
 }
@@ -981,7 +985,8 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
     if (int(o.silu_gate) + int(o.accumulate) + int(o.rope != nullptr) > 1) return false;
     // fp32 output: the logits (plain products) or the residual stream (accumulate).
     if (out_type != (o.accumulate ? DataType::F32 : t) && (out_type != DataType::F32 || o.silu_gate || o.rope)) return false;
-    if (o.rope && (o.rope->head_dim % 2 != 0 || out_features % o.rope->head_dim != 0 || o.rope->batch.num_tokens != n)) return false;
+    if (o.rope && (o.rope->head_dim % 2 != 0 || out_features % o.rope->head_dim != 0 || o.rope->batch.num_tokens != n))
+        return false;
     // One weight row per warp, eight 16-byte loads deep per lane (two rows four deep when gated or
     // rotated): measured on H100 against two and four rows per warp (more warps in flight beat
     // reusing each x value).
