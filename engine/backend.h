@@ -140,7 +140,8 @@ public:
         linear(x, w, bias, qkv);
         rope_and_store_kv(qkv, shape, rope, batch, layer);
     }
-    // residual += x · wᵀ (+ bias), the product rounded to x's type first (as if stored in `delta`).
+    // residual += x · wᵀ (+ bias). The separate form rounds the product to delta's type on the way;
+    // a fused one may add it unrounded.
     virtual void linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor delta, Tensor residual) {
         linear(x, w, bias, delta);
         add(residual, delta);

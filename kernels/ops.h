@@ -82,9 +82,6 @@ void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, 
 void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);
 // Uniform values in [center - scale/2, center + scale/2), the same function of (seed, index) as the CPU's.
 void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s);
-// Decoding's products: out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights, each
-// weight read once at full bandwidth. Returns false, doing nothing, for shapes it does not handle
-// (then use gemm).
 // What rope_store_kv does, for the q/k/v product of a decode step (see GemvOptions::rope).
 struct RopeStore {
     int32_t heads = 0, kv_heads = 0, head_dim = 0;
@@ -100,6 +97,9 @@ struct GemvOptions {
     bool accumulate = false;             // out is fp32 and gets the product (rounded to t) added
     const RopeStore* rope = nullptr;     // out is q/k/v: then rope_store_kv as that function does
 };
+// Decoding's products: out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights, each
+// weight read once at full bandwidth, with the options' step fused after. Returns false, doing
+// nothing, for shapes it does not handle (then use gemm).
 bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, void* out, DataType out_type,
           const GemvOptions& options, cudaStream_t s);
 // Vision encoders and projectors (tensors may have row strides, in elements).
