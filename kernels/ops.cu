@@ -131,6 +131,7 @@ constexpr int kAttentionWarps = 4;
 constexpr int kTile = 32 * kAttentionWarps;  // positions a block handles per pass, one per lane
 constexpr int kMaxGroup = 8;  // query heads per key/value head handled together
 constexpr int64_t kAttentionTickets = 1024;  // split-attention counters, one per (token, key/value head)
+constexpr int kMaxSplits = 64;  // splits of one token's keys (their weights are merged in shared memory)
 
 // Eight consecutive elements as floats (16-byte aligned loads).
 __device__ __forceinline__ void load8(const float* p, float* out) {
@@ -380,61 +381,37 @@ attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_
     if (!merges) return;
     __threadfence();
     // Each split's weight in the merged softmax, once per head, then the weighted sums: two rounds
-    // of loads rather than one per split.
-    // The weights live where the warps' sums were (no longer read): up to 64 splits; more take
-    // the loop below.
-    constexpr int kMergeSplits = 64;
-    static_assert(sizeof acc_sh >= 2 * sizeof(float[G][kMergeSplits]), "room for the split weights");
-    auto& weight_sh = *reinterpret_cast<float (*)[G][kMergeSplits]>(&acc_sh[0][0][0]);
-    auto& mass_sh = *reinterpret_cast<float (*)[G][kMergeSplits]>(&acc_sh[0][0][0] + G * kMergeSplits);
+    // of loads rather than one per split. The weights live where the warps' sums were (no longer read).
+    static_assert(sizeof acc_sh >= 2 * sizeof(float[G][kMaxSplits]), "room for the split weights");
+    auto& weight_sh = *reinterpret_cast<float (*)[G][kMaxSplits]>(&acc_sh[0][0][0]);
+    auto& mass_sh = *reinterpret_cast<float (*)[G][kMaxSplits]>(&acc_sh[0][0][0] + G * kMaxSplits);
     const float* parts = partial + (int64_t(t) * heads + int64_t(kvh) * G) * splits * (D + 2);
-    if (splits <= kMergeSplits) {
-        for (int i = threadIdx.x; i < G * splits; i += blockDim.x) {
-            const float* p = parts + int64_t(i) * (D + 2);  // head g = i / splits, split i % splits
-            const float m_k = __ldcg(p + D), l_k = __ldcg(p + D + 1);
-            weight_sh[i / splits][i % splits] = l_k > 0.0f ? m_k : -INFINITY;  // a split without keys weighs nothing
-            mass_sh[i / splits][i % splits] = l_k;
-        }
-        __syncthreads();
-        if (threadIdx.x < G) {
-            const int g = threadIdx.x;
-            float M = -INFINITY, L = 0.0f;
-            for (int k = 0; k < splits; ++k) M = fmaxf(M, weight_sh[g][k]);
-            for (int k = 0; k < splits; ++k) {
-                const float f = weight_sh[g][k] == -INFINITY ? 0.0f : __expf(weight_sh[g][k] - M);
-                L += mass_sh[g][k] * f;
-                weight_sh[g][k] = f;
-            }
-            for (int k = 0; k < splits; ++k) weight_sh[g][k] /= L;
-        }
-        __syncthreads();
-        for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-            const int g = i / D, d = i % D;
-            const float* p = parts + int64_t(g) * splits * (D + 2) + d;
-            float sum = 0.0f;
-#pragma unroll 8
-            for (int k = 0; k < splits; ++k) sum += __ldcg(p + int64_t(k) * (D + 2)) * weight_sh[g][k];
-            out[int64_t(t) * heads * D + int64_t(kvh * G + g) * D + d] = from_f<T>(sum);
-        }
-        return;
+    for (int i = threadIdx.x; i < G * splits; i += blockDim.x) {
+        const float* p = parts + int64_t(i) * (D + 2);  // head g = i / splits, split i % splits
+        const float m_k = __ldcg(p + D), l_k = __ldcg(p + D + 1);
+        weight_sh[i / splits][i % splits] = l_k > 0.0f ? m_k : -INFINITY;  // a split without keys weighs nothing
+        mass_sh[i / splits][i % splits] = l_k;
     }
+    __syncthreads();
+    if (threadIdx.x < G) {
+        const int g = threadIdx.x;
+        float M = -INFINITY, L = 0.0f;
+        for (int k = 0; k < splits; ++k) M = fmaxf(M, weight_sh[g][k]);
+        for (int k = 0; k < splits; ++k) {
+            const float f = weight_sh[g][k] == -INFINITY ? 0.0f : __expf(weight_sh[g][k] - M);
+            L += mass_sh[g][k] * f;
+            weight_sh[g][k] = f;
+        }
+        for (int k = 0; k < splits; ++k) weight_sh[g][k] /= L;
+    }
+    __syncthreads();
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         const int g = i / D, d = i % D;
-        const int32_t h = kvh * G + g;
-        const float* part = partial + (int64_t(t) * heads + h) * splits * (D + 2);
-        float M = -INFINITY;
-        for (int k = 0; k < splits; ++k) M = fmaxf(M, __ldcg(part + k * (D + 2) + D));
-        float L = 0.0f, sum = 0.0f;
-        for (int k = 0; k < splits; ++k) {
-            const float* p = part + k * (D + 2);
-            const float pl = __ldcg(p + D + 1);
-            if (pl > 0.0f) {
-                const float f = __expf(__ldcg(p + D) - M);
-                L += pl * f;
-                sum += __ldcg(p + d) * f;
-            }
-        }
-        out[int64_t(t) * heads * D + int64_t(h) * D + d] = from_f<T>(sum / L);
+        const float* p = parts + int64_t(g) * splits * (D + 2) + d;
+        float sum = 0.0f;
+#pragma unroll 8
+        for (int k = 0; k < splits; ++k) sum += __ldcg(p + int64_t(k) * (D + 2)) * weight_sh[g][k];
+        out[int64_t(t) * heads * D + int64_t(kvh * G + g) * D + d] = from_f<T>(sum);
     }
 }
 
@@ -888,7 +865,8 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
     // Enough blocks to fill the GPU: split long contexts when there are few tokens (decoding).
     // The split blocks of each token and head count themselves in a ticket at the buffer's end.
     const int64_t blocks = int64_t(batch.num_tokens) * kv_heads;
-    int32_t splits = int32_t(std::max<int64_t>(1, std::min<int64_t>((512 + blocks - 1) / blocks, (max_len + kTile - 1) / kTile)));
+    int32_t splits = int32_t(std::max<int64_t>(1, std::min<int64_t>({(512 + blocks - 1) / blocks, (max_len + kTile - 1) / kTile,
+                                                                      int64_t(kMaxSplits)})));
     if (blocks > kAttentionTickets) splits = 1;
     auto* tickets = reinterpret_cast<int32_t*>(partial + partial_floats - kAttentionTickets);
     partial_floats -= kAttentionTickets;
@@ -908,8 +886,8 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
                              batch, static_cast<const T*>(kv_pool), layer, kv, span, static_cast<T*>(out), partial, tickets);
             };
             // Early loads where the registers they need are worth it: small groups, few blocks.
-            const bool early = batch.decode && G <= 2 && blocks * splits <= 512 && sizeof(T) == 2;
             constexpr bool kEarly = G <= 2 && sizeof(T) == 2;
+            const bool early = kEarly && batch.decode && blocks * splits <= 512;
             if (head_dim == 128 && early) launch(attention_split_kernel<T, G, 128, kEarly>);
             else if (head_dim == 128) launch(attention_split_kernel<T, G, 128, false>);
             else if (head_dim == 64 && early) launch(attention_split_kernel<T, G, 64, kEarly>);

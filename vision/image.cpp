@@ -382,6 +382,22 @@ RgbImage RgbImage::crop(int x, int y, int w, int h) const {
     return out;
 }
 
+// The XMP packet of a PNG text chunk keyed XML:com.adobe.xmp (tEXt, or iTXt not compressed), the
+// text PIL keeps for it; empty for any other chunk.
+Bytes png_xmp_text(Bytes type, Bytes data) {
+    static const char kKey[] = "XML:com.adobe.xmp";  // with its NUL
+    if (data.size() < sizeof kKey || std::memcmp(data.data(), kKey, sizeof kKey) != 0) return {};
+    if (starts_with(type, "tEXt")) return data.subspan(sizeof kKey);
+    if (!starts_with(type, "iTXt") || data.size() <= sizeof kKey + 1 || data[sizeof kKey] != 0) return {};
+    // After the compression flag and method: the language tag and the translated keyword, each NUL-ended.
+    size_t p = sizeof kKey + 2;
+    for (int field = 0; field < 2 && p < data.size(); ++field) {
+        while (p < data.size() && data[p] != 0) ++p;
+        ++p;
+    }
+    return p <= data.size() ? data.subspan(p) : Bytes{};
+}
+
 int exif_orientation(Bytes b, ImageFormat format) {
     // As PIL's exif_transpose: the EXIF orientation tag, else (no tag at all) the XMP packet's.
     int exif = 0, xmp = 0;
@@ -401,23 +417,7 @@ int exif_orientation(Bytes b, ImageFormat format) {
                 if (at + 12 + length > b.size()) break;
                 const Bytes data = b.subspan(at + 8, length);
                 if (starts_with(b, "eXIf", at + 4) && exif == 0) exif = tiff_orientation(data);
-                // Text chunks keyed XML:com.adobe.xmp (iTXt uncompressed, or tEXt): PIL keeps their text.
-                static const char kKey[] = "XML:com.adobe.xmp";  // with its NUL
-                if ((starts_with(b, "iTXt", at + 4) || starts_with(b, "tEXt", at + 4)) && xmp == 0 &&
-                    data.size() >= sizeof kKey && std::memcmp(data.data(), kKey, sizeof kKey) == 0) {
-                    const bool itxt = starts_with(b, "iTXt", at + 4);
-                    if (!itxt) {
-                        xmp = xmp_orientation(data.subspan(sizeof kKey));
-                    } else if (data.size() > sizeof kKey + 1 && data[sizeof kKey] == 0) {  // not compressed
-                        // Skip the compression method, the language tag and the translated keyword.
-                        size_t p = sizeof kKey + 2;
-                        for (int field = 0; field < 2 && p < data.size(); ++field) {
-                            while (p < data.size() && data[p] != 0) ++p;
-                            ++p;
-                        }
-                        if (p <= data.size()) xmp = xmp_orientation(data.subspan(p));
-                    }
-                }
+                if (xmp == 0) xmp = xmp_orientation(png_xmp_text(b.subspan(at + 4, 4), data));
                 at += 12 + length;
             }
         } else if (format == ImageFormat::WebP) {
