@@ -461,8 +461,11 @@ struct GemvParams {
 // never change). Variants fold in the step after, rounding to T where the separate kernel's input
 // would have been: kGated, the warp of column o also reads row inter + o (up) and writes
 // silu(gate) · up; kAccumulate, the result is added to the fp32 residual stream.
+// The launch bounds name a minimum of one block per SM on purpose: ptxas then gives the kernel
+// about 118 registers instead of 100 and schedules its loads better (H100, Llama-2-7B shape,
+// batch 1: 189 -> 200 tokens/s; the same card, the same commit otherwise).
 template <class T, class O, int N, int U, bool kGated, bool kAccumulate, bool kRope>
-__global__ void __launch_bounds__(128) gemv_kernel(GemvParams p) {
+__global__ void __launch_bounds__(128, 1) gemv_kernel(GemvParams p) {
     let_next_start();
     constexpr int R = kGated || kRope ? 2 : 1;
     const int lane = threadIdx.x & 31;
