@@ -164,6 +164,19 @@ public:
     // Operations of the vision encoders and projectors (activations F32 on the CPU).
     // out = (x - mean) / sqrt(var + eps) * weight + bias, per row; out may be x.
     virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) = 0;
+    // The residual add and the next norm: x += delta (· column_scale), then out = LayerNorm(x)
+    // (weight, bias), or with `rms` RMSNorm(x) (weight only). A backend may do both in one pass.
+    virtual void add_norm(Tensor x, const Tensor& delta, const Tensor* column_scale, const Tensor& weight, const Tensor* bias, float eps,
+                          bool rms, Tensor out) {
+        add(x, delta, column_scale);
+        if (rms) rms_norm(x, weight, eps, out);
+        else layer_norm(x, weight, bias, eps, out);
+    }
+    // Square patches of images as rows, for the patch embedding's product. `planes` holds images
+    // of `channels` planes, each size x size ([images · channels · size, size], size = planes.cols);
+    // row t·g² + y·g + x of out (g = size / patch) is patch (y, x) of image t: channel, then row,
+    // then column. Columns of out past channels · patch² are zero.
+    virtual void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) = 0;
     enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
     virtual void activate(Tensor x, Activation kind) = 0;  // in place
     // Attention without a mask within each group of `group_rows` consecutive rows (one image or

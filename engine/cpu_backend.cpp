@@ -517,6 +517,26 @@ public:
         });
     }
 
+    void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) override {
+        check_f32(planes, "patch input");
+        check_f32(out, "patch rows");
+        const int64_t size = planes.cols, g = size / patch, n = g * g, values = channels * patch * patch;
+        if (size % patch != 0 || planes.rows % (channels * size) != 0 || out.rows != planes.rows / (channels * size) * n ||
+            out.cols < values)
+            throw Error("CPU backend: patch_rows shapes do not match");
+        ThreadPool::shared().parallel_for(std::size_t(out.rows), grain_for(std::size_t(out.cols)), [&](std::size_t rb, std::size_t re) {
+            for (std::size_t r = rb; r < re; ++r) {
+                const int64_t t = int64_t(r) / n, y = int64_t(r) % n / g, x = int64_t(r) % g;
+                float* dst = frow(out, int64_t(r));
+                for (int64_t c = 0; c < channels; ++c)
+                    for (int64_t ky = 0; ky < patch; ++ky)
+                        std::memcpy(dst + (c * patch + ky) * patch, frow(planes, (t * channels + c) * size + y * patch + ky) + x * patch,
+                                    std::size_t(patch) * sizeof(float));
+                std::fill(dst + values, dst + out.cols, 0.0f);
+            }
+        });
+    }
+
     void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) override {
         check_f32(qkv, "attention input");
         if (group_rows <= 0 || qkv.rows % group_rows != 0) throw Error("CPU backend: attention groups do not tile the rows");

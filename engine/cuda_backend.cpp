@@ -428,6 +428,30 @@ public:
                      weight.data, bias ? bias->data : nullptr, eps, false, x.rows, x.cols, stream_);
     }
 
+    void add_norm(Tensor x, const Tensor& delta, const Tensor* column_scale, const Tensor& weight, const Tensor* bias, float eps, bool rms,
+                  Tensor out) override {
+        const DType t = delta.dtype;
+        const bool fused = x.dtype == DType::F32 && x.stride == x.cols && delta.stride == delta.cols && out.stride == out.cols &&
+                           delta.rows == x.rows && delta.cols == x.cols && out.rows == x.rows && out.cols == x.cols && out.dtype == t &&
+                           weight.dtype == t && (!bias || bias->dtype == t) && (!column_scale || column_scale->dtype == t);
+        if (fused) {
+            const Timed timed(*this, "add + norm");
+            if (k::add_norm_rows(kernel_type(t), f32(x), delta.data, column_scale ? column_scale->data : nullptr, weight.data,
+                                 bias && !rms ? bias->data : nullptr, eps, rms, x.rows, x.cols, out.data, stream_))
+                return;
+        }
+        Backend::add_norm(x, delta, column_scale, weight, bias, eps, rms, out);
+    }
+
+    void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) override {
+        const Timed timed(*this, "patch_rows");
+        const int64_t size = planes.cols, g = size / patch;
+        if (size % patch != 0 || planes.rows % (channels * size) != 0 || out.rows != planes.rows / (channels * size) * g * g ||
+            out.cols < channels * patch * patch || planes.dtype != out.dtype || planes.stride != planes.cols || out.stride != out.cols)
+            throw Error("CUDA backend: patch_rows shapes do not match");
+        k::patch_rows(kernel_type(out.dtype), planes.data, channels, size, patch, out.rows, out.cols, out.data, stream_);
+    }
+
     void activate(Tensor x, Activation kind) override {
         const Timed timed(*this, "activate");
         k::activate(kernel_type(x.dtype), x.data, x.rows, x.cols, x.stride,
@@ -588,7 +612,11 @@ private:
     // read; the copies are ordered before later work on the stream.
     void upload(const std::byte* src, DType from, std::size_t n, std::byte* dst, DType to, const char* what) {
         const std::size_t out_elem = dtype_size(to), in_elem = dtype_size(from);
-        const std::size_t chunk = kStagingBytes / std::max(out_elem, in_elem);
+        // Conversions (an image's fp32 pixels) go in at least four chunks once there are a few MiB,
+        // so that converting one overlaps copying another; same-type weights in chunks as large
+        // as the staging buffer (one tensor's copy then overlaps the next tensor's staging).
+        std::size_t chunk = kStagingBytes / std::max(out_elem, in_elem);
+        if (from != to) chunk = std::min(chunk, std::max<std::size_t>(n / 4, std::size_t(1) << 20));
         for (std::size_t first = 0, i = 0; first < n; first += chunk, i ^= 1) {
             const std::size_t count = std::min(chunk, n - first);
             check(cudaEventSynchronize(staging_done_[i]), "cudaEventSynchronize");
@@ -607,21 +635,37 @@ private:
             std::memcpy(dst, src, n * dtype_size(from));
             return;
         }
-        for (std::size_t i = 0; i < n; ++i) {
-            float v;
-            uint16_t h;
+        // The types are chosen once, outside the loop, so that it compiles to straight conversions.
+        auto with_reader = [&](auto&& body) {
             switch (from) {
-            case DType::F32: std::memcpy(&v, src + 4 * i, 4); break;
-            case DType::BF16: std::memcpy(&h, src + 2 * i, 2); v = bf16_to_f32(h); break;
-            case DType::F16: std::memcpy(&h, src + 2 * i, 2); v = f16_to_f32(h); break;
+            case DType::F32: return body([&](std::size_t i) { float v; std::memcpy(&v, src + 4 * i, 4); return v; });
+            case DType::BF16: return body([&](std::size_t i) { uint16_t h; std::memcpy(&h, src + 2 * i, 2); return bf16_to_f32(h); });
+            case DType::F16: return body([&](std::size_t i) { uint16_t h; std::memcpy(&h, src + 2 * i, 2); return f16_to_f32(h); });
             default: throw Error("CUDA backend: cannot convert weights of type " + std::string(dtype_name(from)));
             }
+        };
+        with_reader([&](auto read) {
             switch (to) {
-            case DType::F32: std::memcpy(dst + 4 * i, &v, 4); break;
-            case DType::BF16: h = f32_to_bf16(v); std::memcpy(dst + 2 * i, &h, 2); break;
-            default: h = f32_to_f16(v); std::memcpy(dst + 2 * i, &h, 2); break;
+            case DType::F32:
+                for (std::size_t i = 0; i < n; ++i) {
+                    const float v = read(i);
+                    std::memcpy(dst + 4 * i, &v, 4);
+                }
+                break;
+            case DType::BF16:
+                for (std::size_t i = 0; i < n; ++i) {
+                    const uint16_t h = f32_to_bf16(read(i));
+                    std::memcpy(dst + 2 * i, &h, 2);
+                }
+                break;
+            default:
+                for (std::size_t i = 0; i < n; ++i) {
+                    const uint16_t h = f32_to_f16(read(i));
+                    std::memcpy(dst + 2 * i, &h, 2);
+                }
+                break;
             }
-        }
+        });
     }
 
     int device_;

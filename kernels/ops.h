@@ -106,6 +106,14 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
 // out = LayerNorm (weight, optional bias) or, with `rms`, RMSNorm (weight only) of each row of x.
 void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_type, void* out, int64_t out_stride, DataType w_type,
                const void* w, const void* bias, float eps, bool rms, int64_t rows, int64_t cols, cudaStream_t s);
+// x (fp32, contiguous) += delta · scale (scale optional), then out = norm(x) as norm_rows does; delta,
+// scale, w, bias and out of type t, all contiguous. False (nothing done) for rows of more than
+// 2,048 values or not a multiple of 4.
+bool add_norm_rows(DataType t, float* x, const void* delta, const void* scale, const void* w, const void* bias, float eps, bool rms,
+                   int64_t rows, int64_t cols, void* out, cudaStream_t s);
+// Image patches as rows (see Backend::patch_rows): planes [images · channels · size, size], out [rows, cols].
+void patch_rows(DataType t, const void* planes, int64_t channels, int64_t size, int64_t patch, int64_t rows, int64_t cols, void* out,
+                cudaStream_t s);
 enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
 void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, Activation kind, cudaStream_t s);
 // Unmasked attention within each group of `group_rows` rows; qkv [rows, 3·heads·head_dim] as q | k | v,

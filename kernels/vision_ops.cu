@@ -78,6 +78,78 @@ __global__ void norm_rows_kernel(const TIn* x, int64_t x_stride, TOut* out, int6
     }
 }
 
+// Four consecutive values, loaded and stored as one vector.
+template <class T>
+struct alignas(4 * sizeof(T)) Four {
+    T v[4];
+};
+
+// The residual add and the next norm of a vision layer: x += delta · scale, then out = norm(x),
+// a warp per row holding its V four-value pieces in registers (x is read and written once).
+template <class T, int V>
+__global__ void __launch_bounds__(128) add_norm_rows_kernel(float* x, const T* delta, const T* scale, const T* w, const T* bias, float eps,
+                                                            bool rms, int64_t rows, int64_t cols, T* out) {
+    const int64_t row = int64_t(blockIdx.x) * 4 + threadIdx.x / 32;
+    if (row >= rows) return;
+    const int lane = threadIdx.x & 31;
+    const int64_t pieces = cols / 4;
+    float4* xr = reinterpret_cast<float4*>(x + row * cols);
+    const auto* dr = reinterpret_cast<const Four<T>*>(delta + row * cols);
+    float v[V][4];
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+        const int64_t i = lane + 32 * j;
+        if (i >= pieces) break;
+        const float4 a = xr[i];
+        const Four<T> d = dr[i];
+        Four<T> sc{};
+        if (scale) sc = reinterpret_cast<const Four<T>*>(scale)[i];
+        v[j][0] = a.x + to_f(d.v[0]) * (scale ? to_f(sc.v[0]) : 1.0f);
+        v[j][1] = a.y + to_f(d.v[1]) * (scale ? to_f(sc.v[1]) : 1.0f);
+        v[j][2] = a.z + to_f(d.v[2]) * (scale ? to_f(sc.v[2]) : 1.0f);
+        v[j][3] = a.w + to_f(d.v[3]) * (scale ? to_f(sc.v[3]) : 1.0f);
+        xr[i] = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
+        sum += v[j][0] + v[j][1] + v[j][2] + v[j][3];
+    }
+    const float mean = rms ? 0.0f : warp_sum(sum) / float(cols);
+    float ss = 0.0f;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+        if (lane + 32 * j >= pieces) break;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) ss += (v[j][e] - mean) * (v[j][e] - mean);
+    }
+    const float inv = rsqrtf(warp_sum(ss) / float(cols) + eps);
+    auto* o = reinterpret_cast<Four<T>*>(out + row * cols);
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+        const int64_t i = lane + 32 * j;
+        if (i >= pieces) break;
+        const Four<T> wv = reinterpret_cast<const Four<T>*>(w)[i];
+        Four<T> bv{};
+        if (bias) bv = reinterpret_cast<const Four<T>*>(bias)[i];
+        Four<T> r;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) r.v[e] = from_f<T>((v[j][e] - mean) * inv * to_f(wv.v[e]) + (bias ? to_f(bv.v[e]) : 0.0f));
+        o[i] = r;
+    }
+}
+
+// Row t·g² + y·g + x of out is patch (y, x) of image t (channel, then row, then column); columns
+// past channels · patch² are zero.
+template <class T>
+__global__ void patch_rows_kernel(const T* planes, int64_t channels, int64_t size, int64_t patch, int64_t rows, int64_t cols, T* out) {
+    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (c >= cols) return;
+    const int64_t area = patch * patch, channel = c / area, ky = c % area / patch, kx = c % patch, g = size / patch;
+    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+        const int64_t t = r / (g * g), y = r % (g * g) / g, px = r % g;
+        out[r * cols + c] =
+            channel < channels ? planes[((t * channels + channel) * size + y * patch + ky) * size + px * patch + kx] : from_f<T>(0.0f);
+    }
+}
+
 __device__ __forceinline__ float activation(float v, Activation kind) {
     return kind == Activation::Gelu ? 0.5f * v * (1.0f + erff(v * 0.70710678118654752f)) : v / (1.0f + __expf(-1.702f * v));
 }
@@ -197,6 +269,38 @@ void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_ty
         });
     });
     launched("norm_rows");
+}
+
+bool add_norm_rows(DataType t, float* x, const void* delta, const void* scale, const void* w, const void* bias, float eps, bool rms,
+                   int64_t rows, int64_t cols, void* out, cudaStream_t s) {
+    const int64_t per_lane = (cols / 4 + 31) / 32;
+    if (cols % 4 != 0 || per_lane > 16) return false;
+    if (rows == 0) return true;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        auto run = [&](auto v) {
+            add_norm_rows_kernel<T, decltype(v)::value><<<unsigned((rows + 3) / 4), 128, 0, s>>>(
+                x, static_cast<const T*>(delta), static_cast<const T*>(scale), static_cast<const T*>(w), static_cast<const T*>(bias), eps, rms,
+                rows, cols, static_cast<T*>(out));
+        };
+        if (per_lane <= 2) run(std::integral_constant<int, 2>{});
+        else if (per_lane <= 4) run(std::integral_constant<int, 4>{});
+        else if (per_lane <= 8) run(std::integral_constant<int, 8>{});
+        else run(std::integral_constant<int, 16>{});
+    });
+    launched("add_norm_rows");
+    return true;
+}
+
+void patch_rows(DataType t, const void* planes, int64_t channels, int64_t size, int64_t patch, int64_t rows, int64_t cols, void* out,
+                cudaStream_t s) {
+    if (rows == 0) return;
+    dispatch(t, [&](auto tag) {
+        using T = decltype(tag);
+        patch_rows_kernel<T><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<const T*>(planes), channels, size, patch, rows, cols,
+                                                                          static_cast<T*>(out));
+    });
+    launched("patch_rows");
 }
 
 void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, Activation kind, cudaStream_t s) {

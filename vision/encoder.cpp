@@ -89,7 +89,7 @@ VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype,
 }
 
 VisionEncoder::~VisionEncoder() {
-    for (Tensor* t : {&patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
+    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
         if (!t->empty()) backend_.release(*t);
 }
 
@@ -139,8 +139,8 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
                        : backend_.weight(buffer.data(), parts.front()->dtype, total, cols);
     };
 
-    // A convolution with stride = kernel is a matrix over patches; its rows are padded with zeros to
-    // a multiple of 8 values, which the tensor-core GEMMs need (588 for 14x14 RGB patches).
+    // A convolution with stride = kernel is a matrix over patches; its rows are padded with zeros
+    // (see patch_columns).
     const int64_t K = C * P * P, padded = patch_columns();
     if (!checkpoint) {
         patch_w_ = random(tower + n.patch_w, D, padded);
@@ -205,11 +205,12 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
 
 void VisionEncoder::ensure_capacity(int64_t tiles) {
     if (tiles <= capacity_) return;
-    for (Tensor* t : {&patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
+    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
         if (!t->empty()) backend_.release(*t);
     const VisionConfig& v = config_;
     const DType act = backend_.compute_dtype();
     const int64_t N = v.patches_per_side() * v.patches_per_side(), R = N + 1, D = v.hidden;
+    planes_ = backend_.activation(tiles * v.channels * v.image_size, v.image_size, act);
     patches_ = backend_.activation(tiles * N, patch_columns(), act);
     patch_out_ = backend_.activation(tiles * N + 1, D, act);  // the class embedding, then the patches
     x_ = backend_.activation(tiles * R, D, DType::F32);  // the residual stream stays fp32
@@ -238,26 +239,13 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
     const int64_t T = px.tiles;
     ensure_capacity(T);
 
-    // Patches as rows (channel, then kernel row, then column: the convolution weight's order), a
-    // band of patches per task.
-    const int64_t K = patch_columns();
-    const std::unique_ptr<float[]> rows(new float[size_t(T * N * K)]);  // every value written below
-    ThreadPool::shared().parallel_for(std::size_t(T * g), 1, [&](std::size_t begin, std::size_t end) {
-        for (std::size_t band = begin; band < end; ++band) {
-            const int64_t t = int64_t(band) / g, py = int64_t(band) % g;
-            for (int64_t pxl = 0; pxl < g; ++pxl) {
-                float* dst = rows.get() + ((t * N) + py * g + pxl) * K;
-                for (int64_t c = 0; c < C; ++c)
-                    for (int64_t ky = 0; ky < P; ++ky) {
-                        const float* src = px.values.data() + ((t * C + c) * v.image_size + py * P + ky) * v.image_size + pxl * P;
-                        std::memcpy(dst + (c * P + ky) * P, src, size_t(P) * sizeof(float));
-                    }
-                std::fill(dst + C * P * P, dst + K, 0.0f);
-            }
-        }
-    });
+    // The pixels go to the backend as they are; there they become patch rows (channel, then
+    // kernel row, then column: the convolution weight's order).
+    if (px.values.size() != size_t(T * C * v.image_size * v.image_size)) throw Error("the image's pixel values are incomplete");
+    Tensor planes = planes_.rows_view(0, T * C * v.image_size);
+    backend_.write(planes, px.values);
     Tensor patches = patches_.rows_view(0, T * N), embedded = patch_out_.rows_view(0, T * N + 1);
-    backend_.write(patches, std::span<const float>(rows.get(), size_t(T * N * K)));
+    backend_.patch_rows(planes, C, P, patches);
     // [class, patches...] per tile plus the position embeddings, in three operations whatever the
     // number of tiles: the class embedding rides along as row 0 of the embedded patches, one
     // gather lays out the tiles, and the position embeddings repeat over them.
@@ -277,8 +265,11 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
     Tensor h = h_.rows_view(0, T * R), qkv = qkv_.rows_view(0, T * R), attn = attn_.rows_view(0, T * R);
     Tensor delta = delta_.rows_view(0, T * R), inter = inter_.rows_view(0, T * R);
     const auto act = v.quick_gelu ? Backend::Activation::QuickGelu : Backend::Activation::Gelu;
-    for (const Layer& L : layers_) {
-        norm(x, L.norm1_w, L.norm1_b, h);
+    auto optional = [](const Tensor& t) { return t.empty() ? nullptr : &t; };
+    // Each residual add goes with the norm after it (the next layer's first, once there is one).
+    if (!layers_.empty()) norm(x, layers_.front().norm1_w, layers_.front().norm1_b, h);
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+        const Layer& L = layers_[l];
         backend_.linear(h, L.wqkv, L.bqkv.empty() ? nullptr : &L.bqkv, qkv);
         if (v.qk_norm) {
             // InternViT-6B normalises q and k over all heads at once.
@@ -287,12 +278,17 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         }
         backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
         backend_.linear(attn, L.wo, &L.bo, delta);
-        backend_.add(x, delta, v.layer_scale ? &L.ls1 : nullptr);
-        norm(x, L.norm2_w, L.norm2_b, h);
+        backend_.add_norm(x, delta, v.layer_scale ? &L.ls1 : nullptr, L.norm2_w, optional(L.norm2_b), float(v.eps), v.rms_norm, h);
         backend_.linear(h, L.fc1_w, &L.fc1_b, inter);
         backend_.activate(inter, act);
         backend_.linear(inter, L.fc2_w, &L.fc2_b, delta);
-        backend_.add(x, delta, v.layer_scale ? &L.ls2 : nullptr);
+        if (l + 1 < layers_.size()) {
+            const Layer& next = layers_[l + 1];
+            backend_.add_norm(x, delta, v.layer_scale ? &L.ls2 : nullptr, next.norm1_w, optional(next.norm1_b), float(v.eps),
+                              v.rms_norm, h);
+        } else {
+            backend_.add(x, delta, v.layer_scale ? &L.ls2 : nullptr);
+        }
     }
 
     // The patch rows (the class token dropped), in the order the projector reads them.

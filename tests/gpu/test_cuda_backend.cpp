@@ -461,6 +461,29 @@ private slots:
             gpu_->add(residual.gpu, a.gpu, &w.gpu);
             check("add with layer scale", residual, tol);
         }
+        // The residual add with the norm after it (one pass on the GPU): LayerNorm after a
+        // layer-scaled add, RMSNorm after a plain one.
+        for (const bool rms : {false, true}) {
+            const auto dv = random_values(std::size_t(T * width), dt, 1.0f, rng);
+            const Pair delta = activation(T, width, dt, &dv);
+            const auto rv = random_values(std::size_t(T * width), DType::F32, 2.0f, rng);
+            const Pair residual = activation(T, width, DType::F32, &rv);
+            const Pair out = activation(T, width, dt);
+            cpu_->add_norm(residual.cpu, delta.cpu, rms ? nullptr : &w.cpu, w.cpu, rms ? nullptr : &b.cpu, 1e-6f, rms, out.cpu);
+            gpu_->add_norm(residual.gpu, delta.gpu, rms ? nullptr : &w.gpu, w.gpu, rms ? nullptr : &b.gpu, 1e-6f, rms, out.gpu);
+            check(rms ? "add + rms_norm (sum)" : "add x scale + layer_norm (sum)", residual, tol);
+            check(rms ? "add + rms_norm" : "add x scale + layer_norm", out, tol);
+        }
+        {
+            // Two 28x28 RGB images in 14-pixel patches, rows padded to 592 values: a copy, exact.
+            const int64_t size = 28, patch = 14, channels = 3, images = 2;
+            const auto pv = random_values(std::size_t(images * channels * size * size), dt, 1.0f, rng);
+            const Pair planes = activation(images * channels * size, size, dt, &pv);
+            const Pair rows = activation(images * 4, 592, dt);
+            cpu_->patch_rows(planes.cpu, channels, patch, rows.cpu);
+            gpu_->patch_rows(planes.gpu, channels, patch, rows.gpu);
+            check("patch_rows", rows, 0.0);
+        }
 
         std::vector<int32_t> index;
         for (int64_t i = 0; i < 4 * group; ++i) index.push_back(int32_t((i * 7919) % T));
