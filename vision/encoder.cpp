@@ -89,7 +89,7 @@ VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype,
 }
 
 VisionEncoder::~VisionEncoder() {
-    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
+    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &layered_, &features_, &hidden_, &out_})
         if (!t->empty()) backend_.release(*t);
 }
 
@@ -192,7 +192,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         }
         layers_.push_back(L);
     }
-    const int64_t in = v.kind == ModelKind::Llava ? D : D * 4;  // pixel shuffle puts 2x2 patches side by side
+    const int64_t in = projector_inputs();
     if (!n.proj_norm.empty()) {
         proj_norm_w_ = direct(projector + n.proj_norm + ".weight", 1, in);
         proj_norm_b_ = direct(projector + n.proj_norm + ".bias", 1, in);
@@ -205,7 +205,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
 
 void VisionEncoder::ensure_capacity(int64_t tiles) {
     if (tiles <= capacity_) return;
-    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &features_, &hidden_, &out_})
+    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &layered_, &features_, &hidden_, &out_})
         if (!t->empty()) backend_.release(*t);
     const VisionConfig& v = config_;
     const DType act = backend_.compute_dtype();
@@ -219,7 +219,8 @@ void VisionEncoder::ensure_capacity(int64_t tiles) {
     attn_ = backend_.activation(tiles * R, D, act);
     delta_ = backend_.activation(tiles * R, D, act);
     inter_ = backend_.activation(tiles * R, v.intermediate, act);
-    features_ = backend_.activation(tiles * N, D, act);
+    features_ = backend_.activation(tiles * N, D * int64_t(v.feature_layers.size()), act);
+    if (v.feature_layers.size() > 1) layered_ = backend_.activation(tiles * R, D * int64_t(v.feature_layers.size()), act);
     hidden_ = backend_.activation(tiles * v.tokens_per_tile, v.text_hidden, act);
     out_ = backend_.activation(tiles * v.tokens_per_tile, v.text_hidden, act);
     capacity_ = tiles;
@@ -289,6 +290,10 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         } else {
             backend_.add(x, delta, v.layer_scale ? &L.ls2 : nullptr);
         }
+        // Several hidden states side by side (LLaVA's vision_feature_layer lists).
+        if (!layered_.empty())
+            for (std::size_t j = 0; j < v.feature_layers.size(); ++j)
+                if (v.feature_layers[j] == int64_t(l) + 1) backend_.copy(x, layered_.rows_view(0, T * R).cols_view(int64_t(j) * D, D));
     }
 
     // The patch rows (the class token dropped), in the order the projector reads them.
@@ -310,9 +315,9 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
                         for (int64_t k = 0; k < 2; ++k) index.push_back(int32_t(t * R + 1 + (2 * r2 + j) * g + 2 * c2 + k));
                 }
     }
-    const int64_t in = v.kind == ModelKind::Llava ? D : 4 * D;
+    const int64_t in = projector_inputs();
     Tensor features{features_.data, features_.dtype, tokens, in, in};
-    backend_.gather_rows(x, index, features);
+    backend_.gather_rows(layered_.empty() ? x : layered_.rows_view(0, T * R), index, features);
     if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);  // nn.LayerNorm's default eps
     Tensor hidden = hidden_.rows_view(0, tokens), out = out_.rows_view(0, tokens);
     backend_.linear(features, proj1_w_, &proj1_b_, hidden);

@@ -34,6 +34,11 @@ private:
     void load(const Checkpoint* c, DType dtype, uint64_t seed);
     void ensure_capacity(int64_t tiles);
     void norm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out);
+    // Values per projector input row: the chosen hidden states side by side (LLaVA), or 2x2
+    // patches side by side after InternVL's pixel shuffle.
+    int64_t projector_inputs() const {
+        return config_.kind == ModelKind::Llava ? config_.hidden * int64_t(config_.feature_layers.size()) : 4 * config_.hidden;
+    }
     // Values per patch row: channels x patch x patch, padded to a multiple of 64 (cuBLASLt's fast
     // kernels want 128-byte rows: with 592 values the patch product took 3.7 ms instead of ~0.1).
     int64_t patch_columns() const { return (config_.channels * config_.patch * config_.patch + 63) / 64 * 64; }
@@ -49,7 +54,7 @@ private:
     Tensor proj_norm_w_, proj_norm_b_, proj1_w_, proj1_b_, proj2_w_, proj2_b_;
 
     int64_t capacity_ = 0;  // tiles the scratch below holds
-    Tensor planes_, patches_, patch_out_, x_, h_, qkv_, attn_, delta_, inter_, features_, hidden_, out_;
+    Tensor planes_, patches_, patch_out_, x_, h_, qkv_, attn_, delta_, inter_, layered_, features_, hidden_, out_;  // layered_: lists only
 };
 
 // The engine's factory: a VisionEncoder for the folder (vision-language models only).

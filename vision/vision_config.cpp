@@ -1,5 +1,6 @@
 #include "vision/vision_config.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -78,6 +79,12 @@ int64_t layers_for(int64_t feature_layer, int64_t layers) {
     return index;
 }
 
+// Adds a hidden state the projector reads; the tower runs up to the last one asked for.
+void use_feature_layer(VisionConfig& v, int64_t feature_layer) {
+    v.feature_layers.push_back(layers_for(feature_layer, v.layers));
+    v.layers_run = std::max(v.layers_run, v.feature_layers.back());
+}
+
 // The ViT's sizes from a vision_config, with the family's defaults for what it leaves out.
 struct VitDefaults {
     int64_t hidden, intermediate, layers, heads;
@@ -104,9 +111,13 @@ void load_llava(VisionConfig& v, const json& raw, const std::filesystem::path& d
     v.quick_gelu = act == "quick_gelu";
     v.pre_norm = true;
     v.qkv_bias = true;
+    // One layer, or a list whose hidden states are concatenated (the projector's input grows with it).
     const json& layer = raw.contains("vision_feature_layer") ? raw["vision_feature_layer"] : json(-2);
-    if (!layer.is_number_integer()) throw Error("config.json: a list of vision_feature_layer values is not supported");
-    v.layers_run = layers_for(layer.get<int64_t>(), v.layers);
+    for (const json& l : layer.is_array() ? layer : json::array({layer})) {
+        if (!l.is_number_integer()) throw Error("config.json: vision_feature_layer must be an integer or a list of integers");
+        use_feature_layer(v, l.get<int64_t>());
+    }
+    if (v.feature_layers.empty()) throw Error("config.json: vision_feature_layer is an empty list");
     const std::string strategy = raw.value("vision_feature_select_strategy", "default");
     if (strategy != "default") throw Error("config.json: vision_feature_select_strategy '" + strategy + "' is not supported");
     if (raw.value("projector_hidden_act", "gelu") != "gelu")
@@ -147,7 +158,7 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     v.qk_norm = vc.value("qk_normalization", true);
     if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
     v.layer_scale = true;
-    v.layers_run = layers_for(raw.value("select_layer", -1), v.layers);
+    use_feature_layer(v, raw.value("select_layer", -1));
     v.downsample = raw.value("downsample_ratio", 0.5);
     v.shuffle_v2 = raw.value("ps_version", "v1") == "v2";
     const int64_t forced = raw.contains("force_image_size") && !raw["force_image_size"].is_null() ? raw["force_image_size"].get<int64_t>() : v.image_size;
@@ -186,7 +197,7 @@ void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::p
     if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
     if (!vc.value("use_mean_pooling", true)) throw Error("config.json: a vision tower with a final layernorm (use_mean_pooling false) is not supported");
     v.layer_scale = true;
-    v.layers_run = layers_for(raw.value("vision_feature_layer", -1), v.layers);
+    use_feature_layer(v, raw.value("vision_feature_layer", -1));
     if (raw.value("vision_feature_select_strategy", "default") != "default")
         throw Error("config.json: vision_feature_select_strategy '" + raw.value("vision_feature_select_strategy", "") + "' is not supported");
     if (raw.value("projector_hidden_act", "gelu") != "gelu")

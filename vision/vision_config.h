@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include "engine/model_config.h"
 
@@ -42,7 +43,10 @@ struct VisionConfig {
     bool quick_gelu = false;     // CLIP's activation; GELU (erf) otherwise
     bool pre_norm = false;       // CLIP's pre_layrnorm after the embeddings
     bool layer_scale = false;    // InternViT's ls1/ls2
-    int64_t layers_run = 0;      // layers whose output is used (vision_feature_layer / select_layer)
+    // The hidden states the projector reads (1: after the first layer), side by side in this
+    // order: vision_feature_layer (LLaVA's may be a list) or select_layer. layers_run is the last.
+    std::vector<int64_t> feature_layers;
+    int64_t layers_run = 0;
     // The projector.
     double downsample = 0.5;     // InternVL's pixel shuffle
     bool shuffle_v2 = true;      // ps_version "v2" (v1 leaves the tokens transposed)

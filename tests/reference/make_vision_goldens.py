@@ -229,7 +229,7 @@ def vlm_goldens(spec):
         folder = tempfile.mkdtemp(prefix=model["name"])
         tensors = tiny_vlms.build_tensors(spec["seed"], model, torch.bfloat16)
         write_folder(model, spec, folder, tensors)
-        name = model["name"]
+        name = model.get("layout", model["name"])
         if name == "internvl_chat":
             net = internvl_chat_as_hf(model, tensors)
         else:
@@ -285,8 +285,8 @@ def vlm_goldens(spec):
             entry["cases"].append({"prompt_ids_from": how, "prompt_ids": ids, "generated_ids": out[0, len(ids):].tolist(), "tiles": int(pv.shape[0]),
                                    "embedding_rows": int(emb.shape[0]),
                                    "embeddings_every_16th_row": emb[::16].numpy().astype(np.float64).round(7).tolist()})
-            print(name, i, len(ids), int(pv.shape[0]), out[0, len(ids):].tolist()[:8], flush=True)
-        results[name] = entry
+            print(model["name"], i, len(ids), int(pv.shape[0]), out[0, len(ids):].tolist()[:8], flush=True)
+        results[model["name"]] = entry
         shutil.rmtree(folder)
     return results
 

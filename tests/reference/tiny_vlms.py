@@ -23,7 +23,7 @@ def tensor_shapes(model):
     size = v["image_size"][0] if isinstance(v["image_size"], list) else v["image_size"]
     n = (size // p) ** 2
     shapes = {}
-    name = model["name"]
+    name = model.get("layout", model["name"])
     if name == "llava":
         h = c["text_config"]["hidden_size"]
         t = "vision_tower.vision_model."
@@ -46,7 +46,9 @@ def tensor_shapes(model):
             shapes[q + "mlp.fc2.bias"] = [d]
         shapes[t + "post_layernorm.weight"] = [d]
         shapes[t + "post_layernorm.bias"] = [d]
-        shapes["multi_modal_projector.linear_1.weight"] = [h, d]
+        # A list of vision_feature_layer values puts that many hidden states side by side.
+        layers_used = c["vision_feature_layer"]
+        shapes["multi_modal_projector.linear_1.weight"] = [h, d * (len(layers_used) if isinstance(layers_used, list) else 1)]
         shapes["multi_modal_projector.linear_1.bias"] = [h]
         shapes["multi_modal_projector.linear_2.weight"] = [h, h]
         shapes["multi_modal_projector.linear_2.bias"] = [h]

@@ -127,7 +127,7 @@ Shapes vlm_shapes(const TinyVlm& m) {
     const int64_t n = (size / p) * (size / p);
     Shapes s;
     auto add = [&](const std::string& name, std::vector<int64_t> shape) { s.push_back({name, std::move(shape)}); };
-    if (m.name == "llava") {
+    if (m.layout == "llava") {
         const int64_t h = c["text_config"]["hidden_size"];
         const std::string t = "vision_tower.vision_model.";
         add(t + "embeddings.class_embedding", {d});
@@ -152,12 +152,14 @@ Shapes vlm_shapes(const TinyVlm& m) {
         }
         add(t + "post_layernorm.weight", {d});
         add(t + "post_layernorm.bias", {d});
-        add("multi_modal_projector.linear_1.weight", {h, d});
+        // A list of vision_feature_layer values puts that many hidden states side by side.
+        const json& fl = c["vision_feature_layer"];
+        add("multi_modal_projector.linear_1.weight", {h, d * int64_t(fl.is_array() ? fl.size() : 1)});
         add("multi_modal_projector.linear_1.bias", {h});
         add("multi_modal_projector.linear_2.weight", {h, h});
         add("multi_modal_projector.linear_2.bias", {h});
         append_text(s, c["text_config"], "LlamaForCausalLM", [](const std::string& x) { return "language_model." + x; });
-    } else if (m.name == "internvl_chat") {
+    } else if (m.layout == "internvl_chat") {
         const int64_t h = c["llm_config"]["hidden_size"];
         const std::string t = "vision_model.";
         add(t + "embeddings.class_embedding", {1, 1, d});
@@ -188,7 +190,7 @@ Shapes vlm_shapes(const TinyVlm& m) {
         add("mlp1.3.weight", {h, h});
         add("mlp1.3.bias", {h});
         append_text(s, c["llm_config"], "InternLM2ForCausalLM", [](const std::string& x) { return "language_model." + x; });
-    } else if (m.name == "internvl_hf") {
+    } else if (m.layout == "internvl_hf") {
         const int64_t h = c["text_config"]["hidden_size"];
         const std::string t = "model.vision_tower.";
         const bool rms = v.value("norm_type", "layer_norm") == "rms_norm";
@@ -267,7 +269,7 @@ TinyVlmSpec load_tiny_vlm_spec() {
     spec.dtype = j["dtype"];
     spec.photos = j["photos"];
     for (const auto& m : j["models"]) {
-        TinyVlm vlm{m["name"], m["tokenizer"], m["config"], m.value("files", json::object()), m.value("added_tokens", json::object()), {}};
+        TinyVlm vlm{m["name"], m.value("layout", m["name"].get<std::string>()), m["tokenizer"], m["config"], m.value("files", json::object()), m.value("added_tokens", json::object()), {}};
         for (const auto& c : m["cases"]) vlm.cases.push_back({c["messages"], c["images"].get<std::vector<std::string>>(), c["prompt"]});
         spec.models.push_back(std::move(vlm));
     }

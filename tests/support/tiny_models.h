@@ -40,7 +40,8 @@ struct TinyVlmCase {
     std::string prompt;                 // the rendered prompt
 };
 struct TinyVlm {
-    std::string name;  // "llava", "internvl_chat", "internvl_hf"
+    std::string name;
+    std::string layout;  // the checkpoint's layout: "llava", "internvl_chat" or "internvl_hf" (the name unless given)
     std::string tokenizer;
     nlohmann::json config, files, added_tokens;
     std::vector<TinyVlmCase> cases;
