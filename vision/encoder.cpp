@@ -1,12 +1,14 @@
 #include "vision/encoder.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
 #include <span>
 #include <numeric>
 
+#include "engine/dtype.h"
 #include "engine/error.h"
 #include "engine/thread_pool.h"
 
@@ -75,6 +77,55 @@ std::string pick_prefix(const Checkpoint& c, const std::vector<std::string>& pre
 }
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// torch's bicubic kernel (a = -0.75): the weights of the four samples around a point t of the way
+// from the second to the third.
+std::array<float, 4> cubic_weights(float t) {
+    constexpr float a = -0.75f;
+    auto near = [](float x) { return ((a + 2.0f) * x - (a + 3.0f)) * x * x + 1.0f; };  // |x| <= 1
+    auto far = [](float x) { return ((a * x - 5.0f * a) * x + 8.0f * a) * x - 4.0f * a; };  // 1 < |x| < 2
+    return {far(t + 1.0f), near(t), near(1.0f - t), far(2.0f - t)};
+}
+
+// Position embeddings [class, from x from grid] resampled to [class, to x to grid] as
+// F.interpolate(mode="bicubic", align_corners=False) does in fp32: source coordinate
+// (i + 0.5) · from / to - 0.5, samples past the edges clamped, rows then columns.
+void resample_positions(const TensorInfo& t, int64_t from, int64_t to, int64_t D, float* out) {
+    std::vector<float> in(std::size_t(t.numel()));
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        uint16_t h;
+        switch (t.dtype) {
+        case DType::F32: std::memcpy(&in[i], t.data.data() + 4 * i, 4); break;
+        case DType::BF16: std::memcpy(&h, t.data.data() + 2 * i, 2); in[i] = bf16_to_f32(h); break;
+        default: std::memcpy(&h, t.data.data() + 2 * i, 2); in[i] = f16_to_f32(h); break;
+        }
+    }
+    std::copy_n(in.begin(), D, out);  // the class embedding stays
+    const float scale = float(from) / float(to);
+    auto at = [&](int64_t y, int64_t x) {
+        y = std::clamp<int64_t>(y, 0, from - 1), x = std::clamp<int64_t>(x, 0, from - 1);
+        return in.data() + (1 + y * from + x) * D;
+    };
+    for (int64_t oy = 0; oy < to; ++oy) {
+        const float sy = scale * (float(oy) + 0.5f) - 0.5f;
+        const int64_t y0 = int64_t(std::floor(sy));
+        const auto wy = cubic_weights(sy - float(y0));
+        for (int64_t ox = 0; ox < to; ++ox) {
+            const float sx = scale * (float(ox) + 0.5f) - 0.5f;
+            const int64_t x0 = int64_t(std::floor(sx));
+            const auto wx = cubic_weights(sx - float(x0));
+            float* dst = out + (1 + oy * to + ox) * D;
+            for (int64_t d = 0; d < D; ++d) {
+                float rows[4];
+                for (int k = 0; k < 4; ++k) {
+                    const int64_t y = y0 - 1 + k;
+                    rows[k] = at(y, x0 - 1)[d] * wx[0] + at(y, x0)[d] * wx[1] + at(y, x0 + 1)[d] * wx[2] + at(y, x0 + 2)[d] * wx[3];
+                }
+                dst[d] = rows[0] * wy[0] + rows[1] * wy[1] + rows[2] * wy[2] + rows[3] * wy[3];
+            }
+        }
+    }
+}
 
 }  // namespace
 
@@ -155,7 +206,15 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
     }
     if (!n.patch_b.empty()) patch_b_ = direct(tower + n.patch_b, 1, D);
     class_emb_ = direct(tower + n.class_emb, 1, D);
-    pos_emb_ = direct(tower + n.pos_emb, N + 1, D);
+    if (checkpoint && v.position_grid > 0) {
+        const TensorInfo& t = get(tower + n.pos_emb, v.position_grid * v.position_grid + 1, D);
+        auto& buffer = owned_.emplace_back(std::size_t((N + 1) * D) * sizeof(float));
+        resample_positions(t, v.position_grid, v.patches_per_side(), D, reinterpret_cast<float*>(buffer.data()));
+        weight_bytes_ += t.data.size();
+        pos_emb_ = backend_.weight(buffer.data(), DType::F32, N + 1, D);
+    } else {
+        pos_emb_ = direct(tower + n.pos_emb, N + 1, D);
+    }
     if (v.pre_norm) {
         pre_norm_w_ = direct(tower + n.pre_norm + ".weight", 1, D);
         pre_norm_b_ = direct(tower + n.pre_norm + ".bias", 1, D);

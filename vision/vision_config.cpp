@@ -85,6 +85,18 @@ void use_feature_layer(VisionConfig& v, int64_t feature_layer) {
     v.layers_run = std::max(v.layers_run, v.feature_layers.back());
 }
 
+// InternVL images of another size than the tower's config names: the tower takes them, its
+// position embeddings resampled to their grid (as transformers does on every forward).
+void resize_tower_input(VisionConfig& v, int64_t size, const char* what) {
+    if (size == v.image_size) return;
+    if (size <= 0 || size % v.patch != 0 || (size / v.patch) % 2 != 0)
+        throw Error(std::string(what) + " " + std::to_string(size) + " is not an even number of " + std::to_string(v.patch) +
+                    "-pixel patches");
+    if (v.image_size % v.patch != 0) throw Error("config.json: the vision tower's image size is not a whole number of patches");
+    v.position_grid = v.image_size / v.patch;
+    v.image_size = size;
+}
+
 // The ViT's sizes from a vision_config, with the family's defaults for what it leaves out.
 struct VitDefaults {
     int64_t hidden, intermediate, layers, heads;
@@ -162,9 +174,7 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     v.downsample = raw.value("downsample_ratio", 0.5);
     v.shuffle_v2 = raw.value("ps_version", "v1") == "v2";
     const int64_t forced = raw.contains("force_image_size") && !raw["force_image_size"].is_null() ? raw["force_image_size"].get<int64_t>() : v.image_size;
-    if (forced != v.image_size)
-        throw Error("config.json: force_image_size " + std::to_string(forced) + " differs from the vision tower's " +
-                    std::to_string(v.image_size) + " (position embeddings would need interpolation)");
+    resize_tower_input(v, forced, "config.json: force_image_size");
     auto& p = v.preprocess;
     p.mode = Preprocessing::Mode::Tiles;
     p.size = int(forced);
@@ -217,9 +227,7 @@ void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::p
     p.min_tiles = pre.value("min_patches", 1);
     p.max_tiles = pre.value("max_patches", 12);
     p.thumbnail = true;
-    if (p.size != v.image_size)
-        throw Error("preprocessor_config.json: size " + std::to_string(p.size) + " differs from the vision tower's " +
-                    std::to_string(v.image_size) + " (position embeddings would need interpolation)");
+    resize_tower_input(v, p.size, "preprocessor_config.json: size");
     const int64_t grid = v.image_size / v.patch;
     v.tokens_per_tile = proc.value("image_seq_length", int64_t(double(grid * grid) * v.downsample * v.downsample));
     const json extra = tok.value("extra_special_tokens", json::object());

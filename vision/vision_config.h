@@ -35,7 +35,10 @@ struct VisionConfig {
     ModelKind kind = ModelKind::Llava;
     // The ViT.
     int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0;
-    int64_t patch = 14, image_size = 336, channels = 3;
+    int64_t patch = 14, image_size = 336, channels = 3;  // image_size: the squares the tower is given
+    // Patches per side the checkpoint's position embeddings were trained for, where the images
+    // are another size (InternVL resamples them bicubically to the image's grid); 0 when equal.
+    int64_t position_grid = 0;
     double eps = 1e-5;
     bool rms_norm = false;       // InternViT's norm_type "rms_norm"
     bool qkv_bias = true;

@@ -383,6 +383,34 @@ private slots:
         qInfo("%d preprocessings equal PIL's bit for bit; transformers' torchvision backend is up to %d/255 from them", checked, fast_diff);
     }
 
+    // Tiles of another size than the tower's config are taken with resampled position embeddings
+    // (the goldens' internvl_hf_positions); sizes off the patch grid are refused by name.
+    void imageSizesAgainstThePatchGrid() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const TinyVlmSpec spec = load_tiny_vlm_spec();
+        for (const TinyVlm& m : spec.models) {
+            if (m.name != "internvl_hf_positions") continue;
+            QTemporaryDir dir;
+            build_tiny_vlm(spec, m, data / "tokenizers", path_of(dir));
+            const ModelConfig config = load_model_config(path_of(dir));
+            const VisionConfig vc = load_vision_config(path_of(dir), config, nullptr);
+            QCOMPARE(vc.image_size, int64_t(448));
+            QCOMPARE(vc.position_grid, int64_t(16));
+            QCOMPARE(vc.tokens_per_tile, int64_t(256));
+            json pre = m.files["preprocessor_config.json"];
+            pre["size"] = {{"height", 450}, {"width", 450}};
+            std::ofstream(path_of(dir) / "preprocessor_config.json") << pre.dump();
+            try {
+                load_vision_config(path_of(dir), config, nullptr);
+                QFAIL("a 450-pixel size was accepted");
+            } catch (const Error& e) {
+                QVERIFY2(QString(e.what()).contains("450 is not an even number of 14-pixel patches"), e.what());
+            }
+            return;
+        }
+        QFAIL("tests/data/tiny_vlms.json has no internvl_hf_positions model");
+    }
+
     void tinyVlmsMatchTransformers() {
         LUMEN_REQUIRE_SHARED_DATA(data);
         const auto text = read_text_file(golden_dir() / "vlm.json");
