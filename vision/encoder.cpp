@@ -5,12 +5,9 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
-#include <span>
-#include <numeric>
 
 #include "engine/dtype.h"
 #include "engine/error.h"
-#include "engine/thread_pool.h"
 
 namespace lumen::vision {
 namespace {
