@@ -182,11 +182,22 @@ public:
     // Attention without a mask within each group of `group_rows` consecutive rows (one image or
     // tile): qkv is [T, 3·H·D] as q | k | v, out is [T, H·D].
     virtual void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) = 0;
-    // Rows of `src` in the order of `index`, written one after another into `out`'s memory (out
-    // must be contiguous and hold index.size() · src.cols values).
-    virtual void gather_rows(const Tensor& src, std::span<const int32_t> index, Tensor out) = 0;
+    // Row indices for gather_rows, kept where the backend computes ([1, n] I32); each must be in
+    // [0, rows) (lumen::Error otherwise). release() frees them.
+    virtual Tensor indices(std::span<const int32_t> values, int64_t rows) = 0;
+    // Rows of `src` (at least the `rows` its indices were made for) in the order of `index`,
+    // written one after another into `out`'s memory (contiguous, index.cols · src.cols values).
+    virtual void gather_rows(const Tensor& src, const Tensor& index, Tensor out) = 0;
     // dst = src, same shape, converting between float types.
     virtual void copy(const Tensor& src, Tensor dst) = 0;
+
+    // Runs `ops`, which must queue the same work on the same memory each time for one (owner,
+    // key); a device backend may record them the second time it sees the pair and replay the
+    // recording from then on (CUDA graphs), until any memory is released.
+    virtual void run_recorded(const void* owner, int64_t key, const std::function<void()>& ops) {
+        (void)owner, (void)key;
+        ops();
+    }
 
     // Waits for queued work (for timing).
     virtual void synchronize() {}

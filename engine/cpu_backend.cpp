@@ -567,15 +567,25 @@ public:
         });
     }
 
-    void gather_rows(const Tensor& src, std::span<const int32_t> index, Tensor out) override {
+    Tensor indices(std::span<const int32_t> values, int64_t rows) override {
+        for (int32_t i : values)
+            if (i < 0 || i >= rows) throw Error("CPU backend: a row index is out of range");
+        auto buffer = std::make_unique<std::byte[]>(std::max<std::size_t>(1, values.size()) * 4);
+        std::memcpy(buffer.get(), values.data(), values.size() * 4);
+        Tensor t{buffer.get(), DType::I32, 1, int64_t(values.size()), int64_t(values.size())};
+        buffers_.emplace(t.data, std::move(buffer));
+        return t;
+    }
+
+    void gather_rows(const Tensor& src, const Tensor& index, Tensor out) override {
         check_f32(out, "gather output");
-        if (out.stride != out.cols || int64_t(index.size()) * src.cols != out.rows * out.cols)
+        if (index.dtype != DType::I32 || out.stride != out.cols || index.cols * src.cols != out.rows * out.cols)
             throw Error("CPU backend: gather_rows output has the wrong size");
+        const auto* rows = static_cast<const int32_t*>(index.data);
         float* dst = static_cast<float*>(out.data);
-        for (std::size_t i = 0; i < index.size(); ++i) {
-            if (index[i] < 0 || index[i] >= src.rows) throw Error("CPU backend: gather_rows index out of range");
-            const float* row = row_f32(src, index[i], dst + int64_t(i) * src.cols);
-            if (row != dst + int64_t(i) * src.cols) std::copy_n(row, src.cols, dst + int64_t(i) * src.cols);
+        for (int64_t i = 0; i < index.cols; ++i) {
+            const float* row = row_f32(src, rows[i], dst + i * src.cols);
+            if (row != dst + i * src.cols) std::copy_n(row, src.cols, dst + i * src.cols);
         }
     }
 

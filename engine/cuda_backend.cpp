@@ -251,24 +251,27 @@ public:
             return;
         }
         auto it = graphs_.find(graph_key_);
-        if (it == graphs_.end()) {
-            check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-            cudaGraph_t graph = nullptr;
-            try {
-                ops();
-            } catch (...) {
-                cudaStreamEndCapture(stream_, &graph);
-                if (graph) cudaGraphDestroy(graph);
-                throw;
-            }
-            check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
-            cudaGraphExec_t exec = nullptr;
-            const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
-            cudaGraphDestroy(graph);
-            check(status, "cudaGraphInstantiate");
-            it = graphs_.emplace(graph_key_, exec).first;
-        }
+        if (it == graphs_.end()) it = graphs_.emplace(graph_key_, capture(ops)).first;
         check(cudaGraphLaunch(it->second, stream_), "cudaGraphLaunch");
+    }
+
+    // The work `ops` queues on the stream, recorded (not run) as an executable graph.
+    cudaGraphExec_t capture(const std::function<void()>& ops) {
+        check(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        cudaGraph_t graph = nullptr;
+        try {
+            ops();
+        } catch (...) {
+            cudaStreamEndCapture(stream_, &graph);
+            if (graph) cudaGraphDestroy(graph);
+            throw;
+        }
+        check(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+        cudaGraphExec_t exec = nullptr;
+        const cudaError_t status = cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphDestroy(graph);
+        check(status, "cudaGraphInstantiate");
+        return exec;
     }
 
     void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
@@ -466,25 +469,40 @@ public:
         k::attention_full(kernel_type(qkv.dtype), qkv.data, heads, head_dim, qkv.rows, group_rows, out.data, stream_);
     }
 
-    void gather_rows(const Tensor& src, std::span<const int32_t> index, Tensor out) override {
-        const Timed timed(*this, "gather_rows");
-        if (out.stride != out.cols || int64_t(index.size()) * src.cols != out.rows * out.cols)
-            throw Error("CUDA backend: gather_rows output has the wrong size");
-        for (int32_t i : index)
-            if (i < 0 || i >= src.rows) throw Error("CUDA backend: gather_rows index out of range");
-        if (index.size() * 4 > index_bytes_) {
-            if (index_) {
-                Tensor t{index_, DType::U8, 1, int64_t(index_bytes_), int64_t(index_bytes_)};
-                release(t);
-            }
-            index_bytes_ = std::max<std::size_t>(index.size() * 4, 1 << 16);
-            index_ = allocate(index_bytes_, "row indices");
-        }
-        check(cudaMemcpyAsync(index_, index.data(), index.size() * 4, cudaMemcpyHostToDevice, stream_), "copying row indices");
-        // From pageable memory the copy is staged before it returns: the caller may free `index`.
-        k::convert_rows(kernel_type(src.dtype), src.data, src.stride, kernel_type(out.dtype), out.data, src.cols,
-                        int64_t(index.size()), src.cols, static_cast<const int32_t*>(index_), stream_);
+    Tensor indices(std::span<const int32_t> values, int64_t rows) override {
+        for (int32_t i : values)
+            if (i < 0 || i >= rows) throw Error("CUDA backend: a row index is out of range");
+        Tensor t = activation(1, int64_t(values.size()), DType::I32);
+        // From pageable memory the copy is staged before it returns: the caller may free `values`.
+        check(cudaMemcpyAsync(t.data, values.data(), values.size() * 4, cudaMemcpyHostToDevice, stream_), "copying row indices");
+        return t;
     }
+
+    void gather_rows(const Tensor& src, const Tensor& index, Tensor out) override {
+        const Timed timed(*this, "gather_rows");
+        if (index.dtype != DType::I32 || out.stride != out.cols || index.cols * src.cols != out.rows * out.cols)
+            throw Error("CUDA backend: gather_rows output has the wrong size");
+        k::convert_rows(kernel_type(src.dtype), src.data, src.stride, kernel_type(out.dtype), out.data, src.cols, index.cols, src.cols,
+                        static_cast<const int32_t*>(index.data), stream_);
+    }
+
+    // Recorded the second time (owner, key) comes (the first run makes cuBLASLt's plans and sets
+    // kernel attributes, which a capture must not), replayed after; not while profiling.
+    void run_recorded(const void* owner, int64_t key, const std::function<void()>& ops) override {
+        if (profiling_) {
+            ops();
+            return;
+        }
+        Recording& r = recorded_[{owner, key}];
+        if (!r.exec && !r.seen) {
+            r.seen = true;
+            ops();
+            return;
+        }
+        if (!r.exec) r.exec = capture(ops);
+        check(cudaGraphLaunch(r.exec, stream_), "cudaGraphLaunch");
+    }
+
 
     void copy(const Tensor& src, Tensor dst) override {
         const Timed timed(*this, "copy");
@@ -519,6 +537,9 @@ private:
     void drop_graphs() {
         for (auto& [key, exec] : graphs_) cudaGraphExecDestroy(exec);
         graphs_.clear();
+        for (auto& [key, r] : recorded_)
+            if (r.exec) cudaGraphExecDestroy(r.exec);
+        recorded_.clear();
     }
 
     // LUMEN_PROFILE=1: GPU time per operation, printed when the backend closes.
@@ -687,6 +708,11 @@ private:
     void* gemm_workspace_ = nullptr;
     GraphKey graph_key_;
     std::map<GraphKey, cudaGraphExec_t> graphs_;
+    struct Recording {
+        bool seen = false;
+        cudaGraphExec_t exec = nullptr;
+    };
+    std::map<std::pair<const void*, int64_t>, Recording> recorded_;  // run_recorded's, by owner and key
     std::vector<PendingTiming> pending_;
     std::map<std::string, std::pair<double, int>> profile_;
     std::vector<int32_t> query_tiles_;
@@ -697,8 +723,6 @@ private:
     float* partial_ = nullptr;
     void* scratch_ = nullptr;
     std::size_t scratch_bytes_ = 0;
-    void* index_ = nullptr;
-    std::size_t index_bytes_ = 0;
 };
 
 }  // namespace

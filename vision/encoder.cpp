@@ -139,6 +139,10 @@ VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype,
 VisionEncoder::~VisionEncoder() {
     for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &layered_, &features_, &hidden_, &out_})
         if (!t->empty()) backend_.release(*t);
+    for (auto& [tiles, orders] : row_orders_) {
+        backend_.release(orders.tiles);
+        backend_.release(orders.projector);
+    }
 }
 
 void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint64_t seed) {
@@ -301,64 +305,86 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
     if (px.values.size() != size_t(T * C * v.image_size * v.image_size)) throw Error("the image's pixel values are incomplete");
     Tensor planes = planes_.rows_view(0, T * C * v.image_size);
     backend_.write(planes, px.values);
-    Tensor patches = patches_.rows_view(0, T * N), embedded = patch_out_.rows_view(0, T * N + 1);
-    backend_.patch_rows(planes, C, P, patches);
-    // [class, patches...] per tile plus the position embeddings, in three operations whatever the
-    // number of tiles: the class embedding rides along as row 0 of the embedded patches, one
-    // gather lays out the tiles, and the position embeddings repeat over them.
-    backend_.copy(class_emb_, embedded.rows_view(0, 1));
-    backend_.linear(patches, patch_w_, patch_b_.empty() ? nullptr : &patch_b_, embedded.rows_view(1, T * N));
-    std::vector<int32_t> layout;
-    layout.reserve(size_t(T * R));
-    for (int64_t t = 0; t < T; ++t) {
-        layout.push_back(0);
-        for (int64_t i = 0; i < N; ++i) layout.push_back(int32_t(1 + t * N + i));
-    }
-    Tensor x = x_.rows_view(0, T * R);
-    backend_.gather_rows(embedded, layout, x);
-    backend_.add(x, pos_emb_, nullptr);
-    if (v.pre_norm) backend_.layer_norm(x, pre_norm_w_, &pre_norm_b_, float(v.eps), x);
-
-    Tensor h = h_.rows_view(0, T * R), qkv = qkv_.rows_view(0, T * R), attn = attn_.rows_view(0, T * R);
-    Tensor delta = delta_.rows_view(0, T * R), inter = inter_.rows_view(0, T * R);
-    const auto act = v.quick_gelu ? Backend::Activation::QuickGelu : Backend::Activation::Gelu;
-    auto optional = [](const Tensor& t) { return t.empty() ? nullptr : &t; };
-    // Each residual add goes with the norm after it (the next layer's first, once there is one).
-    if (!layers_.empty()) norm(x, layers_.front().norm1_w, layers_.front().norm1_b, h);
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-        const Layer& L = layers_[l];
-        backend_.linear(h, L.wqkv, L.bqkv.empty() ? nullptr : &L.bqkv, qkv);
-        if (v.qk_norm) {
-            // InternViT-6B normalises q and k over all heads at once.
-            backend_.rms_norm(qkv.cols_view(0, D), L.q_norm, float(v.eps), qkv.cols_view(0, D));
-            backend_.rms_norm(qkv.cols_view(D, D), L.k_norm, float(v.eps), qkv.cols_view(D, D));
-        }
-        backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
-        backend_.linear(attn, L.wo, &L.bo, delta);
-        backend_.add_norm(x, delta, v.layer_scale ? &L.ls1 : nullptr, L.norm2_w, optional(L.norm2_b), float(v.eps), v.rms_norm, h);
-        backend_.linear(h, L.fc1_w, &L.fc1_b, inter);
-        backend_.activate(inter, act);
-        backend_.linear(inter, L.fc2_w, &L.fc2_b, delta);
-        if (l + 1 < layers_.size()) {
-            const Layer& next = layers_[l + 1];
-            backend_.add_norm(x, delta, v.layer_scale ? &L.ls2 : nullptr, next.norm1_w, optional(next.norm1_b), float(v.eps),
-                              v.rms_norm, h);
-        } else {
-            backend_.add(x, delta, v.layer_scale ? &L.ls2 : nullptr);
-        }
-        // Several hidden states side by side (LLaVA's vision_feature_layer lists).
-        if (!layered_.empty())
-            for (std::size_t j = 0; j < v.feature_layers.size(); ++j)
-                if (v.feature_layers[j] == int64_t(l) + 1) backend_.copy(x, layered_.rows_view(0, T * R).cols_view(int64_t(j) * D, D));
-    }
-
-    // The patch rows (the class token dropped), in the order the projector reads them.
+    const RowOrders& orders = row_orders(T);
     const int64_t tokens = T * v.tokens_per_tile;
-    std::vector<int32_t> index;
-    index.reserve(size_t(T * N));
+    Tensor out = out_.rows_view(0, tokens);
+    // The rest is the same work for every image of T tiles: recorded once, replayed after.
+    backend_.run_recorded(this, T, [&] {
+        Tensor patches = patches_.rows_view(0, T * N), embedded = patch_out_.rows_view(0, T * N + 1);
+        backend_.patch_rows(planes, C, P, patches);
+        // [class, patches...] per tile plus the position embeddings, in three operations whatever
+        // the number of tiles: the class embedding rides along as row 0 of the embedded patches,
+        // one gather lays out the tiles, and the position embeddings repeat over them.
+        backend_.copy(class_emb_, embedded.rows_view(0, 1));
+        backend_.linear(patches, patch_w_, patch_b_.empty() ? nullptr : &patch_b_, embedded.rows_view(1, T * N));
+        Tensor x = x_.rows_view(0, T * R);
+        backend_.gather_rows(embedded, orders.tiles, x);
+        backend_.add(x, pos_emb_, nullptr);
+        if (v.pre_norm) backend_.layer_norm(x, pre_norm_w_, &pre_norm_b_, float(v.eps), x);
+
+        Tensor h = h_.rows_view(0, T * R), qkv = qkv_.rows_view(0, T * R), attn = attn_.rows_view(0, T * R);
+        Tensor delta = delta_.rows_view(0, T * R), inter = inter_.rows_view(0, T * R);
+        const auto act = v.quick_gelu ? Backend::Activation::QuickGelu : Backend::Activation::Gelu;
+        auto optional = [](const Tensor& t) { return t.empty() ? nullptr : &t; };
+        // Each residual add goes with the norm after it (the next layer's first, once there is one).
+        if (!layers_.empty()) norm(x, layers_.front().norm1_w, layers_.front().norm1_b, h);
+        for (std::size_t l = 0; l < layers_.size(); ++l) {
+            const Layer& L = layers_[l];
+            backend_.linear(h, L.wqkv, L.bqkv.empty() ? nullptr : &L.bqkv, qkv);
+            if (v.qk_norm) {
+                // InternViT-6B normalises q and k over all heads at once.
+                backend_.rms_norm(qkv.cols_view(0, D), L.q_norm, float(v.eps), qkv.cols_view(0, D));
+                backend_.rms_norm(qkv.cols_view(D, D), L.k_norm, float(v.eps), qkv.cols_view(D, D));
+            }
+            backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
+            backend_.linear(attn, L.wo, &L.bo, delta);
+            backend_.add_norm(x, delta, v.layer_scale ? &L.ls1 : nullptr, L.norm2_w, optional(L.norm2_b), float(v.eps), v.rms_norm, h);
+            backend_.linear(h, L.fc1_w, &L.fc1_b, inter);
+            backend_.activate(inter, act);
+            backend_.linear(inter, L.fc2_w, &L.fc2_b, delta);
+            if (l + 1 < layers_.size()) {
+                const Layer& next = layers_[l + 1];
+                backend_.add_norm(x, delta, v.layer_scale ? &L.ls2 : nullptr, next.norm1_w, optional(next.norm1_b), float(v.eps),
+                                  v.rms_norm, h);
+            } else {
+                backend_.add(x, delta, v.layer_scale ? &L.ls2 : nullptr);
+            }
+            // Several hidden states side by side (LLaVA's vision_feature_layer lists).
+            if (!layered_.empty())
+                for (std::size_t j = 0; j < v.feature_layers.size(); ++j)
+                    if (v.feature_layers[j] == int64_t(l) + 1)
+                        backend_.copy(x, layered_.rows_view(0, T * R).cols_view(int64_t(j) * D, D));
+        }
+
+        const int64_t in = projector_inputs();
+        Tensor features{features_.data, features_.dtype, tokens, in, in};
+        backend_.gather_rows(layered_.empty() ? x : layered_.rows_view(0, T * R), orders.projector, features);
+        if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);  // nn.LayerNorm's default eps
+        Tensor hidden = hidden_.rows_view(0, tokens);
+        backend_.linear(features, proj1_w_, &proj1_b_, hidden);
+        backend_.activate(hidden, Backend::Activation::Gelu);
+        backend_.linear(hidden, proj2_w_, &proj2_b_, out);
+    });
+    return out;
+}
+
+const VisionEncoder::RowOrders& VisionEncoder::row_orders(int64_t T) {
+    if (const auto it = row_orders_.find(T); it != row_orders_.end()) return it->second;
+    const VisionConfig& v = config_;
+    const int64_t g = v.patches_per_side(), N = g * g, R = N + 1;
+    // Each tile's rows: the class embedding (row 0 of the embedded patches), then its patches.
+    std::vector<int32_t> tiles;
+    tiles.reserve(size_t(T * R));
+    for (int64_t t = 0; t < T; ++t) {
+        tiles.push_back(0);
+        for (int64_t i = 0; i < N; ++i) tiles.push_back(int32_t(1 + t * N + i));
+    }
+    // The patch rows (the class token dropped), in the order the projector reads them.
+    std::vector<int32_t> projector;
+    projector.reserve(size_t(T * N));
     if (v.kind == ModelKind::Llava) {
         for (int64_t t = 0; t < T; ++t)
-            for (int64_t i = 0; i < N; ++i) index.push_back(int32_t(t * R + 1 + i));
+            for (int64_t i = 0; i < N; ++i) projector.push_back(int32_t(t * R + 1 + i));
     } else {
         // Pixel shuffle: each output token holds a 2x2 block of patches, top-left, top-right,
         // bottom-left, bottom-right; v1 leaves the output grid transposed.
@@ -368,18 +394,11 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
                 for (int64_t b = 0; b < half; ++b) {
                     const int64_t r2 = v.shuffle_v2 ? a : b, c2 = v.shuffle_v2 ? b : a;
                     for (int64_t j = 0; j < 2; ++j)
-                        for (int64_t k = 0; k < 2; ++k) index.push_back(int32_t(t * R + 1 + (2 * r2 + j) * g + 2 * c2 + k));
+                        for (int64_t k = 0; k < 2; ++k) projector.push_back(int32_t(t * R + 1 + (2 * r2 + j) * g + 2 * c2 + k));
                 }
     }
-    const int64_t in = projector_inputs();
-    Tensor features{features_.data, features_.dtype, tokens, in, in};
-    backend_.gather_rows(layered_.empty() ? x : layered_.rows_view(0, T * R), index, features);
-    if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);  // nn.LayerNorm's default eps
-    Tensor hidden = hidden_.rows_view(0, tokens), out = out_.rows_view(0, tokens);
-    backend_.linear(features, proj1_w_, &proj1_b_, hidden);
-    backend_.activate(hidden, Backend::Activation::Gelu);
-    backend_.linear(hidden, proj2_w_, &proj2_b_, out);
-    return out;
+    RowOrders orders{backend_.indices(tiles, T * N + 1), backend_.indices(projector, T * R)};
+    return row_orders_.emplace(T, orders).first->second;
 }
 
 std::unique_ptr<ImageEncoder> make_image_encoder(const std::filesystem::path& dir, const ModelConfig& config, Backend& backend) {

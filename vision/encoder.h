@@ -3,6 +3,7 @@
 // with their projectors, written once against the backend's operations: pixels in, image
 // embeddings in the language model's hidden size out.
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -33,6 +34,12 @@ private:
     // From the checkpoint, or (without one) random weights of `dtype` from `seed`.
     void load(const Checkpoint* c, DType dtype, uint64_t seed);
     void ensure_capacity(int64_t tiles);
+    // The gathers' row orders for images of `tiles` tiles, made once and kept on the backend:
+    // the tiles laid out after the patch embedding, and the patch rows the projector reads.
+    struct RowOrders {
+        Tensor tiles, projector;
+    };
+    const RowOrders& row_orders(int64_t tiles);
     void norm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out);
     // Values per projector input row: the chosen hidden states side by side (LLaVA), or 2x2
     // patches side by side after InternVL's pixel shuffle.
@@ -53,6 +60,7 @@ private:
     std::vector<Layer> layers_;
     Tensor proj_norm_w_, proj_norm_b_, proj1_w_, proj1_b_, proj2_w_, proj2_b_;
 
+    std::map<int64_t, RowOrders> row_orders_;
     int64_t capacity_ = 0;  // tiles the scratch below holds
     Tensor planes_, patches_, patch_out_, x_, h_, qkv_, attn_, delta_, inter_, layered_, features_, hidden_, out_;  // layered_: lists only
 };
