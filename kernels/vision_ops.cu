@@ -280,8 +280,8 @@ bool add_norm_rows(DataType t, float* x, const void* delta, const void* scale, c
         using T = decltype(tag);
         auto run = [&](auto v) {
             add_norm_rows_kernel<T, decltype(v)::value><<<unsigned((rows + 3) / 4), 128, 0, s>>>(
-                x, static_cast<const T*>(delta), static_cast<const T*>(scale), static_cast<const T*>(w), static_cast<const T*>(bias), eps, rms,
-                rows, cols, static_cast<T*>(out));
+                x, static_cast<const T*>(delta), static_cast<const T*>(scale), static_cast<const T*>(w), static_cast<const T*>(bias),
+                eps, rms, rows, cols, static_cast<T*>(out));
         };
         if (per_lane <= 2) run(std::integral_constant<int, 2>{});
         else if (per_lane <= 4) run(std::integral_constant<int, 4>{});

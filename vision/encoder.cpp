@@ -359,7 +359,8 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         const int64_t in = projector_inputs();
         Tensor features{features_.data, features_.dtype, tokens, in, in};
         backend_.gather_rows(layered_.empty() ? x : layered_.rows_view(0, T * R), orders.projector, features);
-        if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);  // nn.LayerNorm's default eps
+        // nn.LayerNorm's default eps.
+        if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);
         Tensor hidden = hidden_.rows_view(0, tokens);
         backend_.linear(features, proj1_w_, &proj1_b_, hidden);
         backend_.activate(hidden, Backend::Activation::Gelu);

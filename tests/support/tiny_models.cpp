@@ -269,7 +269,8 @@ TinyVlmSpec load_tiny_vlm_spec() {
     spec.dtype = j["dtype"];
     spec.photos = j["photos"];
     for (const auto& m : j["models"]) {
-        TinyVlm vlm{m["name"], m.value("layout", m["name"].get<std::string>()), m["tokenizer"], m["config"], m.value("files", json::object()), m.value("added_tokens", json::object()), {}};
+        TinyVlm vlm{m["name"], m.value("layout", m["name"].get<std::string>()), m["tokenizer"], m["config"],
+                    m.value("files", json::object()), m.value("added_tokens", json::object()), {}};
         for (const auto& c : m["cases"]) vlm.cases.push_back({c["messages"], c["images"].get<std::vector<std::string>>(), c["prompt"]});
         spec.models.push_back(std::move(vlm));
     }

@@ -383,6 +383,60 @@ private slots:
         qInfo("%d preprocessings equal PIL's bit for bit; transformers' torchvision backend is up to %d/255 from them", checked, fast_diff);
     }
 
+    // The encoder's own backend operations on the CPU (the GPU suite compares CUDA against these).
+    void encoderOpsOnTheCpu() {
+        auto b = make_cpu_backend();
+        // Two 4x4 images of three channels in 2x2 patches: rows of 12 values padded to 16.
+        const int64_t images = 2, channels = 3, size = 4, patch = 2;
+        std::vector<float> values(std::size_t(images * channels * size * size));
+        for (std::size_t i = 0; i < values.size(); ++i) values[i] = float(i);
+        Tensor planes = b->activation(images * channels * size, size, DType::F32);
+        b->write(planes, values);
+        Tensor rows = b->activation(images * 4, 16, DType::F32);
+        b->patch_rows(planes, channels, patch, rows);
+        std::vector<float> got(std::size_t(rows.rows * rows.cols));
+        b->read(rows, got);
+        for (int64_t r = 0; r < rows.rows; ++r)
+            for (int64_t c = 0; c < rows.cols; ++c) {
+                const int64_t t = r / 4, y = r % 4 / 2, x = r % 2, ch = c / 4, ky = c % 4 / 2, kx = c % 2;
+                const std::size_t at = std::size_t(((t * channels + ch) * size + y * patch + ky) * size + x * patch + kx);
+                const float want = c < 12 ? values[at] : 0.0f;
+                QCOMPARE(got[std::size_t(r * rows.cols + c)], want);
+            }
+
+        // Row orders are checked when made; a gather follows them.
+        QVERIFY_THROWS_EXCEPTION(Error, b->indices(std::vector<int32_t>{0, 8}, 8));
+        Tensor order = b->indices(std::vector<int32_t>{7, 0, 3}, 8);
+        Tensor gathered = b->activation(3, 16, DType::F32);
+        b->gather_rows(rows, order, gathered);
+        std::vector<float> g(48);
+        b->read(gathered, g);
+        for (int64_t i = 0; i < 16; ++i) QCOMPARE(g[std::size_t(16 + i)], got[std::size_t(i)]);
+        for (int64_t i = 0; i < 16; ++i) QCOMPARE(g[std::size_t(i)], got[std::size_t(7 * 16 + i)]);
+
+        // The residual add with the norm after it equals the two operations.
+        std::vector<float> w(16), bias(16), scale(16), x0(48), d(48);
+        for (std::size_t i = 0; i < 16; ++i) w[i] = 1.0f + 0.1f * float(i), bias[i] = 0.05f * float(i), scale[i] = 0.5f;
+        for (std::size_t i = 0; i < 48; ++i) x0[i] = std::sin(float(i)), d[i] = std::cos(float(i));
+        const Tensor wt = b->weight(w.data(), DType::F32, 1, 16), bt = b->weight(bias.data(), DType::F32, 1, 16),
+                     st = b->weight(scale.data(), DType::F32, 1, 16);
+        Tensor x1 = b->activation(3, 16, DType::F32), x2 = b->activation(3, 16, DType::F32), delta = b->activation(3, 16, DType::F32);
+        Tensor fused = b->activation(3, 16, DType::F32), separate = b->activation(3, 16, DType::F32);
+        b->write(x1, x0);
+        b->write(x2, x0);
+        b->write(delta, d);
+        b->add_norm(x1, delta, &st, wt, &bt, 1e-6f, false, fused);
+        b->add(x2, delta, &st);
+        b->layer_norm(x2, wt, &bt, 1e-6f, separate);
+        std::vector<float> f(48), sep(48), s1(48), s2(48);
+        b->read(fused, f);
+        b->read(separate, sep);
+        b->read(x1, s1);
+        b->read(x2, s2);
+        QCOMPARE(f, sep);
+        QCOMPARE(s1, s2);
+    }
+
     // Tiles of another size than the tower's config are taken with resampled position embeddings
     // (the goldens' internvl_hf_positions); sizes off the patch grid are refused by name.
     void imageSizesAgainstThePatchGrid() {
