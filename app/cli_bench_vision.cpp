@@ -37,7 +37,9 @@ double encode_flops(const vision::VisionConfig& v, int64_t tiles) {
     const double g = double(v.patches_per_side()), R = g * g + 1, D = double(v.hidden), I = double(v.intermediate);
     const double per_layer = R * (2 * D * 3 * D + 2 * D * D + 2 * 2 * D * I) + 2 * 2 * R * R * D;
     const double patches = g * g * 2 * D * double(v.channels * v.patch * v.patch);
-    const double in = v.kind == ModelKind::Llava ? D : 4 * D, tokens = double(v.tokens_per_tile), H = double(v.text_hidden);
+    // LLaVA's projector reads each listed feature layer side by side; InternVL's, 2x2 patches.
+    const double in = v.kind == ModelKind::Llava ? D * double(v.feature_layers.size()) : 4 * D;
+    const double tokens = double(v.tokens_per_tile), H = double(v.text_hidden);
     const double projector = tokens * (2 * in * H + 2 * H * H);
     return double(tiles) * (patches + per_layer * double(v.layers_run) + projector);
 }
