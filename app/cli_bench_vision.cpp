@@ -41,7 +41,7 @@ double encode_flops(const vision::VisionConfig& v, int64_t tiles) {
     const double in = v.kind == ModelKind::Llava ? D * double(v.feature_layers.size()) : 4 * D;
     const double tokens = double(v.tokens_per_tile), H = double(v.text_hidden);
     const double projector = tokens * (2 * in * H + 2 * H * H);
-    return double(tiles) * (patches + per_layer * double(v.layers_run) + projector);
+    return double(tiles) * (patches + per_layer * double(v.layers_run()) + projector);
 }
 
 // A 1920x1080 test card: gradients and a grid, so every tile differs.

@@ -209,6 +209,11 @@ public:
 // trained context, with transformers' formula.
 double rope_base(const RopeConfig& rope, int32_t length);
 
+// The argument checks every backend makes (lumen::Error naming `who`): patch_rows' shapes, and
+// that row indices are in [0, rows).
+void check_patch_rows(const Tensor& planes, int64_t channels, int64_t patch, const Tensor& out, const char* who);
+void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who);
+
 std::unique_ptr<Backend> make_cpu_backend();
 
 }  // namespace lumen

@@ -520,10 +520,8 @@ public:
     void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) override {
         check_f32(planes, "patch input");
         check_f32(out, "patch rows");
+        check_patch_rows(planes, channels, patch, out, "CPU backend");
         const int64_t size = planes.cols, g = size / patch, n = g * g, values = channels * patch * patch;
-        if (size % patch != 0 || planes.rows % (channels * size) != 0 || out.rows != planes.rows / (channels * size) * n ||
-            out.cols < values)
-            throw Error("CPU backend: patch_rows shapes do not match");
         ThreadPool::shared().parallel_for(std::size_t(out.rows), grain_for(std::size_t(out.cols)), [&](std::size_t rb, std::size_t re) {
             for (std::size_t r = rb; r < re; ++r) {
                 const int64_t t = int64_t(r) / n, y = int64_t(r) % n / g, x = int64_t(r) % g;
@@ -568,8 +566,7 @@ public:
     }
 
     Tensor indices(std::span<const int32_t> values, int64_t rows) override {
-        for (int32_t i : values)
-            if (i < 0 || i >= rows) throw Error("CPU backend: a row index is out of range");
+        check_row_indices(values, rows, "CPU backend");
         auto buffer = std::make_unique<std::byte[]>(std::max<std::size_t>(1, values.size()) * 4);
         std::memcpy(buffer.get(), values.data(), values.size() * 4);
         Tensor t{buffer.get(), DType::I32, 1, int64_t(values.size()), int64_t(values.size())};
@@ -636,6 +633,18 @@ private:
 };
 
 }  // namespace
+
+void check_patch_rows(const Tensor& planes, int64_t channels, int64_t patch, const Tensor& out, const char* who) {
+    const int64_t size = planes.cols;
+    if (patch <= 0 || channels <= 0 || size % patch != 0 || planes.rows % (channels * size) != 0 ||
+        out.rows != planes.rows / (channels * size) * (size / patch) * (size / patch) || out.cols < channels * patch * patch)
+        throw Error(std::string(who) + ": patch_rows shapes do not match");
+}
+
+void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who) {
+    for (int32_t i : values)
+        if (i < 0 || i >= rows) throw Error(std::string(who) + ": a row index is out of range");
+}
 
 double rope_base(const RopeConfig& rope, int32_t length) {
     if (rope.scaling.type != RopeScaling::Type::Dynamic || length <= rope.max_position_embeddings) return rope.theta;

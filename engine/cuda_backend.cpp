@@ -448,11 +448,10 @@ public:
 
     void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) override {
         const Timed timed(*this, "patch_rows");
-        const int64_t size = planes.cols, g = size / patch;
-        if (size % patch != 0 || planes.rows % (channels * size) != 0 || out.rows != planes.rows / (channels * size) * g * g ||
-            out.cols < channels * patch * patch || planes.dtype != out.dtype || planes.stride != planes.cols || out.stride != out.cols)
-            throw Error("CUDA backend: patch_rows shapes do not match");
-        k::patch_rows(kernel_type(out.dtype), planes.data, channels, size, patch, out.rows, out.cols, out.data, stream_);
+        check_patch_rows(planes, channels, patch, out, "CUDA backend");
+        if (planes.dtype != out.dtype || planes.stride != planes.cols || out.stride != out.cols)
+            throw Error("CUDA backend: patch_rows wants contiguous tensors of one type");
+        k::patch_rows(kernel_type(out.dtype), planes.data, channels, planes.cols, patch, out.rows, out.cols, out.data, stream_);
     }
 
     void activate(Tensor x, Activation kind) override {
@@ -470,8 +469,7 @@ public:
     }
 
     Tensor indices(std::span<const int32_t> values, int64_t rows) override {
-        for (int32_t i : values)
-            if (i < 0 || i >= rows) throw Error("CUDA backend: a row index is out of range");
+        check_row_indices(values, rows, "CUDA backend");
         Tensor t = activation(1, int64_t(values.size()), DType::I32);
         // From pageable memory the copy is staged before it returns: the caller may free `values`.
         check(cudaMemcpyAsync(t.data, values.data(), values.size() * 4, cudaMemcpyHostToDevice, stream_), "copying row indices");
@@ -502,7 +500,6 @@ public:
         if (!r.exec) r.exec = capture(ops);
         check(cudaGraphLaunch(r.exec, stream_), "cudaGraphLaunch");
     }
-
 
     void copy(const Tensor& src, Tensor dst) override {
         const Timed timed(*this, "copy");

@@ -1,6 +1,7 @@
 #include "engine/dtype.h"
 
 #include <array>
+#include <cstring>
 #include <utility>
 
 namespace lumen {
@@ -74,6 +75,18 @@ uint16_t f32_to_f16(float f) {
     uint32_t bits = abs - (112u << 23);
     bits += 0xfffu + ((bits >> 13) & 1u);  // round to nearest even
     return uint16_t(sign | (bits >> 13));
+}
+
+void to_f32(const std::byte* src, DType from, std::size_t n, float* dst) {
+    if (from == DType::F32) {
+        std::memcpy(dst, src, n * 4);
+        return;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, src + 2 * i, 2);
+        dst[i] = from == DType::BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+    }
 }
 
 }  // namespace lumen

@@ -1,6 +1,7 @@
 #pragma once
 // Element types of stored tensors and the conversions the CPU reference needs.
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -25,5 +26,8 @@ inline uint16_t f32_to_bf16(float f) {
 
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
+
+// n stored values of a float type (F32, F16 or BF16; others are read as F16) to fp32.
+void to_f32(const std::byte* src, DType from, std::size_t n, float* dst);
 
 }  // namespace lumen

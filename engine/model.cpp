@@ -145,15 +145,7 @@ std::vector<std::byte> concat_rows(const std::vector<RowRange>& parts, int64_t c
         if (p.tensor->dtype == dtype) {
             std::memcpy(dst, src, n * elem);
         } else {
-            auto* f = reinterpret_cast<float*>(dst);
-            for (std::size_t i = 0; i < n; ++i) {
-                uint16_t h;
-                switch (p.tensor->dtype) {
-                case DType::F32: std::memcpy(&f[i], src + i * 4, 4); break;
-                case DType::BF16: std::memcpy(&h, src + i * 2, 2); f[i] = bf16_to_f32(h); break;
-                default: std::memcpy(&h, src + i * 2, 2); f[i] = f16_to_f32(h); break;
-                }
-            }
+            to_f32(src, p.tensor->dtype, n, reinterpret_cast<float*>(dst));
         }
         dst += n * elem;
     }

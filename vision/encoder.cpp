@@ -89,14 +89,7 @@ std::array<float, 4> cubic_weights(float t) {
 // (i + 0.5) · from / to - 0.5, samples past the edges clamped, rows then columns.
 void resample_positions(const TensorInfo& t, int64_t from, int64_t to, int64_t D, float* out) {
     std::vector<float> in(std::size_t(t.numel()));
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        uint16_t h;
-        switch (t.dtype) {
-        case DType::F32: std::memcpy(&in[i], t.data.data() + 4 * i, 4); break;
-        case DType::BF16: std::memcpy(&h, t.data.data() + 2 * i, 2); in[i] = bf16_to_f32(h); break;
-        default: std::memcpy(&h, t.data.data() + 2 * i, 2); in[i] = f16_to_f32(h); break;
-        }
-    }
+    to_f32(t.data.data(), t.dtype, in.size(), in.data());
     std::copy_n(in.begin(), D, out);  // the class embedding stays
     const float scale = float(from) / float(to);
     auto at = [&](int64_t y, int64_t x) {
@@ -220,7 +213,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         pre_norm_w_ = direct(tower + n.pre_norm + ".weight", 1, D);
         pre_norm_b_ = direct(tower + n.pre_norm + ".bias", 1, D);
     }
-    for (int64_t l = 0; l < v.layers_run; ++l) {
+    for (int64_t l = 0; l < v.layers_run(); ++l) {
         const std::string p = tower + n.layer + std::to_string(l) + ".";
         Layer L;
         L.norm1_w = direct(p + n.norm1 + ".weight", 1, D);

@@ -1,6 +1,5 @@
 #include "vision/vision_config.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "engine/error.h"
@@ -79,11 +78,8 @@ int64_t layers_for(int64_t feature_layer, int64_t layers) {
     return index;
 }
 
-// Adds a hidden state the projector reads; the tower runs up to the last one asked for.
-void use_feature_layer(VisionConfig& v, int64_t feature_layer) {
-    v.feature_layers.push_back(layers_for(feature_layer, v.layers));
-    v.layers_run = std::max(v.layers_run, v.feature_layers.back());
-}
+// Adds a hidden state the projector reads.
+void use_feature_layer(VisionConfig& v, int64_t feature_layer) { v.feature_layers.push_back(layers_for(feature_layer, v.layers)); }
 
 // InternVL images of another size than the tower's config names: the tower takes them, its
 // position embeddings resampled to their grid (as transformers does on every forward).

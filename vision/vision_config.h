@@ -3,6 +3,7 @@
 // the image tokens, and the preprocessing its reference processor does. Read from config.json,
 // preprocessor_config.json, processor_config.json and the tokenizer, with the reference classes'
 // defaults for what a file leaves out.
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <filesystem>
@@ -47,9 +48,8 @@ struct VisionConfig {
     bool pre_norm = false;       // CLIP's pre_layrnorm after the embeddings
     bool layer_scale = false;    // InternViT's ls1/ls2
     // The hidden states the projector reads (1: after the first layer), side by side in this
-    // order: vision_feature_layer (LLaVA's may be a list) or select_layer. layers_run is the last.
+    // order: vision_feature_layer (LLaVA's may be a list) or select_layer.
     std::vector<int64_t> feature_layers;
-    int64_t layers_run = 0;
     // The projector.
     double downsample = 0.5;     // InternVL's pixel shuffle
     bool shuffle_v2 = true;      // ps_version "v2" (v1 leaves the tokens transposed)
@@ -62,6 +62,8 @@ struct VisionConfig {
     Preprocessing preprocess;
 
     int64_t patches_per_side() const { return image_size / patch; }
+    // Layers the tower runs: up to the last hidden state the projector reads.
+    int64_t layers_run() const { return feature_layers.empty() ? 0 : *std::max_element(feature_layers.begin(), feature_layers.end()); }
 };
 
 // Throws lumen::Error naming what is missing or unsupported. Without a tokenizer the image token
