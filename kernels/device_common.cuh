@@ -16,6 +16,14 @@ template <> __device__ __forceinline__ float from_f<float>(float v) { return v; 
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// 2^x in one MUFU instruction (exp2f adds a rescue for results below 2^-126, which the
+// softmax of attention does not need: such weights are zero to it).
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
 // Calls f(T{}) with the C++ type of `t`.
 template <class F>
 void dispatch(DataType t, F&& f) {

@@ -2,7 +2,7 @@
 
 #include <cuda_runtime.h>
 
-#include <atomic>
+#include <mutex>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -37,25 +37,27 @@ std::vector<DeviceInfo> list_devices(std::string* why) {
     return out;
 }
 
-int current_compute_major() {
+const DeviceTraits& current_device() {
     // Asked on every prompt forward and layer: each device's answer is looked up once.
-    static std::atomic<int> major_of[64] = {};  // 0: not asked yet
+    static std::once_flag asked[64];
+    static DeviceTraits traits[64];
     int device = 0;
     check(cudaGetDevice(&device), "cudaGetDevice");
     if (device < 0 || device >= 64) throw std::runtime_error("more than 64 CUDA devices");
-    int major = major_of[device].load(std::memory_order_relaxed);
-    if (major == 0) {
-        check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
-        major_of[device].store(major, std::memory_order_relaxed);
-    }
-    return major;
+    std::call_once(asked[device], [device] {
+        DeviceTraits& t = traits[device];
+        check(cudaDeviceGetAttribute(&t.major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+        check(cudaDeviceGetAttribute(&t.minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
+        check(cudaDeviceGetAttribute(&t.sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+    });
+    return traits[device];
 }
 
 namespace detail {
 
 bool early_launch_supported() {
     static const bool disabled = std::getenv("LUMEN_NO_EARLY_LAUNCH") != nullptr;
-    return !disabled && current_compute_major() >= 9;
+    return !disabled && current_device().major >= 9;
 }
 
 }  // namespace detail

@@ -18,7 +18,10 @@ struct DeviceInfo {
 // Every device the runtime reports; empty with `why` set when there is none (no driver, no GPU).
 std::vector<DeviceInfo> list_devices(std::string* why = nullptr);
 
-// The compute capability's major number of the current device (looked up once per device).
-int current_compute_major();
+// The current device's compute capability and SM count (looked up once per device).
+struct DeviceTraits {
+    int major = 0, minor = 0, sms = 0;
+};
+const DeviceTraits& current_device();
 
 }  // namespace lumen::cuda

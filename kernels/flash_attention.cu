@@ -193,7 +193,7 @@ __device__ __forceinline__ void attend(const T* q, int64_t q_stride, int count, 
                 mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 1));
                 mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffff, mx[i], 2));
                 shift[i] = mx[i] == -INFINITY ? 0.0f : mx[i] * scale_log2;  // a row with nothing visible yet
-                const float correction = exp2f(m[mt][i] * scale_log2 - shift[i]);
+                const float correction = fast_exp2(m[mt][i] * scale_log2 - shift[i]);
                 m[mt][i] = mx[i];
                 l[mt][i] *= correction;
 #pragma unroll
@@ -203,7 +203,7 @@ __device__ __forceinline__ void attend(const T* q, int64_t q_stride, int count, 
             for (int j = 0; j < 8; ++j)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    s[mt][j][e] = exp2f(fmaf(s[mt][j][e], scale_log2, -shift[e >> 1]));
+                    s[mt][j][e] = fast_exp2(fmaf(s[mt][j][e], scale_log2, -shift[e >> 1]));
                     l[mt][e >> 1] += s[mt][j][e];
                 }
         }
@@ -336,7 +336,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 
 bool flash_attention_covers(DataType t, int32_t head_dim) {
     if (t == DataType::F32 || (head_dim != 64 && head_dim != 128)) return false;
-    return current_compute_major() >= 8;
+    return current_device().major >= 8;
 }
 
 bool flash_prompt_attention_covers(DataType t, int32_t head_dim, int32_t block_size) {
@@ -347,6 +347,7 @@ int32_t flash_query_rows(int32_t head_dim) { return head_dim <= 64 ? kBlockRows<
 
 bool flash_attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows,
                           void* out, cudaStream_t s) {
+    if (wgmma_attention_full(t, qkv, heads, head_dim, rows, group_rows, out, s)) return true;
     if (!flash_attention_covers(t, head_dim)) return false;
     const int64_t block_rows = flash_query_rows(head_dim);
     const dim3 grid(unsigned((group_rows + block_rows - 1) / block_rows), unsigned(heads), unsigned(rows / group_rows));

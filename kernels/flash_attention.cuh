@@ -18,6 +18,11 @@ int32_t flash_query_rows(int32_t head_dim);
 bool flash_attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows,
                           void* out, cudaStream_t s);
 
+// The same on Hopper's warpgroup tensor cores (flash_attention_sm90.cu): compute capability 9.0,
+// head_dim 64, 16-bit types.
+bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows,
+                          void* out, cudaStream_t s);
+
 // Causal attention of each prompt query tile (up to flash_query_rows tokens of one sequence) over
 // its sequence's cached keys and values, as attention.
 bool flash_attention_prompt(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& b,

@@ -324,8 +324,7 @@ private slots:
         QFETCH(QString, compute);
         const TinySpec spec = load_tiny_spec();
         const TinyModel& m = spec.models[std::size_t(model)];
-        if (!fs::is_directory(data / "tokenizers" / m.tokenizer))
-            QSKIP(qPrintable(QString::fromStdString("the " + m.tokenizer + " tokenizer is not in the shared data")));
+        LUMEN_REQUIRE_TOKENIZER(data, m.tokenizer);
         const std::string key = m.name + "_" + dtype.toStdString();
         const json golden = json::parse(*read_text_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/tiny/tiny_goldens.json"))["models"][key];
         QTemporaryDir tmp;
@@ -448,6 +447,23 @@ private slots:
         cpu_->attention_full(qkv.cpu, heads, head_dim, group, attn.cpu);
         gpu_->attention_full(qkv.gpu, heads, head_dim, group, attn.gpu);
         check("attention_full", attn, tol);
+        if (head_dim == 64 && dt != DType::F32) {
+            // Hopper's kernel: last key tiles of 20, 40, 65 and 1 keys (read 32, 64, 128 and 16
+            // wide), in blocks of one warpgroup and (one image of 16 heads) of three.
+            struct Shape {
+                int32_t heads;
+                int64_t group, images;
+            };
+            for (const Shape sh : {Shape{3, 276, 2}, Shape{3, 296, 2}, Shape{2, 577, 1}, Shape{16, 1025, 1}}) {
+                const int64_t rows = sh.group * sh.images, cols = sh.heads * 64;
+                const auto sv = random_values(std::size_t(rows * 3 * cols), dt, 1.0f, rng);
+                const Pair sqkv = activation(rows, 3 * cols, dt, &sv);
+                const Pair sout = activation(rows, cols, dt);
+                cpu_->attention_full(sqkv.cpu, sh.heads, 64, sh.group, sout.cpu);
+                gpu_->attention_full(sqkv.gpu, sh.heads, 64, sh.group, sout.gpu);
+                check(qPrintable(QString("attention_full (%1 heads, groups of %2)").arg(sh.heads).arg(sh.group)), sout, tol);
+            }
+        }
 
         for (auto kind : {Backend::Activation::Gelu, Backend::Activation::QuickGelu}) {
             const auto av = random_values(std::size_t(T * width), dt, 4.0f, rng);
@@ -529,6 +545,7 @@ private slots:
         const TinyVlmSpec spec = load_tiny_vlm_spec();
         const TinyVlm& m = spec.models[std::size_t(model)];
         const json golden = json::parse(*text)["models"][m.name];
+        LUMEN_REQUIRE_TOKENIZER(data, m.tokenizer);
         QTemporaryDir tmp;
         build_tiny_vlm(spec, m, data / "tokenizers", path_of(tmp));
         EngineOptions options;

@@ -55,3 +55,9 @@ std::vector<TensorSpec> llama_tensors(int hidden, int layers, int heads, int kv_
     const auto var##_opt = ::lumen::test::shared_data();                                             \
     if (!var##_opt) QSKIP("../shared/data is absent; this test needs the real files described there"); \
     const std::filesystem::path var = *var##_opt
+
+// Skips the test where the shared data lacks one of its tokenizers (a partial copy, as on a
+// machine that carries only part of it).
+#define LUMEN_REQUIRE_TOKENIZER(data, name)                                                                 \
+    if (!std::filesystem::is_directory((data) / "tokenizers" / (name)))                                     \
+    QSKIP(qPrintable(QString::fromStdString("the " + std::string(name) + " tokenizer is not in the shared data")))

@@ -260,6 +260,7 @@ private slots:
         const TinyVlmSpec spec = load_tiny_vlm_spec();
         const TinyVlm& llava = spec.models.front();
         QCOMPARE(QString::fromStdString(llava.name), QString("llava"));
+        LUMEN_REQUIRE_TOKENIZER(*data, llava.tokenizer);
         build_tiny_vlm(spec, llava, *data / "tokenizers", path_of(model));
         const fs::path photo = *data / "images" / "view500x336.png";
         const QString question = "What is shown in this image?";

@@ -444,6 +444,7 @@ private slots:
         const TinyVlmSpec spec = load_tiny_vlm_spec();
         for (const TinyVlm& m : spec.models) {
             if (m.name != "internvl_hf_positions") continue;
+            LUMEN_REQUIRE_TOKENIZER(data, m.tokenizer);
             QTemporaryDir dir;
             build_tiny_vlm(spec, m, data / "tokenizers", path_of(dir));
             const ModelConfig config = load_model_config(path_of(dir));
@@ -472,6 +473,7 @@ private slots:
         const json goldens = json::parse(*text);
         const TinyVlmSpec spec = load_tiny_vlm_spec();
         for (const TinyVlm& m : spec.models) {
+            LUMEN_REQUIRE_TOKENIZER(data, m.tokenizer);
             QTemporaryDir dir;
             const auto sums = build_tiny_vlm(spec, m, data / "tokenizers", path_of(dir));
             const json& g = goldens["models"][m.name];
