@@ -46,19 +46,11 @@ template <> struct Wgmma<__nv_bfloat16> {
 #define LUMEN_WGMMA_TYPE "bf16"
 #include "kernels/wgmma_products.inc"
 #undef LUMEN_WGMMA_TYPE
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        const __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t*>(&h);
-    }
 };
 template <> struct Wgmma<__half> {
 #define LUMEN_WGMMA_TYPE "f16"
 #include "kernels/wgmma_products.inc"
 #undef LUMEN_WGMMA_TYPE
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        const __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<const uint32_t*>(&h);
-    }
 };
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
@@ -161,8 +153,8 @@ template <class T, int NT>
 __device__ __forceinline__ void pack_weights(const float (&s)[NT / 2], uint32_t (&p)[NT / 16][4]) {
 #pragma unroll
     for (int j = 0; j < NT / 8; ++j) {
-        p[j / 2][2 * (j & 1)] = Wgmma<T>::pack(s[4 * j], s[4 * j + 1]);
-        p[j / 2][2 * (j & 1) + 1] = Wgmma<T>::pack(s[4 * j + 2], s[4 * j + 3]);
+        p[j / 2][2 * (j & 1)] = pack2<T>(s[4 * j], s[4 * j + 1]);
+        p[j / 2][2 * (j & 1) + 1] = pack2<T>(s[4 * j + 2], s[4 * j + 3]);
     }
 }
 
@@ -305,7 +297,7 @@ wgmma_attention_kernel(const T* qkv, int32_t heads, int64_t group_rows, T* out, 
 #pragma unroll
         for (int j = 0; j < 8; ++j)
             *reinterpret_cast<uint32_t*>(dst + int64_t(r) * width + 8 * j) =
-                Wgmma<T>::pack(st.o[4 * j + 2 * h] * inv, st.o[4 * j + 2 * h + 1] * inv);
+                pack2<T>(st.o[4 * j + 2 * h] * inv, st.o[4 * j + 2 * h + 1] * inv);
     }
 #else
     __trap();
