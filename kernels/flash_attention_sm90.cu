@@ -2,22 +2,23 @@
 // sm_90a alone (wgmma exists nowhere else); flash_attention_full calls it on compute capability
 // 9.0 and takes the mma.sync kernel elsewhere.
 //
-// A block holds 64 queries per warpgroup in shared memory and streams the keys and values through
-// a ring of stages, 128 rows at a time, filled by cp.async ahead of use. Each warpgroup computes
-// S = Q·Kᵀ (64 x 128, both operands from shared memory), keeps the online softmax in registers and
-// computes O += P·V with P straight from the score registers. The partial key tile of an image
-// (1025 = 8 · 128 + 1 keys) goes first and alone; the full ones are pipelined: a tile's scores are
-// issued before the previous tile's values product, and the softmax runs while that product does.
-// Rows are 128 bytes, laid out in the 128-byte swizzle that wgmma reads (16-byte chunk c of row r
-// at chunk c ^ (r % 8)); the partial tile is zero-filled past the image's end and read only as
-// wide as its valid keys need (16 to 128).
-//
-// At 13 InternViT tiles this runs at about 270 TFLOP/s (H100), against 200 for the mma.sync
-// kernel. What holds it there is the block-wide barrier per tile: the warpgroups wait for their
-// scores and take their exponentials in step instead of in turn. FlashAttention-3's design (a
-// producer warp loading by TMA, stages handed over by mbarriers, warpgroups scheduled in turn) is
-// the next step.
+// FlashAttention-3's arrangement. A block holds 128 queries of one head and image: a producer warp
+// loads them and the keys and values by TMA (128-row boxes of the qkv matrix in the 128-byte
+// swizzle that wgmma reads; completion counted in bytes on each stage's `full` barrier), and two
+// consumer warpgroups of 64 queries take turns: one issues its products while the other takes its
+// exponentials. Each computes S = Q·Kᵀ (64 x 128, both operands from shared memory), keeps the
+// online softmax in registers and computes O += P·V with P straight from the score registers; a
+// tile's scores are issued before the previous tile's values product, and the softmax runs while
+// that product does. Consumers hand a stage back on its `empty` barrier. The partial key tile of
+// an image (1025 = 8 · 128 + 1 keys) goes first and alone, read only as wide as its valid keys
+// need (16 to 128); the rows past it belong to the next image or, past the matrix, read as zeros,
+// and get no weight.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <cmath>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 
 #include "kernels/device_common.cuh"
@@ -32,10 +33,8 @@ constexpr int kRowBytes = kDim * 2;
 constexpr int kKeys = 128;
 constexpr int kTileBytes = kKeys * kRowBytes;
 
-// Blocks of three warpgroups (192 queries, four stages), one an SM, or of one warpgroup (64
-// queries, three stages), two an SM: the launcher takes whichever finishes first in whole waves.
-template <int Groups> constexpr int kStages = Groups == 1 ? 3 : 4;
-template <int Groups> constexpr int kSharedBytes = Groups * 64 * kRowBytes + kStages<Groups> * 2 * kTileBytes + 1024;
+constexpr int kStages = 4;
+constexpr int kSharedBytes = 128 * kRowBytes + kStages * 2 * kTileBytes + 1024 + (2 * kStages + 1) * 8;
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define LUMEN_WGMMA 1
@@ -68,9 +67,6 @@ __device__ __forceinline__ void pin(float (&r)[N]) {
 
 __device__ __forceinline__ uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
-// Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile.
-__device__ __forceinline__ uint32_t swizzled(int r, int c) { return uint32_t(r * kRowBytes + ((c ^ (r & 7)) << 4)); }
-
 // A shared-memory matrix descriptor for 128-byte-swizzled rows of 128 bytes: 8-row groups 1024
 // bytes apart. K-major operands step along k by moving the start 32 bytes; the MN-major one (the
 // values) steps by 16 rows.
@@ -82,17 +78,32 @@ __device__ __forceinline__ uint64_t descriptor(uint32_t address) {
 // product's width.
 __device__ __forceinline__ int tile_width(int valid) { return valid > 64 ? 128 : valid > 32 ? 64 : valid > 16 ? 32 : 16; }
 
-// 16 bytes from global to shared memory, zeros where `valid` is false, nothing where `issue` is.
-// A predicate rather than a branch: branches that differ between threads while a product is in
-// flight make ptxas serialize the products.
-__device__ __forceinline__ void copy16_async(uint32_t dst, const void* src, bool valid, bool issue = true) {
-    asm volatile("{.reg .pred p; setp.ne.b32 p, %3, 0;\n"
-                 "@p cp.async.cg.shared.global [%0], [%1], 16, %2;}" ::"r"(dst),
-                 "l"(src), "r"(valid ? 16 : 0), "r"(int(issue)));
+// Shared-memory barriers (mbarrier): TMA completes its bytes on `full`, consumers arrive on
+// `empty`; named barriers 1 and 2 pass the turn between the two consumer warpgroups.
+__device__ __forceinline__ void mbar_init(uint32_t bar, int count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
 }
-__device__ __forceinline__ void commit_copies() { asm volatile("cp.async.commit_group;"); }
-template <int Pending>
-__device__ __forceinline__ void wait_copies() { asm volatile("cp.async.wait_group %0;" ::"n"(Pending)); }
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("{.reg .b64 state; mbarrier.arrive.shared::cta.b64 state, [%0];}" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_expect(uint32_t bar, uint32_t bytes) {
+    asm volatile("{.reg .b64 state; mbarrier.arrive.expect_tx.shared::cta.b64 state, [%0], %1;}" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{.reg .pred done;\n"
+                 "WAIT_%=: mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT_%=;}" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+// The 64-column, 128-row box of the qkv matrix at (column, row) into shared memory, swizzled.
+__device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, int column, int row, uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(dst),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(column), "r"(row), "r"(bar)
+                 : "memory");
+}
+__device__ __forceinline__ void turn_wait(int id) { asm volatile("bar.sync %0, 256;" ::"r"(id) : "memory"); }
+__device__ __forceinline__ void turn_pass(int id) { asm volatile("bar.arrive %0, 256;" ::"r"(id) : "memory"); }
 
 // The softmax state of a thread's two rows (r and r + 8 of its warp's 16) and its share of their
 // output: o[4j..4j+3] are columns 8j + 2·(lane % 4) + {0, 1} of the two rows.
@@ -173,59 +184,51 @@ __device__ __forceinline__ void issue_values(Rows& st, const uint32_t (&p)[NT / 
     pin(st.o);
 }
 
-template <class T, int Groups>
-__global__ void __launch_bounds__(Groups * 128, Groups == 1 ? 2 : 1)
-wgmma_attention_kernel(const T* qkv, int32_t heads, int64_t group_rows, T* out, float scale_log2) {
+template <class T>
+__global__ void __launch_bounds__(288, 1)
+wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, int64_t group_rows, T* out, float scale_log2) {
 #ifdef LUMEN_WGMMA
-    constexpr int Stages = kStages<Groups>, Threads = Groups * 128, QueryRows = Groups * 64;
+    constexpr int Stages = kStages, QueryRows = 128;
     extern __shared__ unsigned char raw[];
-    // Swizzle atoms are 1024-byte aligned.
     const uint32_t base = (shared_address(raw) + 1023) & ~1023u;
-    const uint32_t q_sh = base, kv_sh = base + QueryRows * kRowBytes;
-
-    const int64_t width = int64_t(heads) * kDim, stride = 3 * width;
-    const int64_t group_first = int64_t(blockIdx.z) * group_rows, q_first = int64_t(blockIdx.x) * QueryRows;
-    const int count = int(min(int64_t(QueryRows), group_rows - q_first));
-    const T* q = qkv + (group_first + q_first) * stride + int64_t(blockIdx.y) * kDim;
-    const T* k = qkv + group_first * stride + width + int64_t(blockIdx.y) * kDim;
-
-    for (int i = threadIdx.x; i < QueryRows * 8; i += Threads) {
-        const int r = i >> 3, c = i & 7;
-        copy16_async(q_sh + swizzled(r, c), q + int64_t(r < count ? r : 0) * stride + 8 * c, r < count);
-    }
-    // Key tiles go through the stages in sequence: the partial one (if any) first, so that the
-    // pipelined loop over the full ones has no tail after it.
-    const int full = int(group_rows / kKeys), rest = int(group_rows % kKeys), tiles = full + (rest > 0);
+    const uint32_t q_sh = base, kv_sh = base + QueryRows * kRowBytes, bars = kv_sh + Stages * 2 * kTileBytes;
+    auto full_bar = [&](int seq) { return bars + uint32_t(seq % Stages) * 8; };
+    auto empty_bar = [&](int seq) { return bars + uint32_t(Stages + seq % Stages) * 8; };
+    const uint32_t q_bar = bars + 2 * Stages * 8;
     auto stage = [&](int seq) { return kv_sh + uint32_t(seq % Stages) * 2 * kTileBytes; };
-    auto load = [&](int seq) {
-        const int tile = rest > 0 ? (seq == 0 ? full : seq - 1) : seq;
-        const int64_t first = int64_t(tile) * kKeys;
-        const int valid = int(min(int64_t(kKeys), group_rows - first)), chunks = tile_width(valid) * 8;
-        const uint32_t ks = stage(seq), vs = ks + kTileBytes;
-        for (int done = 0; done < chunks; done += Threads) {
-            const int i = done + int(threadIdx.x), r = i >> 3, c = i & 7;
-            const T* src = k + (first + (r < valid ? r : 0)) * stride + 8 * c;
-            copy16_async(ks + swizzled(r, c), src, r < valid, i < chunks);
-            copy16_async(vs + swizzled(r, c), src + width, r < valid, i < chunks);
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < Stages; ++i) {
+            mbar_init(full_bar(i), 1);
+            mbar_init(empty_bar(i), 256);
         }
-    };
-    for (int seq = 0; seq < Stages - 2; ++seq) {
-        if (seq < tiles) load(seq);
-        commit_copies();
+        mbar_init(q_bar, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
     }
-    // Waits for tile `seq` of the sequence and starts loading the one Stages - 2 after it into the
-    // stage that held seq - 2, whose products every warpgroup has waited for.
-    auto next_tile = [&](int seq) {
-        wait_copies<Stages - 3>();
-        asm volatile("fence.proxy.async.shared::cta;" ::: "memory");  // cp.async's writes, seen by wgmma
-        __syncthreads();
-        if (seq + Stages - 2 < tiles) load(seq + Stages - 2);
-        commit_copies();
-        return stage(seq);
-    };
+    __syncthreads();
 
-    // Every warpgroup computes, those past the image's last query too: with one block an SM,
-    // idling one would save no time, and the products must not sit in divergent code.
+    const int width = heads * kDim;
+    const int group_first = int(int64_t(blockIdx.z) * group_rows), q_first = int(blockIdx.x) * QueryRows;
+    const int count = int(min(int64_t(QueryRows), group_rows - q_first));
+    const int full = int(group_rows / kKeys), rest = int(group_rows % kKeys), tiles = full + (rest > 0);
+    // The partial key tile (if any) goes first.
+    auto key_row = [&](int seq) { return group_first + (rest > 0 ? (seq == 0 ? full : seq - 1) : seq) * kKeys; };
+
+    if (threadIdx.x >= 256) {
+        // The producer: one thread of the last warp.
+        if (threadIdx.x == 256) {
+            const int column = int(blockIdx.y) * kDim;
+            mbar_expect(q_bar, QueryRows * kRowBytes);
+            tma_load(q_sh, &map, column, group_first + q_first, q_bar);
+            for (int seq = 0; seq < tiles; ++seq) {
+                if (seq >= Stages) mbar_wait(empty_bar(seq), uint32_t(seq / Stages - 1) & 1);
+                mbar_expect(full_bar(seq), 2 * kTileBytes);
+                tma_load(stage(seq), &map, width + column, key_row(seq), full_bar(seq));
+                tma_load(stage(seq) + kTileBytes, &map, 2 * width + column, key_row(seq), full_bar(seq));
+            }
+        }
+        return;
+    }
+
     const int group = threadIdx.x >> 7;
     Rows st;
 #pragma unroll
@@ -233,14 +236,17 @@ wgmma_attention_kernel(const T* qkv, int32_t heads, int64_t group_rows, T* out, 
     st.m[0] = st.m[1] = -INFINITY;
     st.l[0] = st.l[1] = 0.0f;
     const uint32_t q_group = q_sh + uint32_t(group) * 64 * kRowBytes;
-    // No product is in flight where paths merge or at a loop's end (ptxas would serialize them).
+    mbar_wait(q_bar, 0);
+    auto ready = [&](int seq) {
+        mbar_wait(full_bar(seq), uint32_t(seq / Stages) & 1);
+        return stage(seq);
+    };
     int seq = 0;
     float rescale[2];
     if (rest > 0) {
-        // The partial tile on its own.
-        const uint32_t ks = next_tile(seq++);
-        auto partial = [&](auto width) {
-            constexpr int NT = decltype(width)::value;
+        const uint32_t ks = ready(seq);
+        auto partial = [&](auto w) {
+            constexpr int NT = decltype(w)::value;
             float s[NT / 2];
             uint32_t p[NT / 16][4];
             issue_scores<T, NT>(s, q_group, ks);
@@ -257,25 +263,34 @@ wgmma_attention_kernel(const T* qkv, int32_t heads, int64_t group_rows, T* out, 
         case 32: partial(std::integral_constant<int, 32>{}); break;
         default: partial(std::integral_constant<int, 16>{});
         }
+        mbar_arrive(empty_bar(seq));
+        ++seq;
     }
     if (seq < tiles) {
-        // The full tiles, pipelined: each tile's scores are issued before the previous tile's
-        // values product, and its softmax runs while that product does.
+        // Warpgroup 0 goes first; each passes the turn after issuing its products (warpgroup 1's
+        // last pass would go unanswered).
+        const int mine = 1 + group, other = 2 - group;
+        if (group == 1) turn_pass(other);
         float s[kKeys / 2];
         uint32_t p[kKeys / 16][4];
-        uint32_t v = next_tile(seq) + kTileBytes;
+        uint32_t v = ready(seq) + kTileBytes;
+        turn_wait(mine);
         issue_scores<T, kKeys>(s, q_group, v - kTileBytes);
+        if (seq + 1 < tiles || group == 0) turn_pass(other);
         wgmma_wait<0>();
         softmax<kKeys>(st, s, kKeys, scale_log2, rescale);
         pack_weights<T, kKeys>(s, p);
         for (++seq; seq < tiles; ++seq) {
-            const uint32_t ks = next_tile(seq);
+            const uint32_t ks = ready(seq);
+            turn_wait(mine);
             issue_scores<T, kKeys>(s, q_group, ks);
             issue_values<T, kKeys>(st, p, v, rescale);
+            if (seq + 1 < tiles || group == 0) turn_pass(other);
             wgmma_wait<1>();  // the scores
             softmax<kKeys>(st, s, kKeys, scale_log2, rescale);
             wgmma_wait<0>();  // the values product, which reads p
             pin(st.o);
+            mbar_arrive(empty_bar(seq - 1));
             pack_weights<T, kKeys>(s, p);
             v = ks + kTileBytes;
         }
@@ -285,7 +300,7 @@ wgmma_attention_kernel(const T* qkv, int32_t heads, int64_t group_rows, T* out, 
     pin(st.o);
 
     const int lane = threadIdx.x & 31, row0 = group * 64 + ((threadIdx.x >> 5) & 3) * 16 + (lane >> 2);
-    T* dst = out + (group_first + q_first) * width + int64_t(blockIdx.y) * kDim + 2 * (lane & 3);
+    T* dst = out + (int64_t(group_first) + q_first) * width + int64_t(blockIdx.y) * kDim + 2 * (lane & 3);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
         float sum = st.l[h];
@@ -296,26 +311,33 @@ wgmma_attention_kernel(const T* qkv, int32_t heads, int64_t group_rows, T* out, 
         const float inv = 1.0f / sum;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
-            *reinterpret_cast<uint32_t*>(dst + int64_t(r) * width + 8 * j) =
-                pack2<T>(st.o[4 * j + 2 * h] * inv, st.o[4 * j + 2 * h + 1] * inv);
+            *reinterpret_cast<uint32_t*>(dst + int64_t(r) * width + 8 * j) = pack2<T>(st.o[4 * j + 2 * h] * inv, st.o[4 * j + 2 * h + 1] * inv);
     }
 #else
     __trap();
 #endif
 }
 
-template <class T, int Groups>
-void launch(const void* qkv, int32_t heads, int64_t rows, int64_t group_rows, void* out, float scale_log2, cudaStream_t s) {
-    static const bool ready = [] {
-        check(cudaFuncSetAttribute(wgmma_attention_kernel<T, Groups>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   kSharedBytes<Groups>),
-              "attention_full (wgmma)");
-        return true;
+// A tensor map over the qkv matrix: 64-column boxes of 128 rows, 128-byte swizzled, rows past the
+// end read as zeros. Encoded by the driver, found through the runtime (no link to libcuda).
+CUtensorMap qkv_map(DataType t, const void* qkv, int64_t rows, int64_t cols) {
+    static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+        void* fn = nullptr;
+        cudaDriverEntryPointQueryResult found{};
+        check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found),
+              "cudaGetDriverEntryPointByVersion");
+        if (found != cudaDriverEntryPointSuccess || !fn) throw std::runtime_error("the driver has no cuTensorMapEncodeTiled");
+        return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
     }();
-    (void)ready;
-    const dim3 grid(unsigned((group_rows + Groups * 64 - 1) / (Groups * 64)), unsigned(heads), unsigned(rows / group_rows));
-    wgmma_attention_kernel<T, Groups><<<grid, Groups * 128, kSharedBytes<Groups>, s>>>(static_cast<const T*>(qkv), heads, group_rows,
-                                                                                      static_cast<T*>(out), scale_log2);
+    CUtensorMap map{};
+    const cuuint64_t dims[2] = {cuuint64_t(cols), cuuint64_t(rows)};
+    const cuuint64_t strides[1] = {cuuint64_t(cols) * 2};
+    const cuuint32_t box[2] = {uint32_t(kDim), uint32_t(kKeys)}, steps[2] = {1, 1};
+    const CUresult r = encode(&map, t == DataType::F16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
+                              const_cast<void*>(qkv), dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                              CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+    if (r != CUDA_SUCCESS) throw std::runtime_error("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
+    return map;
 }
 
 }  // namespace
@@ -324,19 +346,18 @@ bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t he
                           void* out, cudaStream_t s) {
     if (t == DataType::F32 || head_dim != kDim || current_device().major != 9 || current_device().minor != 0) return false;
     const float scale_log2 = 1.4426950408889634f / std::sqrt(float(head_dim));
-    // Whichever block size finishes first in whole waves: two one-warpgroup blocks fit an SM, and
-    // a three-warpgroup block takes about 1.4 times as long as one of them (measured on H100;
-    // 1 tile of InternViT goes to the large blocks, 7 to the small, 13 either, CLIP's one image to
-    // the small).
-    const int64_t images = rows / group_rows, sms = current_device().sms;
-    const int64_t small_waves = ((group_rows + 63) / 64 * heads * images + 2 * sms - 1) / (2 * sms);
-    const int64_t large_waves = ((group_rows + 191) / 192 * heads * images + sms - 1) / sms;
-    const bool large = 7 * large_waves <= 5 * small_waves;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
         if constexpr (!std::is_same_v<T, float>) {
-            if (large) launch<T, 3>(qkv, heads, rows, group_rows, out, scale_log2, s);
-            else launch<T, 1>(qkv, heads, rows, group_rows, out, scale_log2, s);
+            static const bool ready = [] {
+                check(cudaFuncSetAttribute(wgmma_attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
+                      "attention_full (wgmma)");
+                return true;
+            }();
+            (void)ready;
+            const CUtensorMap map = qkv_map(t, qkv, rows, 3 * int64_t(heads) * kDim);
+            const dim3 grid(unsigned((group_rows + 127) / 128), unsigned(heads), unsigned(rows / group_rows));
+            wgmma_attention_kernel<T><<<grid, 288, kSharedBytes, s>>>(map, heads, group_rows, static_cast<T*>(out), scale_log2);
         }
     });
     launched("attention_full (wgmma)");

@@ -449,7 +449,7 @@ private slots:
         check("attention_full", attn, tol);
         if (head_dim == 64 && dt != DType::F32) {
             // Hopper's kernel: last key tiles of 20, 40, 65 and 1 keys (read 32, 64, 128 and 16
-            // wide), in blocks of one warpgroup and (one image of 16 heads) of three.
+            // wide), and InternViT's 16 heads.
             struct Shape {
                 int32_t heads;
                 int64_t group, images;
