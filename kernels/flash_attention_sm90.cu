@@ -74,7 +74,7 @@ __device__ __forceinline__ uint64_t descriptor(uint32_t address) {
     return uint64_t((address & 0x3FFFF) >> 4) | uint64_t(1) << 16 | uint64_t(1024 >> 4) << 32 | uint64_t(1) << 62;
 }
 
-// The keys a tile is read as: all 128, or the valid ones of the last tile rounded up to a
+// The keys a tile is read as: all 128, or the valid ones of the partial tile rounded up to a
 // product's width.
 __device__ __forceinline__ int tile_width(int valid) { return valid > 64 ? 128 : valid > 32 ? 64 : valid > 16 ? 32 : 16; }
 
@@ -345,6 +345,8 @@ CUtensorMap qkv_map(DataType t, const void* qkv, int64_t rows, int64_t cols) {
 bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows,
                           void* out, cudaStream_t s) {
     if (t == DataType::F32 || head_dim != kDim || current_device().major != 9 || current_device().minor != 0) return false;
+    // What a tensor map takes: 16-byte aligned rows, row numbers in 32 bits.
+    if (reinterpret_cast<uintptr_t>(qkv) % 16 != 0 || rows >= (int64_t(1) << 31)) return false;
     const float scale_log2 = 1.4426950408889634f / std::sqrt(float(head_dim));
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
