@@ -27,6 +27,9 @@ template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, f
     return *reinterpret_cast<const uint32_t*>(&h);
 }
 
+// The 32-bit shared-memory address that PTX instructions take.
+__device__ __forceinline__ uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
+
 // 2^x in one MUFU instruction (exp2f adds a rescue for results below 2^-126, which the
 // softmax of attention does not need: such weights are zero to it).
 __device__ __forceinline__ float fast_exp2(float x) {

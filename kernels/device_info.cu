@@ -2,8 +2,8 @@
 
 #include <cuda_runtime.h>
 
-#include <mutex>
 #include <cstdlib>
+#include <mutex>
 #include <stdexcept>
 
 #include "kernels/device_common.cuh"
@@ -48,7 +48,6 @@ const DeviceTraits& current_device() {
         DeviceTraits& t = traits[device];
         check(cudaDeviceGetAttribute(&t.major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
         check(cudaDeviceGetAttribute(&t.minor, cudaDevAttrComputeCapabilityMinor, device), "cudaDeviceGetAttribute");
-        check(cudaDeviceGetAttribute(&t.sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
     });
     return traits[device];
 }

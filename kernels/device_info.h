@@ -18,9 +18,9 @@ struct DeviceInfo {
 // Every device the runtime reports; empty with `why` set when there is none (no driver, no GPU).
 std::vector<DeviceInfo> list_devices(std::string* why = nullptr);
 
-// The current device's compute capability and SM count (looked up once per device).
+// The current device's compute capability (looked up once per device).
 struct DeviceTraits {
-    int major = 0, minor = 0, sms = 0;
+    int major = 0, minor = 0;
 };
 const DeviceTraits& current_device();
 

@@ -42,8 +42,6 @@ template <> struct Mma<__nv_bfloat16> {
     }
 };
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-
 // Four 8x8 matrices of 16-bit values; thread t names row t % 8 of matrix t / 8.
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"

@@ -65,8 +65,6 @@ __device__ __forceinline__ void pin(float (&r)[N]) {
     for (int i = 0; i < N; ++i) asm volatile("" : "+f"(r[i])::"memory");
 }
 
-__device__ __forceinline__ uint32_t shared_address(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
-
 // A shared-memory matrix descriptor for 128-byte-swizzled rows of 128 bytes: 8-row groups 1024
 // bytes apart. K-major operands step along k by moving the start 32 bytes; the MN-major one (the
 // values) steps by 16 rows.
@@ -344,7 +342,8 @@ CUtensorMap qkv_map(DataType t, const void* qkv, int64_t rows, int64_t cols) {
 
 bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows,
                           void* out, cudaStream_t s) {
-    if (t == DataType::F32 || head_dim != kDim || current_device().major != 9 || current_device().minor != 0) return false;
+    const DeviceTraits& device = current_device();
+    if (t == DataType::F32 || head_dim != kDim || device.major != 9 || device.minor != 0) return false;
     // What a tensor map takes: 16-byte aligned rows, row numbers in 32 bits.
     if (reinterpret_cast<uintptr_t>(qkv) % 16 != 0 || rows >= (int64_t(1) << 31)) return false;
     const float scale_log2 = 1.4426950408889634f / std::sqrt(float(head_dim));
