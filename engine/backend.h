@@ -100,6 +100,7 @@ public:
     virtual const KvCacheShape& kv_cache_shape() const = 0;
     virtual void read(const Tensor& t, std::span<float> out) = 0;  // any float type to host fp32
     virtual void write(Tensor t, std::span<const float> values) = 0;  // host fp32 into a tensor of any float type
+    virtual void write_u8(Tensor t, std::span<const uint8_t> values) = 0;  // host bytes into a U8 tensor
 
     // Makes a batch's layout available to the operations that follow (a device backend copies it
     // over once per forward).
@@ -172,11 +173,13 @@ public:
         if (rms) rms_norm(x, weight, eps, out);
         else layer_norm(x, weight, bias, eps, out);
     }
-    // Square patches of images as rows, for the patch embedding's product. `planes` holds images
-    // of `channels` planes, each size x size ([images · channels · size, size], size = planes.cols);
-    // row t·g² + y·g + x of out (g = size / patch) is patch (y, x) of image t: channel, then row,
-    // then column. Columns of out past channels · patch² are zero.
-    virtual void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) = 0;
+    // Square patches of images as rows, for the patch embedding's product. `planes` (U8) holds
+    // images of `channels` planes of 8-bit samples, each size x size ([images · channels · size,
+    // size], size = planes.cols), and `levels` ([channels, 256]) what each sample of a channel
+    // stands for (the processor's rescale and normalisation); row t·g² + y·g + x of out
+    // (g = size / patch) is patch (y, x) of image t: channel, then row, then column. Columns of out
+    // past channels · patch² are zero.
+    virtual void patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, Tensor out) = 0;
     enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
     virtual void activate(Tensor x, Activation kind) = 0;  // in place
     // Attention without a mask within each group of `group_rows` consecutive rows (one image or
@@ -211,7 +214,7 @@ double rope_base(const RopeConfig& rope, int32_t length);
 
 // The argument checks every backend makes (lumen::Error naming `who`): patch_rows' shapes, and
 // that row indices are in [0, rows).
-void check_patch_rows(const Tensor& planes, int64_t channels, int64_t patch, const Tensor& out, const char* who);
+void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who);
 void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who);
 
 std::unique_ptr<Backend> make_cpu_backend();

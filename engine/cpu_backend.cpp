@@ -225,9 +225,9 @@ public:
     }
 
     Tensor activation(int64_t rows, int64_t cols, DType dtype) override {
-        if (dtype != DType::F32) throw Error("CPU backend: activations are F32");
-        auto buffer = std::make_unique<std::byte[]>(std::size_t(std::max<int64_t>(1, rows * cols)) * 4);
-        Tensor t{buffer.get(), DType::F32, rows, cols, cols};
+        if (dtype != DType::F32 && dtype != DType::U8) throw Error("CPU backend: activations are F32 (or U8 image samples)");
+        auto buffer = std::make_unique<std::byte[]>(std::size_t(std::max<int64_t>(1, rows * cols)) * dtype_size(dtype));
+        Tensor t{buffer.get(), dtype, rows, cols, cols};
         buffers_.emplace(t.data, std::move(buffer));
         return t;
     }
@@ -293,6 +293,12 @@ public:
     void write(Tensor t, std::span<const float> values) override {
         check_f32(t, "write target");
         for (int64_t r = 0; r < t.rows; ++r) std::copy_n(values.begin() + r * t.cols, t.cols, frow(t, r));
+    }
+
+    void write_u8(Tensor t, std::span<const uint8_t> values) override {
+        if (t.dtype != DType::U8 || t.stride != t.cols) throw Error("CPU backend: write_u8 wants a contiguous U8 tensor");
+        if (values.size() < std::size_t(t.rows * t.cols)) throw Error("CPU backend: write source too small");
+        std::memcpy(t.data, values.data(), std::size_t(t.rows * t.cols));
     }
 
     void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
@@ -517,19 +523,23 @@ public:
         });
     }
 
-    void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) override {
-        check_f32(planes, "patch input");
+    void patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, Tensor out) override {
+        check_f32(levels, "pixel levels");
         check_f32(out, "patch rows");
-        check_patch_rows(planes, channels, patch, out, "CPU backend");
-        const int64_t size = planes.cols, g = size / patch, n = g * g, values = channels * patch * patch;
+        check_patch_rows(planes, levels, patch, out, "CPU backend");
+        const int64_t size = planes.cols, channels = levels.rows, g = size / patch, n = g * g, values = channels * patch * patch;
+        const auto* samples = static_cast<const uint8_t*>(planes.data);
         ThreadPool::shared().parallel_for(std::size_t(out.rows), grain_for(std::size_t(out.cols)), [&](std::size_t rb, std::size_t re) {
             for (std::size_t r = rb; r < re; ++r) {
                 const int64_t t = int64_t(r) / n, y = int64_t(r) % n / g, x = int64_t(r) % g;
                 float* dst = frow(out, int64_t(r));
-                for (int64_t c = 0; c < channels; ++c)
-                    for (int64_t ky = 0; ky < patch; ++ky)
-                        std::memcpy(dst + (c * patch + ky) * patch, frow(planes, (t * channels + c) * size + y * patch + ky) + x * patch,
-                                    std::size_t(patch) * sizeof(float));
+                for (int64_t c = 0; c < channels; ++c) {
+                    const float* level = frow(levels, c);
+                    for (int64_t ky = 0; ky < patch; ++ky) {
+                        const uint8_t* src = samples + ((t * channels + c) * size + y * patch + ky) * size + x * patch;
+                        for (int64_t kx = 0; kx < patch; ++kx) dst[(c * patch + ky) * patch + kx] = level[src[kx]];
+                    }
+                }
                 std::fill(dst + values, dst + out.cols, 0.0f);
             }
         });
@@ -634,8 +644,10 @@ private:
 
 }  // namespace
 
-void check_patch_rows(const Tensor& planes, int64_t channels, int64_t patch, const Tensor& out, const char* who) {
-    const int64_t size = planes.cols;
+void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who) {
+    const int64_t size = planes.cols, channels = levels.rows;
+    if (planes.dtype != DType::U8 || planes.stride != planes.cols || levels.cols != 256)
+        throw Error(std::string(who) + ": patch_rows takes contiguous 8-bit planes and 256 levels a channel");
     if (patch <= 0 || channels <= 0 || size % patch != 0 || planes.rows % (channels * size) != 0 ||
         out.rows != planes.rows / (channels * size) * (size / patch) * (size / patch) || out.cols < channels * patch * patch)
         throw Error(std::string(who) + ": patch_rows shapes do not match");

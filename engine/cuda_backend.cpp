@@ -181,6 +181,14 @@ public:
                "writing to the GPU");
     }
 
+    void write_u8(Tensor t, std::span<const uint8_t> values) override {
+        if (t.dtype != DType::U8 || t.stride != t.cols) throw Error("CUDA backend: write_u8 wants a contiguous U8 tensor");
+        const std::size_t n = std::size_t(t.rows * t.cols);
+        if (values.size() < n) throw Error("CUDA backend: write source too small");
+        upload(reinterpret_cast<const std::byte*>(values.data()), DType::U8, n, static_cast<std::byte*>(t.data), DType::U8,
+               "writing to the GPU");
+    }
+
     void begin_batch(const BatchLayout& batch, const RopeConfig& rope) override {
         if (profiling_ && pending_.size() > 4096) collect_profile();
         const Timed timed(*this, "batch upload");
@@ -446,12 +454,13 @@ public:
         Backend::add_norm(x, delta, column_scale, weight, bias, eps, rms, out);
     }
 
-    void patch_rows(const Tensor& planes, int64_t channels, int64_t patch, Tensor out) override {
+    void patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, Tensor out) override {
         const Timed timed(*this, "patch_rows");
-        check_patch_rows(planes, channels, patch, out, "CUDA backend");
-        if (planes.dtype != out.dtype || planes.stride != planes.cols || out.stride != out.cols)
-            throw Error("CUDA backend: patch_rows wants contiguous tensors of one type");
-        k::patch_rows(kernel_type(out.dtype), planes.data, channels, planes.cols, patch, out.rows, out.cols, out.data, stream_);
+        check_patch_rows(planes, levels, patch, out, "CUDA backend");
+        if (levels.dtype != out.dtype || levels.stride != levels.cols || out.stride != out.cols)
+            throw Error("CUDA backend: patch_rows wants contiguous levels and rows of one type");
+        k::patch_rows(kernel_type(out.dtype), planes.data, levels.data, levels.rows, planes.cols, patch, out.rows, out.cols, out.data,
+                      stream_);
     }
 
     void activate(Tensor x, Activation kind) override {

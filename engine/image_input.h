@@ -14,14 +14,15 @@
 
 namespace lumen {
 
-// Normalised pixels of one image: `tiles` planes of channels × height × width (NCHW), as the
-// reference processor's pixel_values.
+// The pixels of one image as the reference processor has them before it rescales and normalises:
+// `tiles` planes of channels × height × width (NCHW) of 8-bit samples. The encoder normalises them
+// where it runs (a quarter of the bytes to keep and to copy to a GPU).
 struct ImagePixels {
     int32_t tiles = 0;
     int32_t channels = 3;
     int32_t height = 0;
     int32_t width = 0;
-    std::vector<float> values;
+    std::vector<uint8_t> values;
 };
 
 struct PromptImage {

@@ -111,8 +111,10 @@ void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_ty
 // 2,048 values or not a multiple of 4.
 bool add_norm_rows(DataType t, float* x, const void* delta, const void* scale, const void* w, const void* bias, float eps, bool rms,
                    int64_t rows, int64_t cols, void* out, cudaStream_t s);
-// Image patches as rows (see Backend::patch_rows): planes [images · channels · size, size], out [rows, cols].
-void patch_rows(DataType t, const void* planes, int64_t channels, int64_t size, int64_t patch, int64_t rows, int64_t cols, void* out,
+// Image patches as rows (see Backend::patch_rows): 8-bit planes [images · channels · size, size],
+// levels [channels, 256] of type t, out [rows, cols] of type t.
+void patch_rows(DataType t, const void* planes, const void* levels, int64_t channels, int64_t size, int64_t patch, int64_t rows,
+                int64_t cols, void* out,
                 cudaStream_t s);
 enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
 void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, Activation kind, cudaStream_t s);

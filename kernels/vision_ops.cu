@@ -136,17 +136,20 @@ __global__ void __launch_bounds__(128) add_norm_rows_kernel(float* x, const T* d
     }
 }
 
-// Row t·g² + y·g + x of out is patch (y, x) of image t (channel, then row, then column); columns
-// past channels · patch² are zero.
+// Row t·g² + y·g + x of out is patch (y, x) of image t (channel, then row, then column), each
+// sample looked up in its channel's levels (a few hundred values: they stay in L1); columns past
+// channels · patch² are zero.
 template <class T>
-__global__ void patch_rows_kernel(const T* planes, int64_t channels, int64_t size, int64_t patch, int64_t rows, int64_t cols, T* out) {
+__global__ void patch_rows_kernel(const uint8_t* planes, const T* levels, int64_t channels, int64_t size, int64_t patch, int64_t rows,
+                                  int64_t cols, T* out) {
     const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
     if (c >= cols) return;
     const int64_t area = patch * patch, channel = c / area, ky = c % area / patch, kx = c % patch, g = size / patch;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         const int64_t t = r / (g * g), y = r % (g * g) / g, px = r % g;
-        out[r * cols + c] =
-            channel < channels ? planes[((t * channels + channel) * size + y * patch + ky) * size + px * patch + kx] : from_f<T>(0.0f);
+        out[r * cols + c] = channel < channels
+                                ? levels[channel * 256 + planes[((t * channels + channel) * size + y * patch + ky) * size + px * patch + kx]]
+                                : from_f<T>(0.0f);
     }
 }
 
@@ -292,13 +295,13 @@ bool add_norm_rows(DataType t, float* x, const void* delta, const void* scale, c
     return true;
 }
 
-void patch_rows(DataType t, const void* planes, int64_t channels, int64_t size, int64_t patch, int64_t rows, int64_t cols, void* out,
-                cudaStream_t s) {
+void patch_rows(DataType t, const void* planes, const void* levels, int64_t channels, int64_t size, int64_t patch, int64_t rows,
+                int64_t cols, void* out, cudaStream_t s) {
     if (rows == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        patch_rows_kernel<T><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<const T*>(planes), channels, size, patch, rows, cols,
-                                                                          static_cast<T*>(out));
+        patch_rows_kernel<T><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<const uint8_t*>(planes), static_cast<const T*>(levels),
+                                                                          channels, size, patch, rows, cols, static_cast<T*>(out));
     });
     launched("patch_rows");
 }

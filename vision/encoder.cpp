@@ -8,6 +8,7 @@
 
 #include "engine/dtype.h"
 #include "engine/error.h"
+#include "vision/preprocess.h"
 
 namespace lumen::vision {
 namespace {
@@ -199,6 +200,14 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         patch_w_ = backend_.weight(buffer.data(), t.dtype, D, padded);
     }
     if (!n.patch_b.empty()) patch_b_ = direct(tower + n.patch_b, 1, D);
+    // What the 8-bit samples stand for: the processor's rescale and normalisation as a table.
+    if (C != 3) throw Error("the vision tower takes " + std::to_string(C) + " channels; images have 3");
+    {
+        const std::vector<float> levels = pixel_levels(v.preprocess);
+        auto& buffer = owned_.emplace_back(levels.size() * sizeof(float));
+        std::memcpy(buffer.data(), levels.data(), buffer.size());
+        pixel_levels_ = backend_.weight(buffer.data(), DType::F32, C, 256);
+    }
     class_emb_ = direct(tower + n.class_emb, 1, D);
     if (checkpoint && v.position_grid > 0) {
         const TensorInfo& t = get(tower + n.pos_emb, v.position_grid * v.position_grid + 1, D);
@@ -263,7 +272,7 @@ void VisionEncoder::ensure_capacity(int64_t tiles) {
     const VisionConfig& v = config_;
     const DType act = backend_.compute_dtype();
     const int64_t N = v.patches_per_side() * v.patches_per_side(), R = N + 1, D = v.hidden;
-    planes_ = backend_.activation(tiles * v.channels * v.image_size, v.image_size, act);
+    planes_ = backend_.activation(tiles * v.channels * v.image_size, v.image_size, DType::U8);
     patches_ = backend_.activation(tiles * N, patch_columns(), act);
     patch_out_ = backend_.activation(tiles * N + 1, D, act);  // the class embedding, then the patches
     x_ = backend_.activation(tiles * R, D, DType::F32);  // the residual stream stays fp32
@@ -293,18 +302,18 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
     const int64_t T = px.tiles;
     ensure_capacity(T);
 
-    // The pixels go to the backend as they are; there they become patch rows (channel, then
-    // kernel row, then column: the convolution weight's order).
+    // The 8-bit pixels go to the backend as they are; there they become normalised patch rows
+    // (channel, then kernel row, then column: the convolution weight's order).
     if (px.values.size() != size_t(T * C * v.image_size * v.image_size)) throw Error("the image's pixel values are incomplete");
     Tensor planes = planes_.rows_view(0, T * C * v.image_size);
-    backend_.write(planes, px.values);
+    backend_.write_u8(planes, px.values);
     const RowOrders& orders = row_orders(T);
     const int64_t tokens = T * v.tokens_per_tile;
     Tensor out = out_.rows_view(0, tokens);
     // The rest is the same work for every image of T tiles: recorded once, replayed after.
     backend_.run_recorded(this, T, [&] {
         Tensor patches = patches_.rows_view(0, T * N), embedded = patch_out_.rows_view(0, T * N + 1);
-        backend_.patch_rows(planes, C, P, patches);
+        backend_.patch_rows(planes, pixel_levels_, P, patches);
         // [class, patches...] per tile plus the position embeddings, in three operations whatever
         // the number of tiles: the class embedding rides along as row 0 of the embedded patches,
         // one gather lays out the tiles, and the position embeddings repeat over them.

@@ -56,7 +56,7 @@ private:
     std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, padded conv)
     uint64_t weight_bytes_ = 0;
 
-    Tensor patch_w_, patch_b_, class_emb_, pos_emb_, pre_norm_w_, pre_norm_b_;
+    Tensor patch_w_, patch_b_, pixel_levels_, class_emb_, pos_emb_, pre_norm_w_, pre_norm_b_;
     std::vector<Layer> layers_;
     Tensor proj_norm_w_, proj_norm_b_, proj1_w_, proj1_b_, proj2_w_, proj2_b_;
 

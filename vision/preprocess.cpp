@@ -1,6 +1,5 @@
 #include "vision/preprocess.h"
 
-#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -95,29 +94,38 @@ std::vector<RgbImage> preprocess_squares(const RgbImage& image, const Preprocess
     return out;
 }
 
-ImagePixels normalize(const std::vector<RgbImage>& squares, const Preprocessing& p) {
+ImagePixels to_planes(const std::vector<RgbImage>& squares) {
     ImagePixels px;
     px.tiles = int32_t(squares.size());
     px.channels = 3;
     px.height = px.width = squares.empty() ? 0 : squares.front().height;
     const size_t plane = size_t(px.height) * size_t(px.width);
     px.values.resize(squares.size() * 3 * plane);
-    // Each 8-bit value's result, as transformers' rescale (float64, then float32) and normalize
-    // (float32) compute it.
-    std::array<std::array<float, 256>, 3> table;
-    for (size_t c = 0; c < 3; ++c)
-        for (int v = 0; v < 256; ++v) table[c][size_t(v)] = (float(double(v) * (1.0 / 255.0)) - p.mean[c]) / p.std[c];
     // One plane per task: tiles times channels.
     ThreadPool::shared().parallel_for(squares.size() * 3, 1, [&](std::size_t begin, std::size_t end) {
         for (size_t k = begin; k < end; ++k) {
-            const RgbImage& sq = squares[k / 3];
-            const size_t c = k % 3;
-            float* dst = px.values.data() + k * plane;
-            const std::array<float, 256>& value = table[c];
-            for (size_t i = 0; i < plane; ++i) dst[i] = value[sq.pixels[i * 3 + c]];
+            const uint8_t* src = squares[k / 3].pixels.data() + k % 3;
+            uint8_t* dst = px.values.data() + k * plane;
+            for (size_t i = 0; i < plane; ++i) dst[i] = src[3 * i];
         }
     });
     return px;
+}
+
+std::vector<float> pixel_levels(const Preprocessing& p) {
+    // transformers rescales in float64, then casts to float32, and normalises in float32.
+    std::vector<float> levels(3 * 256);
+    for (size_t c = 0; c < 3; ++c)
+        for (int v = 0; v < 256; ++v) levels[c * 256 + size_t(v)] = (float(double(v) * (1.0 / 255.0)) - p.mean[c]) / p.std[c];
+    return levels;
+}
+
+std::vector<float> normalize(const ImagePixels& pixels, const Preprocessing& p) {
+    const std::vector<float> levels = pixel_levels(p);
+    const size_t plane = size_t(pixels.height) * size_t(pixels.width);
+    std::vector<float> out(pixels.values.size());
+    for (size_t i = 0; i < out.size(); ++i) out[i] = levels[i / plane % size_t(pixels.channels) * 256 + pixels.values[i]];
+    return out;
 }
 
 }  // namespace lumen::vision

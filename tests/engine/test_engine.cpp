@@ -39,7 +39,7 @@ public:
         out_ = backend_.activation(rows, hidden_, DType::F32);
         std::vector<float> v(std::size_t(rows * hidden_));
         for (int64_t r = 0; r < rows; ++r)
-            for (int64_t c = 0; c < hidden_; ++c) v[std::size_t(r * hidden_ + c)] = p.values[0] + 0.05f * float((r * 7 + c) % 11) - 0.25f;
+            for (int64_t c = 0; c < hidden_; ++c) v[std::size_t(r * hidden_ + c)] = float(p.values[0]) / 128.0f - 1.0f + 0.05f * float((r * 7 + c) % 11) - 0.25f;
         backend_.write(out_, v);
         return out_;
     }
@@ -52,7 +52,7 @@ private:
     Tensor out_;
 };
 
-PromptImage image_of(float value, uint64_t hash, int32_t first) {
+PromptImage image_of(uint8_t value, uint64_t hash, int32_t first) {
     auto px = std::make_shared<ImagePixels>();
     px->tiles = 1, px->channels = 1, px->height = 1, px->width = 1;
     px->values = {value};
@@ -245,18 +245,18 @@ private slots:
         };
         EngineOptions options;
         Scheduler sched(model, tokenizer.get(), options, blocks, 512, &encoder);
-        const Collected a = run(sched, prompt, {image_of(0.5f, 111, int32_t(first))});
+        const Collected a = run(sched, prompt, {image_of(192, 111, int32_t(first))});
         QVERIFY2(a.final_event.finish == FinishReason::Length, a.final_event.error.c_str());
         QCOMPARE(encoder.encodes, 1);
         // The same tokens with another image: block 0 (text only) comes from the cache, block 1
         // (with the image) is computed again, and the reply differs.
-        const Collected b = run(sched, prompt, {image_of(-0.5f, 222, int32_t(first))});
+        const Collected b = run(sched, prompt, {image_of(64, 222, int32_t(first))});
         QCOMPARE(encoder.encodes, 2);
         QCOMPARE(b.final_event.timings.reused_tokens, 64);
         QVERIFY(a.ids != b.ids);
         // The first image again: block 0 is cached and the image's rows are too, so it is not
         // encoded again.
-        const Collected a2 = run(sched, prompt, {image_of(0.5f, 111, int32_t(first))});
+        const Collected a2 = run(sched, prompt, {image_of(192, 111, int32_t(first))});
         QCOMPARE(a2.ids, a.ids);
         QCOMPARE(a2.final_event.timings.reused_tokens, 64);
         QCOMPARE(encoder.encodes, 2);
@@ -265,29 +265,29 @@ private slots:
         EngineOptions chunked;
         chunked.prefill_chunk = 3;
         Scheduler small_steps(model, tokenizer.get(), chunked, blocks, 512, &encoder);
-        QCOMPARE(run(small_steps, prompt, {image_of(0.5f, 111, int32_t(first))}).ids, a.ids);
+        QCOMPARE(run(small_steps, prompt, {image_of(192, 111, int32_t(first))}).ids, a.ids);
 
         // A session's next turn reuses the turn with its image without encoding it again.
         Scheduler sessions(model, tokenizer.get(), options, blocks, 512, &encoder);
         const int before = encoder.encodes;
-        const Collected turn1 = run(sessions, prompt, {image_of(0.25f, 333, int32_t(first))}, 9);
+        const Collected turn1 = run(sessions, prompt, {image_of(160, 333, int32_t(first))}, 9);
         std::vector<int32_t> next = prompt;
         next.insert(next.end(), turn1.ids.begin(), turn1.ids.end());
         for (int32_t id : tokenizer->encode(" The end.", {.add_special_tokens = false})) next.push_back(id);
-        const Collected turn2 = run(sessions, next, {image_of(0.25f, 333, int32_t(first))}, 9);
+        const Collected turn2 = run(sessions, next, {image_of(160, 333, int32_t(first))}, 9);
         QVERIFY2(turn2.final_event.finish == FinishReason::Length, turn2.final_event.error.c_str());
         QCOMPARE(turn2.final_event.timings.reused_tokens, int32_t(prompt.size() + turn1.ids.size() - 1));
         QCOMPARE(encoder.encodes, before + 1);
         // ... and a different image under the same tokens is not mistaken for it.
-        const Collected other = run(sessions, next, {image_of(-0.75f, 444, int32_t(first))}, 9);
+        const Collected other = run(sessions, next, {image_of(32, 444, int32_t(first))}, 9);
         QCOMPARE(other.final_event.timings.reused_tokens, int32_t(first));
         QCOMPARE(encoder.encodes, before + 2);
 
         // Requests whose images do not fit their prompt, and images for a model without an encoder.
-        const Collected wrong = run(sched, prompt, {image_of(0.5f, 1, int32_t(prompt.size()) - 4)});
+        const Collected wrong = run(sched, prompt, {image_of(192, 1, int32_t(prompt.size()) - 4)});
         QVERIFY(QString::fromStdString(wrong.final_event.error).contains("outside the prompt"));
         Scheduler text_only(model, tokenizer.get(), options, blocks, 512);
-        const Collected none = run(text_only, prompt, {image_of(0.5f, 1, int32_t(first))});
+        const Collected none = run(text_only, prompt, {image_of(192, 1, int32_t(first))});
         QVERIFY(QString::fromStdString(none.final_event.error).contains("text only"));
     }
 

@@ -491,14 +491,22 @@ private slots:
             check(rms ? "add + rms_norm" : "add x scale + layer_norm", out, tol);
         }
         {
-            // Two 28x28 RGB images in 14-pixel patches, rows padded to 592 values: a copy, exact.
+            // Two 28x28 RGB images of 8-bit samples in 14-pixel patches, rows padded to 592
+            // values: a copy through the levels, exact.
             const int64_t size = 28, patch = 14, channels = 3, images = 2;
-            const auto pv = random_values(std::size_t(images * channels * size * size), dt, 1.0f, rng);
-            const Pair planes = activation(images * channels * size, size, dt, &pv);
+            std::vector<uint8_t> samples(std::size_t(images * channels * size * size));
+            for (auto& v : samples) v = uint8_t(rng());
+            Tensor cpu_planes = cpu_->activation(images * channels * size, size, DType::U8);
+            Tensor gpu_planes = gpu_->activation(images * channels * size, size, DType::U8);
+            cpu_->write_u8(cpu_planes, samples);
+            gpu_->write_u8(gpu_planes, samples);
+            const Pair levels = weight(random_values(std::size_t(channels * 256), dt, 2.0f, rng), dt, channels, 256);
             const Pair rows = activation(images * 4, 592, dt);
-            cpu_->patch_rows(planes.cpu, channels, patch, rows.cpu);
-            gpu_->patch_rows(planes.gpu, channels, patch, rows.gpu);
+            cpu_->patch_rows(cpu_planes, levels.cpu, patch, rows.cpu);
+            gpu_->patch_rows(gpu_planes, levels.gpu, patch, rows.gpu);
             check("patch_rows", rows, 0.0);
+            cpu_->release(cpu_planes);
+            gpu_->release(gpu_planes);
         }
 
         std::vector<int32_t> index;

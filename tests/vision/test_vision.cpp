@@ -196,7 +196,7 @@ std::string squares_hash(const std::vector<RgbImage>& squares) {
     return sha256(all.data(), all.size());
 }
 
-std::string pixels_hash(const ImagePixels& p) { return sha256(p.values.data(), p.values.size() * sizeof(float)); }
+std::string values_hash(const std::vector<float>& v) { return sha256(v.data(), v.size() * sizeof(float)); }
 
 Preprocessing clip_preprocessing(bool pad) {
     Preprocessing p;
@@ -368,7 +368,7 @@ private slots:
                 const auto squares = preprocess_squares(im, prep);
                 QVERIFY2(int(squares.size()) == want["tiles"].get<int>(), qPrintable(QString(kind) + " tiles: " + where));
                 QVERIFY2(squares_hash(squares) == want["sha256_u8"], qPrintable(QString(kind) + " pixels differ: " + where));
-                QVERIFY2(pixels_hash(normalize(squares, prep)) == want["sha256_f32"], qPrintable(QString(kind) + " values differ: " + where));
+                QVERIFY2(values_hash(normalize(to_planes(squares), prep)) == want["sha256_f32"], qPrintable(QString(kind) + " values differ: " + where));
                 // transformers 5's default torchvision backend is not PIL-exact itself: reported.
                 if (want.contains("fast_max_diff") && !want["fast_max_diff"].is_null())
                     fast_diff = std::max(fast_diff, want["fast_max_diff"].get<int>());
@@ -386,23 +386,31 @@ private slots:
     // The encoder's own backend operations on the CPU (the GPU suite compares CUDA against these).
     void encoderOpsOnTheCpu() {
         auto b = make_cpu_backend();
-        // Two 4x4 images of three channels in 2x2 patches: rows of 12 values padded to 16.
+        // Two 4x4 images of three channels in 2x2 patches: rows of 12 values padded to 16, each
+        // sample looked up in its channel's levels.
         const int64_t images = 2, channels = 3, size = 4, patch = 2;
-        std::vector<float> values(std::size_t(images * channels * size * size));
-        for (std::size_t i = 0; i < values.size(); ++i) values[i] = float(i);
-        Tensor planes = b->activation(images * channels * size, size, DType::F32);
-        b->write(planes, values);
+        std::vector<uint8_t> samples(std::size_t(images * channels * size * size));
+        for (std::size_t i = 0; i < samples.size(); ++i) samples[i] = uint8_t(i * 5);
+        std::vector<float> level_values(std::size_t(channels * 256));
+        for (std::size_t i = 0; i < level_values.size(); ++i) level_values[i] = float(i) * 0.5f - 100.0f;
+        Tensor planes = b->activation(images * channels * size, size, DType::U8);
+        b->write_u8(planes, samples);
+        const Tensor levels = b->weight(level_values.data(), DType::F32, channels, 256);
         Tensor rows = b->activation(images * 4, 16, DType::F32);
-        b->patch_rows(planes, channels, patch, rows);
+        b->patch_rows(planes, levels, patch, rows);
         std::vector<float> got(std::size_t(rows.rows * rows.cols));
         b->read(rows, got);
         for (int64_t r = 0; r < rows.rows; ++r)
             for (int64_t c = 0; c < rows.cols; ++c) {
                 const int64_t t = r / 4, y = r % 4 / 2, x = r % 2, ch = c / 4, ky = c % 4 / 2, kx = c % 2;
                 const std::size_t at = std::size_t(((t * channels + ch) * size + y * patch + ky) * size + x * patch + kx);
-                const float want = c < 12 ? values[at] : 0.0f;
+                const float want = c < 12 ? level_values[std::size_t(ch * 256 + samples[at])] : 0.0f;
                 QCOMPARE(got[std::size_t(r * rows.cols + c)], want);
             }
+        // Float planes, or levels that are not 256 a channel, are refused.
+        Tensor float_planes = b->activation(images * channels * size, size, DType::F32);
+        QVERIFY_THROWS_EXCEPTION(Error, b->patch_rows(float_planes, levels, patch, rows));
+        QVERIFY_THROWS_EXCEPTION(Error, b->patch_rows(planes, b->weight(level_values.data(), DType::F32, channels * 2, 128), patch, rows));
 
         // Row orders are checked when made; a gather follows them.
         QVERIFY_THROWS_EXCEPTION(Error, b->indices(std::vector<int32_t>{0, 8}, 8));
