@@ -524,17 +524,18 @@ public:
     }
 
     void patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, Tensor out) override {
-        check_f32(levels, "pixel levels");
         check_f32(out, "patch rows");
         check_patch_rows(planes, levels, patch, out, "CPU backend");
         const int64_t size = planes.cols, channels = levels.rows, g = size / patch, n = g * g, values = channels * patch * patch;
         const auto* samples = static_cast<const uint8_t*>(planes.data);
+        std::vector<float> level_values(std::size_t(channels * 256)), scratch(256);
+        for (int64_t c = 0; c < channels; ++c) std::copy_n(row_f32(levels, c, scratch.data()), 256, level_values.begin() + c * 256);
         ThreadPool::shared().parallel_for(std::size_t(out.rows), grain_for(std::size_t(out.cols)), [&](std::size_t rb, std::size_t re) {
             for (std::size_t r = rb; r < re; ++r) {
                 const int64_t t = int64_t(r) / n, y = int64_t(r) % n / g, x = int64_t(r) % g;
                 float* dst = frow(out, int64_t(r));
                 for (int64_t c = 0; c < channels; ++c) {
-                    const float* level = frow(levels, c);
+                    const float* level = level_values.data() + c * 256;
                     for (int64_t ky = 0; ky < patch; ++ky) {
                         const uint8_t* src = samples + ((t * channels + c) * size + y * patch + ky) * size + x * patch;
                         for (int64_t kx = 0; kx < patch; ++kx) dst[(c * patch + ky) * patch + kx] = level[src[kx]];

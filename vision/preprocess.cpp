@@ -14,6 +14,7 @@ namespace {
 // extra padding pixel top and left, as transformers' center_crop).
 RgbImage center_crop(const RgbImage& in, int size) {
     RgbImage out(size, size);
+    if (in.width < size || in.height < size) std::fill(out.pixels.begin(), out.pixels.end(), uint8_t(0));
     const int pad_x = in.width < size ? (size - in.width + 1) / 2 : 0;
     const int pad_y = in.height < size ? (size - in.height + 1) / 2 : 0;
     const int left = in.width >= size ? (in.width - size) / 2 : 0;
