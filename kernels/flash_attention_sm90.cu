@@ -2,11 +2,11 @@
 // sm_90a alone (wgmma exists nowhere else); flash_attention_full calls it on compute capability
 // 9.0 and takes the mma.sync kernel elsewhere.
 //
-// FlashAttention-3's arrangement. A block holds 128 queries of one head and image: a producer warp
-// loads them and the keys and values by TMA (128-row boxes of the qkv matrix in the 128-byte
-// swizzle that wgmma reads; completion counted in bytes on each stage's `full` barrier), and two
-// consumer warpgroups of 64 queries take turns: one issues its products while the other takes its
-// exponentials. Each computes S = Q·Kᵀ (64 x 128, both operands from shared memory), keeps the
+// FlashAttention-3's arrangement. A block holds 128 or 192 queries of one head and image: a
+// producer warp loads them and the keys and values by TMA (128-row boxes of the qkv matrix in the
+// 128-byte swizzle that wgmma reads; completion counted in bytes on each stage's `full` barrier),
+// and two or three consumer warpgroups of 64 queries take turns in a ring: one issues its products
+// while the others take their exponentials. Each computes S = Q·Kᵀ (64 x 128, both operands from shared memory), keeps the
 // online softmax in registers and computes O += P·V with P straight from the score registers; a
 // tile's scores are issued before the previous tile's values product, and the softmax runs while
 // that product does. Consumers hand a stage back on its `empty` barrier. The partial key tile of
@@ -34,7 +34,16 @@ constexpr int kKeys = 128;
 constexpr int kTileBytes = kKeys * kRowBytes;
 
 constexpr int kStages = 4;
-constexpr int kSharedBytes = 128 * kRowBytes + kStages * 2 * kTileBytes + 1024 + (2 * kStages + 1) * 8;
+// Consumer warpgroups a block, each 64 queries; Q is loaded as whole 128-row boxes.
+template <int Groups>
+constexpr int kQueryBoxes = (Groups * 64 + kKeys - 1) / kKeys;
+template <int Groups>
+constexpr int kSharedBytes = kQueryBoxes<Groups> * kTileBytes + kStages * 2 * kTileBytes + 1024 + (2 * kStages + 1) * 8;
+// Two consumer warpgroups and a producer warp fit the register file as they are; with three, the
+// producer is a whole warpgroup that hands its registers to the consumers (setmaxnreg).
+template <int Groups>
+constexpr int kThreads = Groups == 2 ? 288 : Groups * 128 + 128;
+constexpr int kProducerRegisters = 24, kConsumerRegisters = 160;
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define LUMEN_WGMMA 1
@@ -100,6 +109,10 @@ __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap* map, i
                  "l"(reinterpret_cast<uint64_t>(map)), "r"(column), "r"(row), "r"(bar)
                  : "memory");
 }
+template <int N>
+__device__ __forceinline__ void registers_down() { asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(N)); }
+template <int N>
+__device__ __forceinline__ void registers_up() { asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(N)); }
 __device__ __forceinline__ void turn_wait(int id) { asm volatile("bar.sync %0, 256;" ::"r"(id) : "memory"); }
 __device__ __forceinline__ void turn_pass(int id) { asm volatile("bar.arrive %0, 256;" ::"r"(id) : "memory"); }
 
@@ -182,14 +195,14 @@ __device__ __forceinline__ void issue_values(Rows& st, const uint32_t (&p)[NT / 
     pin(st.o);
 }
 
-template <class T>
-__global__ void __launch_bounds__(288, 1)
+template <class T, int Groups>
+__global__ void __launch_bounds__(kThreads<Groups>, 1)
 wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, int64_t group_rows, T* out, float scale_log2) {
 #ifdef LUMEN_WGMMA
-    constexpr int Stages = kStages, QueryRows = 128;
+    constexpr int Stages = kStages, QueryRows = 64 * Groups, Consumers = 128 * Groups;
     extern __shared__ unsigned char raw[];
     const uint32_t base = (shared_address(raw) + 1023) & ~1023u;
-    const uint32_t q_sh = base, kv_sh = base + QueryRows * kRowBytes, bars = kv_sh + Stages * 2 * kTileBytes;
+    const uint32_t q_sh = base, kv_sh = base + kQueryBoxes<Groups> * kTileBytes, bars = kv_sh + Stages * 2 * kTileBytes;
     auto full_bar = [&](int seq) { return bars + uint32_t(seq % Stages) * 8; };
     auto empty_bar = [&](int seq) { return bars + uint32_t(Stages + seq % Stages) * 8; };
     const uint32_t q_bar = bars + 2 * Stages * 8;
@@ -197,7 +210,7 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
     if (threadIdx.x == 0) {
         for (int i = 0; i < Stages; ++i) {
             mbar_init(full_bar(i), 1);
-            mbar_init(empty_bar(i), 256);
+            mbar_init(empty_bar(i), Consumers);
         }
         mbar_init(q_bar, 1);
         asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
@@ -211,12 +224,14 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
     // The partial key tile (if any) goes first.
     auto key_row = [&](int seq) { return group_first + (rest > 0 ? (seq == 0 ? full : seq - 1) : seq) * kKeys; };
 
-    if (threadIdx.x >= 256) {
+    if (threadIdx.x >= Consumers) {
+        if constexpr (kThreads<Groups> - Consumers == 128) registers_down<kProducerRegisters>();
         // The producer: one thread of the last warp.
-        if (threadIdx.x == 256) {
+        if (threadIdx.x == Consumers) {
             const int column = int(blockIdx.y) * kDim;
-            mbar_expect(q_bar, QueryRows * kRowBytes);
-            tma_load(q_sh, &map, column, group_first + q_first, q_bar);
+            mbar_expect(q_bar, kQueryBoxes<Groups> * kTileBytes);
+            for (int b = 0; b < kQueryBoxes<Groups>; ++b)
+                tma_load(q_sh + uint32_t(b) * kTileBytes, &map, column, group_first + q_first + b * kKeys, q_bar);
             for (int seq = 0; seq < tiles; ++seq) {
                 if (seq >= Stages) mbar_wait(empty_bar(seq), uint32_t(seq / Stages - 1) & 1);
                 mbar_expect(full_bar(seq), 2 * kTileBytes);
@@ -227,6 +242,7 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
         return;
     }
 
+    if constexpr (kThreads<Groups> - Consumers == 128) registers_up<kConsumerRegisters>();
     const int group = threadIdx.x >> 7;
     Rows st;
 #pragma unroll
@@ -265,16 +281,16 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
         ++seq;
     }
     if (seq < tiles) {
-        // Warpgroup 0 goes first; each passes the turn after issuing its products (warpgroup 1's
-        // last pass would go unanswered).
-        const int mine = 1 + group, other = 2 - group;
-        if (group == 1) turn_pass(other);
+        // The warpgroups take turns in a ring, warpgroup 0 first; each passes the turn after
+        // issuing its products (the last one's last pass would go unanswered).
+        const int mine = 1 + group, other = 1 + (group + 1) % Groups;
+        if (group == Groups - 1) turn_pass(other);
         float s[kKeys / 2];
         uint32_t p[kKeys / 16][4];
         uint32_t v = ready(seq) + kTileBytes;
         turn_wait(mine);
         issue_scores<T, kKeys>(s, q_group, v - kTileBytes);
-        if (seq + 1 < tiles || group == 0) turn_pass(other);
+        if (seq + 1 < tiles || group != Groups - 1) turn_pass(other);
         wgmma_wait<0>();
         softmax<kKeys>(st, s, kKeys, scale_log2, rescale);
         pack_weights<T, kKeys>(s, p);
@@ -283,7 +299,7 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
             turn_wait(mine);
             issue_scores<T, kKeys>(s, q_group, ks);
             issue_values<T, kKeys>(st, p, v, rescale);
-            if (seq + 1 < tiles || group == 0) turn_pass(other);
+            if (seq + 1 < tiles || group != Groups - 1) turn_pass(other);
             wgmma_wait<1>();  // the scores
             softmax<kKeys>(st, s, kKeys, scale_log2, rescale);
             wgmma_wait<0>();  // the values product, which reads p
@@ -350,15 +366,24 @@ bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t he
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
         if constexpr (!std::is_same_v<T, float>) {
-            static const bool ready = [] {
-                check(cudaFuncSetAttribute(wgmma_attention_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes),
-                      "attention_full (wgmma)");
-                return true;
-            }();
-            (void)ready;
-            const CUtensorMap map = qkv_map(t, qkv, rows, 3 * int64_t(heads) * kDim);
-            const dim3 grid(unsigned((group_rows + 127) / 128), unsigned(heads), unsigned(rows / group_rows));
-            wgmma_attention_kernel<T><<<grid, 288, kSharedBytes, s>>>(map, heads, group_rows, static_cast<T*>(out), scale_log2);
+            auto launch = [&](auto groups) {
+                constexpr int G = decltype(groups)::value;
+                static const bool ready = [] {
+                    check(cudaFuncSetAttribute(wgmma_attention_kernel<T, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes<G>),
+                          "attention_full (wgmma)");
+                    return true;
+                }();
+                (void)ready;
+                const CUtensorMap map = qkv_map(t, qkv, rows, 3 * int64_t(heads) * kDim);
+                const dim3 grid(unsigned((group_rows + 64 * G - 1) / (64 * G)), unsigned(heads), unsigned(rows / group_rows));
+                wgmma_attention_kernel<T, G><<<grid, kThreads<G>, kSharedBytes<G>, s>>>(map, heads, group_rows, static_cast<T*>(out), scale_log2);
+            };
+            // Three warpgroups a block share each key tile among more queries (InternViT's 1025
+            // rows: 158 against 183 us a layer), unless their 192-query blocks pad an image more
+            // than 128-query ones would (CLIP's 577 rows: 768 against 640).
+            auto padded = [&](int64_t block) { return (group_rows + block - 1) / block * block; };
+            if (padded(192) <= padded(128)) launch(std::integral_constant<int, 3>{});
+            else launch(std::integral_constant<int, 2>{});
         }
     });
     launched("attention_full (wgmma)");

@@ -449,7 +449,7 @@ private slots:
         check("attention_full", attn, tol);
         if (head_dim == 64 && dt != DType::F32) {
             // Hopper's kernel: last key tiles of 20, 40, 65 and 1 keys (read 32, 64, 128 and 16
-            // wide), and InternViT's 16 heads.
+            // wide), InternViT's 16 heads, blocks of three warpgroups (and of two for 577 rows).
             struct Shape {
                 int32_t heads;
                 int64_t group, images;
