@@ -457,8 +457,8 @@ public:
     void patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, Tensor out) override {
         const Timed timed(*this, "patch_rows");
         check_patch_rows(planes, levels, patch, out, "CUDA backend");
-        if (levels.dtype != out.dtype || levels.stride != levels.cols || out.stride != out.cols)
-            throw Error("CUDA backend: patch_rows wants contiguous levels and rows of one type");
+        if (levels.dtype != out.dtype || levels.stride != levels.cols || out.stride != out.cols || out.cols % 2 != 0)
+            throw Error("CUDA backend: patch_rows wants contiguous levels and rows of one type, an even number of columns");
         k::patch_rows(kernel_type(out.dtype), planes.data, levels.data, levels.rows, planes.cols, patch, out.rows, out.cols, out.data,
                       stream_);
     }

@@ -102,6 +102,16 @@ inline bool vectorizable(const void* p, int64_t cols, int64_t stride) {
     return reinterpret_cast<uintptr_t>(p) % 16 == 0 && cols % kVector<T> == 0 && stride % kVector<T> == 0;
 }
 
+// Four consecutive values, loaded and stored as one vector.
+template <class T>
+struct alignas(4 * sizeof(T)) Four {
+    T v[4];
+};
+template <class T>
+inline bool fours(const void* p, int64_t cols, int64_t stride) {
+    return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0 && cols % 4 == 0 && stride % 4 == 0;
+}
+
 // Element-wise kernels over a matrix: x spans the columns, y the rows (a grid-stride loop past
 // the grid's limit), so that no thread divides to find its column.
 inline dim3 matrix_grid(int64_t rows, int64_t cols, int threads) {

@@ -73,16 +73,27 @@ __global__ void rms_norm_kernel(const float* x, const T* w, float eps, int64_t c
     for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) out[row * cols + i] = from_f<T>(to_f(w[i]) * (xr[i] * inv));
 }
 
-template <class T, class TS>
+// Each thread adds N consecutive columns of a row (4 at once where the shapes allow).
+template <class T, class TS, int N>
 __global__ void add_residual_kernel(float* x, const T* delta, int64_t delta_rows, int64_t rows, int64_t cols, const TS* column_scale) {
     let_next_start();
     wait_for_previous();
-    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * N;
     if (c >= cols) return;
-    const float scale = column_scale ? to_f(column_scale[c]) : 1.0f;
+    float scale[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) scale[i] = column_scale ? to_f(column_scale[c + i]) : 1.0f;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         const int64_t from = r < delta_rows ? r : r % delta_rows;
-        x[r * cols + c] += to_f(delta[from * cols + c]) * scale;
+        if constexpr (N == 4) {
+            const Four<T> d = *reinterpret_cast<const Four<T>*>(delta + from * cols + c);
+            float4& xr = *reinterpret_cast<float4*>(x + r * cols + c);
+            float4 v = xr;
+            v.x += to_f(d.v[0]) * scale[0], v.y += to_f(d.v[1]) * scale[1], v.z += to_f(d.v[2]) * scale[2], v.w += to_f(d.v[3]) * scale[3];
+            xr = v;
+        } else {
+            x[r * cols + c] += to_f(delta[from * cols + c]) * scale[0];
+        }
     }
 }
 
@@ -815,8 +826,12 @@ void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, i
         using T = decltype(tag);
         dispatch(scale_type, [&](auto scale_tag) {
             using TS = decltype(scale_tag);
-            launch_early(add_residual_kernel<T, TS>, matrix_grid(rows, cols, 256), 256, 0, s, x, static_cast<const T*>(delta),
-                         delta_rows, rows, cols, static_cast<const TS*>(column_scale));
+            const auto* d = static_cast<const T*>(delta);
+            const auto* scale = static_cast<const TS*>(column_scale);
+            if (fours<float>(x, cols, cols) && fours<T>(delta, cols, cols) && (!scale || fours<TS>(scale, cols, cols)))
+                launch_early(add_residual_kernel<T, TS, 4>, matrix_grid(rows, cols / 4, 256), 256, 0, s, x, d, delta_rows, rows, cols, scale);
+            else
+                launch_early(add_residual_kernel<T, TS, 1>, matrix_grid(rows, cols, 256), 256, 0, s, x, d, delta_rows, rows, cols, scale);
         });
     });
     launched("add_residual");

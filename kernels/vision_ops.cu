@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "kernels/device_common.cuh"
 #include "kernels/flash_attention.cuh"
@@ -78,12 +79,6 @@ __global__ void norm_rows_kernel(const TIn* x, int64_t x_stride, TOut* out, int6
     }
 }
 
-// Four consecutive values, loaded and stored as one vector.
-template <class T>
-struct alignas(4 * sizeof(T)) Four {
-    T v[4];
-};
-
 // The residual add and the next norm of a vision layer: x += delta · scale, then out = norm(x),
 // a warp per row holding its V four-value pieces in registers (x is read and written once).
 template <class T, int V>
@@ -138,19 +133,26 @@ __global__ void __launch_bounds__(128) add_norm_rows_kernel(float* x, const T* d
 
 // Row t·g² + y·g + x of out is patch (y, x) of image t (channel, then row, then column), each
 // sample looked up in its channel's levels (a few hundred values: they stay in L1); columns past
-// channels · patch² are zero.
+// channels · patch² are zero. A thread writes two neighbouring columns; the index arithmetic in
+// 32 bits (an image's planes hold far fewer than 2^31 samples) is most of the work.
 template <class T>
-__global__ void patch_rows_kernel(const uint8_t* planes, const T* levels, int64_t channels, int64_t size, int64_t patch, int64_t rows,
-                                  int64_t cols, T* out) {
-    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-    if (c >= cols) return;
-    const int64_t area = patch * patch, channel = c / area, ky = c % area / patch, kx = c % patch, g = size / patch;
-    for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
-        const int64_t t = r / (g * g), y = r % (g * g) / g, px = r % g;
-        out[r * cols + c] = channel < channels
-                                ? levels[channel * 256 + planes[((t * channels + channel) * size + y * patch + ky) * size + px * patch + kx]]
-                                : from_f<T>(0.0f);
+__global__ void patch_rows_kernel(const uint8_t* planes, const T* levels, int channels, int size, int patch, int rows, int cols, T* out) {
+    const int pairs = cols / 2;
+    const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (i >= int64_t(rows) * pairs) return;
+    const int r = int(i / pairs), c = int(i % pairs) * 2, g = size / patch, area = patch * patch;
+    const int t = r / (g * g), y = r % (g * g) / g, x = r % g;
+    float v[2];
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+        const int col = c + e, channel = col / area, ky = col % area / patch, kx = col % patch;
+        v[e] = channel < channels
+                   ? to_f(levels[channel * 256 + planes[(int64_t(t * channels + channel) * size + y * patch + ky) * size + x * patch + kx]])
+                   : 0.0f;
     }
+    T* dst = out + int64_t(r) * cols + c;
+    if constexpr (std::is_same_v<T, float>) *reinterpret_cast<float2*>(dst) = make_float2(v[0], v[1]);
+    else *reinterpret_cast<uint32_t*>(dst) = pack2<T>(v[0], v[1]);
 }
 
 __device__ __forceinline__ float activation(float v, Activation kind) {
@@ -233,14 +235,23 @@ __global__ void __launch_bounds__(kQueries) attention_full_kernel(const T* qkv, 
     for (int d = 0; d < D; ++d) o[d] = from_f<T>(acc[d] * inv);
 }
 
-template <class TIn, class TOut>
+// Each thread converts N consecutive values of a row (4 at once where the shapes allow).
+template <class TIn, class TOut, int N>
 __global__ void convert_rows_kernel(const TIn* src, int64_t src_stride, TOut* dst, int64_t dst_stride, int64_t rows, int64_t cols,
                                     const int32_t* index) {
-    const int64_t c = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+    const int64_t c = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) * N;
     if (c >= cols) return;
     for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
         const int64_t from = index ? index[r] : r;
-        dst[r * dst_stride + c] = from_f<TOut>(to_f(src[from * src_stride + c]));
+        if constexpr (N == 4) {
+            const Four<TIn> in = *reinterpret_cast<const Four<TIn>*>(src + from * src_stride + c);
+            Four<TOut> o;
+#pragma unroll
+            for (int i = 0; i < 4; ++i) o.v[i] = from_f<TOut>(to_f(in.v[i]));
+            *reinterpret_cast<Four<TOut>*>(dst + r * dst_stride + c) = o;
+        } else {
+            dst[r * dst_stride + c] = from_f<TOut>(to_f(src[from * src_stride + c]));
+        }
     }
 }
 
@@ -300,8 +311,9 @@ void patch_rows(DataType t, const void* planes, const void* levels, int64_t chan
     if (rows == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        patch_rows_kernel<T><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<const uint8_t*>(planes), static_cast<const T*>(levels),
-                                                                          channels, size, patch, rows, cols, static_cast<T*>(out));
+        patch_rows_kernel<T><<<blocks_for(rows * (cols / 2), 256), 256, 0, s>>>(static_cast<const uint8_t*>(planes), static_cast<const T*>(levels),
+                                                                         int(channels), int(size), int(patch), int(rows), int(cols),
+                                                                         static_cast<T*>(out));
     });
     launched("patch_rows");
 }
@@ -349,8 +361,12 @@ void convert_rows(DataType src_type, const void* src, int64_t src_stride, DataTy
     dispatch2(src_type, dst_type, [&](auto ts, auto td) {
         using TS = decltype(ts);
         using TD = decltype(td);
-        convert_rows_kernel<TS, TD><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(static_cast<const TS*>(src), src_stride,
-                                                                                 static_cast<TD*>(dst), dst_stride, rows, cols, index);
+        const auto* in = static_cast<const TS*>(src);
+        auto* o = static_cast<TD*>(dst);
+        if (fours<TS>(src, cols, src_stride) && fours<TD>(dst, cols, dst_stride))
+            convert_rows_kernel<TS, TD, 4><<<matrix_grid(rows, cols / 4, 256), 256, 0, s>>>(in, src_stride, o, dst_stride, rows, cols, index);
+        else
+            convert_rows_kernel<TS, TD, 1><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(in, src_stride, o, dst_stride, rows, cols, index);
     });
     launched("convert_rows");
 }
