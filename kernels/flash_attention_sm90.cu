@@ -42,7 +42,9 @@ constexpr int kSharedBytes = kQueryBoxes<Groups> * kTileBytes + kStages * 2 * kT
 // Two consumer warpgroups and a producer warp fit the register file as they are; with three, the
 // producer is a whole warpgroup that hands its registers to the consumers (setmaxnreg).
 template <int Groups>
-constexpr int kThreads = Groups == 2 ? 288 : Groups * 128 + 128;
+constexpr bool kProducerWarpgroup = Groups > 2;
+template <int Groups>
+constexpr int kThreads = Groups * 128 + (kProducerWarpgroup<Groups> ? 128 : 32);
 constexpr int kProducerRegisters = 24, kConsumerRegisters = 160;
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -225,7 +227,7 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
     auto key_row = [&](int seq) { return group_first + (rest > 0 ? (seq == 0 ? full : seq - 1) : seq) * kKeys; };
 
     if (threadIdx.x >= Consumers) {
-        if constexpr (kThreads<Groups> - Consumers == 128) registers_down<kProducerRegisters>();
+        if constexpr (kProducerWarpgroup<Groups>) registers_down<kProducerRegisters>();
         // The producer: one thread of the last warp.
         if (threadIdx.x == Consumers) {
             const int column = int(blockIdx.y) * kDim;
@@ -242,7 +244,7 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
         return;
     }
 
-    if constexpr (kThreads<Groups> - Consumers == 128) registers_up<kConsumerRegisters>();
+    if constexpr (kProducerWarpgroup<Groups>) registers_up<kConsumerRegisters>();
     const int group = threadIdx.x >> 7;
     Rows st;
 #pragma unroll
@@ -325,7 +327,8 @@ wgmma_attention_kernel(const __grid_constant__ CUtensorMap map, int32_t heads, i
         const float inv = 1.0f / sum;
 #pragma unroll
         for (int j = 0; j < 8; ++j)
-            *reinterpret_cast<uint32_t*>(dst + int64_t(r) * width + 8 * j) = pack2<T>(st.o[4 * j + 2 * h] * inv, st.o[4 * j + 2 * h + 1] * inv);
+            *reinterpret_cast<uint32_t*>(dst + int64_t(r) * width + 8 * j) =
+                pack2<T>(st.o[4 * j + 2 * h] * inv, st.o[4 * j + 2 * h + 1] * inv);
     }
 #else
     __trap();
@@ -376,7 +379,8 @@ bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t he
                 (void)ready;
                 const CUtensorMap map = qkv_map(t, qkv, rows, 3 * int64_t(heads) * kDim);
                 const dim3 grid(unsigned((group_rows + 64 * G - 1) / (64 * G)), unsigned(heads), unsigned(rows / group_rows));
-                wgmma_attention_kernel<T, G><<<grid, kThreads<G>, kSharedBytes<G>, s>>>(map, heads, group_rows, static_cast<T*>(out), scale_log2);
+                wgmma_attention_kernel<T, G>
+                    <<<grid, kThreads<G>, kSharedBytes<G>, s>>>(map, heads, group_rows, static_cast<T*>(out), scale_log2);
             };
             // Three warpgroups a block share each key tile among more queries (InternViT's 1025
             // rows: 158 against 183 us a layer), unless their 192-query blocks pad an image more

@@ -829,9 +829,11 @@ void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, i
             const auto* d = static_cast<const T*>(delta);
             const auto* scale = static_cast<const TS*>(column_scale);
             if (fours<float>(x, cols, cols) && fours<T>(delta, cols, cols) && (!scale || fours<TS>(scale, cols, cols)))
-                launch_early(add_residual_kernel<T, TS, 4>, matrix_grid(rows, cols / 4, 256), 256, 0, s, x, d, delta_rows, rows, cols, scale);
+                launch_early(add_residual_kernel<T, TS, 4>, matrix_grid(rows, cols / 4, 256), 256, 0, s, x, d, delta_rows, rows, cols,
+                             scale);
             else
-                launch_early(add_residual_kernel<T, TS, 1>, matrix_grid(rows, cols, 256), 256, 0, s, x, d, delta_rows, rows, cols, scale);
+                launch_early(add_residual_kernel<T, TS, 1>, matrix_grid(rows, cols, 256), 256, 0, s, x, d, delta_rows, rows, cols,
+                             scale);
         });
     });
     launched("add_residual");

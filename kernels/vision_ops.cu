@@ -311,9 +311,9 @@ void patch_rows(DataType t, const void* planes, const void* levels, int64_t chan
     if (rows == 0) return;
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
-        patch_rows_kernel<T><<<blocks_for(rows * (cols / 2), 256), 256, 0, s>>>(static_cast<const uint8_t*>(planes), static_cast<const T*>(levels),
-                                                                         int(channels), int(size), int(patch), int(rows), int(cols),
-                                                                         static_cast<T*>(out));
+        patch_rows_kernel<T><<<blocks_for(rows * (cols / 2), 256), 256, 0, s>>>(static_cast<const uint8_t*>(planes),
+                                                                                static_cast<const T*>(levels), int(channels), int(size),
+                                                                                int(patch), int(rows), int(cols), static_cast<T*>(out));
     });
     launched("patch_rows");
 }
@@ -364,7 +364,8 @@ void convert_rows(DataType src_type, const void* src, int64_t src_stride, DataTy
         const auto* in = static_cast<const TS*>(src);
         auto* o = static_cast<TD*>(dst);
         if (fours<TS>(src, cols, src_stride) && fours<TD>(dst, cols, dst_stride))
-            convert_rows_kernel<TS, TD, 4><<<matrix_grid(rows, cols / 4, 256), 256, 0, s>>>(in, src_stride, o, dst_stride, rows, cols, index);
+            convert_rows_kernel<TS, TD, 4>
+                <<<matrix_grid(rows, cols / 4, 256), 256, 0, s>>>(in, src_stride, o, dst_stride, rows, cols, index);
         else
             convert_rows_kernel<TS, TD, 1><<<matrix_grid(rows, cols, 256), 256, 0, s>>>(in, src_stride, o, dst_stride, rows, cols, index);
     });

@@ -39,7 +39,8 @@ public:
         out_ = backend_.activation(rows, hidden_, DType::F32);
         std::vector<float> v(std::size_t(rows * hidden_));
         for (int64_t r = 0; r < rows; ++r)
-            for (int64_t c = 0; c < hidden_; ++c) v[std::size_t(r * hidden_ + c)] = float(p.values[0]) / 128.0f - 1.0f + 0.05f * float((r * 7 + c) % 11) - 0.25f;
+            for (int64_t c = 0; c < hidden_; ++c)
+                v[std::size_t(r * hidden_ + c)] = float(p.values[0]) / 128.0f - 1.0f + 0.05f * float((r * 7 + c) % 11) - 0.25f;
         backend_.write(out_, v);
         return out_;
     }

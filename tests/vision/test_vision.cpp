@@ -39,6 +39,7 @@ std::string sha256(const void* data, std::size_t n) {
 }
 
 std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> bytes_of(const RgbImage& im) { return {im.pixels.begin(), im.pixels.end()}; }
 std::vector<uint8_t> read_bytes(const fs::path& p) { return bytes_of(*read_text_file(p)); }
 
 // --- Crafted files -------------------------------------------------------------------------
@@ -275,17 +276,17 @@ private slots:
         QCOMPARE(letters(decode_image(bytes_of(rgb_3x2_png()))), std::string("ABC/DEF"));
         // Grey repeated; alpha dropped without compositing.
         const RgbImage grey = decode_image(bytes_of(png(2, 1, 8, 0, {"\x10\xF0"})));
-        QCOMPARE(std::vector<uint8_t>(grey.pixels.begin(), grey.pixels.end()), (std::vector<uint8_t>{0x10, 0x10, 0x10, 0xF0, 0xF0, 0xF0}));
+        QCOMPARE(bytes_of(grey), (std::vector<uint8_t>{0x10, 0x10, 0x10, 0xF0, 0xF0, 0xF0}));
         const RgbImage rgba = decode_image(bytes_of(png(1, 1, 8, 6, {std::string("\x11\x22\x33\x00", 4)})));
-        QCOMPARE(std::vector<uint8_t>(rgba.pixels.begin(), rgba.pixels.end()), (std::vector<uint8_t>{0x11, 0x22, 0x33}));
+        QCOMPARE(bytes_of(rgba), (std::vector<uint8_t>{0x11, 0x22, 0x33}));
         // 16-bit colour keeps the high byte; 16-bit grey (PIL's I;16) is clipped at 255.
         const RgbImage wide = decode_image(bytes_of(png(1, 1, 16, 2, {std::string("\x12\x34\xAB\xCD\x00\xFF", 6)})));
-        QCOMPARE(std::vector<uint8_t>(wide.pixels.begin(), wide.pixels.end()), (std::vector<uint8_t>{0x12, 0xAB, 0x00}));
+        QCOMPARE(bytes_of(wide), (std::vector<uint8_t>{0x12, 0xAB, 0x00}));
         const RgbImage grey16 = decode_image(bytes_of(png(3, 1, 16, 0, {std::string("\x00\x7F\x00\xFF\x01\x00", 6)})));
-        QCOMPARE(std::vector<uint8_t>(grey16.pixels.begin(), grey16.pixels.end()), (std::vector<uint8_t>{0x7F, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}));
+        QCOMPARE(bytes_of(grey16), (std::vector<uint8_t>{0x7F, 0x7F, 0x7F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF}));
         // A palette image through its colours.
         const RgbImage pal = decode_image(bytes_of(png(2, 1, 8, 3, {std::string("\x01\x00", 2)}, {{"PLTE", "\x01\x02\x03\x04\x05\x06"}})));
-        QCOMPARE(std::vector<uint8_t>(pal.pixels.begin(), pal.pixels.end()), (std::vector<uint8_t>{4, 5, 6, 1, 2, 3}));
+        QCOMPARE(bytes_of(pal), (std::vector<uint8_t>{4, 5, 6, 1, 2, 3}));
     }
 
     void appliesExifOrientation() {
@@ -318,14 +319,14 @@ private slots:
     void decodesGifFirstFrames() {
         // Colours of indices 0-3: (10 20 30) (40 50 60) (70 80 90) (A0 B0 C0).
         const RgbImage plain = decode_image(bytes_of(gif(2, 2, 0, 0, 2, 2, {0, 1, 2, 3}, -1)));
-        QCOMPARE(std::vector<uint8_t>(plain.pixels.begin(), plain.pixels.end()),
+        QCOMPARE(bytes_of(plain),
                  (std::vector<uint8_t>{0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xA0, 0xB0, 0xC0}));
         // A frame smaller than the screen: the rest is the transparent index's colour (PIL fills
         // with it, and keeps the colour of transparent pixels); without transparency, index 0.
         const RgbImage framed = decode_image(bytes_of(gif(3, 1, 1, 0, 1, 1, {1}, 2)));
-        QCOMPARE(std::vector<uint8_t>(framed.pixels.begin(), framed.pixels.end()), (std::vector<uint8_t>{0x70, 0x80, 0x90, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90}));
+        QCOMPARE(bytes_of(framed), (std::vector<uint8_t>{0x70, 0x80, 0x90, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90}));
         const RgbImage unframed = decode_image(bytes_of(gif(2, 1, 1, 0, 1, 1, {3}, -1)));
-        QCOMPARE(std::vector<uint8_t>(unframed.pixels.begin(), unframed.pixels.end()), (std::vector<uint8_t>{0x10, 0x20, 0x30, 0xA0, 0xB0, 0xC0}));
+        QCOMPARE(bytes_of(unframed), (std::vector<uint8_t>{0x10, 0x20, 0x30, 0xA0, 0xB0, 0xC0}));
     }
 
     void resizesLikePil() {
@@ -368,7 +369,8 @@ private slots:
                 const auto squares = preprocess_squares(im, prep);
                 QVERIFY2(int(squares.size()) == want["tiles"].get<int>(), qPrintable(QString(kind) + " tiles: " + where));
                 QVERIFY2(squares_hash(squares) == want["sha256_u8"], qPrintable(QString(kind) + " pixels differ: " + where));
-                QVERIFY2(values_hash(normalize(to_planes(squares), prep)) == want["sha256_f32"], qPrintable(QString(kind) + " values differ: " + where));
+                QVERIFY2(values_hash(normalize(to_planes(squares), prep)) == want["sha256_f32"],
+                         qPrintable(QString(kind) + " values differ: " + where));
                 // transformers 5's default torchvision backend is not PIL-exact itself: reported.
                 if (want.contains("fast_max_diff") && !want["fast_max_diff"].is_null())
                     fast_diff = std::max(fast_diff, want["fast_max_diff"].get<int>());
