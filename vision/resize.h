@@ -7,6 +7,9 @@ namespace lumen::vision {
 
 // PIL's separable bicubic (a = -0.5, support widened by the scale when shrinking), weights in
 // 22-bit fixed point, a horizontal then a vertical pass, each rounded and clipped to 8 bits.
-RgbImage resize_bicubic(const RgbImage& image, int width, int height);
+// `Portable` keeps to plain loops, for tests that compare them with the vector ones (where the
+// CPU has AVX2): both give the same bytes.
+enum class ResizeKernels { Fastest, Portable };
+RgbImage resize_bicubic(const RgbImage& image, int width, int height, ResizeKernels kernels = ResizeKernels::Fastest);
 
 }  // namespace lumen::vision

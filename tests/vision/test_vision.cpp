@@ -4,8 +4,10 @@
 // greedy ids and image embeddings.
 #include <QCryptographicHash>
 #include <QtTest>
+#include <array>
 #include <cmath>
 #include <fstream>
+#include <random>
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template.h"
@@ -340,6 +342,21 @@ private slots:
         }
         QCOMPARE(resize_bicubic(flat, 37, 23).pixels, flat.pixels);
         QVERIFY_THROWS_EXCEPTION(Error, resize_bicubic(flat, 0, 5));
+    }
+
+    void resizeVectorLoopsMatchPortableOnes() {
+        // Noise with many saturated bytes (the sums overshoot and clip), shrinking and enlarging,
+        // rows that end mid-vector, one-pixel images: the vector loops give the portable loops' bytes.
+        std::mt19937 rng(7);
+        const std::array<int, 4> sizes[] = {{1920, 1080, 1792, 896}, {1920, 1080, 448, 448}, {640, 480, 896, 448}, {1, 1, 5, 7},
+                                            {3, 2, 1, 1},           {37, 23, 100, 61},     {1000, 3, 11, 2},    {5, 1000, 17, 33},
+                                            {333, 129, 448, 448},   {2, 2, 3, 3},          {7, 1, 2, 1}};
+        for (const auto& [w0, h0, w1, h1] : sizes) {
+            RgbImage in(w0, h0);
+            for (auto& v : in.pixels) v = rng() % 3 == 0 ? uint8_t(255 * (rng() % 2)) : uint8_t(rng());
+            const RgbImage fast = resize_bicubic(in, w1, h1), portable = resize_bicubic(in, w1, h1, ResizeKernels::Portable);
+            QVERIFY2(bytes_of(fast) == bytes_of(portable), qPrintable(QString("%1x%2 to %3x%4").arg(w0).arg(h0).arg(w1).arg(h1)));
+        }
     }
 
     void tileGrids() {
