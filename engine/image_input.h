@@ -11,6 +11,7 @@
 
 #include "engine/backend.h"
 #include "engine/model_config.h"
+#include "engine/uninitialized.h"
 
 namespace lumen {
 
@@ -22,7 +23,7 @@ struct ImagePixels {
     int32_t channels = 3;
     int32_t height = 0;
     int32_t width = 0;
-    std::vector<uint8_t> values;
+    std::vector<uint8_t, UninitializedAllocator<uint8_t>> values;  // unset until written
 };
 
 struct PromptImage {

@@ -4,11 +4,11 @@
 // pixel is decoded, and a broken or truncated file is an error with a readable message.
 #include <cstdint>
 #include <filesystem>
-#include <memory>
 #include <span>
 #include <string>
-#include <utility>
 #include <vector>
+
+#include "engine/uninitialized.h"
 
 namespace lumen::vision {
 
@@ -23,28 +23,6 @@ struct ImageInfo {
 
 // Format and size from the first bytes; throws lumen::Error for anything else.
 ImageInfo probe_image(std::span<const uint8_t> bytes);
-
-// Leaves the bytes of a new image unset: every image is written whole right after it is made,
-// and zeroing a screenshot's intermediate images on one thread first took about a third of the
-// time of resizing them on sixteen.
-template <class T>
-struct UninitializedAllocator : std::allocator<T> {
-    template <class U>
-    struct rebind {
-        using other = UninitializedAllocator<U>;
-    };
-    UninitializedAllocator() = default;
-    template <class U>
-    UninitializedAllocator(const UninitializedAllocator<U>&) noexcept {}
-    template <class U>
-    void construct(U* p) noexcept {
-        ::new (static_cast<void*>(p)) U;
-    }
-    template <class U, class... Args>
-    void construct(U* p, Args&&... args) {
-        ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
-    }
-};
 
 // 8-bit RGB, rows top to bottom, no padding.
 struct RgbImage {
