@@ -50,7 +50,8 @@ std::vector<uint8_t> load_image_bytes(const std::filesystem::path& path);
 // The orientation (1-8) an image carries, as PIL's exif_transpose reads it: EXIF's tag, else (no
 // tag) the XMP packet's tiff:Orientation; 1 when there is none.
 int exif_orientation(std::span<const uint8_t> bytes, ImageFormat format);
-// Turns an image stored with EXIF `orientation` upright (PIL's ImageOps.exif_transpose).
-RgbImage apply_orientation(const RgbImage& image, int orientation);
+// Turns an image stored with EXIF `orientation` upright (PIL's ImageOps.exif_transpose); an
+// upright one is handed back as it is.
+RgbImage apply_orientation(RgbImage image, int orientation);
 
 }  // namespace lumen::vision
