@@ -156,6 +156,7 @@ QString Composer::problem() const { return problem_->isVisibleTo(this) ? problem
 void Composer::add_image(const ImageAttachment& image) {
     images_.push_back(image);
     rebuild_thumbnails();
+    emit image_added(image);
 }
 
 void Composer::take_mime(const QMimeData* mime) {

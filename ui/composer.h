@@ -58,6 +58,7 @@ signals:
     void stop_requested();
     void screenshot_requested();
     void problem_action_clicked();
+    void image_added(const lumen::ui::ImageAttachment& image);
 
 protected:
     void dragEnterEvent(QDragEnterEvent* e) override;

@@ -1,19 +1,76 @@
 #include "ui/engine_worker.h"
 
-#include <QDir>
 #include <QCoreApplication>
+#include <QDir>
 #include <QMetaObject>
 #include <QPointer>
 #include <QThread>
+#include <QThreadPool>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
 
-#include "engine/model_config.h"
 #include "engine/error.h"
+#include "engine/model_config.h"
 #include "vision/encoder.h"
 #include "vision/prompt.h"
 
-#include <QThreadPool>
-
 namespace lumen::ui {
+
+// The images of a conversation are in every prompt of it: each is decoded and preprocessed once
+// (a 1920x1080 PNG takes about 20 ms) and kept, by content hash, for the model it was made for.
+// A preparation in flight is waited for, not repeated.
+class EngineWorker::PreparedImages {
+public:
+    explicit PreparedImages(std::shared_ptr<const vision::VisionConfig> vision) : vision_(std::move(vision)) {}
+
+    vision::PreparedImage get(const QByteArray& file) {
+        const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(file.constData()), std::size_t(file.size()));
+        const uint64_t hash = vision::content_hash(bytes);
+        std::promise<vision::PreparedImage> promise;
+        std::shared_future<vision::PreparedImage> ready;
+        bool mine = false;
+        {
+            std::lock_guard lock(mutex_);
+            if (auto it = kept_.find(hash); it != kept_.end()) {
+                ready = it->second;
+            } else {
+                ready = promise.get_future().share();
+                kept_.emplace(hash, ready);
+                order_.push_back(hash);
+                mine = true;
+                while (order_.size() > kKeep) {
+                    kept_.erase(order_.front());
+                    order_.pop_front();
+                }
+            }
+        }
+        if (mine) {
+            try {
+                promise.set_value(vision::prepare_image(vision::decode_image(bytes), hash, *vision_));
+                ++prepared_;
+            } catch (...) {
+                promise.set_exception(std::current_exception());
+                std::lock_guard lock(mutex_);  // a failure is not kept: the next message tries again
+                kept_.erase(hash);
+                std::erase(order_, hash);
+            }
+        }
+        return ready.get();
+    }
+
+    int prepared() const { return prepared_; }
+
+private:
+    // About 8 MB each at 13 tiles; a conversation with more images prepares the oldest again.
+    static constexpr std::size_t kKeep = 12;
+    const std::shared_ptr<const vision::VisionConfig> vision_;
+    std::mutex mutex_;
+    std::map<uint64_t, std::shared_future<vision::PreparedImage>> kept_;
+    std::deque<uint64_t> order_;  // oldest first
+    std::atomic<int> prepared_ = 0;
+};
 
 EngineWorker::EngineWorker(QObject* parent) : QObject(parent), generation_(std::make_shared<std::atomic<int>>(0)) {
     qRegisterMetaType<lumen::ui::LoadedModel>();
@@ -69,6 +126,7 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
                 }
                 self->engine_ = std::move(result);
                 self->vision_ = vision;
+                if (vision) self->images_ = std::make_shared<PreparedImages>(vision);
                 const ModelConfig& c = self->engine_->model_config();
                 // "cpu (2 threads) (why there is no GPU)": the status bar shows the part before the reason.
                 QString device = QString::fromStdString(self->engine_->device_name());
@@ -97,6 +155,7 @@ void EngineWorker::unload() {
     ++*generation_;
     engine_.reset();
     vision_.reset();
+    images_.reset();
     model_ = LoadedModel{};
     emit unloaded();
 }
@@ -112,15 +171,14 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
     QPointer<EngineWorker> self(this);
     std::shared_ptr<Engine> engine = engine_;
     std::shared_ptr<const vision::VisionConfig> vision = vision_;
-    QThreadPool::globalInstance()->start([self, ticket, engine, vision, prompt, images, options] {
+    std::shared_ptr<PreparedImages> kept = images_;
+    QThreadPool::globalInstance()->start([self, ticket, engine, vision, kept, prompt, images, options] {
         PreparedInput input;
         QString error;
         try {
-            if (!engine || !vision) throw Error("the model cannot take images");
+            if (!engine || !vision || !kept) throw Error("the model cannot take images");
             std::vector<vision::PreparedImage> prepared;
-            for (const QByteArray& bytes : images)
-                prepared.push_back(vision::prepare_image(
-                    std::span(reinterpret_cast<const uint8_t*>(bytes.constData()), std::size_t(bytes.size())), *vision));
+            for (const QByteArray& bytes : images) prepared.push_back(kept->get(bytes));
             auto p = vision::expand_prompt(prompt, prepared, *vision, engine->tokenizer(), options);
             input = {std::move(p.ids), std::move(p.images)};
         } catch (const std::exception& e) {
@@ -137,5 +195,18 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
     });
     return ticket;
 }
+
+void EngineWorker::prefetch(const QByteArray& image) {
+    if (!images_) return;
+    QThreadPool::globalInstance()->start([kept = images_, image] {
+        try {
+            kept->get(image);
+        } catch (const std::exception&) {
+            // Said when the message is sent: prepare() meets the same error.
+        }
+    });
+}
+
+int EngineWorker::images_prepared() const { return images_ ? images_->prepared() : 0; }
 
 }  // namespace lumen::ui

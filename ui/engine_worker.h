@@ -1,6 +1,8 @@
 #pragma once
 // The engine as the GUI sees it: loading happens on a worker thread (the window never freezes),
 // and the engine's events arrive as queued Qt signals on the GUI thread.
+#include <QByteArray>
+#include <QList>
 #include <QObject>
 #include <QString>
 #include <atomic>
@@ -46,8 +48,14 @@ public:
     void cancel(RequestId id);
     // Decodes and preprocesses `images` (encoded files, in prompt order) and tokenizes `prompt`
     // with them, off the GUI thread; the result arrives as prepared() or preparation_failed()
-    // with the returned ticket.
+    // with the returned ticket. Images prepared before (attached earlier, or in an earlier message
+    // of the conversation) are taken as they are.
     quint64 prepare(const std::string& prompt, const QList<QByteArray>& images, const EncodeOptions& options);
+    // Starts decoding and preprocessing an image as soon as it is attached, while the user is
+    // still writing: by the time the message is sent, it is ready. Errors wait for prepare().
+    void prefetch(const QByteArray& image);
+    // Images decoded and preprocessed for the loaded model so far (each once while it stays kept).
+    int images_prepared() const;
 
 signals:
     void load_started(const QString& path);
@@ -61,7 +69,9 @@ signals:
     void preparation_failed(quint64 ticket, const QString& error);
 
 private:
+    class PreparedImages;
     std::shared_ptr<Engine> engine_;  // shared with preparations in flight (they use its tokenizer)
+    std::shared_ptr<PreparedImages> images_;  // for the loaded model; shared with preparations in flight
     std::shared_ptr<const vision::VisionConfig> vision_;
     LoadedModel model_;
     quint64 next_ticket_ = 0;

@@ -253,7 +253,7 @@ private slots:
     }
 
     // A vision-language model sees the attached image: the reply equals lumen-cli chat's with the
-    // same image, and a follow-up question reuses the cached image tokens.
+    // same image, and a follow-up question reuses the prepared image and its cached tokens.
     void visionModelAnswersAboutTheImage() {
         const auto data = shared_data();
         QTemporaryDir model, dir;
@@ -293,6 +293,8 @@ private slots:
         QCOMPARE(messages.size(), 4);
         QVERIFY(messages[3].complete);
         QVERIFY2(messages[3].stats.value("reused_tokens").toInt() > 576, qPrintable(QString::number(messages[3].stats.value("reused_tokens").toInt())));
+        // Decoded and preprocessed once: when it was attached, not again for either message.
+        QCOMPARE(w.worker().images_prepared(), 1);
     }
 
     void screenshotSelectionMapsToDevicePixels() {
