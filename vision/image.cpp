@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <utility>
 
 #include "engine/error.h"
 #include "engine/thread_pool.h"
@@ -482,18 +483,31 @@ RgbImage decode_image(Bytes b, const DecodeLimits& limits) {
     if (info.format == ImageFormat::Png) check_png_chunks(b);
     if (info.format == ImageFormat::Gif) return decode_gif(b, limits.max_pixels);
 
-    cv::Mat decoded;
+    // 8-bit colour (most files) is decoded straight into the image's own rows, then blue and red
+    // are swapped in place; OpenCV allocates rows of its own for any other kind of sample.
+    RgbImage image(info.width, info.height);
+    cv::Mat decoded(info.height, info.width, CV_8UC3, image.pixels.data());
     try {
         const cv::Mat raw(1, int(std::min<size_t>(b.size(), INT32_MAX)), CV_8UC1, const_cast<uint8_t*>(b.data()));
         // Unchanged: no conversion and no rotation by OpenCV; both are done here as PIL does them.
-        decoded = cv::imdecode(raw, cv::IMREAD_UNCHANGED);
+        if (cv::imdecode(raw, cv::IMREAD_UNCHANGED, &decoded).empty()) decoded = cv::Mat();
     } catch (const cv::Exception& e) {
         fail(std::string("broken ") + format_name(info.format) + ": " + e.err);
     }
     if (decoded.empty()) fail(std::string("broken ") + format_name(info.format) + ": the image data cannot be decoded");
     if (decoded.cols != info.width || decoded.rows != info.height)
         fail(std::string("broken ") + format_name(info.format) + ": the decoded size differs from the header's");
-    return apply_orientation(to_rgb(decoded), exif_orientation(b, info.format));
+    if (decoded.data == image.pixels.data()) {
+        ThreadPool::shared().parallel_for(size_t(image.height), 16, [&](size_t begin, size_t end) {
+            for (int y = int(begin); y < int(end); ++y) {
+                uint8_t* row = image.row(y);
+                for (int x = 0; x < image.width; ++x) std::swap(row[3 * x], row[3 * x + 2]);
+            }
+        });
+    } else {
+        image = to_rgb(decoded);
+    }
+    return apply_orientation(std::move(image), exif_orientation(b, info.format));
 }
 
 std::vector<uint8_t> load_image_bytes(const std::filesystem::path& path) {
