@@ -101,6 +101,13 @@ public:
         wake_.notify_all();
     }
 
+    void encode_ahead(std::shared_ptr<const ImagePixels> pixels, uint64_t content_hash) override {
+        if (!encoder_ || !pixels) return;
+        std::lock_guard lock(mutex_);
+        ahead_.push_back({std::move(pixels), content_hash, 0, 0});
+        wake_.notify_all();
+    }
+
     const Tokenizer& tokenizer() const override { return *tokenizer_; }
     const ModelConfig& model_config() const override { return model_->config(); }
     std::string device_name() const override { return device_; }
@@ -122,19 +129,29 @@ private:
             std::vector<Incoming> incoming;
             std::vector<RequestId> cancels;
             std::vector<uint64_t> closed;
+            std::vector<PromptImage> ahead;
             {
                 std::unique_lock lock(mutex_);
                 wake_.wait(lock, [&] {
-                    return stop_ || !incoming_.empty() || !cancels_.empty() || !closed_sessions_.empty() || scheduler_->has_work();
+                    return stop_ || !incoming_.empty() || !cancels_.empty() || !closed_sessions_.empty() || !ahead_.empty() ||
+                           scheduler_->has_work();
                 });
                 if (stop_) return;
                 incoming.swap(incoming_);
                 cancels.swap(cancels_);
                 closed.swap(closed_sessions_);
+                ahead.swap(ahead_);
             }
             for (auto& r : incoming) scheduler_->add(r.id, std::move(r.request), r.submitted, events);
             for (RequestId id : cancels) scheduler_->cancel(id);
             for (uint64_t s : closed) scheduler_->close_session(s);
+            for (const PromptImage& image : ahead) {
+                try {
+                    scheduler_->encode_ahead(image);
+                } catch (const std::exception&) {
+                    // The request with this image meets the same error and reports it.
+                }
+            }
             if (scheduler_->has_work()) {
                 try {
                     scheduler_->step(events);
@@ -166,6 +183,7 @@ private:
     std::vector<Incoming> incoming_;
     std::vector<RequestId> cancels_;
     std::vector<uint64_t> closed_sessions_;
+    std::vector<PromptImage> ahead_;
     std::thread thread_;
 };
 

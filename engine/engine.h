@@ -86,6 +86,10 @@ public:
     virtual RequestId submit(GenerationRequest request) = 0;
     virtual void cancel(RequestId id) = 0;
     virtual void close_session(uint64_t session) = 0;
+    // Encodes an image before the request that will need it (while its question is written), so
+    // that the request finds the embeddings ready; a few recent ones are kept. Errors are left for
+    // the request to meet. Without an image encoder it does nothing.
+    virtual void encode_ahead(std::shared_ptr<const ImagePixels> pixels, uint64_t content_hash) = 0;
 
     virtual const Tokenizer& tokenizer() const = 0;
     virtual const ModelConfig& model_config() const = 0;

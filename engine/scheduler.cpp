@@ -98,6 +98,12 @@ const Tensor& Scheduler::embeddings_of(const PromptImage& image) {
     return it->second.rows;
 }
 
+void Scheduler::encode_ahead(const PromptImage& image) {
+    if (!encoder_ || !image.pixels) return;
+    embeddings_of(image);
+    evict_embeddings();
+}
+
 void Scheduler::evict_embeddings() {
     // A few recent images stay: a follow-up usually asks about the same one, and preempted
     // sequences come back to theirs.

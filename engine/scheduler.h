@@ -34,6 +34,8 @@ public:
     void add(RequestId id, GenerationRequest request, Clock::time_point submitted, std::vector<GenerationEvent>& events);
     void cancel(RequestId id);
     void close_session(uint64_t session);
+    // Encodes an image before any request needs it and keeps its embeddings with the recent ones.
+    void encode_ahead(const PromptImage& image);
     bool has_work() const { return !waiting_.empty() || !running_.empty(); }
 
     // One forward step; appends the events it produced.

@@ -198,9 +198,10 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
 
 void EngineWorker::prefetch(const QByteArray& image) {
     if (!images_) return;
-    QThreadPool::globalInstance()->start([kept = images_, image] {
+    QThreadPool::globalInstance()->start([kept = images_, engine = engine_, image] {
         try {
-            kept->get(image);
+            const vision::PreparedImage prepared = kept->get(image);
+            engine->encode_ahead(prepared.pixels, prepared.content_hash);
         } catch (const std::exception&) {
             // Said when the message is sent: prepare() meets the same error.
         }

@@ -51,8 +51,9 @@ public:
     // with the returned ticket. Images prepared before (attached earlier, or in an earlier message
     // of the conversation) are taken as they are.
     quint64 prepare(const std::string& prompt, const QList<QByteArray>& images, const EncodeOptions& options);
-    // Starts decoding and preprocessing an image as soon as it is attached, while the user is
-    // still writing: by the time the message is sent, it is ready. Errors wait for prepare().
+    // Starts decoding, preprocessing and encoding an image as soon as it is attached, while the
+    // user is still writing: by the time the message is sent, its embeddings are ready. Errors
+    // wait for prepare().
     void prefetch(const QByteArray& image);
     // Images decoded and preprocessed for the loaded model so far (each once while it stays kept).
     int images_prepared() const;

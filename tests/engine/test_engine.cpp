@@ -284,6 +284,18 @@ private slots:
         QCOMPARE(other.final_event.timings.reused_tokens, int32_t(first));
         QCOMPARE(encoder.encodes, before + 2);
 
+        // An image encoded ahead (while its question was being written) is not encoded again for
+        // the request, which replies as it would have.
+        Scheduler ahead(model, tokenizer.get(), options, blocks, 512, &encoder);
+        const int before_ahead = encoder.encodes;
+        ahead.encode_ahead(image_of(96, 555, int32_t(first)));
+        QCOMPARE(encoder.encodes, before_ahead + 1);
+        const Collected early = run(ahead, prompt, {image_of(96, 555, int32_t(first))});
+        QVERIFY2(early.final_event.finish == FinishReason::Length, early.final_event.error.c_str());
+        QCOMPARE(encoder.encodes, before_ahead + 1);
+        Scheduler plain(model, tokenizer.get(), options, blocks, 512, &encoder);
+        QCOMPARE(early.ids, run(plain, prompt, {image_of(96, 556, int32_t(first))}).ids);
+
         // Requests whose images do not fit their prompt, and images for a model without an encoder.
         const Collected wrong = run(sched, prompt, {image_of(192, 1, int32_t(prompt.size()) - 4)});
         QVERIFY(QString::fromStdString(wrong.final_event.error).contains("outside the prompt"));
