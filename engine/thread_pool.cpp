@@ -21,7 +21,7 @@ std::size_t usable_cpus() {
 
 ThreadPool::ThreadPool(std::size_t threads) {
     if (threads == 0) threads = usable_cpus();
-    for (std::size_t i = 0; i + 1 < threads; ++i) workers_.emplace_back([this, i] { worker(i); });
+    for (std::size_t i = 0; i + 1 < threads; ++i) workers_.emplace_back([this] { worker(); });
 }
 
 ThreadPool::~ThreadPool() {
@@ -38,20 +38,16 @@ ThreadPool& ThreadPool::shared() {
     return pool;
 }
 
-void ThreadPool::worker(std::size_t index) {
+void ThreadPool::worker() {
     std::size_t seen = 0;
     for (;;) {
-        std::pair<std::size_t, std::size_t> range;
-        const std::function<void(std::size_t, std::size_t)>* job;
         {
             std::unique_lock lock(mutex_);
             wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
             if (stop_) return;
             seen = generation_;
-            job = job_;
-            range = index + 1 < ranges_.size() ? ranges_[index + 1] : std::pair<std::size_t, std::size_t>{0, 0};
         }
-        if (range.first < range.second) (*job)(range.first, range.second);
+        run_chunks();
         {
             std::lock_guard lock(mutex_);
             if (--pending_ == 0) done_.notify_one();
@@ -59,26 +55,32 @@ void ThreadPool::worker(std::size_t index) {
     }
 }
 
+void ThreadPool::run_chunks() {
+    for (std::size_t c; (c = next_chunk_.fetch_add(1)) < chunks_;) (*job_)(n_ * c / chunks_, n_ * (c + 1) / chunks_);
+}
+
 void ThreadPool::parallel_for(std::size_t n, std::size_t grain, const std::function<void(std::size_t, std::size_t)>& fn) {
     if (n == 0) return;
     grain = std::max<std::size_t>(grain, 1);
-    const std::size_t parts = std::min(size(), (n + grain - 1) / grain);
-    if (parts <= 1) {
+    // A few chunks a thread, taken in turn: a thread the system holds back (a busy or shared
+    // machine) delays the loop by a chunk, not by a whole share of it.
+    const std::size_t chunks = std::min(size() * 4, n / grain);
+    if (chunks <= 1) {
         fn(0, n);
         return;
     }
     std::lock_guard call(call_mutex_);
-    std::vector<std::pair<std::size_t, std::size_t>> ranges(size(), {0, 0});
-    for (std::size_t p = 0; p < parts; ++p) ranges[p] = {n * p / parts, n * (p + 1) / parts};
     {
         std::lock_guard lock(mutex_);
-        ranges_ = std::move(ranges);
         job_ = &fn;
+        n_ = n;
+        chunks_ = chunks;
+        next_chunk_ = 0;
         pending_ = workers_.size();
         ++generation_;
     }
     wake_.notify_all();
-    fn(ranges_[0].first, ranges_[0].second);
+    run_chunks();
     std::unique_lock lock(mutex_);
     done_.wait(lock, [&] { return pending_ == 0; });
     job_ = nullptr;

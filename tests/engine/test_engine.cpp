@@ -2,7 +2,9 @@
 // batching gives the same tokens as running alone, sessions reuse their KV cache, cancellation,
 // preemption under a small pool, seeds, stop strings, errors, and streaming text.
 #include <QtTest>
+#include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <thread>
 
 #include "engine/backend.h"
@@ -10,6 +12,7 @@
 #include "engine/error.h"
 #include "engine/model.h"
 #include "engine/scheduler.h"
+#include "engine/thread_pool.h"
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 #include "tests/support/engine_runner.h"
@@ -74,6 +77,25 @@ private slots:
         const auto data = shared_data();
         if (!data) QSKIP("../shared/data is absent; these tests run the real stories260K model");
         stories_ = *data / "models" / "stories260K-hf";
+    }
+
+    void threadPoolCoversEveryIndexOnce() {
+        ThreadPool pool(4);
+        for (std::size_t n : {1, 7, 100, 1000, 12345})
+            for (std::size_t grain : {1, 3, 64}) {
+                std::vector<std::atomic<int>> hits(n);
+                std::mutex mutex;
+                std::size_t shortest = n, calls = 0;
+                pool.parallel_for(n, grain, [&](std::size_t begin, std::size_t end) {
+                    for (std::size_t i = begin; i < end; ++i) ++hits[i];
+                    std::lock_guard lock(mutex);
+                    shortest = std::min(shortest, end - begin);
+                    ++calls;
+                });
+                QVERIFY(std::all_of(hits.begin(), hits.end(), [](const std::atomic<int>& h) { return h == 1; }));
+                QVERIFY(shortest >= std::min(grain, n));
+                QVERIFY(calls <= 4 * pool.size());
+            }
     }
 
     void concurrentRequestsMatchSoloRuns() {
