@@ -128,8 +128,36 @@ int run_bench_vision(const Args& args) {
     const int64_t image_tokens_max = int64_t(vc.preprocess.max_tiles + 1) * vc.tokens_per_tile;
     const int32_t blocks = int32_t((image_tokens_max + question + 64 + block - 1) / block + 2);
     backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), block, blocks, backend->compute_dtype()});
-    std::vector<double> ttft, decode, prep;
+    std::vector<double> ttft, decode, prep, ready;
     int tiles_used = 0;
+    // The screenshot, then the question: one request, nothing cached from another pass.
+    auto run = [&](std::shared_ptr<const ImagePixels> pixels, uint64_t hash, Clock::time_point start, bool ahead) {
+        GenerationRequest r;
+        r.prompt.push_back(1);
+        const int32_t first = int32_t(r.prompt.size());
+        const int32_t n = int32_t(pixels->tiles * vc.tokens_per_tile);
+        r.prompt.insert(r.prompt.end(), size_t(n), std::max<int32_t>(0, vc.image_token_id));
+        for (int k = 0; k < question; ++k) r.prompt.push_back(int32_t(100 + k));
+        r.images.push_back({std::move(pixels), hash, first, n});
+        r.max_new_tokens = 1;
+        r.ignore_eos = true;
+        EngineOptions options;
+        options.prefill_chunk = int32_t(r.prompt.size());
+        Scheduler scheduler(*model, nullptr, options, blocks, int64_t(r.prompt.size()) + 2, encoder.get());
+        if (ahead) {
+            // As the app does once an image is attached, while the question is being written.
+            scheduler.encode_ahead(r.images.front());
+            backend->synchronize();
+            start = Clock::now();
+        }
+        std::vector<GenerationEvent> events;
+        scheduler.add(1, std::move(r), start, events);
+        while (scheduler.has_work()) scheduler.step(events);
+        backend->synchronize();
+        for (const auto& e : events)
+            if (e.finish == FinishReason::Error) throw Error(e.error);
+        return ms_since(start);
+    };
     for (int pass = 0; pass < 6; ++pass) {
         const auto start = Clock::now();
         const vision::RgbImage image = vision::decode_image(png);
@@ -137,35 +165,20 @@ int run_bench_vision(const Args& args) {
         auto pixels = std::make_shared<const ImagePixels>(vision::preprocess(image, vc.preprocess));
         const double prep_ms = ms_since(start) - decode_ms;
         tiles_used = pixels->tiles;
-        GenerationRequest r;
-        r.prompt.push_back(1);
-        const int32_t first = int32_t(r.prompt.size());
-        const int32_t n = int32_t(pixels->tiles * vc.tokens_per_tile);
-        r.prompt.insert(r.prompt.end(), size_t(n), std::max<int32_t>(0, vc.image_token_id));
-        for (int k = 0; k < question; ++k) r.prompt.push_back(int32_t(100 + k));
-        r.images.push_back({pixels, uint64_t(pass + 1), first, n});  // a new image each pass: nothing cached
-        r.max_new_tokens = 1;
-        r.ignore_eos = true;
-        EngineOptions options;
-        options.prefill_chunk = int32_t(r.prompt.size());
-        Scheduler scheduler(*model, nullptr, options, blocks, int64_t(r.prompt.size()) + 2, encoder.get());
-        std::vector<GenerationEvent> events;
-        scheduler.add(1, std::move(r), start, events);
-        while (scheduler.has_work()) scheduler.step(events);
-        backend->synchronize();
-        for (const auto& e : events)
-            if (e.finish == FinishReason::Error) throw Error(e.error);
+        const double total = run(pixels, uint64_t(2 * pass + 1), start, false);
+        const double after_attach = run(pixels, uint64_t(2 * pass + 2), start, true);
         if (pass >= 1) {
-            ttft.push_back(ms_since(start));
+            ttft.push_back(total);
             decode.push_back(decode_ms);
             prep.push_back(prep_ms);
+            ready.push_back(after_attach);
         }
     }
 
     nlohmann::json out{{"source", source},           {"device", device_description}, {"vision_weight_bytes", encoder->weight_bytes()},
                        {"encode", runs},             {"ttft_tiles", tiles_used},     {"ttft_question_tokens", question},
                        {"ttft_ms", median(ttft)},    {"decode_ms", median(decode)},  {"preprocess_ms", median(prep)},
-                       {"peak_tflops", peak}};
+                       {"ttft_encoded_ahead_ms", median(ready)}, {"peak_tflops", peak}};
     if (args.flag("json")) {
         std::cout << out.dump() << "\n";
         return 0;
@@ -177,6 +190,8 @@ int run_bench_vision(const Args& args) {
                     r["floor_ms"].get<double>());
     std::printf("\ntime to first token, 1920x1080 PNG (%d tiles) + %d-token question: %.1f ms (decoding %.1f ms, preprocessing %.1f ms)\n",
                 tiles_used, question, median(ttft), median(decode), median(prep));
+    std::printf("time to first token once the image was prepared and encoded ahead (as the app does on attaching it): %.1f ms\n",
+                median(ready));
     return 0;
 }
 
