@@ -225,6 +225,8 @@ void MainWindow::on_loaded(const LoadedModel& model) {
     update_placeholder();
     composer_->focus_text();
     statusBar()->showMessage(tr("%1 is ready on %2").arg(model.name, model.device), 5000);
+    // Images attached while the model was loading are prepared for it now.
+    for (const ImageAttachment& image : composer_->images()) worker_.prefetch(image.bytes);
     if (!pending_prompt_.isEmpty()) {
         composer_->set_text(pending_prompt_);
         pending_prompt_.clear();

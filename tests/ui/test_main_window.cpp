@@ -295,6 +295,12 @@ private slots:
         QVERIFY2(messages[3].stats.value("reused_tokens").toInt() > 576, qPrintable(QString::number(messages[3].stats.value("reused_tokens").toInt())));
         // Decoded and preprocessed once: when it was attached, not again for either message.
         QCOMPARE(w.worker().images_prepared(), 1);
+
+        // An image attached while a model loads is prepared once the model is ready.
+        w.worker().unload();
+        w.composer()->add_image(*image.image);
+        QVERIFY(load(w, path_of(model)));
+        QTRY_COMPARE(w.worker().images_prepared(), 1);
     }
 
     void screenshotSelectionMapsToDevicePixels() {
