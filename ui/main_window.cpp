@@ -155,7 +155,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     connect(composer_, &Composer::stop_requested, this, &MainWindow::stop);
     connect(composer_, &Composer::screenshot_requested, this, &MainWindow::take_screenshot);
     connect(composer_, &Composer::problem_action_clicked, this, &MainWindow::open_model_picker);
-    // Decoded and preprocessed while the question is being written.
+    // Decoded, preprocessed and encoded while the question is being written.
     connect(composer_, &Composer::image_added, this, [this](const ImageAttachment& image) { worker_.prefetch(image.bytes); });
     connect(chat_, &ChatView::link_activated, this, [this](const QString& link) {
         if (link == "models") open_model_picker();
