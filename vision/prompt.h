@@ -35,7 +35,7 @@ struct PreparedPrompt {
 PreparedPrompt expand_prompt(std::string_view text, std::span<const PreparedImage> images, const VisionConfig& config,
                              const Tokenizer& tokenizer, const EncodeOptions& options);
 
-// FNV-1a over bytes, for content hashes.
+// A 64-bit hash of a file's bytes that identifies an image (for caches, never stored).
 uint64_t content_hash(std::span<const uint8_t> bytes);
 
 }  // namespace lumen::vision

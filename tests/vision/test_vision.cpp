@@ -8,6 +8,7 @@
 #include <cmath>
 #include <fstream>
 #include <random>
+#include <set>
 #include <nlohmann/json.hpp>
 
 #include "engine/chat_template.h"
@@ -342,6 +343,27 @@ private slots:
         }
         QCOMPARE(resize_bicubic(flat, 37, 23).pixels, flat.pixels);
         QVERIFY_THROWS_EXCEPTION(Error, resize_bicubic(flat, 0, 5));
+    }
+
+    void contentHashesTellFilesApart() {
+        // Every single-bit change, in the 32-byte blocks and in the tail, and a longer file with
+        // the same prefix give another hash; equal bytes give the same one.
+        std::vector<uint8_t> bytes(1000);
+        std::mt19937 rng(3);
+        for (auto& b : bytes) b = uint8_t(rng());
+        const uint64_t base = content_hash(bytes);
+        QCOMPARE(content_hash(std::vector<uint8_t>(bytes)), base);
+        std::set<uint64_t> seen{base};
+        for (std::size_t at : {std::size_t(0), std::size_t(7), std::size_t(31), std::size_t(500), std::size_t(991), std::size_t(999)})
+            for (int bit = 0; bit < 8; ++bit) {
+                std::vector<uint8_t> changed = bytes;
+                changed[at] ^= uint8_t(1 << bit);
+                QVERIFY(seen.insert(content_hash(changed)).second);
+            }
+        std::vector<uint8_t> longer = bytes;
+        longer.push_back(0);
+        QVERIFY(seen.insert(content_hash(longer)).second);
+        QVERIFY(seen.insert(content_hash(std::span(bytes).first(999))).second);
     }
 
     void resizeVectorLoopsMatchPortableOnes() {
