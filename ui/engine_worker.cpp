@@ -15,6 +15,7 @@
 #include "engine/model_config.h"
 #include "vision/encoder.h"
 #include "vision/prompt.h"
+#include "vision/vision_config.h"
 
 namespace lumen::ui {
 
@@ -61,6 +62,7 @@ public:
     }
 
     int prepared() const { return prepared_; }
+    const vision::VisionConfig& vision() const { return *vision_; }
 
 private:
     // About 8 MB each at 13 tiles; a conversation with more images prepares the oldest again.
@@ -125,7 +127,6 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
                     return;
                 }
                 self->engine_ = std::move(result);
-                self->vision_ = vision;
                 if (vision) self->images_ = std::make_shared<PreparedImages>(vision);
                 const ModelConfig& c = self->engine_->model_config();
                 // "cpu (2 threads) (why there is no GPU)": the status bar shows the part before the reason.
@@ -154,7 +155,6 @@ void EngineWorker::unload() {
     if (!engine_) return;
     ++*generation_;
     engine_.reset();
-    vision_.reset();
     images_.reset();
     model_ = LoadedModel{};
     emit unloaded();
@@ -170,16 +170,15 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
     const quint64 ticket = ++next_ticket_;
     QPointer<EngineWorker> self(this);
     std::shared_ptr<Engine> engine = engine_;
-    std::shared_ptr<const vision::VisionConfig> vision = vision_;
     std::shared_ptr<PreparedImages> kept = images_;
-    QThreadPool::globalInstance()->start([self, ticket, engine, vision, kept, prompt, images, options] {
+    QThreadPool::globalInstance()->start([self, ticket, engine, kept, prompt, images, options] {
         PreparedInput input;
         QString error;
         try {
-            if (!engine || !vision || !kept) throw Error("the model cannot take images");
+            if (!engine || !kept) throw Error("the model cannot take images");
             std::vector<vision::PreparedImage> prepared;
             for (const QByteArray& bytes : images) prepared.push_back(kept->get(bytes));
-            auto p = vision::expand_prompt(prompt, prepared, *vision, engine->tokenizer(), options);
+            auto p = vision::expand_prompt(prompt, prepared, kept->vision(), engine->tokenizer(), options);
             input = {std::move(p.ids), std::move(p.images)};
         } catch (const std::exception& e) {
             error = QString::fromUtf8(e.what());

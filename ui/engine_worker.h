@@ -10,7 +10,6 @@
 
 #include "engine/engine.h"
 #include "engine/tokenizer.h"
-#include "vision/vision_config.h"
 
 namespace lumen::ui {
 
@@ -72,8 +71,9 @@ signals:
 private:
     class PreparedImages;
     std::shared_ptr<Engine> engine_;  // shared with preparations in flight (they use its tokenizer)
-    std::shared_ptr<PreparedImages> images_;  // for the loaded model; shared with preparations in flight
-    std::shared_ptr<const vision::VisionConfig> vision_;
+    // For the loaded model when its image encoder is loaded (it holds the vision config); shared
+    // with preparations in flight.
+    std::shared_ptr<PreparedImages> images_;
     LoadedModel model_;
     quint64 next_ticket_ = 0;
     bool loading_ = false;

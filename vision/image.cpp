@@ -130,11 +130,11 @@ void walk_webp_chunks(Bytes b, Visit visit) {
     }
 }
 
-// PIL's convert("RGB") of what OpenCV decoded (BGR order, 1, 3 or 4 channels, 8 or 16 bits):
-// alpha is dropped without compositing, grey is repeated, 16-bit colour keeps its high byte and
-// 16-bit grey (PIL's mode I;16) is clipped at 255, not scaled.
-RgbImage to_rgb(const cv::Mat& m) {
-    RgbImage out(m.cols, m.rows);
+// PIL's convert("RGB") of what OpenCV decoded (BGR order, 1, 3 or 4 channels, 8 or 16 bits), into
+// `out` (of m's size): alpha is dropped without compositing, grey is repeated, 16-bit colour
+// keeps its high byte and 16-bit grey (PIL's mode I;16) is clipped at 255, not scaled. `m` may
+// hold out's own rows (8-bit BGR decoded in place): then blue and red are swapped there.
+void to_rgb(const cv::Mat& m, RgbImage& out) {
     const int channels = m.channels();
     const bool wide = m.depth() == CV_16U;
     if (!wide && m.depth() != CV_8U) fail("unsupported image sample type");
@@ -143,9 +143,12 @@ RgbImage to_rgb(const cv::Mat& m) {
         for (int y = int(begin); y < int(end); ++y) {
             uint8_t* o = out.row(y);
             if (!wide && channels >= 3) {
-                // The common case, 8-bit BGR or BGRA: the channels swapped, alpha dropped, in a
-                // loop without branches that the compiler vectorises.
+                // The common case, 8-bit BGR or BGRA: the channels swapped, alpha dropped.
                 const uint8_t* in = m.ptr<uint8_t>(y);
+                if (in == o) {
+                    for (int x = 0; x < m.cols; ++x) std::swap(o[3 * x], o[3 * x + 2]);
+                    continue;
+                }
                 for (int x = 0; x < m.cols; ++x) {
                     o[3 * x] = in[channels * x + 2];
                     o[3 * x + 1] = in[channels * x + 1];
@@ -173,7 +176,6 @@ RgbImage to_rgb(const cv::Mat& m) {
             }
         }
     });
-    return out;
 }
 
 // The first frame of a GIF as PIL shows it: a canvas of the screen size (grown to the frame if
@@ -483,8 +485,8 @@ RgbImage decode_image(Bytes b, const DecodeLimits& limits) {
     if (info.format == ImageFormat::Png) check_png_chunks(b);
     if (info.format == ImageFormat::Gif) return decode_gif(b, limits.max_pixels);
 
-    // 8-bit colour (most files) is decoded straight into the image's own rows, then blue and red
-    // are swapped in place; OpenCV allocates rows of its own for any other kind of sample.
+    // 8-bit colour (most files) is decoded straight into the image's own rows and converted there;
+    // OpenCV allocates rows of its own for any other kind of sample.
     RgbImage image(info.width, info.height);
     cv::Mat decoded(info.height, info.width, CV_8UC3, image.pixels.data());
     try {
@@ -497,16 +499,7 @@ RgbImage decode_image(Bytes b, const DecodeLimits& limits) {
     if (decoded.empty()) fail(std::string("broken ") + format_name(info.format) + ": the image data cannot be decoded");
     if (decoded.cols != info.width || decoded.rows != info.height)
         fail(std::string("broken ") + format_name(info.format) + ": the decoded size differs from the header's");
-    if (decoded.data == image.pixels.data()) {
-        ThreadPool::shared().parallel_for(size_t(image.height), 16, [&](size_t begin, size_t end) {
-            for (int y = int(begin); y < int(end); ++y) {
-                uint8_t* row = image.row(y);
-                for (int x = 0; x < image.width; ++x) std::swap(row[3 * x], row[3 * x + 2]);
-            }
-        });
-    } else {
-        image = to_rgb(decoded);
-    }
+    to_rgb(decoded, image);
     return apply_orientation(std::move(image), exif_orientation(b, info.format));
 }
 
