@@ -74,13 +74,33 @@ private:
     std::atomic<int> prepared_ = 0;
 };
 
+struct EngineWorker::EventSink {
+    std::mutex mutex;
+    EngineWorker* target;  // null once the engine's events are no longer wanted
+};
+
 EngineWorker::EngineWorker(QObject* parent) : QObject(parent), generation_(std::make_shared<std::atomic<int>>(0)) {
     qRegisterMetaType<lumen::ui::LoadedModel>();
     qRegisterMetaType<lumen::ui::PreparedInput>();
     qRegisterMetaType<lumen::Timings>();
 }
 
-EngineWorker::~EngineWorker() { ++*generation_; }
+EngineWorker::~EngineWorker() {
+    ++*generation_;
+    release_engine();  // no signals: the objects connected to them may be half destroyed
+}
+
+void EngineWorker::release_engine() {
+    if (sink_) {
+        std::lock_guard lock(sink_->mutex);  // an event being emitted finishes first
+        sink_->target = nullptr;
+    }
+    sink_.reset();
+    pool_.waitForDone();
+    engine_.reset();  // joins the engine's thread
+    images_.reset();
+    model_ = LoadedModel{};
+}
 
 void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
     unload();
@@ -88,23 +108,28 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
     options.image_encoder = vision::make_image_encoder;
     loading_ = true;
     const int generation = ++*generation_;
+    sink_ = std::make_shared<EventSink>();
+    sink_->target = this;
     emit load_started(model_dir);
     auto counter = generation_;
+    auto sink = sink_;
     // Taken here, on the GUI thread: the window (and this worker) may be gone before the loading
     // thread runs, so the thread never touches `this` except through a checked pointer.
     QPointer<EngineWorker> self(this);
-    QThread* thread = QThread::create([self, model_dir, options, generation, counter] {
+    QThread* thread = QThread::create([self, model_dir, options, generation, counter, sink] {
         std::unique_ptr<Engine> engine;
         std::shared_ptr<const vision::VisionConfig> vision;
         QString error;
         // The engine's callback may fire before the worker has the engine; it only emits signals.
         try {
-            engine = Engine::create(model_dir.toStdString(), options, [self, counter, generation](const GenerationEvent& e) {
-                if (*counter != generation || !self) return;
+            engine = Engine::create(model_dir.toStdString(), options, [sink](const GenerationEvent& e) {
+                std::lock_guard lock(sink->mutex);
+                EngineWorker* target = sink->target;
+                if (!target) return;
                 if (!e.text.empty() || !e.ids.empty())
-                    emit self->delta(e.request, QString::fromStdString(e.text), int(e.ids.size()));
+                    emit target->delta(e.request, QString::fromStdString(e.text), int(e.ids.size()));
                 if (e.finish != FinishReason::None)
-                    emit self->finished(e.request, int(e.finish), QString::fromStdString(e.error), e.timings);
+                    emit target->finished(e.request, int(e.finish), QString::fromStdString(e.error), e.timings);
             });
             if (engine->image_encoder())
                 vision = std::make_shared<const vision::VisionConfig>(
@@ -147,6 +172,7 @@ void EngineWorker::cancel_load() {
     if (!loading_) return;
     ++*generation_;
     loading_ = false;
+    release_engine();
     emit unloaded();
 }
 
@@ -154,9 +180,7 @@ void EngineWorker::unload() {
     if (loading_) cancel_load();
     if (!engine_) return;
     ++*generation_;
-    engine_.reset();
-    images_.reset();
-    model_ = LoadedModel{};
+    release_engine();
     emit unloaded();
 }
 
@@ -171,7 +195,7 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
     QPointer<EngineWorker> self(this);
     std::shared_ptr<Engine> engine = engine_;
     std::shared_ptr<PreparedImages> kept = images_;
-    QThreadPool::globalInstance()->start([self, ticket, engine, kept, prompt, images, options] {
+    pool_.start([self, ticket, engine, kept, prompt, images, options] {
         PreparedInput input;
         QString error;
         try {
@@ -197,7 +221,7 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
 
 void EngineWorker::prefetch(const QByteArray& image) {
     if (!images_) return;
-    QThreadPool::globalInstance()->start([kept = images_, engine = engine_, image] {
+    pool_.start([kept = images_, engine = engine_, image] {
         try {
             const vision::PreparedImage prepared = kept->get(image);
             engine->encode_ahead(prepared.pixels, prepared.content_hash);

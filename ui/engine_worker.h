@@ -1,10 +1,15 @@
 #pragma once
 // The engine as the GUI sees it: loading happens on a worker thread (the window never freezes),
-// and the engine's events arrive as queued Qt signals on the GUI thread.
+// and the engine's events arrive as queued Qt signals on the GUI thread. The worker owns the
+// engine: unloading (or destroying the worker) detaches the engine's callback first, so that no
+// event is emitted into a worker that is gone, waits for the image preparations that use it, and
+// then joins the engine's thread. Requests in flight then get no final event; their owner ends
+// them itself (see MainWindow::interrupt_reply).
 #include <QByteArray>
 #include <QList>
 #include <QObject>
 #include <QString>
+#include <QThreadPool>
 #include <atomic>
 #include <memory>
 
@@ -70,6 +75,8 @@ signals:
 
 private:
     class PreparedImages;
+    struct EventSink;  // where the engine's callback emits; cleared when the engine is let go
+    void release_engine();
     std::shared_ptr<Engine> engine_;  // shared with preparations in flight (they use its tokenizer)
     // For the loaded model when its image encoder is loaded (it holds the vision config); shared
     // with preparations in flight.
@@ -78,6 +85,8 @@ private:
     quint64 next_ticket_ = 0;
     bool loading_ = false;
     std::shared_ptr<std::atomic<int>> generation_;  // bumps to abandon a load in flight
+    std::shared_ptr<EventSink> sink_;
+    QThreadPool pool_;  // image preparations; waited for before the engine goes
 };
 
 }  // namespace lumen::ui

@@ -39,6 +39,8 @@ const char* const kMigrations[] = {
          ord INTEGER NOT NULL,
          hash TEXT NOT NULL REFERENCES images(hash),
          PRIMARY KEY (message_id, ord));)",
+    // Which model wrote each reply.
+    R"(ALTER TABLE messages ADD COLUMN model TEXT NOT NULL DEFAULT '')",
 };
 
 qint64 now_ms() { return QDateTime::currentMSecsSinceEpoch(); }
@@ -194,13 +196,13 @@ void HistoryStore::delete_conversation(qint64 id) {
 
 QList<StoredMessage> HistoryStore::messages(qint64 conversation) const {
     QSqlQuery q(QSqlDatabase::database(connection_));
-    q.prepare("SELECT id, role, text, complete, stats FROM messages WHERE conversation_id = ? ORDER BY id");
+    q.prepare("SELECT id, role, text, complete, stats, model FROM messages WHERE conversation_id = ? ORDER BY id");
     q.addBindValue(conversation);
     QList<StoredMessage> out;
     if (!q.exec()) return out;
     while (q.next())
         out.push_back({q.value(0).toLongLong(), q.value(1).toString(), q.value(2).toString(), q.value(3).toBool(),
-                       json_object(q.value(4).toString()), {}});
+                       json_object(q.value(4).toString()), {}, q.value(5).toString()});
     QSqlQuery images(QSqlDatabase::database(connection_));
     images.prepare("SELECT hash FROM message_images WHERE message_id = ? ORDER BY ord");
     for (auto& m : out) {
@@ -212,16 +214,17 @@ QList<StoredMessage> HistoryStore::messages(qint64 conversation) const {
 }
 
 qint64 HistoryStore::add_message(qint64 conversation, const QString& role, const QString& text, const QList<QByteArray>& images,
-                                 bool complete) {
+                                 bool complete, const QString& model) {
     QSqlDatabase db = QSqlDatabase::database(connection_);
     db.transaction();
     QSqlQuery q(db);
-    q.prepare("INSERT INTO messages (conversation_id, role, text, complete, created) VALUES (?, ?, ?, ?, ?)");
+    q.prepare("INSERT INTO messages (conversation_id, role, text, complete, created, model) VALUES (?, ?, ?, ?, ?, ?)");
     q.addBindValue(conversation);
     q.addBindValue(text_value(role));
     q.addBindValue(text_value(text));
     q.addBindValue(complete ? 1 : 0);
     q.addBindValue(now_ms());
+    q.addBindValue(text_value(model));
     if (!q.exec()) {
         error_ = q.lastError().text();
         db.rollback();

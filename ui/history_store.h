@@ -24,13 +24,14 @@ struct StoredMessage {
     QString role;  // "user" or "assistant"
     QString text;
     bool complete = true;  // false: a reply that was still streaming when last saved
-    QJsonObject stats;     // timings of a reply
+    QJsonObject stats;     // how a reply ended (finish, error, interrupted) and its timings
     QStringList images;    // content hashes, in order
+    QString model;         // the model that wrote a reply (empty: not known, an older history)
 };
 
 class HistoryStore {
 public:
-    static constexpr int kSchemaVersion = 1;
+    static constexpr int kSchemaVersion = 2;
 
     explicit HistoryStore(const QString& path);  // opens or creates; check ok()
     ~HistoryStore();
@@ -54,7 +55,7 @@ public:
     QList<StoredMessage> messages(qint64 conversation) const;
     // Appends a message (images as their encoded file bytes) in one transaction; returns its id.
     qint64 add_message(qint64 conversation, const QString& role, const QString& text, const QList<QByteArray>& images = {},
-                       bool complete = true);
+                       bool complete = true, const QString& model = {});
     void update_message(qint64 message, const QString& text, bool complete, const QJsonObject& stats = {});
     // Deletes a message and every later one of its conversation (edit-and-resend, regenerate).
     void delete_from(qint64 message);

@@ -29,6 +29,7 @@
 #include "ui/history_store.h"
 #include "ui/model_list_model.h"
 #include "ui/model_picker.h"
+#include "ui/notice_bar.h"
 #include "ui/screenshot.h"
 #include "ui/settings_dialog.h"
 #include "ui/theme.h"
@@ -64,13 +65,24 @@ QString title_from(const QString& text) {
     return t.size() > 48 ? t.left(47) + "…" : t;
 }
 
-QString stats_line(const Timings& t, qint64 session_len) {
+// The line under a reply: how it ended, then its timings, in the user's words.
+QString footer_line(const QJsonObject& stats, bool complete) {
+    if (!complete) return QObject::tr("interrupted");
+    if (stats.isEmpty()) return {};  // an import or an older history
     QStringList parts;
-    if (t.generated_tokens > 0) parts << QObject::tr("first token %1 ms").arg(qRound(t.first_token_ms));
-    if (t.decode_tokens_per_second > 0) parts << QObject::tr("%1 tokens/s").arg(t.decode_tokens_per_second, 0, 'f', 1);
-    parts << QObject::tr("%n token(s)", "", t.generated_tokens);
-    parts << QObject::tr("context %1 / %2").arg(t.prompt_tokens + t.generated_tokens).arg(session_len);
-    if (t.reused_tokens > 0) parts << QObject::tr("%1 reused").arg(t.reused_tokens);
+    const FinishReason finish = FinishReason(stats.value("finish").toInt());
+    if (stats.value("interrupted").toBool()) parts << QObject::tr("interrupted");
+    else if (finish == FinishReason::Cancelled) parts << QObject::tr("stopped");
+    else if (finish == FinishReason::Length) parts << QObject::tr("reached the length limit");
+    else if (finish == FinishReason::Error) return QObject::tr("error: %1").arg(stats.value("error").toString());
+    const int generated = stats.value("generated_tokens").toInt();
+    if (generated > 0 && stats.value("first_token_ms").toDouble() > 0)
+        parts << QObject::tr("first token after %1 ms").arg(qRound(stats.value("first_token_ms").toDouble()));
+    if (const double rate = stats.value("tokens_per_second").toDouble(); rate > 0)
+        parts << QObject::tr("%1 tokens/s").arg(rate, 0, 'f', 1);
+    parts << (generated == 1 ? QObject::tr("1 token") : QObject::tr("%1 tokens").arg(generated));
+    if (const int context = int(stats.value("session_len").toDouble()); context > 0)
+        parts << QObject::tr("context %1 / %2").arg(stats.value("prompt_tokens").toInt() + generated).arg(context);
     return parts.join(" · ");
 }
 
@@ -78,16 +90,6 @@ QJsonObject timings_json(const Timings& t, qint64 session_len) {
     return {{"first_token_ms", t.first_token_ms},   {"tokens_per_second", t.decode_tokens_per_second},
             {"generated_tokens", t.generated_tokens}, {"prompt_tokens", t.prompt_tokens},
             {"reused_tokens", t.reused_tokens},      {"session_len", double(session_len)}};
-}
-
-Timings timings_from(const QJsonObject& o) {
-    Timings t;
-    t.first_token_ms = o.value("first_token_ms").toDouble();
-    t.decode_tokens_per_second = o.value("tokens_per_second").toDouble();
-    t.generated_tokens = o.value("generated_tokens").toInt();
-    t.prompt_tokens = o.value("prompt_tokens").toInt();
-    t.reused_tokens = o.value("reused_tokens").toInt();
-    return t;
 }
 
 }  // namespace
@@ -98,11 +100,13 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     list_ = new ConversationList(store_, this);
     chat_ = new ChatView(this);
     composer_ = new Composer(this);
+    notice_ = new NoticeBar(this);
     auto* right = new QWidget(this);
     auto* right_layout = new QVBoxLayout(right);
     right_layout->setContentsMargins(0, 0, 0, 0);
     right_layout->setSpacing(0);
     right_layout->addWidget(chat_, 1);
+    right_layout->addWidget(notice_);
     right_layout->addWidget(composer_);
     auto* split = new QSplitter(this);
     split->addWidget(list_);
@@ -131,7 +135,10 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     settings_action->setShortcuts({QKeySequence("Ctrl+,"), QKeySequence::Preferences});
 
     auto* stop_key = new QShortcut(QKeySequence(Qt::Key_Escape), this);
-    connect(stop_key, &QShortcut::activated, this, &MainWindow::stop);
+    connect(stop_key, &QShortcut::activated, this, [this] {
+        if (generating()) stop();
+        else if (editing_) end_editing();
+    });
     auto* paste = new QShortcut(QKeySequence::Paste, this);
     connect(paste, &QShortcut::activated, this, [this] {
         composer_->take_mime(QApplication::clipboard()->mimeData());
@@ -160,6 +167,11 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     connect(chat_, &ChatView::link_activated, this, [this](const QString& link) {
         if (link == "models") open_model_picker();
     });
+    connect(chat_, &ChatView::regenerate_requested, this, &MainWindow::regenerate);
+    connect(chat_, &ChatView::continue_requested, this, [this] { continue_reply(); });
+    connect(chat_, &ChatView::edit_requested, this, &MainWindow::edit);
+    connect(chat_, &ChatView::delete_requested, this, &MainWindow::remove_message);
+    connect(chat_, &ChatView::image_opened, this, &MainWindow::show_image);
     connect(&worker_, &EngineWorker::delta, this, &MainWindow::on_delta);
     connect(&worker_, &EngineWorker::finished, this, &MainWindow::on_finished);
     connect(&worker_, &EngineWorker::prepared, this, &MainWindow::on_prepared);
@@ -178,7 +190,9 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
         update_placeholder();
         if (isVisible()) QMessageBox::warning(this, tr("The model did not load"), error);
     });
+    // The engine writing a reply is going away (another model loads, or this one is unloaded).
     connect(&worker_, &EngineWorker::unloaded, this, [this] {
+        interrupt_reply();
         template_.reset();
         update_status();
         update_placeholder();
@@ -189,7 +203,6 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     list_->reload();
     update_status();
     // Whether any model is installed decides what the empty window says.
-    const auto models = scan_models({}, false);
     std::vector<std::filesystem::path> folders;
     for (const auto& f : settings_.model_folders()) folders.emplace_back(f.toStdString());
     scan_found_models_ = !scan_models(folders, settings_.scan_hf_cache()).empty();
@@ -199,7 +212,10 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     if (!last.isEmpty() && QDir(last).exists()) load_model(last);
 }
 
-MainWindow::~MainWindow() { stop(); }
+MainWindow::~MainWindow() {
+    interrupt_reply();
+    commit_pending_delete();
+}
 
 void MainWindow::send_when_ready(const QString& text) {
     if (worker_.is_loaded()) {
@@ -221,8 +237,10 @@ void MainWindow::on_loaded(const LoadedModel& model) {
     } catch (const std::exception& e) {
         template_ = ChatTemplate::by_name("plain");
     }
+    composer_->show_problem({});  // "choose a model first" and the like no longer hold
     update_status();
     update_placeholder();
+    update_regenerate_buttons();
     composer_->focus_text();
     statusBar()->showMessage(tr("%1 is ready on %2").arg(model.name, model.device), 5000);
     // Images attached while the model was loading are prepared for it now.
@@ -236,7 +254,11 @@ void MainWindow::on_loaded(const LoadedModel& model) {
 
 void MainWindow::new_chat() {
     if (generating()) stop();
+    commit_pending_delete();
+    end_editing();
     conversation_ = 0;
+    context_start_ = 0;
+    draft_ = {};
     chat_->clear_messages();
     list_->select(0);
     composer_->clear();
@@ -247,30 +269,24 @@ void MainWindow::new_chat() {
 void MainWindow::open_conversation(qint64 id) {
     if (id == conversation_) return;
     if (generating()) stop();
+    commit_pending_delete();
+    end_editing();
     if (id == 0) {
         new_chat();
         return;
     }
     conversation_ = id;
+    context_start_ = 0;
     chat_->clear_messages();
     for (const StoredMessage& m : store_.messages(id)) {
-        MessageWidget* w = chat_->add_message(m.role, m.role == "user" ? tr("You") : author_name());
-        w->set_message_id(m.id);
-        w->set_text(m.text);
-        QList<QImage> thumbs;
-        QList<QByteArray> originals;
-        for (const QString& hash : m.images) {
-            const QByteArray bytes = store_.image(hash);
-            const ImageResult r = image_from_bytes(bytes, tr("image"));
-            if (r.image) thumbs << r.image->thumbnail, originals << bytes;
-        }
-        w->set_images(thumbs, originals);
-        if (m.role == "assistant")
-            // A message written without timings (an import, an older history) shows none.
-            w->set_stats(!m.complete        ? tr("interrupted")
-                         : m.stats.isEmpty() ? QString()
-                                             : stats_line(timings_from(m.stats), qint64(m.stats.value("session_len").toDouble())));
-        connect_message(w);
+        TranscriptMessage t;
+        t.id = m.id;
+        t.role = m.role;
+        t.author = m.role == "user" ? tr("You") : !m.model.isEmpty() ? m.model : tr("Model");
+        t.text = m.text;
+        for (const QString& hash : m.images) t.images << store_.image(hash);
+        if (m.role == "assistant") t.stats = footer_line(m.stats, m.complete);
+        chat_->add_message(t);
     }
     update_regenerate_buttons();
     update_placeholder();
@@ -287,83 +303,140 @@ void MainWindow::send() {
         if (!worker_.loading()) open_model_picker();
         return;
     }
-    if (!images.isEmpty() && !worker_.model().sees_images) {
+    // Nothing is stored or cleared when the model cannot take the message as it is.
+    bool earlier_images = false;
+    for (const TranscriptMessage& m : chat_->messages())
+        earlier_images = earlier_images || (!m.images.isEmpty() && (!editing_ || m.id < editing_));
+    if ((!images.isEmpty() || earlier_images) && !worker_.model().sees_images) {
+        const QString name = worker_.model().name;
         if (worker_.model().vision)
-            composer_->show_problem(tr("%1 is a vision model, but its image encoder could not be loaded.").arg(worker_.model().name));
-        else
-            composer_->show_problem(tr("%1 reads text only: choose a vision model to ask about images.").arg(worker_.model().name),
+            composer_->show_problem(tr("%1 is a vision model, but its image encoder could not be loaded.").arg(name));
+        else if (!images.isEmpty())
+            composer_->show_problem(tr("%1 reads text only: choose a vision model to ask about images.").arg(name),
                                     tr("Choose a model…"));
+        else
+            composer_->show_problem(tr("This conversation has images, and %1 reads text only.").arg(name), tr("Choose a model…"));
         return;
     }
+    commit_pending_delete();
+    if (editing_) {
+        // The edited message replaces the original and everything after it.
+        const int at = chat_->index_of(editing_);
+        store_.delete_from(editing_);
+        chat_->remove_from(at);
+        end_editing();
+    }
     if (conversation_ == 0) {
-        conversation_ = store_.create_conversation(title_from(text));
+        conversation_ = store_.create_conversation(title_from(text), draft_.system_prompt, draft_.sampling);
+        draft_ = {};
         list_->reload();
         list_->select(conversation_);
     }
-    QList<QByteArray> encoded;
-    for (const auto& img : images) encoded << img.bytes;
-    MessageWidget* user = chat_->add_message("user", tr("You"));
-    user->set_text(text);
-    QList<QImage> thumbs;
-    for (const auto& img : images) thumbs << img.thumbnail;
-    user->set_images(thumbs, encoded);
-    user->set_message_id(store_.add_message(conversation_, "user", text, encoded));
-    connect_message(user);
+    TranscriptMessage user;
+    user.role = "user";
+    user.author = tr("You");
+    user.text = text;
+    for (const auto& img : images) user.images << img.bytes;
+    user.id = store_.add_message(conversation_, "user", text, user.images);
+    chat_->add_message(user);
     composer_->clear();
     start_reply();
 }
 
-void MainWindow::start_reply() {
+void MainWindow::start_reply(bool resample, bool continuing) {
     Engine* engine = worker_.engine();
     if (!engine || !template_) return;
     const ConversationInfo info = store_.conversation(conversation_);
-    std::vector<ChatMessage> messages;
-    QList<QByteArray> images;  // of the whole conversation, in order: earlier ones come from the KV cache
-    if (!info.system_prompt.trimmed().isEmpty()) messages.push_back({"system", info.system_prompt.toStdString(), 0});
-    for (MessageWidget* m : chat_->messages()) {
-        messages.push_back({m->role().toStdString(), m->text().toStdString(), int(m->images().size())});
-        images += m->images();
-    }
-    if (!images.isEmpty() && !worker_.model().sees_images) {
-        // An earlier turn's images, and now a model that cannot see them.
-        composer_->show_problem(tr("This conversation has images, and %1 reads text only.").arg(worker_.model().name),
-                                tr("Choose a model…"));
-        return;
-    }
-
-    GenerationRequest request;
-    std::string prompt;
-    const EncodeOptions encode{.add_special_tokens = template_->tokenize_with_special_tokens()};
-    try {
-        prompt = template_->render(messages);
-        if (images.isEmpty()) request.prompt = engine->tokenizer().encode(prompt, encode);
-    } catch (const std::exception& e) {
-        composer_->show_problem(QString::fromUtf8(e.what()));
-        return;
-    }
     const QJsonObject s = info.sampling;
     const QJsonObject d = model_defaults();
     auto pick = [&](const char* key, double fallback) {
         return s.contains(key) ? s.value(key).toDouble() : d.contains(key) ? d.value(key).toDouble() : fallback;
     };
+    GenerationRequest request;
     request.sampling.temperature = float(pick("temperature", 0.7));
     request.sampling.top_p = float(pick("top_p", 1.0));
     request.sampling.top_k = int32_t(pick("top_k", 0));
     request.sampling.repetition_penalty = float(pick("repetition_penalty", 1.0));
     request.sampling.seed = uint64_t(pick("seed", 0));
     request.max_new_tokens = int32_t(pick("max_new_tokens", 1024));
+    if (resample) {
+        // Regenerate means another answer: a greedy setting would write the same one again.
+        if (request.sampling.temperature <= 0) request.sampling.temperature = 0.7f;
+        request.sampling.seed = 0;
+    }
     for (const auto& stop_token : template_->stop_tokens())
         if (const auto id = engine->tokenizer().token_id(stop_token)) request.stop_ids.push_back(*id);
     request.session = uint64_t(conversation_);
 
-    reply_widget_ = chat_->add_message("assistant", author_name());
-    reply_widget_->set_streaming(true);
-    reply_message_ = store_.add_message(conversation_, "assistant", QString(), {}, false);
-    reply_widget_->set_message_id(reply_message_);
-    connect_message(reply_widget_);
-    reply_text_.clear();
+    // The turns the model sees: when the conversation outgrows the context, the oldest turns are
+    // dropped (the system prompt stays), leaving room for a reply of a quarter of the context.
+    // The cut moves in steps of whole turns and stays put until it must move again, so the turns
+    // that follow it keep their cached keys and values.
+    const QList<TranscriptMessage>& all = chat_->messages();
+    const int last = continuing ? int(all.size()) - 1 : int(all.size());  // a continued reply is rendered apart
+    const int64_t context = worker_.model().session_len;
+    const int64_t reserve = std::min<int64_t>(request.max_new_tokens, context / 4);
+    const EncodeOptions encode{.add_special_tokens = template_->tokenize_with_special_tokens()};
+    int start = std::max(0, chat_->index_of(context_start_));
+    std::string prompt;
+    QList<QByteArray> images;  // of the turns the model sees, in order: earlier ones come from the KV cache
+    try {
+        for (;;) {
+            std::vector<ChatMessage> messages;
+            images.clear();
+            if (!info.system_prompt.trimmed().isEmpty()) messages.push_back({"system", info.system_prompt.toStdString(), 0});
+            for (int i = start; i < last; ++i) {
+                messages.push_back({all[i].role.toStdString(), all[i].text.toStdString(), int(all[i].images.size())});
+                images += all[i].images;
+            }
+            prompt = template_->render(messages);
+            if (continuing) prompt += all[last].text.toStdString();
+            request.prompt = engine->tokenizer().encode(prompt, encode);
+            // Image tokens are counted once the images are prepared (on_prepared).
+            if (!images.isEmpty() || int64_t(request.prompt.size()) + reserve <= context) break;
+            int next = start + 1;
+            while (next < last && all[next].role != "user") ++next;
+            if (next >= last || (continuing && next >= last)) break;  // only the last question is left
+            start = next;
+        }
+    } catch (const std::exception& e) {
+        composer_->show_problem(QString::fromUtf8(e.what()));
+        return;
+    }
+    if (images.isEmpty() && int64_t(request.prompt.size()) >= context) {
+        composer_->show_problem(tr("This message is too long for the model: %1 tokens, and it reads at most %2. Shorten "
+                                   "it, or raise the context length in Settings.")
+                                    .arg(request.prompt.size())
+                                    .arg(context));
+        update_regenerate_buttons();
+        return;
+    }
+    for (int i = 0; i < all.size(); ++i)
+        chat_->set_note(i, i == start && start > 0 ? tr("Earlier messages no longer fit; the model sees from here on")
+                                                   : QString());
+    context_start_ = start > 0 ? all[start].id : 0;
+
+    if (continuing) {
+        reply_message_ = all[last].id;
+        reply_prefix_ = all[last].text;
+        chat_->set_can_continue(last, false);
+    } else {
+        TranscriptMessage reply;
+        reply.role = "assistant";
+        reply.author = author_name();
+        reply.id = store_.add_message(conversation_, "assistant", QString(), {}, false, worker_.model().name);
+        reply_message_ = reply.id;
+        reply_prefix_.clear();
+        chat_->add_message(reply);
+    }
+    chat_->scroll_to_end();
+    reply_text_ = reply_prefix_;
     reply_dirty_ = false;
     since_save_.start();
+    reply_clock_.start();
+    first_token_ms_ = -1;
+    reply_tokens_ = 0;
+    reply_prompt_tokens_ = int(request.prompt.size());
     if (images.isEmpty()) {
         request_ = worker_.submit(std::move(request));
     } else {
@@ -376,8 +449,15 @@ void MainWindow::start_reply() {
     update_regenerate_buttons();
 }
 
-void MainWindow::on_delta(quint64 request, const QString& text, int) {
-    if (request != request_ || text.isEmpty()) return;
+int MainWindow::reply_index() const { return chat_->index_of(reply_message_); }
+
+void MainWindow::on_delta(quint64 request, const QString& text, int tokens) {
+    if (request != request_) return;
+    const double now = double(reply_clock_.nsecsElapsed()) / 1e6;
+    if (first_token_ms_ < 0) first_token_ms_ = now;
+    last_token_ms_ = now;
+    reply_tokens_ += tokens;
+    if (text.isEmpty()) return;
     reply_text_ += text;
     reply_dirty_ = true;
 }
@@ -385,8 +465,7 @@ void MainWindow::on_delta(quint64 request, const QString& text, int) {
 void MainWindow::flush_reply() {
     if (!reply_dirty_) return;
     reply_dirty_ = false;
-    if (reply_widget_) reply_widget_->set_text(reply_text_);
-    chat_->scroll_to_end_if_following();
+    chat_->set_text(reply_index(), reply_text_);
     // What has streamed so far survives a crash: saved at least once a second.
     if (since_save_.elapsed() >= 1000) {
         store_.update_message(reply_message_, reply_text_, false);
@@ -404,34 +483,48 @@ void MainWindow::on_prepared(quint64 ticket, const PreparedInput& input) {
     preparing_ = 0;
     pending_.prompt = input.ids;
     pending_.images = input.images;
+    reply_prompt_tokens_ = int(input.ids.size());
     request_ = worker_.submit(std::move(pending_));
     pending_ = GenerationRequest{};
 }
 
-void MainWindow::finish_reply(int reason, const QString& error, const Timings& timings) {
+void MainWindow::finish_reply(int reason, const QString& error, const Timings& timings, bool interrupted) {
     flush_timer_->stop();
     reply_dirty_ = true;
     flush_reply();
-    const qint64 session_len = worker_.model().session_len;
-    QJsonObject stats = timings_json(timings, session_len);
-    if (reply_widget_) {
-        reply_widget_->set_streaming(false);
-        QString line = stats_line(timings, session_len);
-        if (FinishReason(reason) == FinishReason::Cancelled) line = tr("stopped") + " · " + line;
-        if (FinishReason(reason) == FinishReason::Length) line = tr("reached the length limit") + " · " + line;
-        if (FinishReason(reason) == FinishReason::Error) {
-            line = tr("error: %1").arg(error);
-            if (reply_text_.isEmpty()) reply_widget_->set_text(tr("*The model could not answer: %1*").arg(error));
-        }
-        reply_widget_->set_stats(line);
-    }
+    QJsonObject stats = timings_json(timings, worker_.is_loaded() ? worker_.model().session_len : 0);
     stats.insert("finish", reason);
+    if (!error.isEmpty()) stats.insert("error", error);
+    if (interrupted) stats.insert("interrupted", true);
+    const int index = reply_index();
+    if (FinishReason(reason) == FinishReason::Error && reply_text_.isEmpty())
+        chat_->set_text(index, tr("*The model could not answer: %1*").arg(error));
+    chat_->set_stats(index, footer_line(stats, true));
+    // Continue is offered where the reply limit cut the reply, not where the context is full.
+    const int64_t context = worker_.is_loaded() ? worker_.model().session_len : 0;
+    chat_->set_can_continue(index, FinishReason(reason) == FinishReason::Length &&
+                                       timings.prompt_tokens + timings.generated_tokens + 1 < context);
     store_.update_message(reply_message_, reply_text_, true, stats);
     request_ = 0;
+    preparing_ = 0;
     composer_->set_generating(false);
     update_regenerate_buttons();
     update_status();
     emit reply_finished(reason);
+}
+
+void MainWindow::interrupt_reply() {
+    if (!generating()) return;
+    Timings t;
+    t.prompt_tokens = reply_prompt_tokens_;
+    t.generated_tokens = reply_tokens_;
+    if (first_token_ms_ >= 0) {
+        t.first_token_ms = first_token_ms_;
+        if (reply_tokens_ > 1 && last_token_ms_ > first_token_ms_)
+            t.decode_tokens_per_second = (reply_tokens_ - 1) * 1000.0 / (last_token_ms_ - first_token_ms_);
+    }
+    if (request_) worker_.cancel(request_);
+    finish_reply(int(FinishReason::Cancelled), {}, t, true);
 }
 
 void MainWindow::stop() {
@@ -443,40 +536,87 @@ void MainWindow::stop() {
     }
 }
 
-void MainWindow::connect_message(MessageWidget* m) {
-    connect(m, &MessageWidget::copy_requested, this, [](MessageWidget* w) { QApplication::clipboard()->setText(w->text()); });
-    connect(m, &MessageWidget::delete_requested, this, [this](MessageWidget* w) {
-        if (generating()) return;
-        store_.delete_message(w->message_id());
-        chat_->remove(w);
-        update_regenerate_buttons();
-    });
-    connect(m, &MessageWidget::regenerate_requested, this, [this](MessageWidget* w) {
-        if (generating()) return;
-        store_.delete_from(w->message_id());
-        chat_->remove_from(w);
-        start_reply();
-    });
-    connect(m, &MessageWidget::edit_requested, this, [this](MessageWidget* w) {
-        if (generating()) return;
-        composer_->clear();
-        composer_->set_text(w->text());
-        for (const StoredMessage& stored : store_.messages(conversation_))
-            if (stored.id == w->message_id())
-                for (const QString& hash : stored.images)
-                    if (const ImageResult r = image_from_bytes(store_.image(hash), tr("image")); r.image) composer_->add_image(*r.image);
-        store_.delete_from(w->message_id());
-        chat_->remove_from(w);
-        update_regenerate_buttons();
-        composer_->focus_text();
-    });
-    connect(m, &MessageWidget::image_opened, this, &MainWindow::show_image);
+void MainWindow::regenerate(qint64 id) {
+    if (generating() || !worker_.is_loaded()) return;
+    const int index = chat_->index_of(id);
+    if (index < 0) return;
+    commit_pending_delete();
+    if (chat_->messages()[index].role == "assistant") {
+        store_.delete_from(id);
+        chat_->remove_from(index);
+        start_reply(true);
+    } else {
+        start_reply();  // a question left without an answer
+    }
+}
+
+void MainWindow::continue_reply() {
+    if (generating() || !worker_.is_loaded() || chat_->messages().isEmpty()) return;
+    if (chat_->messages().last().role != "assistant") return;
+    commit_pending_delete();
+    start_reply(false, true);
+}
+
+void MainWindow::edit(qint64 id) {
+    if (generating()) return;
+    const int index = chat_->index_of(id);
+    if (index < 0) return;
+    // Nothing is deleted until the edited message is sent; Cancel (or Esc) leaves all as it was.
+    end_editing();
+    editing_ = id;
+    const TranscriptMessage& m = chat_->messages()[index];
+    composer_->clear();
+    composer_->set_text(m.text);
+    for (const QByteArray& bytes : m.images)
+        if (const ImageResult r = image_from_bytes(bytes, tr("image")); r.image) composer_->add_image(*r.image);
+    const int later = int(chat_->messages().size()) - index - 1;
+    notice_->show_notice("edit", later > 0 ? tr("Editing a message: sending it replaces it and the %n message(s) after it.", "", later)
+                                   : tr("Editing your last message: sending it replaces it."),
+                         tr("Cancel editing"), [this] { end_editing(); });
+    composer_->focus_text();
+}
+
+void MainWindow::end_editing() {
+    if (!editing_) return;
+    editing_ = 0;
+    notice_->dismiss_kind("edit");
+    composer_->clear();
+}
+
+void MainWindow::remove_message(qint64 id) {
+    if (generating()) return;
+    const int index = chat_->index_of(id);
+    if (index < 0) return;
+    if (editing_ == id) end_editing();
+    commit_pending_delete();
+    // Gone from view at once; deleted from the history when the undo offer ends.
+    pending_delete_ = PendingDelete{index, chat_->messages()[index]};
+    chat_->remove(index);
+    update_regenerate_buttons();
+    notice_->show_notice(
+        "delete", tr("Message deleted."), tr("Undo"),
+        [this] {
+            if (!pending_delete_) return;
+            chat_->insert_message(pending_delete_->index, pending_delete_->message);
+            pending_delete_.reset();
+            update_regenerate_buttons();
+        },
+        [this] { commit_pending_delete(); }, 8000);
+}
+
+void MainWindow::commit_pending_delete() {
+    if (!pending_delete_) return;
+    const qint64 id = pending_delete_->message.id;
+    pending_delete_.reset();
+    store_.delete_message(id);
+    if (id == context_start_) context_start_ = 0;
+    notice_->dismiss_kind("delete");
 }
 
 void MainWindow::update_regenerate_buttons() {
-    const auto messages = chat_->messages();
-    for (int i = 0; i < messages.size(); ++i)
-        messages[i]->set_can_regenerate(!generating() && i == messages.size() - 1 && messages[i]->role() == "assistant");
+    const auto& messages = chat_->messages();
+    const bool ready = !generating() && worker_.is_loaded();
+    for (int i = 0; i < messages.size(); ++i) chat_->set_can_regenerate(i, ready && i == messages.size() - 1);
 }
 
 void MainWindow::show_image(const QByteArray& bytes) {
@@ -503,13 +643,14 @@ void MainWindow::open_model_picker() {
 void MainWindow::open_settings() {
     const QString model = worker_.is_loaded() ? worker_.model().path : settings_.last_model();
     const ConversationInfo info = conversation_ ? store_.conversation(conversation_) : ConversationInfo{};
-    SettingsDialog dialog(settings_, model, {info.system_prompt, info.sampling}, model_defaults(), gpu_available(), this);
+    const ConversationSettings current = conversation_ ? ConversationSettings{info.system_prompt, info.sampling} : draft_;
+    SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), this);
     if (dialog.exec() != QDialog::Accepted) return;
     if (!model.isEmpty()) settings_.set_model_settings(model, dialog.model_settings());
-    if (conversation_) {
-        const ConversationSettings c = dialog.conversation_settings();
-        store_.set_conversation_settings(conversation_, c.system_prompt, c.sampling);
-    }
+    // A new chat keeps its settings until its first message creates it.
+    const ConversationSettings c = dialog.conversation_settings();
+    if (conversation_) store_.set_conversation_settings(conversation_, c.system_prompt, c.sampling);
+    else draft_ = c;
     if (dialog.theme() != settings_.theme()) {
         settings_.set_theme(dialog.theme());
         apply_theme(dialog.theme());
@@ -601,8 +742,8 @@ void MainWindow::update_placeholder() {
 }
 
 void MainWindow::closeEvent(QCloseEvent* e) {
-    stop();
-    if (reply_message_ && generating()) store_.update_message(reply_message_, reply_text_, false);
+    interrupt_reply();
+    commit_pending_delete();
     settings_.set_window_state(saveGeometry());
     settings_.sync();
     QMainWindow::closeEvent(e);

@@ -1,15 +1,19 @@
 #pragma once
 // The main window: conversations on the left, the transcript and the composer on the right, the
 // model and device in the status bar. It owns the flow of a turn: store the user's message,
-// render the chat template, submit, stream the reply into its widget (coalesced to ~33 updates
-// a second) and into the history (at least once a second), then record the timings.
+// render the chat template (dropping the oldest turns when the conversation outgrows the
+// context), submit, stream the reply into the transcript (coalesced to ~33 updates a second)
+// and into the history (at least once a second), then record how it ended and its timings. A
+// reply cut short by a model switch, an unload or closing the window is saved as interrupted.
 #include <QElapsedTimer>
 #include <QMainWindow>
 #include <QPointer>
 
 #include "engine/chat_template.h"
 #include "engine/engine.h"
+#include "ui/chat_view.h"
 #include "ui/engine_worker.h"
+#include "ui/settings_dialog.h"
 
 class QLabel;
 class QTimer;
@@ -17,12 +21,11 @@ class QTimer;
 namespace lumen::ui {
 
 class AppSettings;
-class ChatView;
 class Composer;
 class ConversationList;
 class HistoryStore;
-class MessageWidget;
 class ModelPicker;
+class NoticeBar;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -33,6 +36,7 @@ public:
     Composer* composer() const { return composer_; }
     ChatView* chat_view() const { return chat_; }
     ConversationList* conversations() const { return list_; }
+    NoticeBar* notice() const { return notice_; }
     EngineWorker& worker() { return worker_; }
     qint64 current_conversation() const { return conversation_; }
     bool generating() const { return request_ != 0 || preparing_ != 0; }
@@ -48,6 +52,11 @@ public slots:
     void open_settings();
     void take_screenshot();
     void open_conversation(qint64 id);
+    // What the transcript's actions do, by message id.
+    void regenerate(qint64 id);
+    void edit(qint64 id);
+    void remove_message(qint64 id);
+    void continue_reply();
 
 signals:
     void reply_finished(int reason);
@@ -56,20 +65,25 @@ protected:
     void closeEvent(QCloseEvent* e) override;
 
 private:
-    void start_reply();
+    void start_reply(bool resample = false, bool continuing = false);
     void flush_reply();
     void on_delta(quint64 request, const QString& text, int tokens);
     void on_finished(quint64 request, int reason, const QString& error, const lumen::Timings& timings);
     void on_prepared(quint64 ticket, const PreparedInput& input);
-    void finish_reply(int reason, const QString& error, const lumen::Timings& timings);
+    void finish_reply(int reason, const QString& error, const lumen::Timings& timings, bool interrupted = false);
+    // Ends the reply in flight now (the engine that writes it is going away) and saves it as
+    // interrupted, with the timings seen so far.
+    void interrupt_reply();
+    void commit_pending_delete();
+    void end_editing();
     void on_loaded(const LoadedModel& model);
     void update_placeholder();
     void update_status();
     void update_regenerate_buttons();
-    void connect_message(MessageWidget* m);
     void show_image(const QByteArray& bytes);
     QJsonObject model_defaults() const;
     QString author_name() const;
+    int reply_index() const;
 
     AppSettings& settings_;
     HistoryStore& store_;
@@ -77,6 +91,7 @@ private:
     ConversationList* list_;
     ChatView* chat_;
     Composer* composer_;
+    NoticeBar* notice_;
     QLabel* model_label_;
     QLabel* device_label_;
     QLabel* memory_label_;
@@ -88,11 +103,24 @@ private:
     RequestId request_ = 0;
     quint64 preparing_ = 0;         // the images of the reply being prepared (ticket), before submission
     GenerationRequest pending_;     // the request waiting for them
-    QPointer<MessageWidget> reply_widget_;
     qint64 reply_message_ = 0;
     QString reply_text_;
+    QString reply_prefix_;          // the text a continued reply already had
     bool reply_dirty_ = false;
     QElapsedTimer since_save_;
+    // The reply's timings as the window sees them, for a reply whose engine goes before its end.
+    QElapsedTimer reply_clock_;
+    double first_token_ms_ = -1, last_token_ms_ = 0;
+    int reply_tokens_ = 0;
+    int reply_prompt_tokens_ = 0;
+    ConversationSettings draft_;    // the settings of a new chat not yet sent
+    qint64 editing_ = 0;            // the message being edited (sending replaces it and what follows)
+    struct PendingDelete {
+        int index = 0;
+        TranscriptMessage message;
+    };
+    std::optional<PendingDelete> pending_delete_;  // shown as gone; deleted for good when the undo expires
+    qint64 context_start_ = 0;      // the first message the model still sees, when older ones were dropped
     QString pending_prompt_;
     bool scan_found_models_ = true;
 };

@@ -24,6 +24,7 @@
 #include "ui/history_store.h"
 #include "ui/image_attachment.h"
 #include "ui/main_window.h"
+#include "ui/notice_bar.h"
 #include "ui/screenshot.h"
 
 using namespace lumen;
@@ -48,7 +49,7 @@ fs::path build_slow_model(const fs::path& dir) {
     return dir;
 }
 
-QString reply_of(MainWindow& w) { return w.chat_view()->messages().last()->text(); }
+QString reply_of(MainWindow& w) { return w.chat_view()->messages().last().text; }
 
 }  // namespace
 
@@ -144,22 +145,28 @@ private slots:
         QCOMPARE(store.messages(w.current_conversation()).last().text, partial);
         QVERIFY(store.messages(w.current_conversation()).last().complete);
 
-        // Regenerate: the last reply is replaced (greedy, so it starts the same way).
-        MessageWidget* reply = w.chat_view()->messages().last();
-        emit reply->regenerate_requested(reply);
+        // Regenerate: the last reply is replaced by another one.
+        emit w.chat_view()->regenerate_requested(w.chat_view()->messages().last().id);
         QTRY_VERIFY_WITH_TIMEOUT(reply_of(w).size() > 10, 30000);
         w.stop();
         QVERIFY(done.wait(10000));
         QCOMPARE(w.chat_view()->messages().size(), 2);
         QCOMPARE(store.messages(w.current_conversation()).size(), 2);
-        QVERIFY(reply_of(w).startsWith(partial.left(10)));
 
-        // Edit and resend: the question goes back to the composer and the turn is removed.
-        MessageWidget* question = w.chat_view()->messages().first();
-        emit question->edit_requested(question);
+        // Edit: the question goes back to the composer; nothing is removed until it is sent.
+        const qint64 question = w.chat_view()->messages().first().id;
+        emit w.chat_view()->edit_requested(question);
         QCOMPARE(w.composer()->text(), QString("Tell me a long story"));
-        QCOMPARE(w.chat_view()->messages().size(), 0);
-        QCOMPARE(store.messages(w.current_conversation()).size(), 0);
+        QCOMPARE(w.chat_view()->messages().size(), 2);
+        QCOMPARE(store.messages(w.current_conversation()).size(), 2);
+        // Cancel leaves everything as it was.
+        QVERIFY(w.notice()->active());
+        w.notice()->action_button()->click();
+        QVERIFY(w.composer()->text().isEmpty());
+        QCOMPARE(w.chat_view()->messages().size(), 2);
+        QCOMPARE(store.messages(w.current_conversation()).size(), 2);
+        // Edited and sent, it replaces the turn.
+        emit w.chat_view()->edit_requested(question);
         w.composer()->set_text("Tell me a short story");
         w.send();
         QTRY_VERIFY_WITH_TIMEOUT(!reply_of(w).isEmpty(), 30000);
@@ -369,7 +376,8 @@ private slots:
         MainWindow w(settings, store);
         w.open_conversation(convs.first().id);
         QCOMPARE(w.chat_view()->messages().size(), 2);
-        QCOMPARE(w.chat_view()->messages()[1]->text(), messages[1].text);
+        QCOMPARE(w.chat_view()->messages()[1].text, messages[1].text);
+        QCOMPARE(w.chat_view()->messages()[1].stats, QString("interrupted"));
     }
 
     void closingWhileAModelLoads() {
