@@ -94,11 +94,17 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
     seed_->setValue(int(value_or(s, defaults, "seed", 0)));
     auto* reset = new QPushButton(tr("Use the model's defaults"), chat);
     form->addRow(tr("System prompt:"), system_);
+    temperature_->setAccessibleName(tr("Temperature"));
     form->addRow(tr("Temperature:"), temperature_);
+    top_p_->setAccessibleName(tr("Top-p"));
     form->addRow(tr("Top-p:"), top_p_);
+    top_k_->setAccessibleName(tr("Top-k"));
     form->addRow(tr("Top-k:"), top_k_);
+    repetition_->setAccessibleName(tr("Repetition penalty"));
     form->addRow(tr("Repetition penalty:"), repetition_);
+    max_new_->setAccessibleName(tr("Longest reply"));
     form->addRow(tr("Longest reply:"), max_new_);
+    seed_->setAccessibleName(tr("Seed"));
     form->addRow(tr("Seed:"), seed_);
     form->addRow(reset);
     tabs->addTab(chat, tr("Conversation"));
