@@ -1,5 +1,7 @@
 #include "ui/app_settings.h"
 
+#include <algorithm>
+
 #include <QCryptographicHash>
 #include <QDir>
 
@@ -47,6 +49,9 @@ void AppSettings::set_last_model(const QString& path) { settings_.setValue("mode
 
 QString AppSettings::theme() const { return settings_.value("appearance/theme", "system").toString(); }
 void AppSettings::set_theme(const QString& theme) { settings_.setValue("appearance/theme", theme); }
+
+int AppSettings::zoom() const { return std::clamp(settings_.value("appearance/zoom", 100).toInt(), kZoomMin, kZoomMax); }
+void AppSettings::set_zoom(int percent) { settings_.setValue("appearance/zoom", std::clamp(percent, kZoomMin, kZoomMax)); }
 
 QByteArray AppSettings::window_state() const { return settings_.value("window/state").toByteArray(); }
 void AppSettings::set_window_state(const QByteArray& state) { settings_.setValue("window/state", state); }

@@ -33,6 +33,11 @@ public:
     QString theme() const;  // "system", "light" or "dark"
     void set_theme(const QString& theme);
 
+    // The size of the conversation's text, in percent (Ctrl+= / Ctrl+- / Ctrl+0).
+    static constexpr int kZoomMin = 50, kZoomMax = 300;
+    int zoom() const;
+    void set_zoom(int percent);
+
     QByteArray window_state() const;
     void set_window_state(const QByteArray& state);
 

@@ -1,5 +1,9 @@
 #include "ui/conversation_list.h"
 
+#include <QDate>
+#include <QLocale>
+#include <QRegularExpression>
+
 #include <QAction>
 #include <QInputDialog>
 #include <QLineEdit>
@@ -10,6 +14,29 @@
 #include <QVBoxLayout>
 
 namespace lumen::ui {
+namespace {
+
+// Titles come from the first message, which may be Markdown: the list shows the words only.
+QString plain_title(QString t) {
+    static const QRegularExpression link(R"(\[([^\]]*)\]\([^)]*\))");
+    static const QRegularExpression marks(R"((\*\*|__|`+|~~|^#+\s*|^>\s*))");
+    t.replace(link, "\\1");
+    t.replace(marks, QString());
+    return t.simplified();
+}
+
+// The heading of the group a conversation last touched at `when` falls in, seen from `today`.
+QString date_group(const QDate& when, const QDate& today) {
+    const qint64 days = when.daysTo(today);
+    if (days <= 0) return QObject::tr("Today");
+    if (days == 1) return QObject::tr("Yesterday");
+    if (days < 7) return QObject::tr("Previous 7 days");
+    if (days < 30) return QObject::tr("Previous 30 days");
+    if (when.year() == today.year()) return QLocale().monthName(when.month());
+    return QString::number(when.year());
+}
+
+}  // namespace
 
 ConversationList::ConversationList(HistoryStore& store, QWidget* parent) : QWidget(parent), store_(store) {
     auto* add = new QPushButton(tr("New chat"), this);
@@ -23,6 +50,7 @@ ConversationList::ConversationList(HistoryStore& store, QWidget* parent) : QWidg
     list_->setAccessibleName(tr("Conversations"));
     list_->setContextMenuPolicy(Qt::CustomContextMenu);
     list_->setUniformItemSizes(true);
+    list_->setSpacing(1);
 
     auto* layout = new QVBoxLayout(this);
     layout->setContentsMargins(8, 8, 4, 8);
@@ -58,8 +86,21 @@ void ConversationList::reload() {
     const qint64 keep = selected();
     reloading_ = true;
     list_->clear();
+    const QDate today = QDate::currentDate();
+    QString group;
     for (const auto& c : store_.conversations(search_->text())) {
-        auto* item = new QListWidgetItem(c.title, list_);
+        // Newest first, under headings by when they were last used.
+        if (const QString g = date_group(c.updated.date(), today); g != group) {
+            group = g;
+            auto* heading = new QListWidgetItem(g, list_);
+            heading->setFlags(Qt::NoItemFlags);
+            QFont f = heading->font();
+            f.setBold(true);
+            f.setPointSizeF(f.pointSizeF() * 0.9);
+            heading->setFont(f);
+            heading->setData(Qt::UserRole, qint64(0));
+        }
+        auto* item = new QListWidgetItem(plain_title(c.title), list_);
         item->setData(Qt::UserRole, c.id);
         item->setToolTip(c.title + "\n" + QLocale().toString(c.updated, QLocale::ShortFormat));
         if (c.id == keep) list_->setCurrentItem(item);
@@ -71,7 +112,7 @@ void ConversationList::select(qint64 conversation) {
     reloading_ = true;
     list_->setCurrentItem(nullptr);
     for (int i = 0; i < list_->count(); ++i)
-        if (list_->item(i)->data(Qt::UserRole).toLongLong() == conversation) list_->setCurrentRow(i);
+        if (conversation != 0 && list_->item(i)->data(Qt::UserRole).toLongLong() == conversation) list_->setCurrentRow(i);
     reloading_ = false;
 }
 

@@ -130,6 +130,11 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     auto* model = menuBar()->addMenu(tr("&Model"));
     model->addAction(tr("&Choose model…"), QKeySequence("Ctrl+Shift+M"), this, &MainWindow::open_model_picker);
     model->addAction(tr("&Unload"), &worker_, &EngineWorker::unload);
+    auto* view = menuBar()->addMenu(tr("&View"));
+    QAction* zoom_in = view->addAction(tr("Zoom &in"), this, [this] { set_zoom(settings_.zoom() + 10); });
+    zoom_in->setShortcuts({QKeySequence::ZoomIn, QKeySequence("Ctrl+=")});
+    view->addAction(tr("Zoom &out"), QKeySequence::ZoomOut, this, [this] { set_zoom(settings_.zoom() - 10); });
+    view->addAction(tr("&Actual size"), QKeySequence("Ctrl+0"), this, [this] { set_zoom(100); });
     auto* prefs = menuBar()->addMenu(tr("&Settings"));
     QAction* settings_action = prefs->addAction(tr("&Settings…"), this, &MainWindow::open_settings);
     settings_action->setShortcuts({QKeySequence("Ctrl+,"), QKeySequence::Preferences});
@@ -198,6 +203,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
         update_placeholder();
     });
 
+    set_zoom(settings_.zoom());
     resize(1280, 820);
     if (!settings_.window_state().isEmpty()) restoreGeometry(settings_.window_state());
     list_->reload();
@@ -215,6 +221,14 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
 MainWindow::~MainWindow() {
     interrupt_reply();
     commit_pending_delete();
+}
+
+void MainWindow::set_zoom(int percent) {
+    settings_.set_zoom(percent);
+    QFont f = QApplication::font();
+    f.setPointSizeF(f.pointSizeF() * settings_.zoom() / 100.0);
+    chat_->setFont(f);
+    composer_->edit()->setFont(f);
 }
 
 void MainWindow::send_when_ready(const QString& text) {
@@ -644,7 +658,7 @@ void MainWindow::open_settings() {
     const QString model = worker_.is_loaded() ? worker_.model().path : settings_.last_model();
     const ConversationInfo info = conversation_ ? store_.conversation(conversation_) : ConversationInfo{};
     const ConversationSettings current = conversation_ ? ConversationSettings{info.system_prompt, info.sampling} : draft_;
-    SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), this);
+    SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), conversation_ == 0, this);
     if (dialog.exec() != QDialog::Accepted) return;
     if (!model.isEmpty()) settings_.set_model_settings(model, dialog.model_settings());
     // A new chat keeps its settings until its first message creates it.
@@ -666,22 +680,28 @@ QJsonObject MainWindow::model_defaults() const {
 }
 
 void MainWindow::take_screenshot() {
+    // Hidden while the screen is grabbed; shown again where it was (a window manager may place a
+    // window that is shown again anew).
+    const QByteArray geometry = saveGeometry();
+    auto back = [this, geometry] {
+        show();
+        restoreGeometry(geometry);
+        raise();
+        activateWindow();
+    };
     hide();
     // Give the compositor a moment to take the window off the screen before grabbing it.
-    QTimer::singleShot(300, this, [this] {
+    QTimer::singleShot(300, this, [this, back] {
         auto* session = new ScreenshotSession(this);
-        connect(session, &ScreenshotSession::captured, this, [this](const QImage& image) {
-            show();
-            raise();
-            activateWindow();
+        connect(session, &ScreenshotSession::captured, this, [this, back](const QImage& image) {
+            back();
             const ImageResult r = image_from_qimage(image, tr("Screenshot"));
             if (r.image) composer_->add_image(*r.image);
             else composer_->show_problem(r.error);
             composer_->focus_text();
         });
-        connect(session, &ScreenshotSession::failed, this, [this](const QString& why) {
-            show();
-            raise();
+        connect(session, &ScreenshotSession::failed, this, [this, back](const QString& why) {
+            back();
             if (!why.isEmpty()) QMessageBox::information(this, tr("No screenshot"), why);
             composer_->focus_text();
         });

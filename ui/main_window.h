@@ -57,6 +57,7 @@ public slots:
     void edit(qint64 id);
     void remove_message(qint64 id);
     void continue_reply();
+    void set_zoom(int percent);  // the conversation's text size, kept across runs
 
 signals:
     void reply_finished(int reason);

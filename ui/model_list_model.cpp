@@ -1,5 +1,8 @@
 #include "ui/model_list_model.h"
 
+#include <QDir>
+#include <QFont>
+
 #include <QApplication>
 #include <QLocale>
 #include <QPalette>
@@ -28,6 +31,16 @@ int ModelListModel::loadable_count() const {
     return n;
 }
 
+void ModelListModel::set_loaded_path(const QString& path) {
+    if (path == loaded_path_) return;
+    loaded_path_ = path;
+    if (!models_.empty()) emit dataChanged(index(0, 0), index(rowCount() - 1, ColumnCount - 1));
+}
+
+bool ModelListModel::is_loaded(const ModelEntry& m) const {
+    return !loaded_path_.isEmpty() && QDir(QString::fromStdString(m.path.string())) == QDir(loaded_path_);
+}
+
 int ModelListModel::rowCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : int(models_.size()); }
 
 int ModelListModel::columnCount(const QModelIndex& parent) const { return parent.isValid() ? 0 : ColumnCount; }
@@ -42,6 +55,11 @@ QVariant ModelListModel::data(const QModelIndex& index, int role) const {
     }
     if (role == Qt::ForegroundRole && index.column() == Status && !m.loadable)
         return QApplication::palette().color(QPalette::Disabled, QPalette::Text);
+    if (role == Qt::FontRole && is_loaded(m)) {
+        QFont bold = QApplication::font();
+        bold.setBold(true);
+        return bold;
+    }
     if (role == Qt::TextAlignmentRole && (index.column() == Parameters || index.column() == Size))
         return int(Qt::AlignRight | Qt::AlignVCenter);
     if (role != Qt::DisplayRole) return {};
@@ -52,7 +70,8 @@ QVariant ModelListModel::data(const QModelIndex& index, int role) const {
     case Kind: return m.architecture.empty() ? QString() : m.vision ? tr("vision + text") : tr("text");
     case DType: return QString::fromStdString(m.dtype);
     case Size: return byte_size(m.size_bytes);
-    case Status: return m.loadable ? tr("Ready") : QString::fromStdString(m.problem);
+    case Status: return is_loaded(m) ? tr("Loaded") : m.loadable ? tr("Ready") : QString::fromStdString(m.problem);
+    case Folder: return QDir::toNativeSeparators(QString::fromStdString(m.path.parent_path().string()));
     default: return {};
     }
 }
@@ -67,6 +86,7 @@ QVariant ModelListModel::headerData(int section, Qt::Orientation orientation, in
     case DType: return tr("Weights");
     case Size: return tr("Size");
     case Status: return tr("Status");
+    case Folder: return tr("In folder");
     default: return {};
     }
 }

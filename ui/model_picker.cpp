@@ -1,5 +1,7 @@
 #include "ui/model_picker.h"
 
+#include <QItemSelectionModel>
+
 #include <QDialogButtonBox>
 #include <QHBoxLayout>
 #include <QLabel>
@@ -48,6 +50,9 @@ ModelPicker::ModelPicker(AppSettings& settings, EngineWorker& worker, QWidget* p
 
     auto* table = page_->findChild<QTableView*>();
     connect(table, &QTableView::doubleClicked, this, &ModelPicker::load_selected);
+    // Load is offered once a model is chosen.
+    connect(table->selectionModel(), &QItemSelectionModel::currentChanged, this, &ModelPicker::update_state);
+    connect(page_->model(), &QAbstractItemModel::modelReset, this, &ModelPicker::update_state);
     connect(load_, &QPushButton::clicked, this, &ModelPicker::load_selected);
     connect(unload_, &QPushButton::clicked, &worker_, &EngineWorker::unload);
     connect(cancel_, &QPushButton::clicked, &worker_, &EngineWorker::cancel_load);
@@ -87,8 +92,9 @@ void ModelPicker::update_state() {
     const bool loading = worker_.loading();
     progress_->setVisible(loading);
     cancel_->setVisible(loading);
-    load_->setEnabled(!loading);
+    load_->setEnabled(!loading && page_->findChild<QTableView*>()->currentIndex().isValid());
     unload_->setEnabled(worker_.is_loaded());
+    page_->model()->set_loaded_path(worker_.is_loaded() ? worker_.model().path : QString());
     if (loading) state_->setText(tr("Loading…"));
     else if (worker_.is_loaded()) state_->setText(tr("Loaded: %1 on %2").arg(worker_.model().name, worker_.model().device));
     else state_->setText(tr("No model loaded"));

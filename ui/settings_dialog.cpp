@@ -2,7 +2,9 @@
 
 #include <QComboBox>
 #include <QDialogButtonBox>
+#include <QDir>
 #include <QDoubleSpinBox>
+#include <QFile>
 #include <QFormLayout>
 #include <QLabel>
 #include <QPlainTextEdit>
@@ -11,8 +13,41 @@
 #include <QTabWidget>
 #include <QVBoxLayout>
 
+#include "engine/model_config.h"
+#include "ui/model_list_model.h"
+
 namespace lumen::ui {
 namespace {
+
+QString size_text(double bytes) { return byte_size((unsigned long long)(bytes)); }
+
+uint64_t available_ram() {
+    QFile f("/proc/meminfo");
+    if (!f.open(QIODevice::ReadOnly)) return 0;
+    for (const QByteArray& line : f.readAll().split('\n'))
+        if (line.startsWith("MemAvailable:")) return line.mid(13).trimmed().split(' ').first().toULongLong() * 1024;
+    return 0;
+}
+
+// What the model takes with one conversation as long as `context`: its weight files, and the keys
+// and values of every layer for each token (32-bit on the CPU, as stored on a GPU).
+struct MemoryNeed {
+    double weights = 0, per_token = 0;
+    int64_t own_context = 0;
+};
+
+MemoryNeed memory_need(const QString& model_path) {
+    MemoryNeed need;
+    try {
+        const ModelConfig c = load_model_config(model_path.toStdString());
+        need.per_token = 2.0 * double(c.text.num_layers * c.text.num_kv_heads * c.text.head_dim);
+        need.own_context = c.text.max_position_embeddings;
+    } catch (const std::exception&) {
+        return need;  // the model picker says what is wrong with the folder
+    }
+    for (const QFileInfo& f : QDir(model_path).entryInfoList({"*.safetensors"}, QDir::Files)) need.weights += double(f.size());
+    return need;
+}
 
 double value_or(const QJsonObject& o, const QJsonObject& d, const char* key, double fallback) {
     if (o.contains(key)) return o.value(key).toDouble();
@@ -23,7 +58,7 @@ double value_or(const QJsonObject& o, const QJsonObject& d, const char* key, dou
 }  // namespace
 
 SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path, const ConversationSettings& conversation,
-                               const QJsonObject& defaults, bool gpu_available, QWidget* parent)
+                               const QJsonObject& defaults, bool gpu_available, bool for_new_chat, QWidget* parent)
     : QDialog(parent) {
     setWindowTitle(tr("Settings"));
     auto* tabs = new QTabWidget(this);
@@ -32,6 +67,10 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         const ModelSettings m = settings.model_settings(model_path);
         auto* page = new QWidget(tabs);
         auto* form = new QFormLayout(page);
+        auto* about = new QLabel(tr("How %1 runs on this computer. Changes apply when it is loaded again.")
+                                     .arg(QDir(model_path).dirName()), page);
+        about->setWordWrap(true);
+        form->addRow(about);
         device_ = new QComboBox(page);
         device_->addItem(tr("Automatic (the GPU when there is one)"), "auto");
         if (gpu_available) device_->addItem(tr("NVIDIA GPU (CUDA)"), "cuda");
@@ -46,23 +85,60 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         cache_share_->setRange(0.05, 0.95);
         cache_share_->setSingleStep(0.05);
         cache_share_->setValue(m.cache_share);
-        cache_share_->setToolTip(tr("The share of the memory left free after the weights that the KV cache takes"));
+        cache_share_->setToolTip(tr("How much of the GPU memory left after the model's weights holds conversations: more "
+                                    "lets more and longer conversations stay in memory at once"));
         compute_ = new QComboBox(page);
-        compute_->addItem(tr("As stored (16-bit on a GPU, 32-bit on the CPU)"), "auto");
-        if (gpu_available) compute_->addItem(tr("32-bit (slower; for checking)"), "float32");
+        compute_->addItem(tr("As stored (16-bit)"), "auto");
+        compute_->addItem(tr("32-bit (slower; for checking)"), "float32");
         compute_->setCurrentIndex(std::max(0, compute_->findData(m.compute)));
-        auto* weights = new QLabel(tr("As stored in the model folder"), page);
-        form->addRow(tr("Device:"), device_);
+        memory_ = new QLabel(page);
+        memory_->setWordWrap(true);
+        memory_->setAccessibleName(tr("Memory estimate"));
+        form->addRow(tr("Runs on:"), device_);
         form->addRow(tr("Context length:"), session_len_);
-        form->addRow(tr("KV cache share:"), cache_share_);
-        form->addRow(tr("Weights:"), weights);
-        form->addRow(tr("Activations and KV cache:"), compute_);
-        form->addRow(new QLabel(tr("Changes apply when the model is loaded again."), page));
+        // The GPU's own choices are offered only where there is a GPU.
+        if (gpu_available) {
+            form->addRow(tr("GPU memory for conversations:"), cache_share_);
+            form->addRow(tr("GPU precision:"), compute_);
+        } else {
+            cache_share_->hide();
+            compute_->hide();
+        }
+        form->addRow(tr("Memory:"), memory_);
+        const MemoryNeed need = memory_need(model_path);
+        auto update_memory = [this, need, gpu_available] {
+            const bool gpu = gpu_available && device_->currentData().toString() != "cpu";
+            const int64_t context = session_len_->value() > 0 ? session_len_->value() : need.own_context;
+            const double bytes = gpu && compute_->currentData().toString() != "float32" ? 2.0 : 4.0;
+            const double kv = need.per_token * bytes * double(context);
+            QString text = tr("about %1: %2 of weights and %3 for a conversation of %4 tokens")
+                               .arg(size_text(need.weights + kv), size_text(need.weights), size_text(kv))
+                               .arg(context);
+            if (!gpu) {
+                const double free = double(available_ram());
+                if (free > 0) {
+                    text += "\n" + tr("%1 of the computer's memory is free now").arg(size_text(free));
+                    if (need.weights + kv > free) text += " — " + tr("too little: choose a shorter context");
+                }
+            } else {
+                text += "\n" + tr("On the GPU the rest of its memory, as set above, holds conversations");
+            }
+            memory_->setText(text);
+        };
+        update_memory();
+        connect(session_len_, &QSpinBox::valueChanged, this, update_memory);
+        connect(device_, &QComboBox::currentIndexChanged, this, update_memory);
+        connect(compute_, &QComboBox::currentIndexChanged, this, update_memory);
         tabs->addTab(page, tr("Model"));
     }
 
     auto* chat = new QWidget(tabs);
     auto* form = new QFormLayout(chat);
+    auto* scope = new QLabel(for_new_chat ? tr("For the new chat: they stay with it once you send its first message.")
+                                          : tr("For this conversation only."),
+                             chat);
+    scope->setWordWrap(true);
+    form->addRow(scope);
     system_ = new QPlainTextEdit(conversation.system_prompt, chat);
     system_->setPlaceholderText(tr("The model's default"));
     system_->setMaximumHeight(100);
@@ -107,7 +183,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
     seed_->setAccessibleName(tr("Seed"));
     form->addRow(tr("Seed:"), seed_);
     form->addRow(reset);
-    tabs->addTab(chat, tr("Conversation"));
+    tabs->addTab(chat, for_new_chat ? tr("New chat") : tr("This conversation"));
     connect(reset, &QPushButton::clicked, this, [this, defaults] {
         temperature_->setValue(defaults.value("temperature").toDouble(0.7));
         top_p_->setValue(defaults.value("top_p").toDouble(1.0));
@@ -124,7 +200,8 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
     theme_->addItem(tr("Light"), "light");
     theme_->addItem(tr("Dark"), "dark");
     theme_->setCurrentIndex(std::max(0, theme_->findData(settings.theme())));
-    look_form->addRow(tr("Appearance:"), theme_);
+    look_form->addRow(new QLabel(tr("For the whole app."), look));
+    look_form->addRow(tr("Theme:"), theme_);
     tabs->addTab(look, tr("Appearance"));
 
     auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, this);

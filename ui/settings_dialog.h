@@ -1,13 +1,15 @@
 #pragma once
 // Settings: the loaded model's engine settings (device, context length, KV cache share,
-// precision; only the choices this machine and model really offer), the current conversation's
-// sampling and system prompt, and the appearance.
+// precision; only the choices this machine and model really offer) with an estimate of the
+// memory they take, the current (or new) conversation's sampling and system prompt, and the
+// appearance. Each tab says what it applies to.
 #include <QDialog>
 #include <QJsonObject>
 
 #include "ui/app_settings.h"
 
 class QComboBox;
+class QLabel;
 class QDoubleSpinBox;
 class QPlainTextEdit;
 class QSpinBox;
@@ -23,8 +25,9 @@ class SettingsDialog : public QDialog {
     Q_OBJECT
 public:
     // `model_path` empty: no model section. `defaults`: the model's generation_config.json values.
+    // `for_new_chat`: the conversation settings are for a chat not yet sent.
     SettingsDialog(AppSettings& settings, const QString& model_path, const ConversationSettings& conversation,
-                   const QJsonObject& defaults, bool gpu_available, QWidget* parent = nullptr);
+                   const QJsonObject& defaults, bool gpu_available, bool for_new_chat, QWidget* parent = nullptr);
 
     ModelSettings model_settings() const;
     ConversationSettings conversation_settings() const;
@@ -35,6 +38,7 @@ private:
     QSpinBox* session_len_ = nullptr;
     QDoubleSpinBox* cache_share_ = nullptr;
     QComboBox* compute_ = nullptr;
+    QLabel* memory_ = nullptr;
     QPlainTextEdit* system_;
     QDoubleSpinBox* temperature_;
     QDoubleSpinBox* top_p_;

@@ -50,14 +50,15 @@ void apply_theme(const QString& theme) {
     }
     const QPalette p = QApplication::palette();
     const bool dark = p.color(QPalette::Window).lightness() < 128;
-    // Replies sit on the window colour; the user's own messages on a tinted band.
-    const QString user_band = dark ? "#262b33" : "#eef1f6";
-    const QString code_band = dark ? "#15171b" : "#f2f3f5";
-    qApp->setStyleSheet(QString("QFrame#userMessage { background: %1; border-radius: 10px; }"
-                                "QFrame#codeBlock { background: %2; border-radius: 6px; }"
-                                "QFrame#codeBlock QPlainTextEdit { background: transparent; }"
+    // A focus ring that can be seen: text fields and lists take the highlight colour, two pixels
+    // wide, when the keyboard is on them. The transcript draws its own colours (ChatView).
+    const QString ring = p.color(QPalette::Highlight).name();
+    const QString rest = dark ? "#3a3f47" : "#c9ced6";
+    qApp->setStyleSheet(QString("QPlainTextEdit, QLineEdit, QListView, QTableView { border: 2px solid %1; border-radius: 5px; }"
+                                "QPlainTextEdit:focus, QLineEdit:focus, QListView:focus, QTableView:focus { border-color: %2; }"
+                                "QFrame#noticeBar { border: 1px solid %1; border-radius: 6px; }"
                                 "QLabel#composerProblem { color: %3; }")
-                            .arg(user_band, code_band, dark ? "#ff8787" : "#c92a2a"));
+                            .arg(rest, ring, dark ? "#ff8787" : "#c92a2a"));
 }
 
 }  // namespace lumen::ui

@@ -1,7 +1,8 @@
 // Renders the screenshots in docs/screenshots (light and dark): the first run, a conversation
-// with an image and a code block, the model picker, the settings, and the screenshot overlay.
-// Run under Xvfb at 1600x1000:
+// with an image and a code block, a long reply, the model picker, the settings with the memory
+// estimate, and the screenshot overlay. Run under Xvfb at 1600x1000, and at twice the pixels:
 //   xvfb-run -a -s "-screen 0 1600x1000x24" build/tests/make_screenshots docs/screenshots
+//   QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 3200x2000x24" build/tests/make_screenshots docs/screenshots
 // The image conversation is written into a fresh history as an example (no local test model
 // sees images or writes code) and carries no timings; the live reply is stories260K generating
 // on the CPU, with its measured timings; everything else is the app as it runs.
@@ -39,7 +40,9 @@ void settle(int ms = 300) {
 
 void save(QWidget* w, const QString& dir, const QString& name) {
     settle();
-    const QString path = QDir(dir).filePath(name + ".png");
+    // At a device pixel ratio of 2 (QT_SCALE_FACTOR=2) the files are named "...-2x.png".
+    const QString suffix = w->devicePixelRatioF() > 1.5 ? "-2x" : "";
+    const QString path = QDir(dir).filePath(name + suffix + ".png");
     w->grab().save(path);
     std::printf("wrote %s\n", qPrintable(path));
 }
@@ -98,7 +101,25 @@ int main(int argc, char** argv) {
         photo.open(QIODevice::ReadOnly);
         store.add_message(id, "user", "What is in this picture? And how do I make a smaller copy of it in Python?", {photo.readAll()});
         store.add_message(id, "assistant", kReply);
-        store.create_conversation("Regex for ISO dates");
+        // A long reply: paragraphs, a list, a long URL that has to wrap, and code.
+        const qint64 long_id = store.create_conversation("Regex for ISO dates");
+        store.add_message(long_id, "user", "How do I match ISO 8601 dates with a regular expression, and what are the pitfalls?");
+        QString long_reply = "A date such as `2026-12-07` is easy to match; the pitfalls are in what else ISO 8601 allows.\n\n";
+        for (int i = 1; i <= 6; ++i)
+            long_reply += QString("%1. **Pitfall %1.** A pattern that is too loose accepts month 13 or day 32, and one that is "
+                                  "too strict rejects week dates (`2026-W49-1`) and ordinal dates (`2026-341`).\n")
+                              .arg(i);
+        long_reply += "\nThe standard itself is summarised at https://en.wikipedia.org/wiki/ISO_8601#Calendar_dates_and_the_"
+                      "extended_format_with_hyphens_separating_year_month_and_day_values_in_a_very_long_link\n\n"
+                      "```python\nimport re\n\nDATE = re.compile(r\"^(\\d{4})-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])$\")\n\n"
+                      "def is_date(text):\n    return DATE.match(text) is not None\n```\n\n"
+                      "Check the day against the month afterwards (`datetime.date.fromisoformat` does), since no regular "
+                      "expression of reasonable size knows that February has 28 or 29 days.";
+        for (int turn = 0; turn < 3; ++turn) {
+            store.add_message(long_id, "assistant", long_reply, {}, true, "stories260K-hf");
+            store.add_message(long_id, "user", "And with time zones?");
+        }
+        store.add_message(long_id, "assistant", long_reply, {}, true, "stories260K-hf");
         store.create_conversation("Summarise the meeting notes");
         MainWindow w(settings, store);
         w.resize(1600, 1000);
@@ -109,6 +130,8 @@ int main(int argc, char** argv) {
         loaded.exec();
         w.open_conversation(id);
         save(&w, out, "conversation-" + theme);
+        w.open_conversation(long_id);
+        save(&w, out, "long-reply-" + theme);
 
         // 2b. A live reply from stories260K, with its real timings.
         {
@@ -133,7 +156,7 @@ int main(int argc, char** argv) {
         // 4. The settings.
         {
             SettingsDialog dialog(settings, QString::fromStdString((models / "stories260K-hf").string()),
-                                  {"Answer briefly.", {}}, {}, false, &w);
+                                  {"Answer briefly.", {}}, {}, false, false, &w);
             dialog.show();
             save(&dialog, out, "settings-" + theme);
         }

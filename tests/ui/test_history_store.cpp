@@ -2,6 +2,7 @@
 // updated in place, the schema is versioned, and the file survives the process being killed.
 #include <QProcess>
 #include <QSqlDatabase>
+#include <QSqlError>
 #include <QSqlQuery>
 #include <QtTest>
 
@@ -81,6 +82,45 @@ private slots:
         HistoryStore newer(path);
         QVERIFY(!newer.ok());
         QVERIFY(newer.error().contains("newer Lumen"));
+    }
+
+    // A history written by the first schema (before replies kept their model) opens migrated,
+    // with every message, and takes the model of new replies.
+    void migratesAVersionOneHistory() {
+        QTemporaryDir dir;
+        const QString path = dir.filePath("h.sqlite3");
+        {
+            QSqlDatabase db = QSqlDatabase::addDatabase("QSQLITE", "v1");
+            db.setDatabaseName(path);
+            QVERIFY(db.open());
+            QSqlQuery q(db);
+            for (const char* sql :
+                 {"CREATE TABLE conversations (id INTEGER PRIMARY KEY, title TEXT NOT NULL, created INTEGER NOT NULL, "
+                  "updated INTEGER NOT NULL, system_prompt TEXT NOT NULL DEFAULT '', sampling TEXT NOT NULL DEFAULT '{}')",
+                  "CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL REFERENCES "
+                  "conversations(id) ON DELETE CASCADE, role TEXT NOT NULL, text TEXT NOT NULL, complete INTEGER NOT NULL "
+                  "DEFAULT 1, stats TEXT NOT NULL DEFAULT '{}', created INTEGER NOT NULL)",
+                  "CREATE TABLE images (hash TEXT PRIMARY KEY, data BLOB NOT NULL)",
+                  "CREATE TABLE message_images (message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE, "
+                  "ord INTEGER NOT NULL, hash TEXT NOT NULL REFERENCES images(hash), PRIMARY KEY (message_id, ord))",
+                  "INSERT INTO conversations VALUES (1, 'old', 0, 0, '', '{}')",
+                  "INSERT INTO messages VALUES (1, 1, 'user', 'hello', 1, '{}', 0)",
+                  "INSERT INTO messages VALUES (2, 1, 'assistant', 'hi there', 1, '{\"finish\":1}', 0)",
+                  "PRAGMA user_version=1"})
+                QVERIFY2(q.exec(sql), qPrintable(q.lastError().text()));
+            db.close();
+        }
+        QSqlDatabase::removeDatabase("v1");
+        HistoryStore store(path);
+        QVERIFY2(store.ok(), qPrintable(store.error()));
+        QCOMPARE(store.schema_version(), 2);
+        auto messages = store.messages(1);
+        QCOMPARE(messages.size(), 2);
+        QCOMPARE(messages[1].text, QString("hi there"));
+        QVERIFY(messages[1].model.isEmpty());
+        QCOMPARE(messages[1].stats.value("finish").toInt(), 1);
+        store.add_message(1, "assistant", "again", {}, true, "stories260K-hf");
+        QCOMPARE(store.messages(1).last().model, QString("stories260K-hf"));
     }
 };
 

@@ -123,7 +123,8 @@ private slots:
         QCOMPARE(messages.size(), 2);
         QCOMPARE(messages[1].text, expected);
         QVERIFY(messages[1].complete);
-        QCOMPARE(w.conversations()->list()->count(), 1);
+        QCOMPARE(w.conversations()->list()->count(), 2);  // under its date heading
+        QCOMPARE(w.conversations()->list()->item(0)->text(), QString("Today"));
     }
 
     void stopRegenerateAndEdit() {
