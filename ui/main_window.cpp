@@ -387,37 +387,26 @@ void MainWindow::start_reply(bool resample, bool continuing) {
     // The cut moves in steps of whole turns and stays put until it must move again, so the turns
     // that follow it keep their cached keys and values.
     const QList<TranscriptMessage>& all = chat_->messages();
-    const int last = continuing ? int(all.size()) - 1 : int(all.size());  // a continued reply is rendered apart
     const int64_t context = worker_.model().session_len;
-    const int64_t reserve = std::min<int64_t>(request.max_new_tokens, context / 4);
-    const EncodeOptions encode{.add_special_tokens = template_->tokenize_with_special_tokens()};
+    reply_reserve_ = std::min<int64_t>(request.max_new_tokens, context / 4);
+    reply_continuing_ = continuing;
     int start = std::max(0, chat_->index_of(context_start_));
-    std::string prompt;
-    QList<QByteArray> images;  // of the turns the model sees, in order: earlier ones come from the KV cache
+    RenderedTurns turns;
     try {
         for (;;) {
-            std::vector<ChatMessage> messages;
-            images.clear();
-            if (!info.system_prompt.trimmed().isEmpty()) messages.push_back({"system", info.system_prompt.toStdString(), 0});
-            for (int i = start; i < last; ++i) {
-                messages.push_back({all[i].role.toStdString(), all[i].text.toStdString(), int(all[i].images.size())});
-                images += all[i].images;
-            }
-            prompt = template_->render(messages);
-            if (continuing) prompt += all[last].text.toStdString();
-            request.prompt = engine->tokenizer().encode(prompt, encode);
+            turns = render_from(start, continuing);
+            request.prompt = engine->tokenizer().encode(turns.prompt, turns.encode);
             // Image tokens are counted once the images are prepared (on_prepared).
-            if (!images.isEmpty() || int64_t(request.prompt.size()) + reserve <= context) break;
-            int next = start + 1;
-            while (next < last && all[next].role != "user") ++next;
-            if (next >= last || (continuing && next >= last)) break;  // only the last question is left
+            if (!turns.images.isEmpty() || int64_t(request.prompt.size()) + reply_reserve_ <= context) break;
+            const int next = next_turn(start, continuing);
+            if (next < 0) break;  // only the last question is left
             start = next;
         }
     } catch (const std::exception& e) {
         composer_->show_problem(QString::fromUtf8(e.what()));
         return;
     }
-    if (images.isEmpty() && int64_t(request.prompt.size()) >= context) {
+    if (turns.images.isEmpty() && int64_t(request.prompt.size()) >= context) {
         composer_->show_problem(tr("This message is too long for the model: %1 tokens, and it reads at most %2. Shorten "
                                    "it, or raise the context length in Settings.")
                                     .arg(request.prompt.size())
@@ -425,12 +414,10 @@ void MainWindow::start_reply(bool resample, bool continuing) {
         update_regenerate_buttons();
         return;
     }
-    for (int i = 0; i < all.size(); ++i)
-        chat_->set_note(i, i == start && start > 0 ? tr("Earlier messages no longer fit; the model sees from here on")
-                                                   : QString());
-    context_start_ = start > 0 ? all[start].id : 0;
+    set_context_start(start);
 
     if (continuing) {
+        const int last = int(all.size()) - 1;
         reply_message_ = all[last].id;
         reply_prefix_ = all[last].text;
         chat_->set_can_continue(last, false);
@@ -451,12 +438,12 @@ void MainWindow::start_reply(bool resample, bool continuing) {
     first_token_ms_ = -1;
     reply_tokens_ = 0;
     reply_prompt_tokens_ = int(request.prompt.size());
-    if (images.isEmpty()) {
+    if (turns.images.isEmpty()) {
         request_ = worker_.submit(std::move(request));
     } else {
         // Decoding and preprocessing happen off the GUI thread; the request goes when they are done.
         pending_ = std::move(request);
-        preparing_ = worker_.prepare(prompt, images, encode);
+        preparing_ = worker_.prepare(turns.prompt, turns.images, turns.encode);
     }
     composer_->set_generating(true);
     flush_timer_->start();
@@ -464,6 +451,39 @@ void MainWindow::start_reply(bool resample, bool continuing) {
 }
 
 int MainWindow::reply_index() const { return chat_->index_of(reply_message_); }
+
+MainWindow::RenderedTurns MainWindow::render_from(int start, bool continuing) const {
+    const QList<TranscriptMessage>& all = chat_->messages();
+    const int last = continuing ? int(all.size()) - 1 : int(all.size());  // a continued reply is appended as it is
+    const QString system = store_.conversation(conversation_).system_prompt;
+    RenderedTurns out;
+    out.encode = EncodeOptions{.add_special_tokens = template_->tokenize_with_special_tokens()};
+    std::vector<ChatMessage> messages;
+    if (!system.trimmed().isEmpty()) messages.push_back({"system", system.toStdString(), 0});
+    for (int i = start; i < last; ++i) {
+        messages.push_back({all[i].role.toStdString(), all[i].text.toStdString(), int(all[i].images.size())});
+        out.images += all[i].images;
+    }
+    out.prompt = template_->render(messages);
+    if (continuing) out.prompt += all[last].text.toStdString();
+    return out;
+}
+
+int MainWindow::next_turn(int start, bool continuing) const {
+    const QList<TranscriptMessage>& all = chat_->messages();
+    const int last = continuing ? int(all.size()) - 1 : int(all.size());
+    int next = start + 1;
+    while (next < last && all[next].role != "user") ++next;
+    // The question being answered is the last one in [start, last): it always stays.
+    return next < last ? next : -1;
+}
+
+void MainWindow::set_context_start(int start) {
+    const QList<TranscriptMessage>& all = chat_->messages();
+    for (int i = 0; i < all.size(); ++i)
+        chat_->set_note(i, i == start && start > 0 ? tr("Earlier messages no longer fit; the model sees from here on") : QString());
+    context_start_ = start > 0 && start < all.size() ? all[start].id : 0;
+}
 
 void MainWindow::on_delta(quint64 request, const QString& text, int tokens) {
     if (request != request_) return;
@@ -495,6 +515,16 @@ void MainWindow::on_finished(quint64 request, int reason, const QString& error, 
 void MainWindow::on_prepared(quint64 ticket, const PreparedInput& input) {
     if (ticket != preparing_) return;  // stopped meanwhile
     preparing_ = 0;
+    // With its images counted the prompt may not leave room for the reply: one more turn goes.
+    if (int64_t(input.ids.size()) + reply_reserve_ > worker_.model().session_len) {
+        const int start = std::max(0, chat_->index_of(context_start_));
+        if (const int next = next_turn(start, reply_continuing_); next >= 0) {
+            set_context_start(next);
+            const RenderedTurns turns = render_from(next, reply_continuing_);
+            preparing_ = worker_.prepare(turns.prompt, turns.images, turns.encode);
+            return;
+        }
+    }
     pending_.prompt = input.ids;
     pending_.images = input.images;
     reply_prompt_tokens_ = int(input.ids.size());

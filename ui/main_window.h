@@ -85,6 +85,15 @@ private:
     QJsonObject model_defaults() const;
     QString author_name() const;
     int reply_index() const;
+    // The prompt of the turns from message `start` on, with their images.
+    struct RenderedTurns {
+        std::string prompt;
+        QList<QByteArray> images;
+        EncodeOptions encode;
+    };
+    RenderedTurns render_from(int start, bool continuing) const;
+    int next_turn(int start, bool continuing) const;  // the next question after `start` that may lead; -1: none
+    void set_context_start(int start);                // the first message the model sees, noted in the view
 
     AppSettings& settings_;
     HistoryStore& store_;
@@ -114,6 +123,8 @@ private:
     double first_token_ms_ = -1, last_token_ms_ = 0;
     int reply_tokens_ = 0;
     int reply_prompt_tokens_ = 0;
+    int64_t reply_reserve_ = 0;     // tokens left free for the reply in the prompt's context
+    bool reply_continuing_ = false;
     ConversationSettings draft_;    // the settings of a new chat not yet sent
     qint64 editing_ = 0;            // the message being edited (sending replaces it and what follows)
     struct PendingDelete {

@@ -371,6 +371,40 @@ private slots:
         QVERIFY(store.messages(w.current_conversation())[3].complete);
     }
 
+    // With images, the prompt's length is known once they are prepared: turns are dropped then.
+    void anImageConversationLongerThanTheContextGoesOn() {
+        const auto data = shared_data();
+        QTemporaryDir model, dir;
+        const TinyVlmSpec spec = load_tiny_vlm_spec();
+        const TinyVlm& llava = spec.models.front();  // a 2,048-token context; 576 tokens an image
+        LUMEN_REQUIRE_TOKENIZER(*data, llava.tokenizer);
+        build_tiny_vlm(spec, llava, *data / "tokenizers", path_of(model));
+        QFile f(QString::fromStdString((*data / "images" / "view500x336.png").string()));
+        QVERIFY(f.open(QIODevice::ReadOnly));
+        const ImageResult image = image_from_bytes(f.readAll(), "view500x336.png");
+        QVERIFY(image.image);
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, path_of(model)));
+        const qint64 chat = store.create_conversation("Photos", {}, QJsonObject{{"max_new_tokens", 8}});
+        w.conversations()->reload();
+        w.open_conversation(chat);
+        QSignalSpy done(&w, &MainWindow::reply_finished);
+        for (int turn = 0; turn < 4; ++turn) {
+            w.composer()->add_image(*image.image);
+            type_and_send(w, QString("What is in photo %1?").arg(turn + 1));
+            QVERIFY(done.wait(60000));
+            QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Length);
+        }
+        const auto& shown = w.chat_view()->messages();
+        QCOMPARE(shown.size(), 8);
+        QVERIFY(shown[0].note.isEmpty());
+        QVERIFY(!shown[2].note.isEmpty());  // three images fit beside a reply; four do not
+        QVERIFY(store.messages(chat).last().stats.value("prompt_tokens").toInt() < 2048);
+    }
+
     void newChatSettingsApplyToItsFirstMessage() {
         QTemporaryDir dir;
         HistoryStore store(dir.filePath("h.sqlite3"));
