@@ -179,6 +179,20 @@ void ChatView::set_note(int index, const QString& note) {
     viewport()->update();
 }
 
+void ChatView::set_author(int index, const QString& author) {
+    if (index < 0 || index >= messages_.size() || messages_[index].author == author) return;
+    messages_[index].author = author;
+    restructure(index);
+    viewport()->update();
+}
+
+void ChatView::set_version(int index, int version, int versions) {
+    if (index < 0 || index >= messages_.size()) return;
+    messages_[index].version = version;
+    messages_[index].versions = versions;
+    viewport()->update();
+}
+
 void ChatView::remove(int index) {
     if (index < 0 || index >= messages_.size()) return;
     messages_.removeAt(index);
@@ -618,6 +632,9 @@ QString ChatView::action_label(Action a, int message) const {
     case Action::Edit: return tr("Edit");
     case Action::Delete: return tr("Delete");
     case Action::CopyCode: return tr("Copy");
+    case Action::Older: return QStringLiteral("‹");
+    case Action::Newer: return QStringLiteral("›");
+    case Action::VersionLabel: return tr("%1 / %2").arg(messages_[message].version).arg(messages_[message].versions);
     case Action::Image:
     case Action::None: break;
     }
@@ -626,7 +643,13 @@ QString ChatView::action_label(Action a, int message) const {
 
 QList<std::pair<ChatView::Action, QRect>> ChatView::footer_actions(int message, const QRect& rect) const {
     const TranscriptMessage& m = messages_[message];
-    QList<Action> actions{Action::Copy};
+    QList<Action> actions;
+    if (m.versions > 1) {
+        if (m.version > 1) actions << Action::Older;
+        actions << Action::VersionLabel;
+        if (m.version < m.versions) actions << Action::Newer;
+    }
+    actions << Action::Copy;
     if (m.can_continue) actions << Action::Continue;
     if (m.can_regenerate) actions << Action::Regenerate;
     if (m.role == "user") actions << Action::Edit;
@@ -708,7 +731,7 @@ ChatView::Hit ChatView::hit(const QPoint& pos) {
     switch (b.kind) {
     case Kind::Footer:
         for (const auto& [action, area] : footer_actions(row.message, rect))
-            if (area.contains(pos)) h.action = action;
+            if (area.contains(pos) && action != Action::VersionLabel) h.action = action;
         return h;
     case Kind::Images: {
         const QList<QRect> rects = thumbnail_rects(row.message, rect);
@@ -812,6 +835,9 @@ void ChatView::activate(Action a, int message, int block, int image) {
     case Action::Copy: copy_text(messages_[message].text); break;
     case Action::Regenerate: emit regenerate_requested(id); break;
     case Action::Continue: emit continue_requested(id); break;
+    case Action::Older: emit version_requested(id, -1); break;
+    case Action::Newer: emit version_requested(id, +1); break;
+    case Action::VersionLabel: break;
     case Action::Edit: emit edit_requested(id); break;
     case Action::Delete: emit delete_requested(id); break;
     case Action::Image:

@@ -29,6 +29,7 @@ struct TranscriptMessage {
     QString note;             // a quiet line above the message ("the model sees from here on")
     bool can_regenerate = false;  // a reply: write it again; a question without reply: answer it
     bool can_continue = false;    // a reply cut at the length limit
+    int version = 1, versions = 1;  // which of a reply's regenerated versions is shown
 };
 
 class ChatView : public QAbstractScrollArea {
@@ -46,6 +47,8 @@ public:
     void set_can_regenerate(int index, bool on);
     void set_can_continue(int index, bool on);
     void set_note(int index, const QString& note);
+    void set_author(int index, const QString& author);
+    void set_version(int index, int version, int versions);
     void insert_message(int index, const TranscriptMessage& m);
     void remove(int index);
     void remove_from(int index);  // the message and every later one
@@ -64,6 +67,7 @@ public:
 signals:
     void regenerate_requested(qint64 id);
     void continue_requested(qint64 id);
+    void version_requested(qint64 id, int step);  // -1: the older version, +1: the newer
     void edit_requested(qint64 id);
     void delete_requested(qint64 id);
     void image_opened(const QByteArray& image);
@@ -107,7 +111,7 @@ private:
         bool valid() const { return message >= 0; }
         auto operator<=>(const Position&) const = default;
     };
-    enum class Action { None, Copy, Regenerate, Continue, Edit, Delete, CopyCode, Image };
+    enum class Action { None, Copy, Regenerate, Continue, Edit, Delete, CopyCode, Image, Older, Newer, VersionLabel };
     QString action_label(Action a, int message) const;
     struct Hit {
         int message = -1, block = 0;

@@ -260,6 +260,14 @@ void HistoryStore::update_message(qint64 message, const QString& text, bool comp
     q.exec();
 }
 
+void HistoryStore::set_message_model(qint64 message, const QString& model) {
+    QSqlQuery q(QSqlDatabase::database(connection_));
+    q.prepare("UPDATE messages SET model = ? WHERE id = ?");
+    q.addBindValue(text_value(model));
+    q.addBindValue(message);
+    q.exec();
+}
+
 void HistoryStore::delete_from(qint64 message) {
     QSqlDatabase db = QSqlDatabase::database(connection_);
     db.transaction();

@@ -57,6 +57,7 @@ public:
     qint64 add_message(qint64 conversation, const QString& role, const QString& text, const QList<QByteArray>& images = {},
                        bool complete = true, const QString& model = {});
     void update_message(qint64 message, const QString& text, bool complete, const QJsonObject& stats = {});
+    void set_message_model(qint64 message, const QString& model);
     // Deletes a message and every later one of its conversation (edit-and-resend, regenerate).
     void delete_from(qint64 message);
     void delete_message(qint64 message);

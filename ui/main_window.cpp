@@ -86,6 +86,19 @@ QString footer_line(const QJsonObject& stats, bool complete) {
     return parts.join(" · ");
 }
 
+// One version of a regenerated reply, as its stats keep it: {text, model, stats}.
+QJsonObject version_entry(const QString& text, const QString& model, QJsonObject stats) {
+    stats.remove("versions");
+    stats.remove("version");
+    return {{"text", text}, {"model", model}, {"stats", stats}};
+}
+
+StoredMessage stored_message(const HistoryStore& store, qint64 conversation, qint64 id) {
+    for (const StoredMessage& m : store.messages(conversation))
+        if (m.id == id) return m;
+    return {};
+}
+
 QJsonObject timings_json(const Timings& t, qint64 session_len) {
     return {{"first_token_ms", t.first_token_ms},   {"tokens_per_second", t.decode_tokens_per_second},
             {"generated_tokens", t.generated_tokens}, {"prompt_tokens", t.prompt_tokens},
@@ -174,6 +187,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     });
     connect(chat_, &ChatView::regenerate_requested, this, &MainWindow::regenerate);
     connect(chat_, &ChatView::continue_requested, this, [this] { continue_reply(); });
+    connect(chat_, &ChatView::version_requested, this, &MainWindow::show_version);
     connect(chat_, &ChatView::edit_requested, this, &MainWindow::edit);
     connect(chat_, &ChatView::delete_requested, this, &MainWindow::remove_message);
     connect(chat_, &ChatView::image_opened, this, &MainWindow::show_image);
@@ -300,6 +314,10 @@ void MainWindow::open_conversation(qint64 id) {
         t.text = m.text;
         for (const QString& hash : m.images) t.images << store_.image(hash);
         if (m.role == "assistant") t.stats = footer_line(m.stats, m.complete);
+        if (const QJsonArray versions = m.stats.value("versions").toArray(); versions.size() > 1) {
+            t.versions = int(versions.size());
+            t.version = m.stats.value("version").toInt() + 1;
+        }
         chat_->add_message(t);
     }
     update_regenerate_buttons();
@@ -357,7 +375,7 @@ void MainWindow::send() {
     start_reply();
 }
 
-void MainWindow::start_reply(bool resample, bool continuing) {
+void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& versions) {
     Engine* engine = worker_.engine();
     if (!engine || !template_) return;
     const ConversationInfo info = store_.conversation(conversation_);
@@ -425,11 +443,14 @@ void MainWindow::start_reply(bool resample, bool continuing) {
         TranscriptMessage reply;
         reply.role = "assistant";
         reply.author = author_name();
+        reply.versions = reply.version = int(versions.size()) + 1;
         reply.id = store_.add_message(conversation_, "assistant", QString(), {}, false, worker_.model().name);
         reply_message_ = reply.id;
         reply_prefix_.clear();
         chat_->add_message(reply);
     }
+    reply_versions_ = versions;
+    if (!versions.isEmpty()) store_.update_message(reply_message_, reply_prefix_, false, reply_stats_base());
     chat_->scroll_to_end();
     reply_text_ = reply_prefix_;
     reply_dirty_ = false;
@@ -451,6 +472,10 @@ void MainWindow::start_reply(bool resample, bool continuing) {
 }
 
 int MainWindow::reply_index() const { return chat_->index_of(reply_message_); }
+
+QJsonObject MainWindow::reply_stats_base() const {
+    return reply_versions_.isEmpty() ? QJsonObject{} : QJsonObject{{"versions", reply_versions_}};
+}
 
 MainWindow::RenderedTurns MainWindow::render_from(int start, bool continuing) const {
     const QList<TranscriptMessage>& all = chat_->messages();
@@ -502,7 +527,7 @@ void MainWindow::flush_reply() {
     chat_->set_text(reply_index(), reply_text_);
     // What has streamed so far survives a crash: saved at least once a second.
     if (since_save_.elapsed() >= 1000) {
-        store_.update_message(reply_message_, reply_text_, false);
+        store_.update_message(reply_message_, reply_text_, false, reply_stats_base());
         since_save_.restart();
     }
 }
@@ -541,6 +566,15 @@ void MainWindow::finish_reply(int reason, const QString& error, const Timings& t
     if (!error.isEmpty()) stats.insert("error", error);
     if (interrupted) stats.insert("interrupted", true);
     const int index = reply_index();
+    if (!reply_versions_.isEmpty()) {
+        // The new version joins the earlier ones, and is the one shown.
+        QJsonArray all = reply_versions_;
+        all.append(version_entry(reply_text_, chat_->messages().value(index).author, stats));
+        stats.insert("versions", all);
+        stats.insert("version", int(all.size()) - 1);
+        chat_->set_version(index, int(all.size()), int(all.size()));
+        reply_versions_ = {};
+    }
     if (FinishReason(reason) == FinishReason::Error && reply_text_.isEmpty())
         chat_->set_text(index, tr("*The model could not answer: %1*").arg(error));
     chat_->set_stats(index, footer_line(stats, true));
@@ -586,9 +620,13 @@ void MainWindow::regenerate(qint64 id) {
     if (index < 0) return;
     commit_pending_delete();
     if (chat_->messages()[index].role == "assistant") {
+        // The reply written before is kept as a version to flip back to.
+        const StoredMessage old = stored_message(store_, conversation_, id);
+        QJsonArray versions = old.stats.value("versions").toArray();
+        if (versions.isEmpty()) versions.append(version_entry(old.text, old.model, old.stats));
         store_.delete_from(id);
         chat_->remove_from(index);
-        start_reply(true);
+        start_reply(true, false, versions);
     } else {
         start_reply();  // a question left without an answer
     }
@@ -598,7 +636,32 @@ void MainWindow::continue_reply() {
     if (generating() || !worker_.is_loaded() || chat_->messages().isEmpty()) return;
     if (chat_->messages().last().role != "assistant") return;
     commit_pending_delete();
-    start_reply(false, true);
+    // A continued version becomes the newest of the reply's versions.
+    const StoredMessage old = stored_message(store_, conversation_, chat_->messages().last().id);
+    QJsonArray others = old.stats.value("versions").toArray();
+    if (!others.isEmpty()) others.removeAt(old.stats.value("version").toInt());
+    start_reply(false, true, others);
+}
+
+void MainWindow::show_version(qint64 id, int step) {
+    if (generating()) return;
+    const int index = chat_->index_of(id);
+    const StoredMessage m = stored_message(store_, conversation_, id);
+    const QJsonArray versions = m.stats.value("versions").toArray();
+    const int shown = m.stats.value("version").toInt() + step;
+    if (index < 0 || shown < 0 || shown >= versions.size()) return;
+    const QJsonObject v = versions[shown].toObject();
+    QJsonObject stats = v.value("stats").toObject();
+    stats.insert("versions", versions);
+    stats.insert("version", shown);
+    const QString model = v.value("model").toString();
+    store_.update_message(id, v.value("text").toString(), true, stats);
+    store_.set_message_model(id, model);
+    chat_->set_text(index, v.value("text").toString());
+    chat_->set_author(index, model.isEmpty() ? tr("Model") : model);
+    chat_->set_stats(index, footer_line(stats, true));
+    chat_->set_version(index, shown + 1, int(versions.size()));
+    chat_->set_can_continue(index, false);
 }
 
 void MainWindow::edit(qint64 id) {

@@ -6,6 +6,7 @@
 // and into the history (at least once a second), then record how it ended and its timings. A
 // reply cut short by a model switch, an unload or closing the window is saved as interrupted.
 #include <QElapsedTimer>
+#include <QJsonArray>
 #include <QMainWindow>
 #include <QPointer>
 
@@ -57,6 +58,7 @@ public slots:
     void edit(qint64 id);
     void remove_message(qint64 id);
     void continue_reply();
+    void show_version(qint64 id, int step);  // a regenerated reply's older (-1) or newer (+1) version
     void set_zoom(int percent);  // the conversation's text size, kept across runs
 
 signals:
@@ -66,7 +68,9 @@ protected:
     void closeEvent(QCloseEvent* e) override;
 
 private:
-    void start_reply(bool resample = false, bool continuing = false);
+    // `versions`: the reply's earlier versions when it is written again (kept to flip through).
+    void start_reply(bool resample = false, bool continuing = false, const QJsonArray& versions = {});
+    QJsonObject reply_stats_base() const;
     void flush_reply();
     void on_delta(quint64 request, const QString& text, int tokens);
     void on_finished(quint64 request, int reason, const QString& error, const lumen::Timings& timings);
@@ -125,6 +129,7 @@ private:
     int reply_prompt_tokens_ = 0;
     int64_t reply_reserve_ = 0;     // tokens left free for the reply in the prompt's context
     bool reply_continuing_ = false;
+    QJsonArray reply_versions_;     // earlier versions of the reply being written
     ConversationSettings draft_;    // the settings of a new chat not yet sent
     qint64 editing_ = 0;            // the message being edited (sending replaces it and what follows)
     struct PendingDelete {

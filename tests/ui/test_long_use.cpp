@@ -506,7 +506,28 @@ private slots:
         const QString first = w.chat_view()->messages().last().text;
         emit w.chat_view()->regenerate_requested(w.chat_view()->messages().last().id);
         QVERIFY(done.wait(60000));
-        QVERIFY(w.chat_view()->messages().last().text != first);
+        const QString second = w.chat_view()->messages().last().text;
+        QVERIFY(second != first);
+        // Both versions are kept: the newest is shown, the older one is a click away.
+        const qint64 reply = w.chat_view()->messages().last().id;
+        QCOMPARE(w.chat_view()->messages().last().versions, 2);
+        QCOMPARE(w.chat_view()->messages().last().version, 2);
+        emit w.chat_view()->version_requested(reply, -1);
+        QCOMPARE(w.chat_view()->messages().last().text, first);
+        QCOMPARE(w.chat_view()->messages().last().version, 1);
+        QCOMPARE(store.messages(w.current_conversation()).last().text, first);
+        // The shown version is the conversation's: kept through a restart, and a third joins them.
+        const qint64 chat = w.current_conversation();
+        w.new_chat();
+        w.open_conversation(chat);
+        QCOMPARE(w.chat_view()->messages().last().text, first);
+        QCOMPARE(w.chat_view()->messages().last().version, 1);
+        QCOMPARE(w.chat_view()->messages().last().versions, 2);
+        emit w.chat_view()->regenerate_requested(w.chat_view()->messages().last().id);
+        QVERIFY(done.wait(60000));
+        QCOMPARE(w.chat_view()->messages().last().versions, 3);
+        emit w.chat_view()->version_requested(w.chat_view()->messages().last().id, -1);
+        QCOMPARE(w.chat_view()->messages().last().text, second);
     }
 };
 
