@@ -4,6 +4,7 @@
 
 #include <QCryptographicHash>
 #include <QDir>
+#include <QJsonDocument>
 
 namespace lumen::ui {
 
@@ -42,6 +43,19 @@ void AppSettings::set_model_settings(const QString& model_path, const ModelSetti
     settings_.setValue(k + "/session_len", s.session_len);
     settings_.setValue(k + "/cache_share", s.cache_share);
     settings_.setValue(k + "/compute", s.compute);
+}
+
+ConversationSettings AppSettings::chat_preset(const QString& model_path) const {
+    const QString k = model_key(model_path);
+    return {settings_.value(k + "/system_prompt").toString(),
+            QJsonDocument::fromJson(settings_.value(k + "/sampling").toByteArray()).object()};
+}
+
+void AppSettings::set_chat_preset(const QString& model_path, const ConversationSettings& preset) {
+    const QString k = model_key(model_path);
+    settings_.setValue(k + "/path", model_path);
+    settings_.setValue(k + "/system_prompt", preset.system_prompt);
+    settings_.setValue(k + "/sampling", QJsonDocument(preset.sampling).toJson(QJsonDocument::Compact));
 }
 
 QString AppSettings::last_model() const { return settings_.value("models/last").toString(); }

@@ -2,6 +2,7 @@
 // The app's persistent settings, one typed wrapper over QSettings. Per-model engine settings are
 // kept under a key derived from the model's folder.
 #include <QByteArray>
+#include <QJsonObject>
 #include <QSettings>
 #include <QStringList>
 
@@ -12,6 +13,13 @@ struct ModelSettings {
     qint64 session_len = 0;      // 0: the model's own context length
     double cache_share = 0.8;    // KV cache: share of free memory after the weights
     QString compute = "auto";    // activations and KV cache: auto (the weights' type) or float32
+};
+
+// A conversation's system prompt and sampling (temperature, top_p, top_k, repetition_penalty,
+// max_new_tokens, seed); a key that is absent takes the model's default.
+struct ConversationSettings {
+    QString system_prompt;
+    QJsonObject sampling;
 };
 
 class AppSettings {
@@ -26,6 +34,10 @@ public:
 
     ModelSettings model_settings(const QString& model_path) const;
     void set_model_settings(const QString& model_path, const ModelSettings& s);
+
+    // What new chats with a model start from (empty: its generation_config.json).
+    ConversationSettings chat_preset(const QString& model_path) const;
+    void set_chat_preset(const QString& model_path, const ConversationSettings& preset);
 
     QString last_model() const;
     void set_last_model(const QString& path);

@@ -286,7 +286,7 @@ void MainWindow::new_chat() {
     end_editing();
     conversation_ = 0;
     context_start_ = 0;
-    draft_ = {};
+    draft_.reset();
     chat_->clear_messages();
     list_->select(0);
     composer_->clear();
@@ -359,8 +359,10 @@ void MainWindow::send() {
         end_editing();
     }
     if (conversation_ == 0) {
-        conversation_ = store_.create_conversation(title_from(text), draft_.system_prompt, draft_.sampling);
-        draft_ = {};
+        // A new chat starts from the settings chosen for it, else from the model's preset.
+        const ConversationSettings c = draft_ ? *draft_ : settings_.chat_preset(worker_.model().path);
+        conversation_ = store_.create_conversation(title_from(text), c.system_prompt, c.sampling);
+        draft_.reset();
         list_->reload();
         list_->select(conversation_);
     }
@@ -401,12 +403,13 @@ void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& v
     request.session = uint64_t(conversation_);
 
     // The turns the model sees: when the conversation outgrows the context, the oldest turns are
-    // dropped (the system prompt stays), leaving room for a reply of a quarter of the context.
+    // dropped (the system prompt stays), leaving room for a reply of an eighth of the context (a
+    // follow-up keeps as much of the conversation, and its images, as it can).
     // The cut moves in steps of whole turns and stays put until it must move again, so the turns
     // that follow it keep their cached keys and values.
     const QList<TranscriptMessage>& all = chat_->messages();
     const int64_t context = worker_.model().session_len;
-    reply_reserve_ = std::min<int64_t>(request.max_new_tokens, context / 4);
+    reply_reserve_ = std::min<int64_t>(request.max_new_tokens, context / 8);
     reply_continuing_ = continuing;
     int start = std::max(0, chat_->index_of(context_start_));
     RenderedTurns turns;
@@ -750,7 +753,10 @@ void MainWindow::open_model_picker() {
 void MainWindow::open_settings() {
     const QString model = worker_.is_loaded() ? worker_.model().path : settings_.last_model();
     const ConversationInfo info = conversation_ ? store_.conversation(conversation_) : ConversationInfo{};
-    const ConversationSettings current = conversation_ ? ConversationSettings{info.system_prompt, info.sampling} : draft_;
+    const ConversationSettings current = conversation_ ? ConversationSettings{info.system_prompt, info.sampling}
+                                         : draft_                ? *draft_
+                                         : model.isEmpty()       ? ConversationSettings{}
+                                                                 : settings_.chat_preset(model);
     SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), conversation_ == 0, this);
     if (dialog.exec() != QDialog::Accepted) return;
     if (!model.isEmpty()) settings_.set_model_settings(model, dialog.model_settings());
@@ -758,6 +764,7 @@ void MainWindow::open_settings() {
     const ConversationSettings c = dialog.conversation_settings();
     if (conversation_) store_.set_conversation_settings(conversation_, c.system_prompt, c.sampling);
     else draft_ = c;
+    if (dialog.use_for_new_chats() && !model.isEmpty()) settings_.set_chat_preset(model, c);
     if (dialog.theme() != settings_.theme()) {
         settings_.set_theme(dialog.theme());
         apply_theme(dialog.theme());
@@ -767,9 +774,13 @@ void MainWindow::open_settings() {
 
 QJsonObject MainWindow::model_defaults() const {
     if (!worker_.is_loaded()) return {};
+    // The model's generation_config.json, under what was chosen for its new chats.
     const SamplingParams p = load_generation_config(worker_.model().path.toStdString());
-    return {{"temperature", double(p.temperature)}, {"top_p", double(p.top_p)}, {"top_k", p.top_k},
-            {"repetition_penalty", double(p.repetition_penalty)}};
+    QJsonObject d{{"temperature", double(p.temperature)}, {"top_p", double(p.top_p)}, {"top_k", p.top_k},
+                  {"repetition_penalty", double(p.repetition_penalty)}};
+    const QJsonObject preset = settings_.chat_preset(worker_.model().path).sampling;
+    for (auto it = preset.begin(); it != preset.end(); ++it) d.insert(it.key(), it.value());
+    return d;
 }
 
 void MainWindow::take_screenshot() {

@@ -130,7 +130,7 @@ private:
     int64_t reply_reserve_ = 0;     // tokens left free for the reply in the prompt's context
     bool reply_continuing_ = false;
     QJsonArray reply_versions_;     // earlier versions of the reply being written
-    ConversationSettings draft_;    // the settings of a new chat not yet sent
+    std::optional<ConversationSettings> draft_;  // the settings of a new chat not yet sent, when chosen
     qint64 editing_ = 0;            // the message being edited (sending replaces it and what follows)
     struct PendingDelete {
         int index = 0;

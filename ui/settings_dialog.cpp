@@ -1,5 +1,6 @@
 #include "ui/settings_dialog.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDialogButtonBox>
 #include <QDir>
@@ -183,6 +184,10 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
     seed_->setAccessibleName(tr("Seed"));
     form->addRow(tr("Seed:"), seed_);
     form->addRow(reset);
+    if (!model_path.isEmpty()) {
+        preset_ = new QCheckBox(tr("Start new chats with %1 from these settings").arg(QDir(model_path).dirName()), chat);
+        form->addRow(preset_);
+    }
     tabs->addTab(chat, for_new_chat ? tr("New chat") : tr("This conversation"));
     connect(reset, &QPushButton::clicked, this, [this, defaults] {
         temperature_->setValue(defaults.value("temperature").toDouble(0.7));
@@ -231,6 +236,8 @@ ConversationSettings SettingsDialog::conversation_settings() const {
                   {"seed", seed_->value()}};
     return {system_->toPlainText(), s};
 }
+
+bool SettingsDialog::use_for_new_chats() const { return preset_ && preset_->isChecked(); }
 
 QString SettingsDialog::theme() const { return theme_->currentData().toString(); }
 

@@ -8,6 +8,7 @@
 
 #include "ui/app_settings.h"
 
+class QCheckBox;
 class QComboBox;
 class QLabel;
 class QDoubleSpinBox;
@@ -15,11 +16,6 @@ class QPlainTextEdit;
 class QSpinBox;
 
 namespace lumen::ui {
-
-struct ConversationSettings {
-    QString system_prompt;
-    QJsonObject sampling;  // temperature, top_p, top_k, repetition_penalty, max_new_tokens, seed
-};
 
 class SettingsDialog : public QDialog {
     Q_OBJECT
@@ -31,6 +27,7 @@ public:
 
     ModelSettings model_settings() const;
     ConversationSettings conversation_settings() const;
+    bool use_for_new_chats() const;  // the conversation settings become the model's preset
     QString theme() const;
 
 private:
@@ -47,6 +44,7 @@ private:
     QSpinBox* max_new_;
     QSpinBox* seed_;
     QComboBox* theme_;
+    QCheckBox* preset_ = nullptr;
 };
 
 }  // namespace lumen::ui

@@ -4,6 +4,7 @@
 // context, a new chat keeps its settings, and messages keep what they were through a restart,
 // an undone delete and a cancelled edit.
 #include <QApplication>
+#include <QCheckBox>
 #include <QElapsedTimer>
 #include <QPushButton>
 #include <QScrollBar>
@@ -445,6 +446,37 @@ private slots:
         QVERIFY(w.chat_view()->messages().last().text.startsWith(cut));
         QVERIFY(w.chat_view()->messages().last().text.size() > cut.size());
         QCOMPARE(store.messages(w.current_conversation()).last().text, w.chat_view()->messages().last().text);
+    }
+
+    // Settings marked for new chats become the model's preset: later new chats start from them.
+    void newChatsStartFromTheModelsPreset() {
+        QTemporaryDir dir;
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, stories_));
+        bool set = false;
+        QTimer::singleShot(200, [&] {
+            auto* dialog = qobject_cast<SettingsDialog*>(QApplication::activeModalWidget());
+            if (!dialog) return;
+            for (auto* spin : dialog->findChildren<QSpinBox*>())
+                if (spin->accessibleName() == "Longest reply") spin->setValue(5), set = true;
+            for (auto* box : dialog->findChildren<QCheckBox*>())
+                if (box->text().startsWith("Start new chats")) box->setChecked(true);
+            dialog->accept();
+        });
+        w.open_settings();
+        QVERIFY(set);
+        QSignalSpy done(&w, &MainWindow::reply_finished);
+        for (int chat = 0; chat < 2; ++chat) {
+            w.new_chat();
+            type_and_send(w, "Once upon a time");
+            QVERIFY(done.wait(60000));
+            QCOMPARE(store.messages(w.current_conversation()).last().stats.value("generated_tokens").toInt(), 5);
+        }
+        QCOMPARE(store.conversations().size(), 2);
+        settings.set_chat_preset(QString::fromStdString(stories_.string()), {});
     }
 
     void messagesStayTrue() {
