@@ -8,7 +8,6 @@
 #include <QElapsedTimer>
 #include <QJsonArray>
 #include <QMainWindow>
-#include <QPointer>
 
 #include "engine/chat_template.h"
 #include "engine/engine.h"

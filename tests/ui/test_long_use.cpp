@@ -105,6 +105,29 @@ qint64 write_long_chat(HistoryStore& store, int n) {
     return id;
 }
 
+// A shown window over a fresh history.
+struct Window {
+    QTemporaryDir dir;
+    HistoryStore store{dir.filePath("h.sqlite3")};
+    AppSettings settings;
+    MainWindow w{settings, store};
+    Window() { w.show(); }
+};
+
+// The tiny LLaVA (a 2,048-token context, 576 tokens an image) built into `dir`, and a photo for it.
+fs::path build_llava(const QTemporaryDir& dir) {
+    const TinyVlmSpec spec = load_tiny_vlm_spec();
+    build_tiny_vlm(spec, spec.models.front(), *shared_data() / "tokenizers", path_of(dir));
+    return path_of(dir);
+}
+
+ImageAttachment photo(const char* name) {
+    QFile f(QString::fromStdString((*shared_data() / "images" / name).string()));
+    if (!f.open(QIODevice::ReadOnly)) return {};
+    const ImageResult image = image_from_bytes(f.readAll(), name);
+    return image.image ? *image.image : ImageAttachment{};
+}
+
 }  // namespace
 
 class TestLongUse : public QObject {
@@ -130,7 +153,7 @@ private slots:
     void initTestCase() {
         const auto data = shared_data();
         if (!data) QSKIP("../shared/data is absent; these tests run real tokenizers and stories260K");
-        LUMEN_REQUIRE_TOKENIZER(*data, "llava15");
+        LUMEN_REQUIRE_TOKENIZER(*data, "llava15");  // the random models' and the tiny LLaVA's
         stories_ = *data / "models" / "stories260K-hf";
         endless_ = build_endless_model(path_of(endless_dir_), 32, 1, 1, "float32");
         slow_ = build_endless_model(path_of(slow_dir_), 256, 6, 4, "bfloat16");
@@ -248,11 +271,9 @@ private slots:
     }
 
     void switchingModelMidReplyEndsItCleanly() {
-        QTemporaryDir dir;
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
+        Window window;
+        MainWindow& w = window.w;
+        HistoryStore& store = window.store;
         QVERIFY(load(w, slow_));
         type_and_send(w, "Tell me a long story");
         QTRY_VERIFY_WITH_TIMEOUT(w.chat_view()->messages().size() == 2 && !w.chat_view()->messages().last().text.isEmpty(), 30000);
@@ -321,24 +342,16 @@ private slots:
     }
 
     void unloadingDuringAnImagePrefetch() {
-        const auto data = shared_data();
-        QTemporaryDir model, dir;
-        const TinyVlmSpec spec = load_tiny_vlm_spec();
-        const TinyVlm& vlm = spec.models.front();
-        LUMEN_REQUIRE_TOKENIZER(*data, vlm.tokenizer);
-        build_tiny_vlm(spec, vlm, *data / "tokenizers", path_of(model));
-        QFile f(QString::fromStdString((*data / "images" / "llava_waterview.jpg").string()));
-        QVERIFY(f.open(QIODevice::ReadOnly));
-        const ImageResult image = image_from_bytes(f.readAll(), "llava_waterview.jpg");
-        QVERIFY(image.image);
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
+        QTemporaryDir model;
+        const fs::path llava = build_llava(model);
+        const ImageAttachment image = photo("llava_waterview.jpg");
+        QVERIFY(!image.bytes.isEmpty());
+        Window window;
+        MainWindow& w = window.w;
         for (int delay : {0, 1, 5, 20}) {
-            QVERIFY(load(w, path_of(model)));
+            QVERIFY(load(w, llava));
             QVERIFY(w.worker().model().sees_images);
-            w.composer()->add_image(*image.image);  // prepared and encoded in the background
+            w.composer()->add_image(image);  // prepared and encoded in the background
             QTest::qWait(delay);
             QElapsedTimer clock;
             clock.start();
@@ -349,11 +362,9 @@ private slots:
     }
 
     void aConversationLongerThanTheContextGoesOn() {
-        QTemporaryDir dir;
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
+        Window window;
+        MainWindow& w = window.w;
+        HistoryStore& store = window.store;
         QVERIFY(load(w, stories_));  // a 512-token context
         QSignalSpy done(&w, &MainWindow::reply_finished);
         type_and_send(w, "Once upon a time");
@@ -379,27 +390,20 @@ private slots:
 
     // With images, the prompt's length is known once they are prepared: turns are dropped then.
     void anImageConversationLongerThanTheContextGoesOn() {
-        const auto data = shared_data();
-        QTemporaryDir model, dir;
-        const TinyVlmSpec spec = load_tiny_vlm_spec();
-        const TinyVlm& llava = spec.models.front();  // a 2,048-token context; 576 tokens an image
-        LUMEN_REQUIRE_TOKENIZER(*data, llava.tokenizer);
-        build_tiny_vlm(spec, llava, *data / "tokenizers", path_of(model));
-        QFile f(QString::fromStdString((*data / "images" / "view500x336.png").string()));
-        QVERIFY(f.open(QIODevice::ReadOnly));
-        const ImageResult image = image_from_bytes(f.readAll(), "view500x336.png");
-        QVERIFY(image.image);
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
-        QVERIFY(load(w, path_of(model)));
+        QTemporaryDir model;
+        const fs::path llava = build_llava(model);
+        const ImageAttachment image = photo("view500x336.png");
+        QVERIFY(!image.bytes.isEmpty());
+        Window window;
+        MainWindow& w = window.w;
+        HistoryStore& store = window.store;
+        QVERIFY(load(w, llava));
         const qint64 chat = store.create_conversation("Photos", {}, QJsonObject{{"max_new_tokens", 8}});
         w.conversations()->reload();
         w.open_conversation(chat);
         QSignalSpy done(&w, &MainWindow::reply_finished);
         for (int turn = 0; turn < 4; ++turn) {
-            w.composer()->add_image(*image.image);
+            w.composer()->add_image(image);
             type_and_send(w, QString("What is in photo %1?").arg(turn + 1));
             QVERIFY(done.wait(60000));
             QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Length);
@@ -412,11 +416,9 @@ private slots:
     }
 
     void newChatSettingsApplyToItsFirstMessage() {
-        QTemporaryDir dir;
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
+        Window window;
+        MainWindow& w = window.w;
+        HistoryStore& store = window.store;
         QVERIFY(load(w, stories_));
         QTest::keyClick(&w, Qt::Key_N, Qt::ControlModifier);
         QCOMPARE(w.current_conversation(), 0);
@@ -450,11 +452,9 @@ private slots:
 
     // Settings marked for new chats become the model's preset: later new chats start from them.
     void newChatsStartFromTheModelsPreset() {
-        QTemporaryDir dir;
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
+        Window window;
+        MainWindow& w = window.w;
+        HistoryStore& store = window.store;
         QVERIFY(load(w, stories_));
         bool set = false;
         QTimer::singleShot(200, [&] {
@@ -476,7 +476,7 @@ private slots:
             QCOMPARE(store.messages(w.current_conversation()).last().stats.value("generated_tokens").toInt(), 5);
         }
         QCOMPARE(store.conversations().size(), 2);
-        settings.set_chat_preset(QString::fromStdString(stories_.string()), {});
+        window.settings.set_chat_preset(QString::fromStdString(stories_.string()), {});
     }
 
     void messagesStayTrue() {
@@ -531,11 +531,9 @@ private slots:
     }
 
     void regenerateSamplesAnotherReply() {
-        QTemporaryDir dir;
-        HistoryStore store(dir.filePath("h.sqlite3"));
-        AppSettings settings;
-        MainWindow w(settings, store);
-        w.show();
+        Window window;
+        MainWindow& w = window.w;
+        HistoryStore& store = window.store;
         QVERIFY(load(w, stories_));  // greedy by its generation_config
         QSignalSpy done(&w, &MainWindow::reply_finished);
         type_and_send(w, "Once upon a time");
