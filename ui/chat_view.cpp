@@ -911,7 +911,14 @@ void ChatView::keyPressEvent(QKeyEvent* e) {
 }
 
 void ChatView::contextMenuEvent(QContextMenuEvent* e) {
-    const Hit h = hit(e->pos());
+    Hit h = hit(e->pos());
+    if (e->reason() == QContextMenuEvent::Keyboard) {
+        // The menu key acts on the selected text's message, else on the last one in view.
+        h = {};
+        measure_visible();
+        if (selection_focus_.valid()) h.message = selection_focus_.message;
+        else if (!rows_.empty()) h.message = rows_[std::size_t(row_at(verticalScrollBar()->value() + viewport()->height() - 1))].message;
+    }
     QMenu menu(this);
     const QString selection = selected_text();
     if (!selection.isEmpty()) menu.addAction(tr("Copy selection"), this, [this, selection] { copy_text(selection); });
@@ -924,7 +931,10 @@ void ChatView::contextMenuEvent(QContextMenuEvent* e) {
         if (messages_[m].role == "user") menu.addAction(tr("Edit"), this, [this, m] { activate(Action::Edit, m, 0, -1); });
         menu.addAction(tr("Delete"), this, [this, m] { activate(Action::Delete, m, 0, -1); });
     }
-    if (!menu.isEmpty()) menu.exec(e->globalPos());
+    if (!menu.isEmpty())
+        menu.exec(e->reason() == QContextMenuEvent::Keyboard && h.message >= 0
+                      ? viewport()->mapToGlobal(footer_rect(h.message).center())
+                      : e->globalPos());
 }
 
 // --- geometry changes ---

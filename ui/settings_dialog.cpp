@@ -95,7 +95,12 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         memory_ = new QLabel(page);
         memory_->setWordWrap(true);
         memory_->setAccessibleName(tr("Memory estimate"));
-        form->addRow(tr("Runs on:"), device_);
+        if (gpu_available) {
+            form->addRow(tr("Runs on:"), device_);
+        } else {
+            device_->hide();  // one real choice: said, not offered
+            form->addRow(tr("Runs on:"), new QLabel(tr("The CPU (no NVIDIA GPU was found)"), page));
+        }
         form->addRow(tr("Context length:"), session_len_);
         // The GPU's own choices are offered only where there is a GPU.
         if (gpu_available) {
