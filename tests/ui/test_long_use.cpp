@@ -3,6 +3,7 @@
 // draw, the model is switched or the window closed mid-reply, a conversation outgrows the
 // context, a new chat keeps its settings, and messages keep what they were through a restart,
 // an undone delete and a cancelled edit.
+#include <QAccessible>
 #include <QApplication>
 #include <QCheckBox>
 #include <QElapsedTimer>
@@ -518,6 +519,14 @@ private slots:
             QCOMPARE(w.chat_view()->messages().size(), 2);
             QCOMPARE(w.chat_view()->messages().last().author, QString("stories260K-hf"));
             QCOMPARE(w.chat_view()->messages().last().stats, stats);
+            // Screen readers see the transcript as a list of messages.
+            QAccessibleInterface* list = QAccessible::queryAccessibleInterface(w.chat_view());
+            QVERIFY(list);
+            QCOMPARE(list->role(), QAccessible::List);
+            QCOMPARE(list->childCount(), 2);
+            QCOMPARE(list->child(0)->text(QAccessible::Name), QString("Your message"));
+            QCOMPARE(list->child(1)->text(QAccessible::Name), QString("Reply from stories260K-hf"));
+            QVERIFY(list->child(1)->text(QAccessible::Value).startsWith(w.chat_view()->messages().last().text));
 
             // Delete, then undo: the message is back, in its place and in the history.
             const qint64 reply = w.chat_view()->messages().last().id;
