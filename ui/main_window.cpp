@@ -59,6 +59,15 @@ bool gpu_available() {
 #endif
 }
 
+uint64_t gpu_free_memory() {
+#ifdef LUMEN_HAVE_CUDA
+    const auto devices = cuda::list_devices();
+    return devices.empty() ? 0 : devices.front().free_memory;
+#else
+    return 0;
+#endif
+}
+
 QString title_from(const QString& text) {
     QString t = text.simplified();
     if (t.isEmpty()) t = QObject::tr("Image question");
@@ -392,7 +401,7 @@ void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& v
     request.sampling.top_k = int32_t(pick("top_k", 0));
     request.sampling.repetition_penalty = float(pick("repetition_penalty", 1.0));
     request.sampling.seed = uint64_t(pick("seed", 0));
-    request.max_new_tokens = int32_t(pick("max_new_tokens", 1024));
+    request.max_new_tokens = int32_t(pick("max_new_tokens", 1024));  // model_defaults() keeps it below the context
     if (resample) {
         // Regenerate means another answer: a greedy setting would write the same one again.
         if (request.sampling.temperature <= 0) request.sampling.temperature = 0.7f;
@@ -757,7 +766,8 @@ void MainWindow::open_settings() {
                                          : draft_                ? *draft_
                                          : model.isEmpty()       ? ConversationSettings{}
                                                                  : settings_.chat_preset(model);
-    SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), conversation_ == 0, this);
+    SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), gpu_free_memory(), conversation_ == 0,
+                          this);
     if (dialog.exec() != QDialog::Accepted) return;
     if (!model.isEmpty()) settings_.set_model_settings(model, dialog.model_settings());
     // A new chat keeps its settings until its first message creates it.
@@ -776,8 +786,10 @@ QJsonObject MainWindow::model_defaults() const {
     if (!worker_.is_loaded()) return {};
     // The model's generation_config.json, under what was chosen for its new chats.
     const SamplingParams p = load_generation_config(worker_.model().path.toStdString());
+    // A reply may take half the context at most, so a conversation has room to go on.
     QJsonObject d{{"temperature", double(p.temperature)}, {"top_p", double(p.top_p)}, {"top_k", p.top_k},
-                  {"repetition_penalty", double(p.repetition_penalty)}};
+                  {"repetition_penalty", double(p.repetition_penalty)},
+                  {"max_new_tokens", double(std::min<qint64>(1024, std::max<qint64>(1, worker_.model().session_len / 2)))}};
     const QJsonObject preset = settings_.chat_preset(worker_.model().path).sampling;
     for (auto it = preset.begin(); it != preset.end(); ++it) d.insert(it.key(), it.value());
     return d;

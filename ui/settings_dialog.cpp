@@ -59,7 +59,8 @@ double value_or(const QJsonObject& o, const QJsonObject& d, const char* key, dou
 }  // namespace
 
 SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path, const ConversationSettings& conversation,
-                               const QJsonObject& defaults, bool gpu_available, bool for_new_chat, QWidget* parent)
+                               const QJsonObject& defaults, bool gpu_available, uint64_t gpu_free_bytes, bool for_new_chat,
+                               QWidget* parent)
     : QDialog(parent) {
     setWindowTitle(tr("Settings"));
     auto* tabs = new QTabWidget(this);
@@ -112,7 +113,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         }
         form->addRow(tr("Memory:"), memory_);
         const MemoryNeed need = memory_need(model_path);
-        auto update_memory = [this, need, gpu_available] {
+        auto update_memory = [this, need, gpu_available, gpu_free_bytes] {
             const bool gpu = gpu_available && device_->currentData().toString() != "cpu";
             const int64_t context = session_len_->value() > 0 ? session_len_->value() : need.own_context;
             const double bytes = gpu && compute_->currentData().toString() != "float32" ? 2.0 : 4.0;
@@ -120,14 +121,13 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             QString text = tr("about %1: %2 of weights and %3 for a conversation of %4 tokens")
                                .arg(size_text(need.weights + kv), size_text(need.weights), size_text(kv))
                                .arg(context);
-            if (!gpu) {
-                const double free = double(available_ram());
-                if (free > 0) {
-                    text += "\n" + tr("%1 of the computer's memory is free now").arg(size_text(free));
-                    if (need.weights + kv > free) text += " — " + tr("too little: choose a shorter context");
-                }
-            } else {
-                text += "\n" + tr("On the GPU the rest of its memory, as set above, holds conversations");
+            const double free = gpu ? double(gpu_free_bytes) : double(available_ram());
+            if (free > 0) {
+                text += "\n" + (gpu ? tr("%1 of the GPU's memory is free now; what the weights leave, in the share set above, "
+                                          "holds conversations")
+                                     : tr("%1 of the computer's memory is free now"))
+                                    .arg(size_text(free));
+                if (need.weights + kv > free) text += " — " + tr("too little: choose a shorter context");
             }
             memory_->setText(text);
         };
@@ -199,7 +199,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         top_p_->setValue(defaults.value("top_p").toDouble(1.0));
         top_k_->setValue(defaults.value("top_k").toInt(0));
         repetition_->setValue(defaults.value("repetition_penalty").toDouble(1.0));
-        max_new_->setValue(1024);
+        max_new_->setValue(defaults.value("max_new_tokens").toInt(1024));
         seed_->setValue(0);
     });
 

@@ -21,9 +21,11 @@ class SettingsDialog : public QDialog {
     Q_OBJECT
 public:
     // `model_path` empty: no model section. `defaults`: the model's generation_config.json values.
-    // `for_new_chat`: the conversation settings are for a chat not yet sent.
+    // `gpu_free_bytes`: the GPU's free memory, for the estimate. `for_new_chat`: the conversation
+    // settings are for a chat not yet sent.
     SettingsDialog(AppSettings& settings, const QString& model_path, const ConversationSettings& conversation,
-                   const QJsonObject& defaults, bool gpu_available, bool for_new_chat, QWidget* parent = nullptr);
+                   const QJsonObject& defaults, bool gpu_available, uint64_t gpu_free_bytes, bool for_new_chat,
+                   QWidget* parent = nullptr);
 
     ModelSettings model_settings() const;
     ConversationSettings conversation_settings() const;

@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
         // 4. The settings.
         {
             SettingsDialog dialog(settings, QString::fromStdString((models / "stories260K-hf").string()),
-                                  {"Answer briefly.", {}}, {}, false, false, &w);
+                                  {"Answer briefly.", {}}, {}, false, 0, false, &w);
             dialog.show();
             save(&dialog, out, "settings-" + theme);
         }

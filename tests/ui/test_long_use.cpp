@@ -381,10 +381,17 @@ private slots:
         MainWindow& w = window.w;
         HistoryStore& store = window.store;
         QVERIFY(load(w, stories_));  // a 512-token context
+        // Replies as long as the context allows (by default a reply takes at most half of it).
+        const qint64 chat = store.create_conversation("Stories", {}, QJsonObject{{"max_new_tokens", 1024}});
+        w.conversations()->reload();
+        w.open_conversation(chat);
         QSignalSpy done(&w, &MainWindow::reply_finished);
         type_and_send(w, "Once upon a time");
         QVERIFY(done.wait(60000));
         QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Length);  // the context is full
+        QCOMPARE(store.messages(chat).last().stats.value("prompt_tokens").toInt() +
+                     store.messages(chat).last().stats.value("generated_tokens").toInt(),
+                 512);
         type_and_send(w, "The little dog");
         QVERIFY(done.wait(60000));
         QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Length);
@@ -395,7 +402,8 @@ private slots:
         QVERIFY(shown[0].note.isEmpty());
         QVERIFY(!shown[2].note.isEmpty());
         // The reply is the one lumen-cli gives for the prompt that is left.
-        const auto r = run_cli({"chat", "--model", QString::fromStdString(stories_.string()), "--prompt", "The little dog"});
+        const auto r = run_cli({"chat", "--model", QString::fromStdString(stories_.string()), "--prompt", "The little dog",
+                                "--max-new-tokens", "1024"});
         QCOMPARE(r.exit_code, 0);
         QString expected = QString::fromUtf8(r.out);
         expected.chop(1);

@@ -112,7 +112,7 @@ private slots:
         QVERIFY(worst <= 50);
 
         const auto r = run_cli({"generate", "--model", QString::fromStdString(stories_.string()), "--prompt", "Once upon a time",
-                                "--max-new-tokens", "1024"});
+                                "--max-new-tokens", "256"});
         QCOMPARE(r.exit_code, 0);
         QString expected = QString::fromUtf8(r.out);
         expected.chop(1);  // the newline after the text
