@@ -1,11 +1,10 @@
 #include "ui/chat_view.h"
 
+// One file, one concept, over 600 lines: the blocks are measured, painted and hit-tested against
+// the same geometry (block_rect, the code header, the footer's actions, the selection); apart,
+// each part would reach into the others' state.
+
 #include <QAbstractTextDocumentLayout>
-#include <QAccessible>
-#include <QAccessibleWidget>
-#include <QHash>
-#include <QPointer>
-#include <QWindow>
 #include <QApplication>
 #include <QBuffer>
 #include <QClipboard>
@@ -26,6 +25,7 @@
 #include <cmath>
 
 #include "ui/markdown_segments.h"
+#include "ui/transcript_accessible.h"
 
 namespace lumen::ui {
 namespace {
@@ -41,140 +41,15 @@ constexpr int kCodePad = 10;     // inside a code block
 constexpr int kMessageGap = 14;  // between messages
 constexpr int kThumbnail = 160;
 
-// Cuts text into pieces of about kBlockChars. The cuts depend only on the text before them, so
-// the pieces a streaming reply already has stay as they are while it grows.
-QStringList split_long(const QString& text) {
-    QStringList out;
-    qsizetype p = 0;
-    while (text.size() - p > kBlockChars) {
-        qsizetype cut = text.indexOf('\n', p + kBlockChars);
-        qsizetype next = cut + 1;
-        if (cut < 0 || cut > p + 2 * kBlockChars) {
-            if (text.size() - p <= 2 * kBlockChars) break;
-            cut = text.indexOf(' ', p + 2 * kBlockChars);
-            next = cut + 1;
-            if (cut < 0 || cut > p + 3 * kBlockChars) {
-                cut = p + 2 * kBlockChars;
-                if (text[cut - 1].isHighSurrogate()) ++cut;
-                next = cut;
-            }
-        }
-        out << text.mid(p, cut - p);
-        p = next;
-    }
-    out << text.mid(p);
-    return out;
-}
-
-// A model's single line breaks are meant as line breaks: Markdown would join the lines.
-QString keep_line_breaks(const QString& markdown) {
-    QStringList lines = markdown.split('\n');
-    for (qsizetype i = 0; i + 1 < lines.size(); ++i) {
-        QString& l = lines[i];
-        const QString t = l.trimmed();
-        if (t.isEmpty() || lines[i + 1].trimmed().isEmpty() || t.startsWith('|') || l.endsWith("  ") || l.endsWith('\\'))
-            continue;
-        l += "  ";
-    }
-    return lines.join('\n');
-}
-
-// Paragraphs of a Markdown segment (blank lines apart), each cut to block size.
-QStringList paragraphs(const QString& prose) {
-    QStringList out;
-    QStringList current;
-    auto flush = [&] {
-        const QString p = current.join('\n');
-        current.clear();
-        if (p.trimmed().isEmpty()) return;
-        for (const QString& piece : split_long(p)) out << keep_line_breaks(piece);
-    };
-    for (const QString& line : prose.split('\n')) {
-        if (line.trimmed().isEmpty()) flush();
-        else current << line;
-    }
-    flush();
-    return out;
-}
-
 QColor blend(const QColor& a, const QColor& b, double t) {
     return QColor::fromRgbF(float(a.redF() * (1 - t) + b.redF() * t), float(a.greenF() * (1 - t) + b.greenF() * t),
                             float(a.blueF() * (1 - t) + b.blueF() * t));
 }
 
-// What screen readers see of the transcript: a list with one item per message, named by its
-// author and holding its text (the view draws the messages itself, so it says what they are).
-class MessageAccessible : public QAccessibleInterface {
-public:
-    MessageAccessible(ChatView* view, int index) : view_(view), index_(index) {}
-    bool isValid() const override { return view_ && index_ < view_->messages().size(); }
-    QObject* object() const override { return nullptr; }
-    QWindow* window() const override { return view_ ? view_->window()->windowHandle() : nullptr; }
-    QAccessibleInterface* focusChild() const override { return nullptr; }
-    QAccessibleInterface* childAt(int, int) const override { return nullptr; }
-    QAccessibleInterface* parent() const override { return view_ ? QAccessible::queryAccessibleInterface(view_) : nullptr; }
-    QAccessibleInterface* child(int) const override { return nullptr; }
-    int childCount() const override { return 0; }
-    int indexOfChild(const QAccessibleInterface*) const override { return -1; }
-    QString text(QAccessible::Text t) const override {
-        if (!isValid()) return {};
-        const TranscriptMessage& m = view_->messages()[index_];
-        if (t == QAccessible::Name) return m.role == "user" ? ChatView::tr("Your message") : ChatView::tr("Reply from %1").arg(m.author);
-        if (t == QAccessible::Value || t == QAccessible::Description) return m.stats.isEmpty() ? m.text : m.text + "\n" + m.stats;
-        return {};
-    }
-    void setText(QAccessible::Text, const QString&) override {}
-    QRect rect() const override { return {}; }
-    QAccessible::Role role() const override { return QAccessible::ListItem; }
-    QAccessible::State state() const override {
-        QAccessible::State s;
-        s.readOnly = true;
-        return s;
-    }
-
-private:
-    QPointer<ChatView> view_;
-    int index_;
-};
-
-class TranscriptAccessible : public QAccessibleWidget {
-public:
-    explicit TranscriptAccessible(QWidget* w) : QAccessibleWidget(w, QAccessible::List) {}
-    ~TranscriptAccessible() override {
-        for (QAccessibleInterface* c : std::as_const(children_)) QAccessible::deleteAccessibleInterface(QAccessible::uniqueId(c));
-    }
-    int childCount() const override { return int(view()->messages().size()); }
-    QAccessibleInterface* child(int index) const override {
-        if (index < 0 || index >= childCount()) return nullptr;
-        auto& kept = children_[index];
-        if (!kept) {
-            kept = new MessageAccessible(view(), index);
-            QAccessible::registerAccessibleInterface(kept);
-        }
-        return kept;
-    }
-    int indexOfChild(const QAccessibleInterface* child) const override {
-        for (auto it = children_.begin(); it != children_.end(); ++it)
-            if (it.value() == child) return it.key();
-        return -1;
-    }
-
-private:
-    ChatView* view() const { return static_cast<ChatView*>(widget()); }
-    mutable QHash<int, QAccessibleInterface*> children_;  // owned by QAccessible's cache
-};
-
-QAccessibleInterface* transcript_accessible(const QString& class_name, QObject* object) {
-    if (class_name == QLatin1String("lumen::ui::ChatView") && object && object->isWidgetType())
-        return new TranscriptAccessible(static_cast<QWidget*>(object));
-    return nullptr;
-}
-
 }  // namespace
 
 ChatView::ChatView(QWidget* parent) : QAbstractScrollArea(parent) {
-    static const bool factory = (QAccessible::installFactory(transcript_accessible), true);
-    Q_UNUSED(factory);
+    install_transcript_accessibility();
     setFrameShape(QFrame::NoFrame);
     setAccessibleName(tr("Conversation"));
     setFocusPolicy(Qt::StrongFocus);
@@ -322,11 +197,11 @@ std::vector<ChatView::Block> ChatView::blocks_for(const TranscriptMessage& m) co
     if (m.role == "user") {
         // The user's text is shown as written.
         if (!m.text.isEmpty())
-            for (const QString& piece : split_long(m.text)) add(Kind::Plain, piece);
+            for (const QString& piece : split_into_blocks(m.text, kBlockChars)) add(Kind::Plain, piece);
     } else {
         for (const Segment& s : split_markdown(m.text)) {
             if (s.kind == Segment::Kind::Prose) {
-                for (const QString& p : paragraphs(s.text)) add(Kind::Prose, p);
+                for (const QString& p : markdown_paragraphs(s.text, kBlockChars)) add(Kind::Prose, p);
                 continue;
             }
             const QStringList lines = s.text.split('\n');

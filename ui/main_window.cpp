@@ -1,5 +1,9 @@
 #include "ui/main_window.h"
 
+// Over 600 lines: the window and the flow of a turn (prompt and trimming, streaming, versions,
+// edit and delete) live together until the turn flow moves into a chat controller of its own
+// (issue #16).
+
 #include <QAction>
 #include <QApplication>
 #include <QClipboard>

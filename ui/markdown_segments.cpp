@@ -37,4 +37,61 @@ QList<Segment> split_markdown(const QString& text) {
     return out;
 }
 
+QStringList split_into_blocks(const QString& text, int chars) {
+    QStringList out;
+    qsizetype p = 0;
+    while (text.size() - p > chars) {
+        qsizetype cut = text.indexOf('\n', p + chars);
+        qsizetype next = cut + 1;
+        if (cut < 0 || cut > p + 2 * chars) {
+            if (text.size() - p <= 2 * chars) break;
+            cut = text.indexOf(' ', p + 2 * chars);
+            next = cut + 1;
+            if (cut < 0 || cut > p + 3 * chars) {
+                cut = p + 2 * chars;
+                if (text[cut - 1].isHighSurrogate()) ++cut;
+                next = cut;
+            }
+        }
+        out << text.mid(p, cut - p);
+        p = next;
+    }
+    out << text.mid(p);
+    return out;
+}
+
+namespace {
+
+// A model's single line breaks are meant as line breaks: Markdown would join the lines.
+QString keep_line_breaks(const QString& markdown) {
+    QStringList lines = markdown.split('\n');
+    for (qsizetype i = 0; i + 1 < lines.size(); ++i) {
+        QString& l = lines[i];
+        const QString t = l.trimmed();
+        if (t.isEmpty() || lines[i + 1].trimmed().isEmpty() || t.startsWith('|') || l.endsWith("  ") || l.endsWith('\\'))
+            continue;
+        l += "  ";
+    }
+    return lines.join('\n');
+}
+
+}  // namespace
+
+QStringList markdown_paragraphs(const QString& prose, int chars) {
+    QStringList out;
+    QStringList current;
+    auto flush = [&] {
+        const QString p = current.join('\n');
+        current.clear();
+        if (p.trimmed().isEmpty()) return;
+        for (const QString& piece : split_into_blocks(p, chars)) out << keep_line_breaks(piece);
+    };
+    for (const QString& line : prose.split('\n')) {
+        if (line.trimmed().isEmpty()) flush();
+        else current << line;
+    }
+    flush();
+    return out;
+}
+
 }  // namespace lumen::ui
