@@ -56,14 +56,14 @@ ChatView::ChatView(QWidget* parent) : QAbstractScrollArea(parent) {
     setHorizontalScrollBarPolicy(Qt::ScrollBarAlwaysOff);
     viewport()->setBackgroundRole(QPalette::Window);
     viewport()->setMouseTracking(true);
-    placeholder_ = new QLabel(viewport());
-    placeholder_->setWordWrap(true);
-    placeholder_->setAlignment(Qt::AlignCenter);
-    placeholder_->setTextFormat(Qt::RichText);
-    placeholder_->setMargin(32);
-    placeholder_->setTextInteractionFlags(Qt::LinksAccessibleByMouse | Qt::LinksAccessibleByKeyboard);
-    placeholder_->hide();
-    connect(placeholder_, &QLabel::linkActivated, this, &ChatView::link_activated);
+    empty_text_ = new QLabel(viewport());
+    empty_text_->setWordWrap(true);
+    empty_text_->setAlignment(Qt::AlignCenter);
+    empty_text_->setTextFormat(Qt::RichText);
+    empty_text_->setMargin(32);
+    empty_text_->setTextInteractionFlags(Qt::LinksAccessibleByMouse | Qt::LinksAccessibleByKeyboard);
+    empty_text_->hide();
+    connect(empty_text_, &QLabel::linkActivated, this, &ChatView::link_activated);
 }
 
 ChatView::~ChatView() = default;
@@ -88,7 +88,7 @@ void ChatView::insert_message(int index, const TranscriptMessage& m) {
     selection_anchor_ = selection_focus_ = {};
     hover_ = {};
     if (anchor_message_ >= index) ++anchor_message_;
-    placeholder_->hide();
+    empty_text_->hide();
     viewport()->update();
 }
 
@@ -150,7 +150,7 @@ void ChatView::remove(int index) {
     hover_ = {};
     if (anchor_message_ >= index) anchor_message_ = -1;
     rows_dirty_ = true;
-    placeholder_->setVisible(messages_.isEmpty() && !placeholder_->text().isEmpty());
+    empty_text_->setVisible(messages_.isEmpty() && !empty_text_->text().isEmpty());
     viewport()->update();
 }
 
@@ -166,13 +166,13 @@ void ChatView::clear_messages() {
     anchor_message_ = -1;
     following_ = true;
     rows_dirty_ = true;
-    placeholder_->setVisible(!placeholder_->text().isEmpty());
+    empty_text_->setVisible(!empty_text_->text().isEmpty());
     viewport()->update();
 }
 
 void ChatView::set_placeholder(const QString& rich_text) {
-    placeholder_->setText(rich_text);
-    placeholder_->setVisible(messages_.isEmpty() && !rich_text.isEmpty());
+    empty_text_->setText(rich_text);
+    empty_text_->setVisible(messages_.isEmpty() && !rich_text.isEmpty());
 }
 
 void ChatView::scroll_to_end() {
@@ -215,20 +215,21 @@ std::vector<ChatView::Block> ChatView::blocks_for(const TranscriptMessage& m) co
         }
     }
     add(Kind::Footer, {});
-    for (Block& b : out) b.height = estimate(b);
     return out;
 }
 
 void ChatView::restructure(int index) {
     std::vector<Block> fresh = blocks_for(messages_[index]);
     std::vector<Block>& old = items_[std::size_t(index)].blocks;
-    // Blocks that did not change keep their layout: while a reply streams, only its last grows.
-    for (std::size_t i = 0; i < fresh.size() && i < old.size(); ++i) {
-        const Block& o = old[i];
-        const Block& f = fresh[i];
-        if (o.kind == f.kind && o.text == f.text && o.language == f.language && o.group_start == f.group_start &&
-            o.group_end == f.group_end)
-            fresh[i] = std::move(old[i]);
+    // Blocks that did not change keep their layout: while a reply streams, only its last grows,
+    // and only the new ones are estimated.
+    for (std::size_t i = 0; i < fresh.size(); ++i) {
+        Block& f = fresh[i];
+        if (i < old.size() && old[i].kind == f.kind && old[i].text == f.text && old[i].language == f.language &&
+            old[i].group_start == f.group_start && old[i].group_end == f.group_end)
+            f = std::move(old[i]);
+        else
+            f.height = estimate(f);
     }
     old = std::move(fresh);
     if (messages_[index].images.size() != items_[std::size_t(index)].thumbnails.size())
@@ -891,7 +892,7 @@ void ChatView::contextMenuEvent(QContextMenuEvent* e) {
 
 void ChatView::resizeEvent(QResizeEvent* e) {
     QAbstractScrollArea::resizeEvent(e);
-    placeholder_->setGeometry(viewport()->rect());
+    empty_text_->setGeometry(viewport()->rect());
     viewport()->update();  // blocks are measured again at the new width as they are painted
 }
 

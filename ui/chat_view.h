@@ -157,7 +157,7 @@ private:
     Position selection_anchor_, selection_focus_;
     bool selecting_ = false;
     Hit hover_;
-    QLabel* placeholder_;
+    QLabel* empty_text_;  // what an empty conversation says
 };
 
 }  // namespace lumen::ui

@@ -194,10 +194,17 @@ void HistoryStore::delete_conversation(qint64 id) {
     db.commit();
 }
 
-QList<StoredMessage> HistoryStore::messages(qint64 conversation) const {
+QList<StoredMessage> HistoryStore::messages(qint64 conversation) const { return select_messages("conversation_id", conversation); }
+
+StoredMessage HistoryStore::message(qint64 id) const {
+    const QList<StoredMessage> found = select_messages("id", id);
+    return found.isEmpty() ? StoredMessage{} : found.first();
+}
+
+QList<StoredMessage> HistoryStore::select_messages(const char* column, qint64 value) const {
     QSqlQuery q(QSqlDatabase::database(connection_));
-    q.prepare("SELECT id, role, text, complete, stats, model FROM messages WHERE conversation_id = ? ORDER BY id");
-    q.addBindValue(conversation);
+    q.prepare(QString("SELECT id, role, text, complete, stats, model FROM messages WHERE %1 = ? ORDER BY id").arg(column));
+    q.addBindValue(value);
     QList<StoredMessage> out;
     if (!q.exec()) return out;
     while (q.next())

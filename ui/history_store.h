@@ -53,6 +53,7 @@ public:
     void delete_conversation(qint64 id);
 
     QList<StoredMessage> messages(qint64 conversation) const;
+    StoredMessage message(qint64 id) const;  // id 0 when there is none
     // Appends a message (images as their encoded file bytes) in one transaction; returns its id.
     qint64 add_message(qint64 conversation, const QString& role, const QString& text, const QList<QByteArray>& images = {},
                        bool complete = true, const QString& model = {});
@@ -67,6 +68,7 @@ public:
 
 private:
     bool exec(const QString& sql) const;
+    QList<StoredMessage> select_messages(const char* column, qint64 value) const;  // messages where column = value
     void migrate();
     void touch(qint64 conversation);
     void drop_unused_images();

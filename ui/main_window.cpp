@@ -106,12 +106,6 @@ QJsonObject version_entry(const QString& text, const QString& model, QJsonObject
     return {{"text", text}, {"model", model}, {"stats", stats}};
 }
 
-StoredMessage stored_message(const HistoryStore& store, qint64 conversation, qint64 id) {
-    for (const StoredMessage& m : store.messages(conversation))
-        if (m.id == id) return m;
-    return {};
-}
-
 QJsonObject timings_json(const Timings& t, qint64 session_len) {
     return {{"first_token_ms", t.first_token_ms},   {"tokens_per_second", t.decode_tokens_per_second},
             {"generated_tokens", t.generated_tokens}, {"prompt_tokens", t.prompt_tokens},
@@ -428,7 +422,7 @@ void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& v
     RenderedTurns turns;
     try {
         for (;;) {
-            turns = render_from(start, continuing);
+            turns = render_from(start, continuing, info.system_prompt);
             request.prompt = engine->tokenizer().encode(turns.prompt, turns.encode);
             // Image tokens are counted once the images are prepared (on_prepared).
             if (!turns.images.isEmpty() || int64_t(request.prompt.size()) + reply_reserve_ <= context) break;
@@ -493,10 +487,9 @@ QJsonObject MainWindow::reply_stats_base() const {
     return reply_versions_.isEmpty() ? QJsonObject{} : QJsonObject{{"versions", reply_versions_}};
 }
 
-MainWindow::RenderedTurns MainWindow::render_from(int start, bool continuing) const {
+MainWindow::RenderedTurns MainWindow::render_from(int start, bool continuing, const QString& system) const {
     const QList<TranscriptMessage>& all = chat_->messages();
     const int last = continuing ? int(all.size()) - 1 : int(all.size());  // a continued reply is appended as it is
-    const QString system = store_.conversation(conversation_).system_prompt;
     RenderedTurns out;
     out.encode = EncodeOptions{.add_special_tokens = template_->tokenize_with_special_tokens()};
     std::vector<ChatMessage> messages;
@@ -561,7 +554,7 @@ void MainWindow::on_prepared(quint64 ticket, const PreparedInput& input) {
         const int start = std::max(0, chat_->index_of(context_start_));
         if (const int next = next_turn(start, reply_continuing_); next >= 0) {
             set_context_start(next);
-            const RenderedTurns turns = render_from(next, reply_continuing_);
+            const RenderedTurns turns = render_from(next, reply_continuing_, store_.conversation(conversation_).system_prompt);
             preparing_ = worker_.prepare(turns.prompt, turns.images, turns.encode);
             return;
         }
@@ -637,7 +630,7 @@ void MainWindow::regenerate(qint64 id) {
     commit_pending_delete();
     if (chat_->messages()[index].role == "assistant") {
         // The reply written before is kept as a version to flip back to.
-        const StoredMessage old = stored_message(store_, conversation_, id);
+        const StoredMessage old = store_.message(id);
         QJsonArray versions = old.stats.value("versions").toArray();
         if (versions.isEmpty()) versions.append(version_entry(old.text, old.model, old.stats));
         store_.delete_from(id);
@@ -653,7 +646,7 @@ void MainWindow::continue_reply() {
     if (chat_->messages().last().role != "assistant") return;
     commit_pending_delete();
     // A continued version becomes the newest of the reply's versions.
-    const StoredMessage old = stored_message(store_, conversation_, chat_->messages().last().id);
+    const StoredMessage old = store_.message(chat_->messages().last().id);
     QJsonArray others = old.stats.value("versions").toArray();
     if (!others.isEmpty()) others.removeAt(old.stats.value("version").toInt());
     start_reply(false, true, others);
@@ -662,7 +655,7 @@ void MainWindow::continue_reply() {
 void MainWindow::show_version(qint64 id, int step) {
     if (generating()) return;
     const int index = chat_->index_of(id);
-    const StoredMessage m = stored_message(store_, conversation_, id);
+    const StoredMessage m = store_.message(id);
     const QJsonArray versions = m.stats.value("versions").toArray();
     const int shown = m.stats.value("version").toInt() + step;
     if (index < 0 || shown < 0 || shown >= versions.size()) return;

@@ -88,13 +88,13 @@ private:
     QJsonObject model_defaults() const;
     QString author_name() const;
     int reply_index() const;
-    // The prompt of the turns from message `start` on, with their images.
+    // The prompt of the turns from message `start` on (after the system prompt), with their images.
     struct RenderedTurns {
         std::string prompt;
         QList<QByteArray> images;
         EncodeOptions encode;
     };
-    RenderedTurns render_from(int start, bool continuing) const;
+    RenderedTurns render_from(int start, bool continuing, const QString& system) const;
     int next_turn(int start, bool continuing) const;  // the next question after `start` that may lead; -1: none
     void set_context_start(int start);                // the first message the model sees, noted in the view
 
