@@ -10,6 +10,10 @@
 #include <future>
 #include <map>
 #include <mutex>
+#ifdef Q_OS_LINUX
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
 
 #include "engine/error.h"
 #include "engine/model_config.h"
@@ -120,6 +124,12 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
         std::unique_ptr<Engine> engine;
         std::shared_ptr<const vision::VisionConfig> vision;
         QString error;
+#ifdef Q_OS_LINUX
+        // The engine's threads are made on this one and take its priority: they yield to the
+        // window, so that on a machine with few cores typing and scrolling stay smooth while a
+        // reply is written (the engine still has every core the window leaves idle).
+        setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 5);
+#endif
         // The engine's callback may fire before the worker has the engine; it only emits signals.
         try {
             engine = Engine::create(model_dir.toStdString(), options, [sink](const GenerationEvent& e) {
