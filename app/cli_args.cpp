@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "engine/error.h"
+#include "engine/util/error.h"
 
 namespace lumen::cli {
 

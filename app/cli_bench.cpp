@@ -9,11 +9,11 @@
 
 #include "app/cli_args.h"
 #include "app/cli_commands.h"
-#include "engine/backend_factory.h"
-#include "engine/error.h"
-#include "engine/model.h"
-#include "engine/scheduler.h"
-#include "engine/text_file.h"
+#include "engine/backend/backend_factory.h"
+#include "engine/util/error.h"
+#include "engine/model/model.h"
+#include "engine/runtime/scheduler.h"
+#include "engine/util/text_file.h"
 
 namespace lumen::cli {
 namespace {

@@ -10,10 +10,12 @@
 
 #include "app/cli_args.h"
 #include "app/cli_commands.h"
-#include "engine/chat_template.h"
-#include "engine/engine.h"
-#include "engine/error.h"
-#include "engine/tokenizer.h"
+#include "engine/model/chat_template_choice.h"
+#include "engine/text/chat_template.h"
+#include "engine/model/generation_config.h"
+#include "engine/runtime/engine.h"
+#include "engine/util/error.h"
+#include "engine/text/tokenizer.h"
 #include "vision/encoder.h"
 #include "vision/prompt.h"
 
@@ -221,7 +223,7 @@ int run_chat(const std::vector<std::string>& argv) {
     Reply reply(write_out);
     const auto engine = Engine::create(dir, engine_options(args), [&](const GenerationEvent& e) { reply.on_event(e); });
     const Tokenizer& tok = engine->tokenizer();
-    ChatTemplate chat = ChatTemplate::for_model(engine->model_config(), tok);
+    ChatTemplate chat = chat_template_for(engine->model_config(), tok);
     if (const auto name = args.value("template")) {
         const auto t = ChatTemplate::by_name(*name);
         if (!t) throw Error("unknown chat template '" + *name + "' (" + ChatTemplate::names() + ")");

@@ -5,10 +5,8 @@
 
 #include "app/cli_args.h"
 #include "app/cli_commands.h"
-#include "engine/model_scanner.h"
-#ifdef LUMEN_HAVE_CUDA
-#include "kernels/device_info.h"
-#endif
+#include "engine/model/model_scanner.h"
+#include "engine/backend/device.h"
 
 namespace lumen::cli {
 
@@ -85,19 +83,15 @@ int run_devices(const std::vector<std::string>& argv) {
         std::puts("Usage: lumen-cli devices\n\nLists the NVIDIA GPUs this build of Lumen can use.");
         return 0;
     }
-#ifdef LUMEN_HAVE_CUDA
     std::string why;
-    const auto devices = cuda::list_devices(&why);
-    if (devices.empty()) {
+    const auto gpus = list_gpus(&why);
+    if (gpus.empty()) {
         std::printf("%s; Lumen will run on the CPU.\n", why.c_str());
         return 0;
     }
-    for (const auto& d : devices)
-        std::printf("cuda:%d  %s  (compute %d.%d, %s total, %s free)\n", d.index, d.name.c_str(), d.compute_major,
-                    d.compute_minor, format_bytes(d.total_memory).c_str(), format_bytes(d.free_memory).c_str());
-#else
-    std::puts("This build of Lumen has no CUDA backend (configured without a CUDA toolkit); it runs on the CPU.");
-#endif
+    for (const auto& d : gpus)
+        std::printf("%s  %s  (compute %d.%d, %s total, %s free)\n", d.id.c_str(), d.name.c_str(), d.compute_major, d.compute_minor,
+                    format_bytes(d.total_memory).c_str(), format_bytes(d.free_memory).c_str());
     return 0;
 }
 

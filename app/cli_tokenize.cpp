@@ -5,9 +5,9 @@
 
 #include "app/cli_args.h"
 #include "app/cli_commands.h"
-#include "engine/error.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
+#include "engine/util/error.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
 
 namespace lumen::cli {
 

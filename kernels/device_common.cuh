@@ -143,4 +143,24 @@ __device__ __forceinline__ int64_t kv_offset(const KvLayout& kv, int32_t block, 
            kv.head_dim;
 }
 
+
+constexpr int kMaxHeadDim = 256;  // the largest head the attention and RoPE kernels take
+
+// Eight consecutive elements as floats (16-byte aligned loads).
+__device__ __forceinline__ void load8(const float* p, float* out) {
+    const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+template <class T>
+__device__ __forceinline__ void load8(const T* p, float* out) {
+    const uint4 raw = *reinterpret_cast<const uint4*>(p);
+    const T* h = reinterpret_cast<const T*>(&raw);
+    for (int i = 0; i < 8; ++i) out[i] = to_f(h[i]);
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
+    return v;
+}
+
 }  // namespace lumen::cuda::detail

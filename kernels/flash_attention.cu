@@ -5,7 +5,6 @@
 // keeps an online softmax per query row. The scores never leave registers: the accumulator
 // layout of Q·Kᵀ is the operand layout of P·V.
 #include <cmath>
-#include <stdexcept>
 #include <type_traits>
 
 #include "kernels/device_common.cuh"

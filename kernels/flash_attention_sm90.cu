@@ -17,10 +17,10 @@
 #include <cudaTypedefs.h>
 
 #include <cmath>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "engine/util/error.h"
 #include "kernels/device_common.cuh"
 #include "kernels/device_info.h"
 #include "kernels/flash_attention.cuh"
@@ -343,7 +343,7 @@ CUtensorMap qkv_map(DataType t, const void* qkv, int64_t rows, int64_t cols) {
         cudaDriverEntryPointQueryResult found{};
         check(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found),
               "cudaGetDriverEntryPointByVersion");
-        if (found != cudaDriverEntryPointSuccess || !fn) throw std::runtime_error("the driver has no cuTensorMapEncodeTiled");
+        if (found != cudaDriverEntryPointSuccess || !fn) throw lumen::Error("the driver has no cuTensorMapEncodeTiled");
         return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
     }();
     CUtensorMap map{};
@@ -353,7 +353,7 @@ CUtensorMap qkv_map(DataType t, const void* qkv, int64_t rows, int64_t cols) {
     const CUresult r = encode(&map, t == DataType::F16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2,
                               const_cast<void*>(qkv), dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
                               CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-    if (r != CUDA_SUCCESS) throw std::runtime_error("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
+    if (r != CUDA_SUCCESS) throw lumen::Error("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")");
     return map;
 }
 

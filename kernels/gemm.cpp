@@ -1,10 +1,10 @@
 // Matrix products through cuBLASLt: the bias rides in the GEMM's epilogue instead of a pass of
 // its own over the output, and each shape's algorithm is looked up once.
+#include "engine/util/error.h"
 #include "kernels/gemm.h"
 
 #include <cublasLt.h>
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 
 namespace lumen::cuda {
@@ -12,7 +12,7 @@ namespace {
 
 void check_lt(cublasStatus_t status, const char* what) {
     if (status != CUBLAS_STATUS_SUCCESS)
-        throw std::runtime_error(std::string("cuBLASLt error in ") + what + ": " + cublasLtGetStatusString(status));
+        throw lumen::Error(std::string("cuBLASLt error in ") + what + ": " + cublasLtGetStatusString(status));
 }
 
 cudaDataType_t cuda_type(DataType d) { return d == DataType::F32 ? CUDA_R_32F : d == DataType::F16 ? CUDA_R_16F : CUDA_R_16BF; }
@@ -96,7 +96,7 @@ void Gemm::run(DataType t, const void* x, int64_t n, int64_t in, const void* w, 
     align = std::min(align, alignment(reinterpret_cast<const void*>(uintptr_t(out_features * out_elem))));
     Plan& p = plan({int(t), int(out_type), n, in, out_features, bias != nullptr, align});
     if (!p.found)
-        throw std::runtime_error("cuBLASLt has no algorithm for a " + std::to_string(n) + "x" + std::to_string(in) + " by " +
+        throw lumen::Error("cuBLASLt has no algorithm for a " + std::to_string(n) + "x" + std::to_string(in) + " by " +
                                  std::to_string(in) + "x" + std::to_string(out_features) + " product");
     if (bias) check_lt(cublasLtMatmulDescSetAttribute(p.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias), "BIAS_POINTER");
     const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;

@@ -2,7 +2,7 @@
 // Host launchers of Lumen's CUDA kernels. Pure functions over device pointers and shapes: tensors
 // are row-major and contiguous; `DataType` is the type of activations, weights and the KV cache
 // (the residual stream and logits are always fp32). Every launcher checks its launch and throws
-// std::runtime_error with the CUDA error text.
+// lumen::Error with the CUDA error text.
 #include <cstdint>
 #include <cuda_runtime.h>
 #include <string>
@@ -11,8 +11,11 @@ namespace lumen::cuda {
 
 enum class DataType { F32, F16, BF16 };
 
-// Throws std::runtime_error naming `what` if `status` is an error.
+// Throws lumen::Error naming `what` if `status` is an error; a sticky error (the context is lost)
+// has Error::Scope::Device.
 void check(cudaError_t status, const char* what);
+// Whether `status` is an error that leaves the context unusable (every later call fails with it).
+bool is_sticky(cudaError_t status);
 
 // The ragged batch of one forward, on the device.
 struct Batch {

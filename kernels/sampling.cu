@@ -309,4 +309,57 @@ void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams*
     launched("sample_rows");
 }
 
+// Greedy choice. CPU reference: CpuBackend::argmax_rows (engine/backend/cpu_backend.cpp).
+namespace {
+
+using namespace detail;
+
+// Argmax as one 64-bit maximum per row: the value's bits made order-preserving in the high half,
+// the complement of the index in the low half (so that ties go to the first index). Blocks take
+// chunks of a row (a 150,000-token vocabulary is tens of blocks, not one) and merge with atomicMax.
+constexpr int64_t kArgmaxChunk = 4096;
+__device__ __forceinline__ unsigned long long argmax_key(float v, int64_t i) {
+    uint32_t bits = __float_as_uint(v);
+    bits = bits & 0x80000000u ? ~bits : bits | 0x80000000u;
+    return (static_cast<unsigned long long>(bits) << 32) | static_cast<uint32_t>(~uint32_t(i));
+}
+
+__global__ void argmax_kernel(const float* logits, int64_t cols, unsigned long long* keys) {
+    let_next_start();
+    wait_for_previous();
+    const float* row = logits + int64_t(blockIdx.y) * cols;
+    const int64_t first = int64_t(blockIdx.x) * kArgmaxChunk, last = min(cols, first + kArgmaxChunk);
+    unsigned long long best = 0;  // below every real key: NaNs are skipped
+#pragma unroll 4
+    for (int64_t i = first + threadIdx.x; i < last; i += blockDim.x)
+        if (!isnan(row[i])) best = max(best, argmax_key(row[i], i));
+    for (int o = 16; o > 0; o >>= 1) best = max(best, __shfl_xor_sync(0xffffffff, best, o));
+    __shared__ unsigned long long warps[32];
+    if ((threadIdx.x & 31) == 0) warps[threadIdx.x >> 5] = best;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int w = 1; w < int(blockDim.x >> 5); ++w) best = max(best, warps[w]);
+        atomicMax(keys + blockIdx.y, best);
+    }
+}
+
+__global__ void argmax_index_kernel(const unsigned long long* keys, int32_t rows, int32_t* out) {
+    let_next_start();
+    wait_for_previous();
+    for (int32_t r = threadIdx.x; r < rows; r += blockDim.x)
+        out[r] = keys[r] == 0 ? 0 : int32_t(~uint32_t(keys[r] & 0xffffffffu));
+}
+
+
+}  // namespace
+
+void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, unsigned long long* keys, cudaStream_t s) {
+    if (rows == 0) return;
+    check(cudaMemsetAsync(keys, 0, std::size_t(rows) * sizeof *keys, s), "cudaMemsetAsync");
+    const dim3 grid(unsigned((cols + kArgmaxChunk - 1) / kArgmaxChunk), unsigned(rows));
+    launch_early(argmax_kernel, grid, 256, 0, s, logits, cols, keys);
+    launch_early(argmax_index_kernel, 1, 256, 0, s, keys, rows, out);
+    launched("argmax_rows");
+}
+
 }  // namespace lumen::cuda

@@ -1,10 +1,10 @@
 // Kernels of the vision encoders and projectors: row norms with any input and output type,
 // activations, unmasked attention within each image, row gathers and conversions.
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 #include <type_traits>
 
+#include "engine/util/error.h"
 #include "kernels/device_common.cuh"
 #include "kernels/flash_attention.cuh"
 #include "kernels/ops.h"
@@ -335,7 +335,7 @@ void activate(DataType t, void* x, int64_t rows, int64_t cols, int64_t stride, A
 void attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim, int64_t rows, int64_t group_rows, void* out,
                     cudaStream_t s) {
     if (rows == 0) return;
-    if (group_rows <= 0 || rows % group_rows != 0) throw std::runtime_error("attention_full: groups do not tile the rows");
+    if (group_rows <= 0 || rows % group_rows != 0) throw lumen::Error("attention_full: groups do not tile the rows");
     if (flash_attention_full(t, qkv, heads, head_dim, rows, group_rows, out, s)) return;
     const dim3 grid(unsigned((group_rows + kQueries - 1) / kQueries), unsigned(heads), unsigned(rows / group_rows));
     const float scale = 1.0f / sqrtf(float(head_dim));
@@ -348,7 +348,7 @@ void attention_full(DataType t, const void* qkv, int32_t heads, int32_t head_dim
         case 32: attention_full_kernel<T, 32><<<grid, kQueries, 0, s>>>(in, heads, group_rows, o, scale); break;
         case 64: attention_full_kernel<T, 64><<<grid, kQueries, 0, s>>>(in, heads, group_rows, o, scale); break;
         case 128: attention_full_kernel<T, 128><<<grid, kQueries, 0, s>>>(in, heads, group_rows, o, scale); break;
-        default: throw std::runtime_error("attention_full: head_dim " + std::to_string(head_dim) + " is not supported (16, 32, 64, 128)");
+        default: throw lumen::Error("attention_full: head_dim " + std::to_string(head_dim) + " is not supported (16, 32, 64, 128)");
         }
     });
     launched("attention_full");

@@ -15,8 +15,8 @@
 #include <unistd.h>
 #endif
 
-#include "engine/error.h"
-#include "engine/model_config.h"
+#include "engine/util/error.h"
+#include "engine/model/model_config.h"
 #include "vision/encoder.h"
 #include "vision/prompt.h"
 #include "vision/vision_config.h"

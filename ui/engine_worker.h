@@ -13,8 +13,8 @@
 #include <atomic>
 #include <memory>
 
-#include "engine/engine.h"
-#include "engine/tokenizer.h"
+#include "engine/runtime/engine.h"
+#include "engine/text/tokenizer.h"
 
 namespace lumen::ui {
 

@@ -22,10 +22,12 @@
 #include <QTimer>
 #include <QVBoxLayout>
 
-#include "engine/error.h"
-#include "engine/model_scanner.h"
-#include "engine/sampler.h"
-#include "engine/tokenizer.h"
+#include "engine/util/error.h"
+#include "engine/model/model_scanner.h"
+#include "engine/backend/device.h"
+#include "engine/model/chat_template_choice.h"
+#include "engine/model/generation_config.h"
+#include "engine/text/tokenizer.h"
 #include "ui/app_settings.h"
 #include "ui/chat_view.h"
 #include "ui/composer.h"
@@ -37,9 +39,6 @@
 #include "ui/screenshot.h"
 #include "ui/settings_dialog.h"
 #include "ui/theme.h"
-#ifdef LUMEN_HAVE_CUDA
-#include "kernels/device_info.h"
-#endif
 
 namespace lumen::ui {
 
@@ -55,21 +54,16 @@ EngineOptions engine_options_for(const AppSettings& settings, const QString& mod
 
 namespace {
 
+// GPUs do not come and go while the app runs: asked once (the CUDA runtime's first call takes a while).
 bool gpu_available() {
-#ifdef LUMEN_HAVE_CUDA
-    return !cuda::list_devices().empty();
-#else
-    return false;
-#endif
+    static const bool any = !list_gpus().empty();
+    return any;
 }
 
 uint64_t gpu_free_memory() {
-#ifdef LUMEN_HAVE_CUDA
-    const auto devices = cuda::list_devices();
-    return devices.empty() ? 0 : devices.front().free_memory;
-#else
-    return 0;
-#endif
+    if (!gpu_available()) return 0;
+    const auto gpus = list_gpus();
+    return gpus.empty() ? 0 : gpus.front().free_memory;
 }
 
 QString title_from(const QString& text) {
@@ -268,7 +262,7 @@ void MainWindow::load_model(const QString& path) {
 
 void MainWindow::on_loaded(const LoadedModel& model) {
     try {
-        template_ = ChatTemplate::for_model(worker_.engine()->model_config(), worker_.engine()->tokenizer());
+        template_ = chat_template_for(worker_.engine()->model_config(), worker_.engine()->tokenizer());
     } catch (const std::exception& e) {
         template_ = ChatTemplate::by_name("plain");
     }
@@ -832,17 +826,11 @@ void MainWindow::update_status() {
         model_label_->setText(tr("No model loaded"));
         device_label_->setText(gpu_available() ? tr("GPU available") : tr("CPU"));
     }
-#ifdef LUMEN_HAVE_CUDA
     if (worker_.is_loaded() && worker_.model().device.startsWith("cuda")) {
-        const auto devices = cuda::list_devices();
-        if (!devices.empty()) {
-            const auto& d = devices.front();
-            memory_label_->setText(tr("GPU memory %1 / %2")
-                                       .arg(byte_size(d.total_memory - d.free_memory), byte_size(d.total_memory)));
-            return;
-        }
+        const DeviceInfo d = worker_.engine()->device();
+        memory_label_->setText(tr("GPU memory %1 / %2").arg(byte_size(d.total_memory - d.free_memory), byte_size(d.total_memory)));
+        return;
     }
-#endif
     memory_label_->clear();
 }
 

@@ -9,8 +9,8 @@
 #include <QJsonArray>
 #include <QMainWindow>
 
-#include "engine/chat_template.h"
-#include "engine/engine.h"
+#include "engine/text/chat_template.h"
+#include "engine/runtime/engine.h"
 #include "ui/chat_view.h"
 #include "ui/engine_worker.h"
 #include "ui/settings_dialog.h"

@@ -3,7 +3,7 @@
 #include <QAbstractTableModel>
 #include <vector>
 
-#include "engine/model_scanner.h"
+#include "engine/model/model_scanner.h"
 
 namespace lumen::ui {
 

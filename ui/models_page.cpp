@@ -13,7 +13,7 @@
 #include <QVBoxLayout>
 #include <memory>
 
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 #include "ui/app_settings.h"
 #include "ui/model_list_model.h"
 

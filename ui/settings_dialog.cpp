@@ -14,7 +14,7 @@
 #include <QTabWidget>
 #include <QVBoxLayout>
 
-#include "engine/model_config.h"
+#include "engine/model/model_config.h"
 #include "ui/model_list_model.h"
 
 namespace lumen::ui {

@@ -6,8 +6,8 @@
 #include <cstring>
 #include <memory>
 
-#include "engine/dtype.h"
-#include "engine/error.h"
+#include "engine/util/dtype.h"
+#include "engine/util/error.h"
 #include "vision/preprocess.h"
 
 namespace lumen::vision {

@@ -7,9 +7,9 @@
 #include <memory>
 #include <vector>
 
-#include "engine/backend.h"
-#include "engine/checkpoint.h"
-#include "engine/image_input.h"
+#include "engine/backend/backend.h"
+#include "engine/model/checkpoint.h"
+#include "engine/runtime/image_input.h"
 #include "vision/vision_config.h"
 
 namespace lumen::vision {

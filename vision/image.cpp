@@ -10,8 +10,8 @@
 #include <optional>
 #include <utility>
 
-#include "engine/error.h"
-#include "engine/thread_pool.h"
+#include "engine/util/error.h"
+#include "engine/util/thread_pool.h"
 
 namespace lumen::vision {
 namespace {

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/uninitialized.h"
+#include "engine/util/uninitialized.h"
 
 namespace lumen::vision {
 

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/error.h"
-#include "engine/thread_pool.h"
+#include "engine/util/error.h"
+#include "engine/util/thread_pool.h"
 #include "vision/resize.h"
 
 namespace lumen::vision {

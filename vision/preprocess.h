@@ -6,7 +6,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/image_input.h"
+#include "engine/runtime/image_input.h"
 #include "vision/image.h"
 #include "vision/vision_config.h"
 

@@ -3,8 +3,8 @@
 #include <bit>
 #include <cstring>
 
-#include "engine/chat_template.h"
-#include "engine/error.h"
+#include "engine/text/chat_template.h"
+#include "engine/util/error.h"
 #include "vision/preprocess.h"
 
 namespace lumen::vision {

@@ -9,8 +9,8 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/image_input.h"
-#include "engine/tokenizer.h"
+#include "engine/runtime/image_input.h"
+#include "engine/text/tokenizer.h"
 #include "vision/image.h"
 #include "vision/vision_config.h"
 

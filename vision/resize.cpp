@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/error.h"
-#include "engine/thread_pool.h"
+#include "engine/util/error.h"
+#include "engine/util/thread_pool.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>

@@ -2,9 +2,9 @@
 
 #include <cmath>
 
-#include "engine/error.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
+#include "engine/util/error.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
 
 namespace lumen::vision {
 namespace {

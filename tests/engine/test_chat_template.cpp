@@ -5,11 +5,12 @@
 #include <QtTest>
 #include <nlohmann/json.hpp>
 
-#include "engine/chat_template.h"
-#include "engine/error.h"
-#include "engine/model_config.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
+#include "engine/model/chat_template_choice.h"
+#include "engine/text/chat_template.h"
+#include "engine/util/error.h"
+#include "engine/model/model_config.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
 #include "tests/support/test_support.h"
 
 using namespace lumen;
@@ -137,12 +138,12 @@ private slots:
         const auto qwen_tok = Tokenizer::load(data / "tokenizers" / "internvl-qwen2");
         auto config = [&](const char* name) { return parse_model_config(*read_text_file(data / "configs" / name), name); };
         // InternVL's own "template" field wins over the tokenizer's Jinja template.
-        QCOMPARE(std::string(ChatTemplate::for_model(config("InternVL2-2B.json"), *internlm_tok).name()), std::string("internvl2"));
-        QCOMPARE(std::string(ChatTemplate::for_model(config("InternVL2-1B.json"), *qwen_tok).name()), std::string("internvl2"));
-        QCOMPARE(std::string(ChatTemplate::for_model(config("internlm2-chat-7b.json"), *internlm_tok).name()), std::string("internlm2"));
+        QCOMPARE(std::string(chat_template_for(config("InternVL2-2B.json"), *internlm_tok).name()), std::string("internvl2"));
+        QCOMPARE(std::string(chat_template_for(config("InternVL2-1B.json"), *qwen_tok).name()), std::string("internvl2"));
+        QCOMPARE(std::string(chat_template_for(config("internlm2-chat-7b.json"), *internlm_tok).name()), std::string("internlm2"));
         auto unknown = config("InternVL2-2B.json");
         unknown.template_name = "phi3-chat";
-        QVERIFY_THROWS_EXCEPTION(Error, ChatTemplate::for_model(unknown, *internlm_tok));
+        QVERIFY_THROWS_EXCEPTION(Error, chat_template_for(unknown, *internlm_tok));
         // The prompt tokenizes with the chat markers as single tokens and one BOS.
         const auto t = ChatTemplate::by_name("internlm2");
         const std::vector<ChatMessage> msgs{{"user", "Hi", 0}};

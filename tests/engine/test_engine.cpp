@@ -7,14 +7,14 @@
 #include <mutex>
 #include <thread>
 
-#include "engine/backend.h"
-#include "engine/image_input.h"
-#include "engine/error.h"
-#include "engine/model.h"
-#include "engine/scheduler.h"
-#include "engine/thread_pool.h"
-#include "engine/tokenizer.h"
-#include "engine/unicode.h"
+#include "engine/backend/backend.h"
+#include "engine/runtime/image_input.h"
+#include "engine/util/error.h"
+#include "engine/model/model.h"
+#include "engine/runtime/scheduler.h"
+#include "engine/util/thread_pool.h"
+#include "engine/text/tokenizer.h"
+#include "engine/text/unicode.h"
 #include "tests/support/engine_runner.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"

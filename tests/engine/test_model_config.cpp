@@ -4,9 +4,9 @@
 #include <fstream>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/model_config.h"
-#include "engine/text_file.h"
+#include "engine/util/error.h"
+#include "engine/model/model_config.h"
+#include "engine/util/text_file.h"
 #include "tests/support/test_support.h"
 
 using namespace lumen;

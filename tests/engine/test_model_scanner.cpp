@@ -4,7 +4,7 @@
 #include <QtTest>
 #include <nlohmann/json.hpp>
 
-#include "engine/model_scanner.h"
+#include "engine/model/model_scanner.h"
 #include "tests/support/test_support.h"
 
 using namespace lumen;

@@ -6,10 +6,10 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/checkpoint.h"
-#include "engine/model.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/model.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
 #include "tests/support/engine_runner.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"

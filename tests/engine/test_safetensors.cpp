@@ -6,9 +6,9 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
-#include "engine/checkpoint.h"
-#include "engine/error.h"
-#include "engine/safetensors.h"
+#include "engine/model/checkpoint.h"
+#include "engine/util/error.h"
+#include "engine/model/safetensors.h"
 #include "tests/support/test_support.h"
 
 using namespace lumen;

@@ -3,8 +3,9 @@
 #include <cmath>
 #include <map>
 
-#include "engine/block_manager.h"
-#include "engine/sampler.h"
+#include "engine/runtime/block_manager.h"
+#include "engine/model/generation_config.h"
+#include "engine/runtime/sampler.h"
 
 using namespace lumen;
 

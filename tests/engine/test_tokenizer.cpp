@@ -7,11 +7,11 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/detokenizer.h"
-#include "engine/error.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
-#include "engine/unicode.h"
+#include "engine/text/detokenizer.h"
+#include "engine/util/error.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
+#include "engine/text/unicode.h"
 #include "tests/support/test_support.h"
 
 using namespace lumen;

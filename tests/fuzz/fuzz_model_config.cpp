@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "engine/error.h"
-#include "engine/model_config.h"
+#include "engine/util/error.h"
+#include "engine/model/model_config.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {

@@ -2,8 +2,8 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "engine/error.h"
-#include "engine/safetensors.h"
+#include "engine/util/error.h"
+#include "engine/model/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {

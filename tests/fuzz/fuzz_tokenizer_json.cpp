@@ -3,8 +3,8 @@
 #include <cstdint>
 #include <string>
 
-#include "engine/error.h"
-#include "engine/hf_tokenizer.h"
+#include "engine/util/error.h"
+#include "engine/text/hf_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {

@@ -11,13 +11,14 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
-#include "engine/backend_factory.h"
-#include "engine/chat_template.h"
-#include "engine/error.h"
-#include "engine/model.h"
-#include "engine/scheduler.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
+#include "engine/backend/backend_factory.h"
+#include "engine/model/chat_template_choice.h"
+#include "engine/text/chat_template.h"
+#include "engine/util/error.h"
+#include "engine/model/model.h"
+#include "engine/runtime/scheduler.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
 #include "tests/support/engine_runner.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
@@ -572,7 +573,7 @@ private slots:
             for (const auto& f : m.cases[i].images) images.push_back(vision::prepare_image(vision::load_image_bytes(data / "images" / f), vc));
             const auto prompt = want["prompt_ids"].get<std::vector<int32_t>>();
             auto prepared = vision::expand_prompt(m.cases[i].prompt, images, vc, tokenizer,
-                                                  {.add_special_tokens = ChatTemplate::for_model(runner.engine().model_config(), tokenizer).tokenize_with_special_tokens()});
+                                                  {.add_special_tokens = chat_template_for(runner.engine().model_config(), tokenizer).tokenize_with_special_tokens()});
             QCOMPARE(prepared.ids, prompt);
             // Embeddings, every 16th row.
             std::vector<float> rows, expected;

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/engine.h"
+#include "engine/runtime/engine.h"
 
 namespace lumen::test {
 

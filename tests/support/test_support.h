@@ -10,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/backend.h"
-#include "engine/dtype.h"
+#include "engine/backend/backend.h"
+#include "engine/util/dtype.h"
 
 namespace lumen::test {
 

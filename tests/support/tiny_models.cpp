@@ -4,8 +4,8 @@
 #include <functional>
 #include <stdexcept>
 
-#include "engine/dtype.h"
-#include "engine/text_file.h"
+#include "engine/util/dtype.h"
+#include "engine/util/text_file.h"
 #include "tests/support/test_support.h"
 
 namespace lumen::test {

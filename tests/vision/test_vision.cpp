@@ -11,11 +11,12 @@
 #include <set>
 #include <nlohmann/json.hpp>
 
-#include "engine/chat_template.h"
-#include "engine/error.h"
-#include "engine/model_config.h"
-#include "engine/text_file.h"
-#include "engine/tokenizer.h"
+#include "engine/model/chat_template_choice.h"
+#include "engine/text/chat_template.h"
+#include "engine/util/error.h"
+#include "engine/model/model_config.h"
+#include "engine/util/text_file.h"
+#include "engine/text/tokenizer.h"
 #include "tests/support/engine_runner.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
@@ -535,7 +536,7 @@ private slots:
             const ModelConfig& config = runner.engine().model_config();
             const Tokenizer& tokenizer = runner.engine().tokenizer();
             const VisionConfig vc = load_vision_config(path_of(dir), config, &tokenizer);
-            const ChatTemplate tmpl = ChatTemplate::for_model(config, tokenizer);
+            const ChatTemplate tmpl = chat_template_for(config, tokenizer);
             auto backend = make_cpu_backend();
             VisionEncoder encoder(path_of(dir), vc, *backend);
             for (std::size_t i = 0; i < m.cases.size(); ++i) {

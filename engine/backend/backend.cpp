@@ -1,0 +1,44 @@
+#include "engine/backend/backend.h"
+
+#include <cmath>
+#include <string>
+
+#include "engine/util/error.h"
+
+namespace lumen {
+
+Tensor Tensor::rows_view(int64_t first, int64_t count) const {
+    Tensor t = *this;
+    t.data = static_cast<std::byte*>(data) + first * stride * int64_t(dtype_size(dtype));
+    t.rows = count;
+    return t;
+}
+
+Tensor Tensor::cols_view(int64_t first, int64_t count) const {
+    Tensor t = *this;
+    t.data = static_cast<std::byte*>(data) + first * int64_t(dtype_size(dtype));
+    t.cols = count;
+    return t;
+}
+
+void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who) {
+    const int64_t size = planes.cols, channels = levels.rows;
+    if (planes.dtype != DType::U8 || planes.stride != planes.cols || levels.cols != 256)
+        throw Error(std::string(who) + ": patch_rows takes contiguous 8-bit planes and 256 levels a channel");
+    if (patch <= 0 || channels <= 0 || size % patch != 0 || planes.rows % (channels * size) != 0 ||
+        out.rows != planes.rows / (channels * size) * (size / patch) * (size / patch) || out.cols < channels * patch * patch)
+        throw Error(std::string(who) + ": patch_rows shapes do not match");
+}
+
+void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who) {
+    for (int32_t i : values)
+        if (i < 0 || i >= rows) throw Error(std::string(who) + ": a row index is out of range");
+}
+
+double rope_base(const RopeConfig& rope, int32_t length) {
+    if (rope.scaling.type != RopeScaling::Type::Dynamic || length <= rope.max_position_embeddings) return rope.theta;
+    const double f = rope.scaling.factor, d = rope.head_dim;
+    return rope.theta * std::pow(f * double(length) / double(rope.max_position_embeddings) - (f - 1), d / (d - 2));
+}
+
+}  // namespace lumen

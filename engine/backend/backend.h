@@ -1,0 +1,216 @@
+#pragma once
+// The small set of operations the model forward is written against. CpuBackend is the reference
+// (fp32 math); a CUDA backend implements the same calls on the GPU. Tensors are 2-D row-major
+// views of memory the backend owns (activations, KV pool) or was given (weights).
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/backend/device.h"
+#include "engine/backend/rope.h"
+#include "engine/backend/sampling.h"
+#include "engine/util/dtype.h"
+
+namespace lumen {
+
+struct Tensor {
+    void* data = nullptr;
+    DType dtype = DType::F32;
+    int64_t rows = 0;
+    int64_t cols = 0;
+    int64_t stride = 0;  // elements from one row to the next (>= cols)
+
+    bool empty() const { return data == nullptr; }
+    // Rows [first, first + count) of this tensor.
+    Tensor rows_view(int64_t first, int64_t count) const;
+    // Columns [first, first + count) of every row.
+    Tensor cols_view(int64_t first, int64_t count) const;
+};
+
+// Where a batch's tokens are and which KV blocks their sequences own. Built on the host by the
+// scheduler for every forward step; tokens of one sequence are contiguous and in order.
+struct BatchLayout {
+    std::vector<int32_t> token_ids;     // [T]
+    std::vector<int32_t> positions;     // [T] position of each token in its sequence
+    std::vector<int32_t> token_seq;     // [T] index of the token's sequence in this batch
+    std::vector<int32_t> rope_lengths;  // [T] sequence length that dynamic RoPE scaling sees
+    std::vector<int32_t> block_tables;  // [S * max_blocks] KV block ids of each sequence
+    int32_t max_blocks = 0;
+    std::vector<int32_t> logit_rows;    // token indices whose next-token logits are wanted
+    // Rows of image embeddings that replace the token embeddings of tokens [first, first + rows).
+    struct Insert {
+        Tensor rows;
+        int32_t first = 0;
+    };
+    std::vector<Insert> inserts;
+
+    int64_t num_tokens() const { return int64_t(token_ids.size()); }
+};
+
+// The paged KV cache: `num_blocks` blocks of `block_size` positions, each holding keys and values
+// of every layer: [block][layer][k|v][kv_head][slot][head_dim].
+struct KvCacheShape {
+    int32_t num_layers = 0;
+    int32_t num_kv_heads = 0;
+    int32_t head_dim = 0;
+    int32_t block_size = 64;
+    int32_t num_blocks = 0;
+    DType dtype = DType::F32;
+
+    int64_t block_elements() const { return int64_t(num_layers) * 2 * num_kv_heads * block_size * head_dim; }
+};
+
+struct AttentionShape {
+    int32_t num_heads = 0;
+    int32_t num_kv_heads = 0;
+    int32_t head_dim = 0;
+};
+
+class Backend {
+public:
+    virtual ~Backend() = default;
+    virtual std::string name() const = 0;
+
+    // The type of intermediate activations and the KV cache: F32 on the CPU, the model's type on a
+    // GPU. The model sets it from its weights before it allocates anything.
+    virtual DType compute_dtype() const = 0;
+    virtual void set_compute_dtype(DType) {}
+    // Memory available for the KV cache now, in bytes.
+    virtual uint64_t free_memory() = 0;
+    // What the backend runs on, with its memory now (safe to ask from any thread).
+    virtual DeviceInfo device() = 0;
+
+    // Memory. Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the
+    // model keeps); a device backend copies it, the CPU one uses it in place.
+    virtual Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
+    // Weights for benchmarks at real shapes without a checkpoint: uniform in
+    // [center - scale/2, center + scale/2), a pure function of `seed`, made where they are used.
+    virtual Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) = 0;
+    // Scratch of `dtype`: F32 for the residual stream and logits, compute_dtype() for the rest.
+    virtual Tensor activation(int64_t rows, int64_t cols, DType dtype) = 0;
+    virtual void release(Tensor& t) = 0;
+    virtual void allocate_kv_cache(const KvCacheShape& shape) = 0;
+    virtual const KvCacheShape& kv_cache_shape() const = 0;
+    virtual void read(const Tensor& t, std::span<float> out) = 0;  // any float type to host fp32
+    virtual void write(Tensor t, std::span<const float> values) = 0;  // host fp32 into a tensor of any float type
+    virtual void write_u8(Tensor t, std::span<const uint8_t> values) = 0;  // host bytes into a U8 tensor
+
+    // Makes a batch's layout available to the operations that follow (a device backend copies it
+    // over once per forward).
+    virtual void begin_batch(const BatchLayout& batch, const RopeConfig& rope) = 0;
+
+    // Runs the operations of one forward pass. A device backend may record them the first time a
+    // batch shape is seen (CUDA graphs) and replay the recording later without calling `ops`.
+    virtual void run_forward(const std::function<void()>& ops) { ops(); }
+
+    // Operations (`out` may alias an input where noted).
+    virtual void embed(const Tensor& table, const BatchLayout& batch, Tensor out) = 0;
+    virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;  // out may be x
+    // x += delta, or with `column_scale` (layer scale), x[r][c] += delta[r][c] · column_scale[c].
+    // delta may have fewer rows than x where they divide x's: they repeat (position embeddings
+    // added to every tile of an image at once).
+    virtual void add(Tensor x, const Tensor& delta, const Tensor* column_scale = nullptr) = 0;
+    // out = x · wᵀ (+ bias); w is [out_features, in_features].
+    virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) = 0;
+    // Rotates the q and k parts of qkv ([T, (H + 2·KV)·D]) in place and stores k and v of `layer`.
+    virtual void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig& rope,
+                                   const BatchLayout& batch, int32_t layer) = 0;
+    // Causal attention of each token's query over its sequence's cached keys and values.
+    virtual void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout& batch, int32_t layer,
+                           Tensor out) = 0;
+    // out = silu(gate) * up where gate_up is [T, 2·I] (gate first).
+    virtual void silu_mul(const Tensor& gate_up, Tensor out) = 0;
+
+    // The products' fused forms. Each defaults to the separate operations, through the scratch
+    // tensor it is given; a backend may do one in a single pass instead (leaving the scratch as it was).
+    // out = silu(gate) * up where [gate | up] = x · w_gate_upᵀ (+ bias).
+    virtual void linear_silu_mul(const Tensor& x, const Tensor& w_gate_up, const Tensor* bias, Tensor gate_up, Tensor out) {
+        linear(x, w_gate_up, bias, gate_up);
+        silu_mul(gate_up, out);
+    }
+    // qkv = x · wᵀ (+ bias), then rope_and_store_kv.
+    virtual void linear_rope_store_kv(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor qkv, const AttentionShape& shape,
+                                      const RopeConfig& rope, const BatchLayout& batch, int32_t layer) {
+        linear(x, w, bias, qkv);
+        rope_and_store_kv(qkv, shape, rope, batch, layer);
+    }
+    // residual += x · wᵀ (+ bias). The separate form rounds the product to delta's type on the way;
+    // a fused one may add it unrounded.
+    virtual void linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor delta, Tensor residual) {
+        linear(x, w, bias, delta);
+        add(residual, delta);
+    }
+    // out[i] = x[batch.logit_rows[i]].
+    virtual void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) = 0;
+    // Copies KV blocks (for copy-on-write of a shared partial block).
+    virtual void copy_kv_block(int32_t from, int32_t to) = 0;
+    // The index of the largest value of each row: greedy sampling without moving logits.
+    virtual void argmax_rows(const Tensor& logits, std::span<int32_t> out) = 0;
+    // One token per row of fp32 logits (which are modified) with each row's processors, as
+    // sample_logits does; only the chosen ids leave the device.
+    struct SampleRow {
+        SamplingParams params;
+        std::vector<int32_t> penalized;  // distinct earlier tokens, for the repetition penalty
+        double u = 0;                    // the row's uniform draw in [0, 1)
+    };
+    virtual void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) = 0;
+
+    // Operations of the vision encoders and projectors (activations F32 on the CPU).
+    // out = (x - mean) / sqrt(var + eps) * weight + bias, per row; out may be x.
+    virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) = 0;
+    // The residual add and the next norm: x += delta (· column_scale), then out = LayerNorm(x)
+    // (weight, bias), or with `rms` RMSNorm(x) (weight only). A backend may do both in one pass.
+    virtual void add_norm(Tensor x, const Tensor& delta, const Tensor* column_scale, const Tensor& weight, const Tensor* bias, float eps,
+                          bool rms, Tensor out) {
+        add(x, delta, column_scale);
+        if (rms) rms_norm(x, weight, eps, out);
+        else layer_norm(x, weight, bias, eps, out);
+    }
+    // Square patches of images as rows, for the patch embedding's product. `planes` (U8) holds
+    // images of `channels` planes of 8-bit samples, each size x size ([images · channels · size,
+    // size], size = planes.cols), and `levels` ([channels, 256]) what each sample of a channel
+    // stands for (the processor's rescale and normalisation); row t·g² + y·g + x of out
+    // (g = size / patch) is patch (y, x) of image t: channel, then row, then column. Columns of out
+    // past channels · patch² are zero.
+    virtual void patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, Tensor out) = 0;
+    enum class Activation { Gelu, QuickGelu };  // GELU with erf; x·sigmoid(1.702x)
+    virtual void activate(Tensor x, Activation kind) = 0;  // in place
+    // Attention without a mask within each group of `group_rows` consecutive rows (one image or
+    // tile): qkv is [T, 3·H·D] as q | k | v, out is [T, H·D].
+    virtual void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) = 0;
+    // Row indices for gather_rows, kept where the backend computes ([1, n] I32); each must be in
+    // [0, rows) (lumen::Error otherwise). release() frees them.
+    virtual Tensor indices(std::span<const int32_t> values, int64_t rows) = 0;
+    // Rows of `src` (at least the `rows` its indices were made for) in the order of `index`,
+    // written one after another into `out`'s memory (contiguous, index.cols · src.cols values).
+    virtual void gather_rows(const Tensor& src, const Tensor& index, Tensor out) = 0;
+    // dst = src, same shape, converting between float types.
+    virtual void copy(const Tensor& src, Tensor dst) = 0;
+
+    // Runs `ops`, which must queue the same work on the same memory each time for one (owner,
+    // key); a device backend may record them the second time it sees the pair and replay the
+    // recording from then on (CUDA graphs), until any memory is released.
+    virtual void run_recorded(const void* owner, int64_t key, const std::function<void()>& ops) {
+        (void)owner, (void)key;
+        ops();
+    }
+
+    // Waits for queued work (for timing).
+    virtual void synchronize() {}
+    // True once the device can run nothing more (a sticky CUDA error): every later call fails.
+    virtual bool device_lost() { return false; }
+    // Measured read bandwidth of the memory the weights live in, bytes per second.
+    virtual double measure_read_bandwidth() = 0;
+};
+
+// The argument checks every backend makes (lumen::Error naming `who`): patch_rows' shapes, and
+// that row indices are in [0, rows).
+void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who);
+void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who);
+
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace lumen

@@ -1,0 +1,20 @@
+#include "engine/backend/device.h"
+
+#ifdef LUMEN_HAVE_CUDA
+#include "kernels/device_info.h"
+#endif
+
+namespace lumen {
+
+std::vector<DeviceInfo> list_gpus(std::string* why) {
+    std::vector<DeviceInfo> out;
+#ifdef LUMEN_HAVE_CUDA
+    for (const auto& d : cuda::list_devices(why))
+        out.push_back({"cuda:" + std::to_string(d.index), d.name, d.compute_major, d.compute_minor, d.total_memory, d.free_memory});
+#else
+    if (why) *why = "this build of Lumen has no CUDA backend (configured without a CUDA toolkit)";
+#endif
+    return out;
+}
+
+}  // namespace lumen

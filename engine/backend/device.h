@@ -1,0 +1,23 @@
+#pragma once
+// The GPUs this build can run on, as the status bar, the memory estimate and `lumen-cli devices`
+// see them: read through the backend layer, so that nothing above it touches the CUDA runtime.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace lumen {
+
+struct DeviceInfo {
+    std::string id;    // "cuda:0", or "cpu"
+    std::string name;  // "NVIDIA H100 80GB HBM3", or the CPU's thread count
+    int compute_major = 0;
+    int compute_minor = 0;
+    uint64_t total_memory = 0;
+    uint64_t free_memory = 0;
+};
+
+// Every GPU the CUDA runtime reports; empty with `why` set when there is none (no driver, no GPU,
+// or a build without the CUDA backend).
+std::vector<DeviceInfo> list_gpus(std::string* why = nullptr);
+
+}  // namespace lumen

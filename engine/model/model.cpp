@@ -1,0 +1,362 @@
+#include "engine/model/model.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "engine/util/error.h"
+
+namespace lumen {
+namespace {
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
+bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
+
+// The per-layer tensor names of a family, relative to "<layer prefix>N.".
+struct LayerNames {
+    std::string attn_norm, ffn_norm, o, gate, up, down;
+    std::vector<std::string> qkv;  // one packed tensor (InternLM2) or q, k, v
+};
+
+LayerNames layer_names(TextFamily family) {
+    if (family == TextFamily::InternLM2)
+        return {"attention_norm", "ffn_norm", "attention.wo", "feed_forward.w1", "feed_forward.w3", "feed_forward.w2",
+                {"attention.wqkv"}};
+    return {"input_layernorm", "post_attention_layernorm", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+            "mlp.down_proj", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}};
+}
+
+}  // namespace
+
+WeightNames resolve_weight_names(const ModelConfig& config, const Checkpoint& checkpoint) {
+    const bool internlm = config.text.family == TextFamily::InternLM2;
+    const std::string embed_leaf = internlm ? "tok_embeddings.weight" : "embed_tokens.weight";
+    const std::vector<std::string> prefixes = internlm ? std::vector<std::string>{"model.", "language_model.model."}
+                                                       : std::vector<std::string>{"model.", "language_model.model.", "model.language_model."};
+    WeightNames names;
+    std::string looked;
+    for (const auto& p : prefixes) {
+        looked += (looked.empty() ? "" : ", ") + p + embed_leaf;
+        if (checkpoint.find(p + embed_leaf)) {
+            names.embed = p + embed_leaf;
+            names.layer = p + "layers.";
+            names.final_norm = p + "norm.weight";
+            break;
+        }
+    }
+    if (names.embed.empty()) throw Error("the checkpoint has no token embedding table (looked for " + looked + ")");
+    if (!config.text.tie_word_embeddings) {
+        const std::vector<std::string> heads = internlm ? std::vector<std::string>{"output.weight", "language_model.output.weight"}
+                                                        : std::vector<std::string>{"lm_head.weight", "language_model.lm_head.weight"};
+        for (const auto& h : heads)
+            if (checkpoint.find(h)) {
+                names.lm_head = h;
+                break;
+            }
+        if (names.lm_head.empty())
+            throw Error("the checkpoint has no output projection (looked for " + heads[0] + ", " + heads[1] +
+                        ") and config.json does not tie it to the embeddings");
+    }
+    return names;
+}
+
+namespace {
+
+// Fetches a tensor and checks its shape (1-D tensors are given as {n}).
+const TensorInfo& expect(const Checkpoint& c, const std::string& name, std::vector<int64_t> shape) {
+    const TensorInfo* t = c.find(name);
+    if (!t) throw Error("the checkpoint has no tensor '" + name + "'");
+    if (t->shape != shape)
+        throw Error("tensor '" + name + "' has shape " + shape_text(t->shape) + " but config.json implies " + shape_text(shape));
+    if (!is_float(t->dtype))
+        throw Error("tensor '" + name + "' is " + std::string(dtype_name(t->dtype)) + "; Lumen loads F32, F16 and BF16 weights");
+    return *t;
+}
+
+struct Shapes {
+    int64_t hidden, heads, kv_heads, head_dim, inter, vocab;
+    int64_t q() const { return heads * head_dim; }
+    int64_t kv() const { return kv_heads * head_dim; }
+};
+
+Shapes shapes_of(const TextConfig& t) {
+    return {t.hidden_size, t.num_heads, t.num_kv_heads, t.head_dim, t.intermediate_size, t.vocab_size};
+}
+
+// Visits every tensor the forward needs with its expected shape.
+template <class F>
+void for_each_needed(const TextConfig& t, const WeightNames& names, F&& f) {
+    const Shapes s = shapes_of(t);
+    f(names.embed, std::vector<int64_t>{s.vocab, s.hidden});
+    f(names.final_norm, std::vector<int64_t>{s.hidden});
+    if (!names.lm_head.empty()) f(names.lm_head, std::vector<int64_t>{s.vocab, s.hidden});
+    const LayerNames ln = layer_names(t.family);
+    for (int64_t l = 0; l < t.num_layers; ++l) {
+        const std::string p = names.layer + std::to_string(l) + ".";
+        f(p + ln.attn_norm + ".weight", std::vector<int64_t>{s.hidden});
+        f(p + ln.ffn_norm + ".weight", std::vector<int64_t>{s.hidden});
+        if (ln.qkv.size() == 1) {
+            f(p + ln.qkv[0] + ".weight", std::vector<int64_t>{s.q() + 2 * s.kv(), s.hidden});
+            if (t.qkv_bias) f(p + ln.qkv[0] + ".bias", std::vector<int64_t>{s.q() + 2 * s.kv()});
+        } else {
+            const int64_t rows[3] = {s.q(), s.kv(), s.kv()};
+            for (int k = 0; k < 3; ++k) {
+                f(p + ln.qkv[std::size_t(k)] + ".weight", std::vector<int64_t>{rows[k], s.hidden});
+                if (t.qkv_bias) f(p + ln.qkv[std::size_t(k)] + ".bias", std::vector<int64_t>{rows[k]});
+            }
+        }
+        f(p + ln.o + ".weight", std::vector<int64_t>{s.hidden, s.q()});
+        if (t.o_bias) f(p + ln.o + ".bias", std::vector<int64_t>{s.hidden});
+        f(p + ln.gate + ".weight", std::vector<int64_t>{s.inter, s.hidden});
+        f(p + ln.up + ".weight", std::vector<int64_t>{s.inter, s.hidden});
+        f(p + ln.down + ".weight", std::vector<int64_t>{s.hidden, s.inter});
+        if (t.mlp_bias) {
+            f(p + ln.gate + ".bias", std::vector<int64_t>{s.inter});
+            f(p + ln.up + ".bias", std::vector<int64_t>{s.inter});
+            f(p + ln.down + ".bias", std::vector<int64_t>{s.hidden});
+        }
+    }
+}
+
+// Concatenates row ranges of several tensors into one buffer, in their common type (or F32
+// when they differ). Each part is (tensor, first row, row count).
+struct RowRange {
+    const TensorInfo* tensor;
+    int64_t first, count;
+};
+
+std::vector<std::byte> concat_rows(const std::vector<RowRange>& parts, int64_t cols, DType& dtype) {
+    dtype = parts.front().tensor->dtype;
+    for (const auto& p : parts)
+        if (p.tensor->dtype != dtype) dtype = DType::F32;
+    int64_t rows = 0;
+    for (const auto& p : parts) rows += p.count;
+    const std::size_t elem = dtype_size(dtype);
+    std::vector<std::byte> out(std::size_t(rows * cols) * elem);
+    std::byte* dst = out.data();
+    for (const auto& p : parts) {
+        const std::size_t src_elem = dtype_size(p.tensor->dtype);
+        const std::byte* src = p.tensor->data.data() + std::size_t(p.first * cols) * src_elem;
+        const std::size_t n = std::size_t(p.count * cols);
+        if (p.tensor->dtype == dtype) {
+            std::memcpy(dst, src, n * elem);
+        } else {
+            to_f32(src, p.tensor->dtype, n, reinterpret_cast<float*>(dst));
+        }
+        dst += n * elem;
+    }
+    return out;
+}
+
+}  // namespace
+
+void check_weights(const ModelConfig& config, const Checkpoint& checkpoint) {
+    const WeightNames names = resolve_weight_names(config, checkpoint);
+    for_each_needed(config.text, names, [&](const std::string& name, const std::vector<int64_t>& shape) { expect(checkpoint, name, shape); });
+}
+
+Model::Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute)
+    : backend_(backend), config_(load_model_config(dir)), checkpoint_(std::make_unique<Checkpoint>(dir)) {
+    const TextConfig& t = config_.text;
+    attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
+    rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
+    backend_.set_compute_dtype(compute.value_or(checkpoint_->main_dtype().value_or(DType::F32)));
+    load_weights(*checkpoint_);
+}
+
+Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed) : backend_(backend), config_(config) {
+    const TextConfig& t = config_.text;
+    attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
+    rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
+    backend_.set_compute_dtype(dtype);
+    random_weights(dtype, seed);
+}
+
+Model::~Model() {
+    for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_, &selected_, &normed_, &logits_})
+        if (!a->empty()) backend_.release(*a);
+}
+
+void Model::random_weights(DType dtype, uint64_t seed) {
+    const TextConfig& t = config_.text;
+    const Shapes s = shapes_of(t);
+    uint64_t next = seed;
+    // Scales keep activations in a sane range whatever the width: uniform with std ~ 1/sqrt(in).
+    auto matrix = [&](int64_t rows, int64_t cols) {
+        weight_bytes_ += uint64_t(rows * cols) * dtype_size(dtype);
+        return backend_.random_weight(dtype, rows, cols, ++next, 0.0f, 3.4f / std::sqrt(float(cols)));
+    };
+    auto vector = [&](int64_t n, float center, float scale) {
+        weight_bytes_ += uint64_t(n) * dtype_size(dtype);
+        return backend_.random_weight(dtype, 1, n, ++next, center, scale);
+    };
+    embed_ = backend_.random_weight(dtype, s.vocab, s.hidden, ++next, 0.0f, 1.0f);
+    weight_bytes_ += uint64_t(s.vocab * s.hidden) * dtype_size(dtype);
+    final_norm_ = vector(s.hidden, 1.0f, 0.2f);
+    lm_head_ = t.tie_word_embeddings ? embed_ : matrix(s.vocab, s.hidden);
+    for (int64_t l = 0; l < t.num_layers; ++l) {
+        Layer layer;
+        layer.attn_norm = vector(s.hidden, 1.0f, 0.2f);
+        layer.ffn_norm = vector(s.hidden, 1.0f, 0.2f);
+        layer.wqkv = matrix(s.q() + 2 * s.kv(), s.hidden);
+        if (t.qkv_bias) layer.bqkv = vector(s.q() + 2 * s.kv(), 0.0f, 0.2f);
+        layer.wo = matrix(s.hidden, s.q());
+        if (t.o_bias) layer.bo = vector(s.hidden, 0.0f, 0.2f);
+        layer.w_gate_up = matrix(2 * s.inter, s.hidden);
+        layer.w_down = matrix(s.hidden, s.inter);
+        if (t.mlp_bias) {
+            layer.b_gate_up = vector(2 * s.inter, 0.0f, 0.2f);
+            layer.b_down = vector(s.hidden, 0.0f, 0.2f);
+        }
+        layers_.push_back(layer);
+    }
+}
+
+void Model::load_weights(const Checkpoint& c) {
+    check_weights(config_, c);
+    const TextConfig& t = config_.text;
+    const Shapes s = shapes_of(t);
+    const WeightNames names = resolve_weight_names(config_, c);
+    auto direct = [&](const std::string& name) {
+        const TensorInfo& info = *c.find(name);
+        weight_bytes_ += info.data.size();
+        const int64_t rows = info.shape.size() == 2 ? info.shape[0] : 1;
+        return backend_.weight(info.data.data(), info.dtype, rows, info.shape.back());
+    };
+    auto fused = [&](const std::vector<RowRange>& parts, int64_t cols) {
+        DType dtype;
+        fused_.push_back(concat_rows(parts, cols, dtype));
+        int64_t rows = 0;
+        for (const auto& p : parts) rows += p.count;
+        weight_bytes_ += fused_.back().size();
+        return backend_.weight(fused_.back().data(), dtype, rows, cols);
+    };
+
+    embed_ = direct(names.embed);
+    final_norm_ = direct(names.final_norm);
+    lm_head_ = names.lm_head.empty() ? embed_ : direct(names.lm_head);
+    const LayerNames ln = layer_names(t.family);
+    for (int64_t l = 0; l < t.num_layers; ++l) {
+        const std::string p = names.layer + std::to_string(l) + ".";
+        Layer layer;
+        layer.attn_norm = direct(p + ln.attn_norm + ".weight");
+        layer.ffn_norm = direct(p + ln.ffn_norm + ".weight");
+        if (ln.qkv.size() == 1) {
+            // InternLM2 packs q, k and v per key/value head: [kv_heads][groups + 2][head_dim]. Re-lay
+            // as all query heads, then all keys, then all values.
+            const int64_t groups = s.heads / s.kv_heads, D = s.head_dim;
+            auto relaid = [&](const TensorInfo* packed, int64_t cols) {
+                std::vector<RowRange> q, k, v;
+                for (int64_t g = 0; g < s.kv_heads; ++g) {
+                    const int64_t base = g * (groups + 2) * D;
+                    q.push_back({packed, base, groups * D});
+                    k.push_back({packed, base + groups * D, D});
+                    v.push_back({packed, base + (groups + 1) * D, D});
+                }
+                q.insert(q.end(), k.begin(), k.end());
+                q.insert(q.end(), v.begin(), v.end());
+                return fused(q, cols);
+            };
+            layer.wqkv = relaid(c.find(p + ln.qkv[0] + ".weight"), s.hidden);
+            if (t.qkv_bias) layer.bqkv = relaid(c.find(p + ln.qkv[0] + ".bias"), 1);
+        } else {
+            const TensorInfo* q = c.find(p + ln.qkv[0] + ".weight");
+            const TensorInfo* k = c.find(p + ln.qkv[1] + ".weight");
+            const TensorInfo* v = c.find(p + ln.qkv[2] + ".weight");
+            layer.wqkv = fused({{q, 0, s.q()}, {k, 0, s.kv()}, {v, 0, s.kv()}}, s.hidden);
+            if (t.qkv_bias) {
+                const TensorInfo* qb = c.find(p + ln.qkv[0] + ".bias");
+                const TensorInfo* kb = c.find(p + ln.qkv[1] + ".bias");
+                const TensorInfo* vb = c.find(p + ln.qkv[2] + ".bias");
+                layer.bqkv = fused({{qb, 0, s.q()}, {kb, 0, s.kv()}, {vb, 0, s.kv()}}, 1);
+            }
+        }
+        // Biases are kept as one row.
+        if (!layer.bqkv.empty()) layer.bqkv = Tensor{layer.bqkv.data, layer.bqkv.dtype, 1, layer.bqkv.rows, layer.bqkv.rows};
+        layer.wo = direct(p + ln.o + ".weight");
+        if (t.o_bias) layer.bo = direct(p + ln.o + ".bias");
+        const TensorInfo* gate = c.find(p + ln.gate + ".weight");
+        const TensorInfo* up = c.find(p + ln.up + ".weight");
+        layer.w_gate_up = fused({{gate, 0, s.inter}, {up, 0, s.inter}}, s.hidden);
+        layer.w_down = direct(p + ln.down + ".weight");
+        if (t.mlp_bias) {
+            const Tensor b = fused({{c.find(p + ln.gate + ".bias"), 0, s.inter}, {c.find(p + ln.up + ".bias"), 0, s.inter}}, 1);
+            layer.b_gate_up = Tensor{b.data, b.dtype, 1, b.rows, b.rows};
+            layer.b_down = direct(p + ln.down + ".bias");
+        }
+        layers_.push_back(layer);
+    }
+}
+
+void Model::ensure_capacity(int64_t tokens, int64_t logit_rows) {
+    const TextConfig& t = config_.text;
+    const Shapes s = shapes_of(t);
+    if (tokens > capacity_) {
+        for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_})
+            if (!a->empty()) backend_.release(*a);
+        capacity_ = std::max<int64_t>(tokens, 16);
+        const DType c = backend_.compute_dtype();
+        x_ = backend_.activation(capacity_, s.hidden, DType::F32);  // the residual stream stays fp32
+        h_ = backend_.activation(capacity_, s.hidden, c);
+        delta_ = backend_.activation(capacity_, s.hidden, c);
+        qkv_ = backend_.activation(capacity_, s.q() + 2 * s.kv(), c);
+        attn_ = backend_.activation(capacity_, s.q(), c);
+        gate_up_ = backend_.activation(capacity_, 2 * s.inter, c);
+        act_ = backend_.activation(capacity_, s.inter, c);
+    }
+    if (logit_rows > logit_capacity_) {
+        for (Tensor* a : {&selected_, &normed_, &logits_})
+            if (!a->empty()) backend_.release(*a);
+        logit_capacity_ = std::max<int64_t>(logit_rows, 4);
+        selected_ = backend_.activation(logit_capacity_, s.hidden, DType::F32);
+        normed_ = backend_.activation(logit_capacity_, s.hidden, backend_.compute_dtype());
+        logits_ = backend_.activation(logit_capacity_, s.vocab, DType::F32);
+    }
+}
+
+Tensor Model::forward(const BatchLayout& batch) {
+    const TextConfig& t = config_.text;
+    const int64_t T = batch.num_tokens();
+    const int64_t L = int64_t(batch.logit_rows.size());
+    ensure_capacity(T, L);
+    const float eps = float(t.norm_eps);
+    Tensor x = x_.rows_view(0, T), h = h_.rows_view(0, T), delta = delta_.rows_view(0, T);
+    Tensor qkv = qkv_.rows_view(0, T), attn = attn_.rows_view(0, T);
+    Tensor gate_up = gate_up_.rows_view(0, T), act = act_.rows_view(0, T);
+
+    for (int32_t id : batch.token_ids)
+        if (id < 0 || id >= t.vocab_size)
+            throw Error("token id " + std::to_string(id) + " is outside the vocabulary (" + std::to_string(t.vocab_size) + ")");
+    Tensor selected = selected_.rows_view(0, L), normed = normed_.rows_view(0, L), logits = logits_.rows_view(0, L);
+    backend_.begin_batch(batch, rope_);
+    auto ops = [&] {
+        backend_.embed(embed_, batch, x);
+        for (const auto& insert : batch.inserts) backend_.copy(insert.rows, x.rows_view(insert.first, insert.rows.rows));
+        auto bias = [](const Tensor& b) { return b.empty() ? nullptr : &b; };
+        for (std::size_t l = 0; l < layers_.size(); ++l) {
+            const Layer& w = layers_[l];
+            backend_.rms_norm(x, w.attn_norm, eps, h);
+            backend_.linear_rope_store_kv(h, w.wqkv, bias(w.bqkv), qkv, attention_, rope_, batch, int32_t(l));
+            backend_.attention(qkv, attention_, batch, int32_t(l), attn);
+            backend_.linear_add(attn, w.wo, bias(w.bo), delta, x);
+            backend_.rms_norm(x, w.ffn_norm, eps, h);
+            backend_.linear_silu_mul(h, w.w_gate_up, bias(w.b_gate_up), gate_up, act);
+            backend_.linear_add(act, w.w_down, bias(w.b_down), delta, x);
+        }
+        if (L == 0) return;  // a prompt chunk that needs no next-token logits yet
+        backend_.gather_logit_rows(x, batch, selected);
+        backend_.rms_norm(selected, final_norm_, eps, normed);
+        backend_.linear(normed, lm_head_, nullptr, logits);
+    };
+    // Image rows change with every image: such a forward is run directly, never recorded for replay.
+    if (batch.inserts.empty()) backend_.run_forward(ops);
+    else ops();
+    if (L == 0) return Tensor{};
+    return logits;
+}
+
+}  // namespace lumen

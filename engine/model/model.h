@@ -1,0 +1,74 @@
+#pragma once
+// A language model's weights laid out for the backend, and its forward pass, written once for the
+// Llama family (Llama, InternLM2, Qwen2) against the Backend interface.
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/backend/backend.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/model_config.h"
+
+namespace lumen {
+
+// Where a family's tensors live in a checkpoint (prefixes differ between plain models and the
+// language model inside LLaVA or InternVL, and between transformers versions).
+struct WeightNames {
+    std::string embed;       // token embedding table
+    std::string layer;       // prefix of "layers.N." (e.g. "model.layers.")
+    std::string final_norm;
+    std::string lm_head;     // empty when tied to the embeddings
+};
+
+// Finds the tensor names of `config`'s language model in `checkpoint`; throws naming what is missing.
+WeightNames resolve_weight_names(const ModelConfig& config, const Checkpoint& checkpoint);
+
+// Checks that every tensor the forward needs is present with the right shape and a float type.
+void check_weights(const ModelConfig& config, const Checkpoint& checkpoint);
+
+class Model {
+public:
+    // `compute` overrides the activation type the backend would take from the weights.
+    Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute = std::nullopt);
+    // A model of `config`'s shapes with seeded random weights of `dtype`, made by the backend (for
+    // benchmarks at real shapes without downloading a checkpoint).
+    Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed);
+    ~Model();
+    Model(const Model&) = delete;
+    Model& operator=(const Model&) = delete;
+
+    const ModelConfig& config() const { return config_; }
+    const TextConfig& text() const { return config_.text; }
+    Backend& backend() { return backend_; }
+    // Bytes of weights as stored (what the model costs in memory).
+    uint64_t weight_bytes() const { return weight_bytes_; }
+
+    // Runs the batch (its KV blocks must be assigned) and returns the logits of
+    // batch.logit_rows, [rows, vocab], valid until the next call.
+    Tensor forward(const BatchLayout& batch);
+
+private:
+    struct Layer {
+        Tensor attn_norm, wqkv, bqkv, wo, bo, ffn_norm, w_gate_up, b_gate_up, w_down, b_down;
+    };
+    void load_weights(const Checkpoint& checkpoint);
+    void random_weights(DType dtype, uint64_t seed);
+    void ensure_capacity(int64_t tokens, int64_t logit_rows);
+
+    Backend& backend_;
+    ModelConfig config_;
+    std::unique_ptr<Checkpoint> checkpoint_;           // the mapped files the weights point into
+    std::vector<std::vector<std::byte>> fused_;         // re-laid weights (fused q/k/v, gate/up)
+    Tensor embed_, final_norm_, lm_head_;
+    std::vector<Layer> layers_;
+    AttentionShape attention_;
+    RopeConfig rope_;
+    uint64_t weight_bytes_ = 0;
+
+    int64_t capacity_ = 0, logit_capacity_ = 0;
+    Tensor x_, h_, qkv_, attn_, delta_, gate_up_, act_, selected_, normed_, logits_;
+};
+
+}  // namespace lumen

@@ -1,0 +1,114 @@
+#pragma once
+// The inference engine: a model, its tokenizer and a scheduler on a thread of their own.
+// submit() and cancel() return at once from any thread; the reply streams back through the
+// callback (on the engine's thread) as token ids with UTF-8-safe text deltas, then one final event.
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/backend/device.h"
+#include "engine/runtime/image_input.h"
+#include "engine/model/model_config.h"
+#include "engine/backend/sampling.h"
+
+namespace lumen {
+
+class Tokenizer;
+
+using RequestId = uint64_t;
+
+struct GenerationRequest {
+    std::vector<int32_t> prompt;  // token ids, special tokens included
+    SamplingParams sampling;
+    int32_t max_new_tokens = 256;
+    std::vector<std::string> stop_strings;  // the reply ends before any of these
+    std::vector<int32_t> stop_ids;          // besides the model's eos ids
+    bool ignore_eos = false;                // generate max_new_tokens whatever comes (benchmarks)
+    // Requests with the same session keep their KV cache between them: a follow-up whose prompt
+    // starts with the previous prompt and reply computes only what is new.
+    std::optional<uint64_t> session;
+    // Images whose embeddings replace runs of placeholder tokens in `prompt`, in prompt order.
+    std::vector<PromptImage> images;
+};
+
+struct Timings {
+    int32_t prompt_tokens = 0;
+    int32_t reused_tokens = 0;  // prompt tokens whose KV came from the cache
+    double queue_ms = 0;        // submit to admission
+    double prefill_ms = 0;      // admission to the first new token
+    double first_token_ms = 0;  // submit to the first new token
+    int32_t generated_tokens = 0;
+    double decode_ms = 0;       // first to last new token
+    double decode_tokens_per_second = 0;
+};
+
+enum class FinishReason { None, Stop, Length, Cancelled, Error };
+const char* finish_reason_name(FinishReason r);
+
+struct GenerationEvent {
+    RequestId request = 0;
+    std::vector<int32_t> ids;  // new token ids (the stop token included when it ended the reply)
+    std::string text;          // new text, whole characters only
+    FinishReason finish = FinishReason::None;  // set on the final event
+    std::string error;         // for FinishReason::Error
+    Timings timings;           // complete on the final event
+};
+
+struct EngineOptions {
+    std::string device = "cpu";  // "cpu", "cuda" or "auto"
+    // Activations and KV cache on a GPU: "auto" (the weights' type), "float32", "bfloat16" or
+    // "float16". The CPU always computes in float32.
+    std::string dtype = "auto";
+    int64_t session_len = 0;     // context per sequence; 0: the model's max_position_embeddings
+    // KV cache size: a value below 1 is a share of the memory available after the weights (as
+    // LMDeploy's cache_max_entry_count); 1 or more is a number of blocks.
+    double cache_max_entry_count = 0.8;
+    int32_t max_batch = 64;           // sequences decoded together
+    int32_t prefill_chunk = 512;      // prompt tokens per step (chunked prefill)
+    int32_t block_size = 64;
+    // Builds the vision encoder of a vision-language model; without one such a model reads text only.
+    ImageEncoderFactory image_encoder;
+    // Makes the backend instead of `device` choosing one (tests wrap a backend to inject faults);
+    // it sets `description` to what it made, in words.
+    std::function<std::unique_ptr<Backend>(std::string* description)> backend;
+};
+
+class Engine {
+public:
+    using Callback = std::function<void(const GenerationEvent&)>;
+
+    // Loads the model folder and starts the engine thread. Throws lumen::Error with a readable
+    // message (unsupported model, not enough memory, no such device). When the device fails for
+    // good (Error::Scope::Device), the requests in flight end with that error and every later one
+    // is refused with it until a new engine is made. Destroying the engine ends every request not
+    // yet finished with a cancelled event.
+    static std::unique_ptr<Engine> create(const std::filesystem::path& model_dir, const EngineOptions& options,
+                                          Callback callback);
+    virtual ~Engine() = default;
+
+    virtual RequestId submit(GenerationRequest request) = 0;
+    virtual void cancel(RequestId id) = 0;
+    virtual void close_session(uint64_t session) = 0;
+    // Encodes an image before the request that will need it (while its question is written), so
+    // that the request finds the embeddings ready; a few recent ones are kept. Errors are left for
+    // the request to meet. Without an image encoder it does nothing.
+    virtual void encode_ahead(std::shared_ptr<const ImagePixels> pixels, uint64_t content_hash) = 0;
+
+    virtual const Tokenizer& tokenizer() const = 0;
+    virtual const ModelConfig& model_config() const = 0;
+    virtual std::string device_name() const = 0;
+    // The device the model runs on, with its memory now; safe to ask from any thread.
+    virtual DeviceInfo device() const = 0;
+    virtual int64_t session_len() const = 0;
+    // The vision encoder, when the model has one and the engine was given a factory.
+    virtual const ImageEncoder* image_encoder() const = 0;
+    virtual int32_t kv_blocks() const = 0;
+    // Sequences preempted (blocks freed, recomputed later) since the engine started.
+    virtual int32_t preemptions() const = 0;
+};
+
+}  // namespace lumen

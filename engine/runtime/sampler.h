@@ -1,0 +1,31 @@
+#pragma once
+// A sequence's own random stream over the backend's token choice (sample_logits).
+#include <cstdint>
+#include <random>
+#include <span>
+
+#include "engine/backend/sampling.h"
+
+namespace lumen {
+
+// A sequence's sampling: its parameters and its own random stream.
+class Sampler {
+public:
+    explicit Sampler(const SamplingParams& params);
+
+    // `logits` is modified. `history` is every token of the sequence so far (prompt and output),
+    // which the repetition penalty looks at.
+    int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+    // The next uniform value in [0, 1) of this sequence's stream.
+    double draw();
+
+    const SamplingParams& params() const { return params_; }
+    // True when the next token is simply the largest logit (greedy, no repetition penalty).
+    bool argmax_only() const { return params_.greedy() && params_.repetition_penalty == 1.0f; }
+
+private:
+    SamplingParams params_;
+    std::mt19937_64 rng_;
+};
+
+}  // namespace lumen
