@@ -3,6 +3,8 @@
 // (engine/backend/cpu_backend.cpp).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 #include <string>
 
 #include "engine/util/error.h"

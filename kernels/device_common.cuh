@@ -158,6 +158,8 @@ __device__ __forceinline__ void load8(const T* p, float* out) {
     for (int i = 0; i < 8; ++i) out[i] = to_f(h[i]);
 }
 
+__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
+
 __device__ __forceinline__ float warp_max(float v) {
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffff, v, o));
     return v;

@@ -3,6 +3,8 @@
 // forms (engine/backend/cpu_backend.cpp).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/device_common.cuh"
@@ -13,7 +15,6 @@ namespace {
 
 using namespace detail;
 
-__device__ __forceinline__ float silu_times(float g, float u) { return g / (1.0f + __expf(-g)) * u; }
 
 // Token n's dimensions `pair` and `pair + D/2` of `head` (a query, key or value head of the fused
 // q/k/v row): rotated as rope_store_kv_kernel rotates them (queries and keys), written at `at`

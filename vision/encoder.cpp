@@ -130,13 +130,11 @@ VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype,
     load(nullptr, dtype, seed);
 }
 
-VisionEncoder::~VisionEncoder() {
-    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &layered_, &features_, &hidden_, &out_})
-        if (!t->empty()) backend_.release(*t);
-    for (auto& [tiles, orders] : row_orders_) {
-        backend_.release(orders.tiles);
-        backend_.release(orders.projector);
-    }
+VisionEncoder::~VisionEncoder() = default;
+
+Tensor VisionEncoder::keep(Buffer weight) {
+    weights_.push_back(std::move(weight));
+    return weights_.back().tensor();
 }
 
 void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint64_t seed) {
@@ -150,7 +148,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         weight_bytes_ += uint64_t(rows * cols) * dtype_size(random_dtype);
         const bool matrix = rows > 1 && name.find("position") == std::string::npos;
         const bool norm = name.find("norm") != std::string::npos && name.ends_with("weight");
-        return backend_.random_weight(random_dtype, rows, cols, ++seed, norm ? 1.0f : 0.0f, matrix ? 3.4f / std::sqrt(float(cols)) : 0.2f);
+        return keep(backend_.random_weight(random_dtype, rows, cols, ++seed, norm ? 1.0f : 0.0f, matrix ? 3.4f / std::sqrt(float(cols)) : 0.2f));
     };
     const int64_t D = v.hidden, P = v.patch, C = v.channels, N = v.patches_per_side() * v.patches_per_side();
 
@@ -168,7 +166,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         if (!checkpoint) return random(name, rows, cols);
         const TensorInfo& t = get(name, rows, cols);
         weight_bytes_ += t.data.size();
-        return backend_.weight(t.data.data(), t.dtype, rows, cols);
+        return keep(backend_.weight(t.data.data(), t.dtype, rows, cols));
     };
     // Several tensors one after another (q, k and v into one matrix, or their biases into one row).
     auto stacked = [&](const std::vector<std::string>& names, int64_t rows_each, int64_t cols, bool one_row) {
@@ -181,8 +179,8 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         auto& buffer = owned_.emplace_back();
         for (const auto* p : parts) buffer.insert(buffer.end(), p->data.begin(), p->data.end());
         weight_bytes_ += buffer.size();
-        return one_row ? backend_.weight(buffer.data(), parts.front()->dtype, 1, total * cols)
-                       : backend_.weight(buffer.data(), parts.front()->dtype, total, cols);
+        return keep(one_row ? backend_.weight(buffer.data(), parts.front()->dtype, 1, total * cols)
+                            : backend_.weight(buffer.data(), parts.front()->dtype, total, cols));
     };
 
     // A convolution with stride = kernel is a matrix over patches; its rows are padded with zeros
@@ -197,7 +195,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         for (int64_t r = 0; r < D; ++r)
             std::memcpy(buffer.data() + std::size_t(r * padded) * elem, t.data.data() + std::size_t(r * K) * elem, std::size_t(K) * elem);
         weight_bytes_ += t.data.size();
-        patch_w_ = backend_.weight(buffer.data(), t.dtype, D, padded);
+        patch_w_ = keep(backend_.weight(buffer.data(), t.dtype, D, padded));
     }
     if (!n.patch_b.empty()) patch_b_ = direct(tower + n.patch_b, 1, D);
     // What the 8-bit samples stand for: the processor's rescale and normalisation as a table.
@@ -206,7 +204,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         const std::vector<float> levels = pixel_levels(v.preprocess);
         auto& buffer = owned_.emplace_back(levels.size() * sizeof(float));
         std::memcpy(buffer.data(), levels.data(), buffer.size());
-        pixel_levels_ = backend_.weight(buffer.data(), DType::F32, C, 256);
+        pixel_levels_ = keep(backend_.weight(buffer.data(), DType::F32, C, 256));
     }
     class_emb_ = direct(tower + n.class_emb, 1, D);
     if (checkpoint && v.position_grid > 0) {
@@ -214,7 +212,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         auto& buffer = owned_.emplace_back(std::size_t((N + 1) * D) * sizeof(float));
         resample_positions(t, v.position_grid, v.patches_per_side(), D, reinterpret_cast<float*>(buffer.data()));
         weight_bytes_ += t.data.size();
-        pos_emb_ = backend_.weight(buffer.data(), DType::F32, N + 1, D);
+        pos_emb_ = keep(backend_.weight(buffer.data(), DType::F32, N + 1, D));
     } else {
         pos_emb_ = direct(tower + n.pos_emb, N + 1, D);
     }
@@ -267,8 +265,9 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
 
 void VisionEncoder::ensure_capacity(int64_t tiles) {
     if (tiles <= capacity_) return;
-    for (Tensor* t : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &layered_, &features_, &hidden_, &out_})
-        if (!t->empty()) backend_.release(*t);
+    // The smaller ones go before the larger ones are made.
+    for (Buffer* b : {&planes_, &patches_, &patch_out_, &x_, &h_, &qkv_, &attn_, &delta_, &inter_, &layered_, &features_, &hidden_, &out_})
+        b->reset();
     const VisionConfig& v = config_;
     const DType act = backend_.compute_dtype();
     const int64_t N = v.patches_per_side() * v.patches_per_side(), R = N + 1, D = v.hidden;
@@ -318,7 +317,7 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         // the number of tiles: the class embedding rides along as row 0 of the embedded patches,
         // one gather lays out the tiles, and the position embeddings repeat over them.
         backend_.copy(class_emb_, embedded.rows_view(0, 1));
-        backend_.linear(patches, patch_w_, patch_b_.empty() ? nullptr : &patch_b_, embedded.rows_view(1, T * N));
+        backend_.linear(patches, Weight::dense(patch_w_), Epilogue::plain(patch_b_), embedded.rows_view(1, T * N));
         Tensor x = x_.rows_view(0, T * R);
         backend_.gather_rows(embedded, orders.tiles, x);
         backend_.add(x, pos_emb_, nullptr);
@@ -332,18 +331,18 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         if (!layers_.empty()) norm(x, layers_.front().norm1_w, layers_.front().norm1_b, h);
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& L = layers_[l];
-            backend_.linear(h, L.wqkv, L.bqkv.empty() ? nullptr : &L.bqkv, qkv);
+            backend_.linear(h, Weight::dense(L.wqkv), Epilogue::plain(L.bqkv), qkv);
             if (v.qk_norm) {
                 // InternViT-6B normalises q and k over all heads at once.
                 backend_.rms_norm(qkv.cols_view(0, D), L.q_norm, float(v.eps), qkv.cols_view(0, D));
                 backend_.rms_norm(qkv.cols_view(D, D), L.k_norm, float(v.eps), qkv.cols_view(D, D));
             }
             backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
-            backend_.linear(attn, L.wo, &L.bo, delta);
+            backend_.linear(attn, Weight::dense(L.wo), Epilogue::plain(L.bo), delta);
             backend_.add_norm(x, delta, v.layer_scale ? &L.ls1 : nullptr, L.norm2_w, optional(L.norm2_b), float(v.eps), v.rms_norm, h);
-            backend_.linear(h, L.fc1_w, &L.fc1_b, inter);
+            backend_.linear(h, Weight::dense(L.fc1_w), Epilogue::plain(L.fc1_b), inter);
             backend_.activate(inter, act);
-            backend_.linear(inter, L.fc2_w, &L.fc2_b, delta);
+            backend_.linear(inter, Weight::dense(L.fc2_w), Epilogue::plain(L.fc2_b), delta);
             if (l + 1 < layers_.size()) {
                 const Layer& next = layers_[l + 1];
                 backend_.add_norm(x, delta, v.layer_scale ? &L.ls2 : nullptr, next.norm1_w, optional(next.norm1_b), float(v.eps),
@@ -359,14 +358,14 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         }
 
         const int64_t in = projector_inputs();
-        Tensor features{features_.data, features_.dtype, tokens, in, in};
+        Tensor features{features_.tensor().data, features_.tensor().dtype, tokens, in, in};
         backend_.gather_rows(layered_.empty() ? x : layered_.rows_view(0, T * R), orders.projector, features);
         // nn.LayerNorm's default eps.
         if (!proj_norm_w_.empty()) backend_.layer_norm(features, proj_norm_w_, &proj_norm_b_, 1e-5f, features);
         Tensor hidden = hidden_.rows_view(0, tokens);
-        backend_.linear(features, proj1_w_, &proj1_b_, hidden);
+        backend_.linear(features, Weight::dense(proj1_w_), Epilogue::plain(proj1_b_), hidden);
         backend_.activate(hidden, Backend::Activation::Gelu);
-        backend_.linear(hidden, proj2_w_, &proj2_b_, out);
+        backend_.linear(hidden, Weight::dense(proj2_w_), Epilogue::plain(proj2_b_), out);
     });
     return out;
 }
@@ -401,7 +400,7 @@ const VisionEncoder::RowOrders& VisionEncoder::row_orders(int64_t T) {
                 }
     }
     RowOrders orders{backend_.indices(tiles, T * N + 1), backend_.indices(projector, T * R)};
-    return row_orders_.emplace(T, orders).first->second;
+    return row_orders_.emplace(T, std::move(orders)).first->second;
 }
 
 std::unique_ptr<ImageEncoder> make_image_encoder(const std::filesystem::path& dir, const ModelConfig& config, Backend& backend) {

@@ -37,7 +37,7 @@ private:
     // The gathers' row orders for images of `tiles` tiles, made once and kept on the backend:
     // the tiles laid out after the patch embedding, and the patch rows the projector reads.
     struct RowOrders {
-        Tensor tiles, projector;
+        Buffer tiles, projector;
     };
     const RowOrders& row_orders(int64_t tiles);
     void norm(const Tensor& x, const Tensor& w, const Tensor& b, Tensor out);
@@ -53,6 +53,9 @@ private:
     VisionConfig config_;
     Backend& backend_;
     std::unique_ptr<Checkpoint> checkpoint_;
+    // Keeps a weight's memory for the encoder's lifetime and returns its view.
+    Tensor keep(Buffer weight);
+    std::vector<Buffer> weights_;
     std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, padded conv)
     uint64_t weight_bytes_ = 0;
 
@@ -62,7 +65,7 @@ private:
 
     std::map<int64_t, RowOrders> row_orders_;
     int64_t capacity_ = 0;  // tiles the scratch below holds
-    Tensor planes_, patches_, patch_out_, x_, h_, qkv_, attn_, delta_, inter_, layered_, features_, hidden_, out_;  // layered_: lists only
+    Buffer planes_, patches_, patch_out_, x_, h_, qkv_, attn_, delta_, inter_, layered_, features_, hidden_, out_;  // layered_: lists only
 };
 
 // The engine's factory: a VisionEncoder for the folder (vision-language models only).

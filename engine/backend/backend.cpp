@@ -41,4 +41,24 @@ double rope_base(const RopeConfig& rope, int32_t length) {
     return rope.theta * std::pow(f * double(length) / double(rope.max_position_embeddings) - (f - 1), d / (d - 2));
 }
 
+void check_linear(const Tensor& x, const Weight& w, const Epilogue& e, const Tensor& out, const char* who) {
+    const int64_t n = w.out_features();
+    const int64_t out_cols = e.kind == Epilogue::Kind::SiluMul ? n / 2 : n;
+    if (x.cols != w.in_features() || out.rows != x.rows || out.cols != out_cols || (e.kind == Epilogue::Kind::SiluMul && n % 2 != 0))
+        throw Error(std::string(who) + ": linear shapes do not match");
+    if (!e.bias.empty() && e.bias.rows * e.bias.cols != n) throw Error(std::string(who) + ": a bias must have one value per output");
+    if ((e.kind == Epilogue::Kind::SiluMul || e.kind == Epilogue::Kind::AddTo) && !e.scratch.empty() &&
+        (e.scratch.rows < x.rows || e.scratch.cols != n))
+        throw Error(std::string(who) + ": the scratch of a linear epilogue must hold the whole product");
+    if (e.kind == Epilogue::Kind::RopeStoreKv &&
+        int64_t(e.heads.num_heads + 2 * e.heads.num_kv_heads) * e.heads.head_dim != n)
+        throw Error(std::string(who) + ": the q/k/v product does not match the attention heads");
+    if (e.kind == Epilogue::Kind::AddTo && out.dtype != DType::F32) throw Error(std::string(who) + ": the residual stream is fp32");
+}
+
+const Tensor& dense_values(const Weight& w, const char* who) {
+    if (w.format != Weight::Format::Dense) throw Error(std::string(who) + ": this weight format is not supported here");
+    return w.values;
+}
+
 }  // namespace lumen

@@ -1,12 +1,14 @@
 #pragma once
-// The small set of operations the model forward is written against. CpuBackend is the reference
-// (fp32 math); a CUDA backend implements the same calls on the GPU. Tensors are 2-D row-major
-// views of memory the backend owns (activations, KV pool) or was given (weights).
+// The small set of operations the model forward is written against, in three parts (as ggml splits
+// device, buffer and ops): what the backend runs on (device()), memory it hands out as Buffers that
+// free themselves, and the ops. CpuBackend is the reference (fp32 math); the CUDA backend implements
+// the same calls on the GPU. Tensors are 2-D row-major views of a Buffer or of host memory.
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/backend/device.h"
@@ -69,82 +71,140 @@ struct AttentionShape {
     int32_t head_dim = 0;
 };
 
+class Backend;
+
+// Memory a backend allocated, given back to it when the Buffer goes (no release lists). Move-only;
+// it must not outlive its backend. Converts to the Tensor it holds, so ops take it as it is.
+class Buffer {
+public:
+    Buffer() = default;
+    Buffer(Backend& owner, const Tensor& tensor) : owner_(&owner), tensor_(tensor) {}
+    ~Buffer() { reset(); }
+    Buffer(Buffer&& other) noexcept : owner_(std::exchange(other.owner_, nullptr)), tensor_(std::exchange(other.tensor_, {})) {}
+    Buffer& operator=(Buffer&& other) noexcept {
+        if (this != &other) {
+            reset();
+            owner_ = std::exchange(other.owner_, nullptr);
+            tensor_ = std::exchange(other.tensor_, {});
+        }
+        return *this;
+    }
+    Buffer(const Buffer&) = delete;
+    Buffer& operator=(const Buffer&) = delete;
+
+    const Tensor& tensor() const& { return tensor_; }
+    operator const Tensor&() const& { return tensor_; }
+    // A view of a Buffer about to go would dangle: refused at compile time.
+    const Tensor& tensor() const&& = delete;
+    operator const Tensor&() const&& = delete;
+    bool empty() const { return tensor_.empty(); }
+    Tensor rows_view(int64_t first, int64_t count) const { return tensor_.rows_view(first, count); }
+    void reset();
+
+private:
+    Backend* owner_ = nullptr;
+    Tensor tensor_;
+};
+
+// The matrix of a linear product, [out_features, in_features], as stored. Formats are data, not
+// code paths: a new one (4-bit groups with scales and zeros, 8-bit, FP8) is one more value here
+// with its parts, and each backend dispatches on (format, epilogue) in its linear().
+struct Weight {
+    enum class Format {
+        Dense,  // 16- or 32-bit floats as the checkpoint has them (converted to the compute type on a GPU)
+    };
+    Format format = Format::Dense;
+    Tensor values;
+
+    static Weight dense(const Tensor& values) { return Weight{Format::Dense, values}; }
+    int64_t out_features() const { return values.rows; }
+    int64_t in_features() const { return values.cols; }
+    bool empty() const { return values.empty(); }
+};
+
+// What a linear product does with its result x · wᵀ (+ bias) before it is written.
+struct Epilogue {
+    enum class Kind {
+        None,         // out = the product
+        SiluMul,      // out = silu(gate) · up, where [gate | up] is the product (out has half its columns)
+        RopeStoreKv,  // out = the product as q | k | v, q and k rotated, k and v stored in the cache of `layer`
+        AddTo,        // out (the fp32 residual stream) += the product
+    };
+    Kind kind = Kind::None;
+    Tensor bias;       // one row added to the product; empty: none
+    // Where a backend that does the step separately puts the product first (the fused forms leave it
+    // as it was): [rows, out_features] of the compute type. Unused by None and RopeStoreKv.
+    Tensor scratch;
+    AttentionShape heads;  // RopeStoreKv
+    int32_t layer = 0;     // RopeStoreKv
+
+    static Epilogue plain(const Tensor& bias = {}) { return {Kind::None, bias, {}, {}, 0}; }
+    static Epilogue silu_mul(const Tensor& bias, const Tensor& scratch) { return {Kind::SiluMul, bias, scratch, {}, 0}; }
+    static Epilogue rope_store_kv(const Tensor& bias, const AttentionShape& heads, int32_t layer) {
+        return {Kind::RopeStoreKv, bias, {}, heads, layer};
+    }
+    static Epilogue add_to(const Tensor& bias, const Tensor& scratch) { return {Kind::AddTo, bias, scratch, {}, 0}; }
+};
+
 class Backend {
 public:
     virtual ~Backend() = default;
     virtual std::string name() const = 0;
 
+    // --- The device.
+    // What the backend runs on, with its memory now (safe to ask from any thread).
+    virtual DeviceInfo device() = 0;
+    // Memory available for the KV cache now, in bytes.
+    virtual uint64_t free_memory() = 0;
+    // True once the device can run nothing more (a sticky CUDA error): every later call fails.
+    virtual bool device_lost() { return false; }
+    // Waits for queued work (for timing).
+    virtual void synchronize() {}
+    // Measured read bandwidth of the memory the weights live in, bytes per second.
+    virtual double measure_read_bandwidth() = 0;
+
+    // --- Memory.
     // The type of intermediate activations and the KV cache: F32 on the CPU, the model's type on a
     // GPU. The model sets it from its weights before it allocates anything.
     virtual DType compute_dtype() const = 0;
     virtual void set_compute_dtype(DType) {}
-    // Memory available for the KV cache now, in bytes.
-    virtual uint64_t free_memory() = 0;
-    // What the backend runs on, with its memory now (safe to ask from any thread).
-    virtual DeviceInfo device() = 0;
-
-    // Memory. Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the
-    // model keeps); a device backend copies it, the CPU one uses it in place.
-    virtual Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
+    // Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the model
+    // keeps); a device backend copies it, the CPU one uses it in place.
+    virtual Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
     // Weights for benchmarks at real shapes without a checkpoint: uniform in
     // [center - scale/2, center + scale/2), a pure function of `seed`, made where they are used.
-    virtual Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) = 0;
+    virtual Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) = 0;
     // Scratch of `dtype`: F32 for the residual stream and logits, compute_dtype() for the rest.
-    virtual Tensor activation(int64_t rows, int64_t cols, DType dtype) = 0;
-    virtual void release(Tensor& t) = 0;
+    virtual Buffer activation(int64_t rows, int64_t cols, DType dtype) = 0;
+    // Row indices for gather_rows ([1, n] I32); each must be in [0, rows) (lumen::Error otherwise).
+    virtual Buffer indices(std::span<const int32_t> values, int64_t rows) = 0;
+    // The paged KV cache, owned by the backend (made again by a second call).
     virtual void allocate_kv_cache(const KvCacheShape& shape) = 0;
     virtual const KvCacheShape& kv_cache_shape() const = 0;
     virtual void read(const Tensor& t, std::span<float> out) = 0;  // any float type to host fp32
     virtual void write(Tensor t, std::span<const float> values) = 0;  // host fp32 into a tensor of any float type
     virtual void write_u8(Tensor t, std::span<const uint8_t> values) = 0;  // host bytes into a U8 tensor
 
-    // Makes a batch's layout available to the operations that follow (a device backend copies it
-    // over once per forward).
+    // --- Ops of the language model.
+    // The batch's layout, for every op of the forward that follows (a device backend copies it
+    // over once per forward). The ops do not take it again.
     virtual void begin_batch(const BatchLayout& batch, const RopeConfig& rope) = 0;
-
     // Runs the operations of one forward pass. A device backend may record them the first time a
     // batch shape is seen (CUDA graphs) and replay the recording later without calling `ops`.
     virtual void run_forward(const std::function<void()>& ops) { ops(); }
-
-    // Operations (`out` may alias an input where noted).
-    virtual void embed(const Tensor& table, const BatchLayout& batch, Tensor out) = 0;
+    // out[t] = table[token t's id].
+    virtual void embed(const Tensor& table, Tensor out) = 0;
     virtual void rms_norm(const Tensor& x, const Tensor& weight, float eps, Tensor out) = 0;  // out may be x
     // x += delta, or with `column_scale` (layer scale), x[r][c] += delta[r][c] · column_scale[c].
     // delta may have fewer rows than x where they divide x's: they repeat (position embeddings
     // added to every tile of an image at once).
     virtual void add(Tensor x, const Tensor& delta, const Tensor* column_scale = nullptr) = 0;
-    // out = x · wᵀ (+ bias); w is [out_features, in_features].
-    virtual void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) = 0;
-    // Rotates the q and k parts of qkv ([T, (H + 2·KV)·D]) in place and stores k and v of `layer`.
-    virtual void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig& rope,
-                                   const BatchLayout& batch, int32_t layer) = 0;
+    // The one entry point of the products: x · wᵀ (+ bias), then `epilogue`, into `out`.
+    virtual void linear(const Tensor& x, const Weight& w, const Epilogue& epilogue, Tensor out) = 0;
     // Causal attention of each token's query over its sequence's cached keys and values.
-    virtual void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout& batch, int32_t layer,
-                           Tensor out) = 0;
-    // out = silu(gate) * up where gate_up is [T, 2·I] (gate first).
-    virtual void silu_mul(const Tensor& gate_up, Tensor out) = 0;
-
-    // The products' fused forms. Each defaults to the separate operations, through the scratch
-    // tensor it is given; a backend may do one in a single pass instead (leaving the scratch as it was).
-    // out = silu(gate) * up where [gate | up] = x · w_gate_upᵀ (+ bias).
-    virtual void linear_silu_mul(const Tensor& x, const Tensor& w_gate_up, const Tensor* bias, Tensor gate_up, Tensor out) {
-        linear(x, w_gate_up, bias, gate_up);
-        silu_mul(gate_up, out);
-    }
-    // qkv = x · wᵀ (+ bias), then rope_and_store_kv.
-    virtual void linear_rope_store_kv(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor qkv, const AttentionShape& shape,
-                                      const RopeConfig& rope, const BatchLayout& batch, int32_t layer) {
-        linear(x, w, bias, qkv);
-        rope_and_store_kv(qkv, shape, rope, batch, layer);
-    }
-    // residual += x · wᵀ (+ bias). The separate form rounds the product to delta's type on the way;
-    // a fused one may add it unrounded.
-    virtual void linear_add(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor delta, Tensor residual) {
-        linear(x, w, bias, delta);
-        add(residual, delta);
-    }
+    virtual void attention(const Tensor& qkv, const AttentionShape& shape, int32_t layer, Tensor out) = 0;
     // out[i] = x[batch.logit_rows[i]].
-    virtual void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) = 0;
+    virtual void gather_logit_rows(const Tensor& x, Tensor out) = 0;
     // Copies KV blocks (for copy-on-write of a shared partial block).
     virtual void copy_kv_block(int32_t from, int32_t to) = 0;
     // The index of the largest value of each row: greedy sampling without moving logits.
@@ -158,7 +218,7 @@ public:
     };
     virtual void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) = 0;
 
-    // Operations of the vision encoders and projectors (activations F32 on the CPU).
+    // --- Ops of the vision encoders and projectors (activations F32 on the CPU).
     // out = (x - mean) / sqrt(var + eps) * weight + bias, per row; out may be x.
     virtual void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) = 0;
     // The residual add and the next norm: x += delta (· column_scale), then out = LayerNorm(x)
@@ -181,9 +241,6 @@ public:
     // Attention without a mask within each group of `group_rows` consecutive rows (one image or
     // tile): qkv is [T, 3·H·D] as q | k | v, out is [T, H·D].
     virtual void attention_full(const Tensor& qkv, int32_t heads, int32_t head_dim, int64_t group_rows, Tensor out) = 0;
-    // Row indices for gather_rows, kept where the backend computes ([1, n] I32); each must be in
-    // [0, rows) (lumen::Error otherwise). release() frees them.
-    virtual Tensor indices(std::span<const int32_t> values, int64_t rows) = 0;
     // Rows of `src` (at least the `rows` its indices were made for) in the order of `index`,
     // written one after another into `out`'s memory (contiguous, index.cols · src.cols values).
     virtual void gather_rows(const Tensor& src, const Tensor& index, Tensor out) = 0;
@@ -192,24 +249,31 @@ public:
 
     // Runs `ops`, which must queue the same work on the same memory each time for one (owner,
     // key); a device backend may record them the second time it sees the pair and replay the
-    // recording from then on (CUDA graphs), until any memory is released.
+    // recording from then on (CUDA graphs), until memory the recording uses is freed.
     virtual void run_recorded(const void* owner, int64_t key, const std::function<void()>& ops) {
         (void)owner, (void)key;
         ops();
     }
 
-    // Waits for queued work (for timing).
-    virtual void synchronize() {}
-    // True once the device can run nothing more (a sticky CUDA error): every later call fails.
-    virtual bool device_lost() { return false; }
-    // Measured read bandwidth of the memory the weights live in, bytes per second.
-    virtual double measure_read_bandwidth() = 0;
+protected:
+    friend class Buffer;
+    // Gives back the memory of a Buffer this backend made.
+    virtual void free(const Tensor& t) noexcept = 0;
 };
 
-// The argument checks every backend makes (lumen::Error naming `who`): patch_rows' shapes, and
-// that row indices are in [0, rows).
+inline void Buffer::reset() {
+    if (owner_) owner_->free(tensor_);
+    owner_ = nullptr;
+    tensor_ = {};
+}
+
+// The argument checks every backend makes (lumen::Error naming `who`): patch_rows' shapes, that
+// row indices are in [0, rows), and the shapes of a linear product and its epilogue.
 void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who);
 void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who);
+void check_linear(const Tensor& x, const Weight& w, const Epilogue& epilogue, const Tensor& out, const char* who);
+// A weight as the dense matrix it is (lumen::Error naming `who` for a format that is not dense).
+const Tensor& dense_values(const Weight& w, const char* who);
 
 std::unique_ptr<Backend> make_cpu_backend();
 

@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "engine/backend/backend.h"
+#include "engine/backend/cpu_math.h"
 #include "engine/util/error.h"
 #include "engine/util/thread_pool.h"
 
@@ -17,157 +18,7 @@ namespace lumen {
 
 namespace {
 
-// Half-precision to fp32 by table: 256 KiB, filled once.
-const float* f16_table() {
-    static const std::unique_ptr<float[]> table = [] {
-        auto t = std::make_unique<float[]>(65536);
-        for (uint32_t h = 0; h < 65536; ++h) t[h] = f16_to_f32(uint16_t(h));
-        return t;
-    }();
-    return table.get();
-}
-
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-void bf16_row_to_f32(const uint16_t* src, int64_t n, float* dst) {
-    for (int64_t i = 0; i < n; ++i) {
-        const uint32_t bits = uint32_t(src[i]) << 16;
-        std::memcpy(&dst[i], &bits, 4);
-    }
-}
-
-void f16_row_to_f32(const uint16_t* src, int64_t n, float* dst) {
-    const float* table = f16_table();
-    for (int64_t i = 0; i < n; ++i) dst[i] = table[src[i]];
-}
-
-// Row `r` of a weight as fp32: in place for F32, else converted into `scratch`.
-const float* row_f32(const Tensor& w, int64_t r, float* scratch) {
-    const std::byte* base = static_cast<const std::byte*>(w.data) + r * w.stride * int64_t(dtype_size(w.dtype));
-    switch (w.dtype) {
-    case DType::F32: return reinterpret_cast<const float*>(base);
-    case DType::BF16: bf16_row_to_f32(reinterpret_cast<const uint16_t*>(base), w.cols, scratch); return scratch;
-    case DType::F16: f16_row_to_f32(reinterpret_cast<const uint16_t*>(base), w.cols, scratch); return scratch;
-    default: throw Error("CPU backend: weights of type " + std::string(dtype_name(w.dtype)) + " are not supported");
-    }
-}
-
-float* frow(const Tensor& t, int64_t r) { return static_cast<float*>(t.data) + r * t.stride; }
-
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-float dot(const float* a, const float* b, int64_t n) {
-    float acc[16] = {};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; ++k) acc[k] += a[i + k] * b[i + k];
-    float s = 0;
-    for (int k = 0; k < 16; ++k) s += acc[k];
-    for (; i < n; ++i) s += a[i] * b[i];
-    return s;
-}
-
-typedef float v8 __attribute__((vector_size(32)));
-typedef uint16_t u16x8 __attribute__((vector_size(16)));
-typedef uint32_t u32x8 __attribute__((vector_size(32)));
-
-// Macros rather than functions: vector values must not cross a function boundary whose ABI
-// differs between the AVX and the baseline clone.
-#define LUMEN_LOAD8(dst, p) std::memcpy(&(dst), (p), sizeof(v8))
-#define LUMEN_LOAD_BF16X8(dst, p)                                           \
-    do {                                                                    \
-        u16x8 h_;                                                           \
-        std::memcpy(&h_, (p), sizeof h_);                                   \
-        const u32x8 bits_ = __builtin_convertvector(h_, u32x8) << 16;       \
-        std::memcpy(&(dst), &bits_, sizeof(v8));                            \
-    } while (0)
-
-inline float hsum(const v8& v) {
-    float s = 0;
-    for (int i = 0; i < 8; ++i) s += v[i];
-    return s;
-}
-
-// out[2a + b] = x[a] · w[b] for four activation rows and two weight rows: eight accumulators,
-// each loaded vector used twice or four times (the prefill GEMM's inner kernel).
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-void dot_4x2(const float* const* x, const float* w0, const float* w1, int64_t k, float* out) {
-    v8 a00 = {}, a01 = {}, a10 = {}, a11 = {}, a20 = {}, a21 = {}, a30 = {}, a31 = {};
-    int64_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8 b0, b1, v;
-        LUMEN_LOAD8(b0, w0 + i);
-        LUMEN_LOAD8(b1, w1 + i);
-        LUMEN_LOAD8(v, x[0] + i);
-        a00 += v * b0, a01 += v * b1;
-        LUMEN_LOAD8(v, x[1] + i);
-        a10 += v * b0, a11 += v * b1;
-        LUMEN_LOAD8(v, x[2] + i);
-        a20 += v * b0, a21 += v * b1;
-        LUMEN_LOAD8(v, x[3] + i);
-        a30 += v * b0, a31 += v * b1;
-    }
-    float r[8] = {hsum(a00), hsum(a01), hsum(a10), hsum(a11), hsum(a20), hsum(a21), hsum(a30), hsum(a31)};
-    for (; i < k; ++i)
-        for (int a = 0; a < 4; ++a) r[2 * a] += x[a][i] * w0[i], r[2 * a + 1] += x[a][i] * w1[i];
-    std::memcpy(out, r, sizeof r);
-}
-
-// out[b] = x · w[b] for four bf16 weight rows read straight from the mapped file (decode: every
-// weight byte is read once per token, so converting through a buffer would only add traffic).
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-void dot_bf16_x4(const float* x, const uint16_t* const* w, int64_t k, float* out) {
-    v8 a0 = {}, a1 = {}, a2 = {}, a3 = {};
-    int64_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-        v8 v, w0, w1, w2, w3;
-        LUMEN_LOAD8(v, x + i);
-        LUMEN_LOAD_BF16X8(w0, w[0] + i);
-        LUMEN_LOAD_BF16X8(w1, w[1] + i);
-        LUMEN_LOAD_BF16X8(w2, w[2] + i);
-        LUMEN_LOAD_BF16X8(w3, w[3] + i);
-        a0 += v * w0, a1 += v * w1, a2 += v * w2, a3 += v * w3;
-    }
-    float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-    for (; i < k; ++i)
-        for (int b = 0; b < 4; ++b) r[b] += x[i] * bf16_to_f32(w[b][i]);
-    std::memcpy(out, r, sizeof r);
-}
-
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-float sum(const float* a, int64_t n) {
-    float acc[16] = {};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int k = 0; k < 16; ++k) acc[k] += a[i + k];
-    float s = 0;
-    for (int k = 0; k < 16; ++k) s += acc[k];
-    for (; i < n; ++i) s += a[i];
-    return s;
-}
-
-__attribute__((target_clones("arch=x86-64-v3", "default")))
-void axpy(float a, const float* x, float* y, int64_t n) {
-    for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
-void check_f32(const Tensor& t, const char* what) {
-    if (t.dtype != DType::F32) throw Error(std::string("CPU backend: ") + what + " must be F32");
-}
-
-// A uniform value in [0, 1) from (seed, index): splitmix64, top 24 bits.
-float random_unit(uint64_t seed, uint64_t i) {
-    uint64_t z = (seed ^ (i * 0xD1B54A32D192ED03ull)) + 0x9E3779B97F4A7C15ull;
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return float(z >> 40) * (1.0f / 16777216.0f);
-}
-
-// Work below this many multiply-adds per thread is not worth waking threads for.
-constexpr std::size_t kMinWorkPerThread = 1 << 15;
-
-std::size_t grain_for(std::size_t work_per_item) {
-    return std::max<std::size_t>(1, kMinWorkPerThread / std::max<std::size_t>(1, work_per_item));
-}
+using namespace cpu;
 
 uint64_t meminfo(const std::string& field, uint64_t fallback) {
     std::ifstream f("/proc/meminfo");
@@ -182,10 +33,11 @@ class CpuBackend final : public Backend {
 public:
     std::string name() const override { return "cpu"; }
 
-    Tensor weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
+    // Weights are used where they are (mapped files): the Buffer owns nothing.
+    Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
         if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
             throw Error("CPU backend: weights of type " + std::string(dtype_name(dtype)) + " are not supported");
-        return Tensor{const_cast<void*>(host), dtype, rows, cols, cols};
+        return Buffer(*this, Tensor{const_cast<void*>(host), dtype, rows, cols, cols});
     }
 
     DType compute_dtype() const override { return DType::F32; }
@@ -196,7 +48,7 @@ public:
         return {"cpu", std::to_string(ThreadPool::shared().size()) + " threads", 0, 0, meminfo("MemTotal:", 0), free_memory()};
     }
 
-    Tensor random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
+    Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
         const std::size_t n = std::size_t(rows * cols), elem = dtype_size(dtype);
         auto buffer = std::make_unique<std::byte[]>(std::max<std::size_t>(1, n * elem));
         std::byte* data = buffer.get();
@@ -210,22 +62,15 @@ public:
                 }
             }
         });
-        Tensor t{data, dtype, rows, cols, cols};
-        buffers_.emplace(t.data, std::move(buffer));
-        return t;
+        return owned(std::move(buffer), Tensor{data, dtype, rows, cols, cols});
     }
 
-    Tensor activation(int64_t rows, int64_t cols, DType dtype) override {
-        if (dtype != DType::F32 && dtype != DType::U8) throw Error("CPU backend: activations are F32 (or U8 image samples)");
+    Buffer activation(int64_t rows, int64_t cols, DType dtype) override {
+        if (dtype != DType::F32 && dtype != DType::U8 && dtype != DType::I32)
+            throw Error("CPU backend: activations are F32 (or U8 image samples, I32 indices)");
         auto buffer = std::make_unique<std::byte[]>(std::size_t(std::max<int64_t>(1, rows * cols)) * dtype_size(dtype));
-        Tensor t{buffer.get(), dtype, rows, cols, cols};
-        buffers_.emplace(t.data, std::move(buffer));
-        return t;
-    }
-
-    void release(Tensor& t) override {
-        buffers_.erase(t.data);
-        t = Tensor{};
+        const Tensor t{buffer.get(), dtype, rows, cols, cols};
+        return owned(std::move(buffer), t);
     }
 
     double measure_read_bandwidth() override {
@@ -294,13 +139,12 @@ public:
         std::memcpy(t.data, values.data(), std::size_t(t.rows * t.cols));
     }
 
-    void embed(const Tensor& table, const BatchLayout& batch, Tensor out) override {
+    // Token ids are checked against the vocabulary once, by the model, before the batch is made.
+    void embed(const Tensor& table, Tensor out) override {
         check_f32(out, "embedding output");
+        const BatchLayout& batch = this->batch();
         for (int64_t t = 0; t < batch.num_tokens(); ++t) {
-            const int32_t id = batch.token_ids[std::size_t(t)];
-            if (id < 0 || id >= table.rows)
-                throw Error("token id " + std::to_string(id) + " is outside the embedding table (" +
-                            std::to_string(table.rows) + " rows)");
+            const int32_t id = batch.token_ids[std::size_t(t)];  // in range: the model checked the batch
             float* dst = frow(out, t);
             const float* src = row_f32(table, id, dst);
             if (src != dst) std::copy(src, src + table.cols, dst);
@@ -330,112 +174,36 @@ public:
         }
     }
 
-    void linear(const Tensor& x, const Tensor& w, const Tensor* bias, Tensor out) override {
+    // The one entry point of the products: the product in fp32, then its epilogue as a pass of its
+    // own (the reference: each step exactly as the separate operation computes it).
+    void linear(const Tensor& x, const Weight& w, const Epilogue& e, Tensor out) override {
         check_f32(x, "linear input");
-        if (x.cols != w.cols || out.cols != w.rows || out.rows != x.rows)
-            throw Error("CPU backend: linear shapes do not match");
-        std::vector<float> b;
-        const float* bp = nullptr;
-        if (bias) {
-            b.resize(std::size_t(bias->cols));
-            bp = row_f32(*bias, 0, b.data());
-        }
-        const int64_t in = x.cols, n = x.rows;
-        auto store = [&](int64_t t, int64_t r, float v) { frow(out, t)[r] = v + (bp ? bp[r] : 0.0f); };
-        // Few tokens and bf16 weights: dot products straight from the weights, four rows at a time.
-        if (n <= 2 && w.dtype == DType::BF16) {
-            ThreadPool::shared().parallel_for(std::size_t((w.rows + 3) / 4), grain_for(std::size_t(in * n * 4)),
-                                              [&](std::size_t bb, std::size_t be) {
-                for (std::size_t blk = bb; blk < be; ++blk) {
-                    const int64_t r0 = int64_t(blk) * 4, count = std::min<int64_t>(4, w.rows - r0);
-                    const uint16_t* rows[4];
-                    for (int64_t k = 0; k < 4; ++k)
-                        rows[k] = static_cast<const uint16_t*>(w.data) + (r0 + std::min(k, count - 1)) * w.stride;
-                    for (int64_t t = 0; t < n; ++t) {
-                        float acc[4];
-                        dot_bf16_x4(frow(x, t), rows, in, acc);
-                        for (int64_t k = 0; k < count; ++k) store(t, r0 + k, acc[k]);
-                    }
-                }
-            });
+        check_linear(x, w, e, out, "CPU backend");
+        const Tensor& values = dense_values(w, "CPU backend");
+        switch (e.kind) {
+        case Epilogue::Kind::None: matmul(x, values, e.bias, out); return;
+        case Epilogue::Kind::RopeStoreKv:
+            matmul(x, values, e.bias, out);
+            rope_store_kv(out, e.heads, e.layer);
+            return;
+        case Epilogue::Kind::SiluMul:
+        case Epilogue::Kind::AddTo: {
+            std::unique_ptr<float[]> own;
+            Tensor product = e.scratch.empty() ? Tensor{} : e.scratch.rows_view(0, x.rows);
+            if (product.empty()) {
+                own.reset(new float[std::size_t(x.rows * values.rows)]);
+                product = Tensor{own.get(), DType::F32, x.rows, values.rows, values.rows};
+            }
+            matmul(x, values, e.bias, product);
+            if (e.kind == Epilogue::Kind::SiluMul) silu_mul(product, out);
+            else add(out, product, nullptr);
             return;
         }
-        // Blocks of 16 weight rows, converted to fp32 once and used for every token, four tokens
-        // by two rows at a time.
-        constexpr int64_t kRows = 16;
-        ThreadPool::shared().parallel_for(std::size_t((w.rows + kRows - 1) / kRows), grain_for(std::size_t(in * n * kRows)),
-                                          [&](std::size_t bb, std::size_t be) {
-            std::vector<float> scratch(std::size_t(in * kRows));
-            for (std::size_t blk = bb; blk < be; ++blk) {
-                const int64_t r0 = int64_t(blk) * kRows, count = std::min<int64_t>(kRows, w.rows - r0);
-                const float* rows[kRows];
-                for (int64_t k = 0; k < count; ++k) rows[k] = row_f32(w, r0 + k, scratch.data() + k * in);
-                for (int64_t t0 = 0; t0 < n; t0 += 4) {
-                    const int64_t tokens = std::min<int64_t>(4, n - t0);
-                    const float* xs[4];
-                    for (int64_t a = 0; a < 4; ++a) xs[a] = frow(x, t0 + std::min(a, tokens - 1));
-                    for (int64_t k = 0; k < count; k += 2) {
-                        float acc[8];
-                        dot_4x2(xs, rows[k], rows[std::min(k + 1, count - 1)], in, acc);
-                        for (int64_t a = 0; a < tokens; ++a) {
-                            store(t0 + a, r0 + k, acc[2 * a]);
-                            if (k + 1 < count) store(t0 + a, r0 + k + 1, acc[2 * a + 1]);
-                        }
-                    }
-                }
-            }
-        });
-    }
-
-    void rope_and_store_kv(Tensor qkv, const AttentionShape& shape, const RopeConfig& rope, const BatchLayout& batch,
-                           int32_t layer) override {
-        const int32_t D = shape.head_dim, half = D / 2;
-        const auto& kv = kv_shape_;
-        std::vector<float> inv_freq(static_cast<std::size_t>(half));
-        double cached_base = -1;
-        std::vector<float> cos_v(static_cast<std::size_t>(half)), sin_v(static_cast<std::size_t>(half));
-        for (int64_t t = 0; t < batch.num_tokens(); ++t) {
-            const double base = rope_base(rope, batch.rope_lengths[std::size_t(t)]);
-            if (base != cached_base) {
-                // As transformers computes it, in fp32: 1 / base^(2i/d), divided by the linear factor.
-                for (int32_t i = 0; i < half; ++i) {
-                    float f = 1.0f / std::pow(float(base), float(2 * i) / float(D));
-                    if (rope.scaling.type == RopeScaling::Type::Linear) f = f / float(rope.scaling.factor);
-                    inv_freq[std::size_t(i)] = f;
-                }
-                cached_base = base;
-            }
-            const float pos = float(batch.positions[std::size_t(t)]);
-            for (int32_t i = 0; i < half; ++i) {
-                const float angle = pos * inv_freq[std::size_t(i)];
-                cos_v[std::size_t(i)] = std::cos(angle);
-                sin_v[std::size_t(i)] = std::sin(angle);
-            }
-            float* row = frow(qkv, t);
-            auto rotate = [&](float* h) {
-                for (int32_t i = 0; i < half; ++i) {
-                    const float a = h[i], b = h[i + half];
-                    h[i] = a * cos_v[std::size_t(i)] - b * sin_v[std::size_t(i)];
-                    h[i + half] = b * cos_v[std::size_t(i)] + a * sin_v[std::size_t(i)];
-                }
-            };
-            for (int32_t h = 0; h < shape.num_heads + shape.num_kv_heads; ++h) rotate(row + int64_t(h) * D);
-
-            const int32_t seq = batch.token_seq[std::size_t(t)];
-            const int32_t p = batch.positions[std::size_t(t)];
-            const int32_t block = batch.block_tables[std::size_t(seq) * std::size_t(batch.max_blocks) + std::size_t(p / kv.block_size)];
-            const int32_t slot = p % kv.block_size;
-            const float* k = row + int64_t(shape.num_heads) * D;
-            const float* v = k + int64_t(shape.num_kv_heads) * D;
-            for (int32_t h = 0; h < shape.num_kv_heads; ++h) {
-                std::copy(k + int64_t(h) * D, k + int64_t(h + 1) * D, kv_at(block, layer, 0, h, slot));
-                std::copy(v + int64_t(h) * D, v + int64_t(h + 1) * D, kv_at(block, layer, 1, h, slot));
-            }
         }
     }
 
-    void attention(const Tensor& qkv, const AttentionShape& shape, const BatchLayout& batch, int32_t layer,
-                   Tensor out) override {
+    void attention(const Tensor& qkv, const AttentionShape& shape, int32_t layer, Tensor out) override {
+        const BatchLayout& batch = this->batch();
         const int32_t D = shape.head_dim, H = shape.num_heads;
         const int32_t group = H / shape.num_kv_heads;
         const float scale = 1.0f / std::sqrt(float(D));
@@ -469,17 +237,10 @@ public:
         });
     }
 
-    void silu_mul(const Tensor& gate_up, Tensor out) override {
-        const int64_t I = out.cols;
-        for (int64_t r = 0; r < out.rows; ++r) {
-            const float* g = frow(gate_up, r);
-            const float* u = g + I;
-            float* o = frow(out, r);
-            for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
-        }
+    void begin_batch(const BatchLayout& batch, const RopeConfig& rope) override {
+        batch_ = &batch;
+        rope_ = rope;
     }
-
-    void begin_batch(const BatchLayout&, const RopeConfig&) override {}
 
     void layer_norm(const Tensor& x, const Tensor& weight, const Tensor* bias, float eps, Tensor out) override {
         check_f32(x, "layer_norm input");
@@ -569,13 +330,12 @@ public:
         });
     }
 
-    Tensor indices(std::span<const int32_t> values, int64_t rows) override {
+    Buffer indices(std::span<const int32_t> values, int64_t rows) override {
         check_row_indices(values, rows, "CPU backend");
         auto buffer = std::make_unique<std::byte[]>(std::max<std::size_t>(1, values.size()) * 4);
         std::memcpy(buffer.get(), values.data(), values.size() * 4);
-        Tensor t{buffer.get(), DType::I32, 1, int64_t(values.size()), int64_t(values.size())};
-        buffers_.emplace(t.data, std::move(buffer));
-        return t;
+        const Tensor t{buffer.get(), DType::I32, 1, int64_t(values.size()), int64_t(values.size())};
+        return owned(std::move(buffer), t);
     }
 
     void gather_rows(const Tensor& src, const Tensor& index, Tensor out) override {
@@ -599,8 +359,8 @@ public:
         }
     }
 
-    void gather_logit_rows(const Tensor& x, const BatchLayout& batch, Tensor out) override {
-        const auto& rows = batch.logit_rows;
+    void gather_logit_rows(const Tensor& x, Tensor out) override {
+        const auto& rows = batch().logit_rows;
         for (std::size_t i = 0; i < rows.size(); ++i) {
             const float* src = frow(x, rows[i]);
             std::copy(src, src + x.cols, frow(out, int64_t(i)));
@@ -613,16 +373,74 @@ public:
     }
 
 private:
-    static void normalize_row(const float* x, const float* w, int64_t n, float eps, float* out) {
-        float acc[8] = {};
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8)
-            for (int k = 0; k < 8; ++k) acc[k] += x[i + k] * x[i + k];
-        float ss = 0;
-        for (int k = 0; k < 8; ++k) ss += acc[k];
-        for (; i < n; ++i) ss += x[i] * x[i];
-        const float inv = 1.0f / std::sqrt(ss / float(n) + eps);
-        for (int64_t j = 0; j < n; ++j) out[j] = w[j] * (x[j] * inv);
+    Buffer owned(std::unique_ptr<std::byte[]> memory, const Tensor& t) {
+        buffers_.emplace(t.data, std::move(memory));
+        return Buffer(*this, t);
+    }
+    void free(const Tensor& t) noexcept override { buffers_.erase(t.data); }
+
+    const BatchLayout& batch() const {
+        if (!batch_) throw Error("CPU backend: an op of the forward ran before begin_batch");
+        return *batch_;
+    }
+
+    // Rotates q and k of each token of the batch and stores its k and v in the cache of `layer`.
+    void rope_store_kv(Tensor qkv, const AttentionShape& shape, int32_t layer) {
+        const BatchLayout& batch = this->batch();
+        const RopeConfig& rope = rope_;
+        const int32_t D = shape.head_dim, half = D / 2;
+        const auto& kv = kv_shape_;
+        std::vector<float> inv_freq(static_cast<std::size_t>(half));
+        double cached_base = -1;
+        std::vector<float> cos_v(static_cast<std::size_t>(half)), sin_v(static_cast<std::size_t>(half));
+        for (int64_t t = 0; t < batch.num_tokens(); ++t) {
+            const double base = rope_base(rope, batch.rope_lengths[std::size_t(t)]);
+            if (base != cached_base) {
+                // As transformers computes it, in fp32: 1 / base^(2i/d), divided by the linear factor.
+                for (int32_t i = 0; i < half; ++i) {
+                    float f = 1.0f / std::pow(float(base), float(2 * i) / float(D));
+                    if (rope.scaling.type == RopeScaling::Type::Linear) f = f / float(rope.scaling.factor);
+                    inv_freq[std::size_t(i)] = f;
+                }
+                cached_base = base;
+            }
+            const float pos = float(batch.positions[std::size_t(t)]);
+            for (int32_t i = 0; i < half; ++i) {
+                const float angle = pos * inv_freq[std::size_t(i)];
+                cos_v[std::size_t(i)] = std::cos(angle);
+                sin_v[std::size_t(i)] = std::sin(angle);
+            }
+            float* row = frow(qkv, t);
+            auto rotate = [&](float* h) {
+                for (int32_t i = 0; i < half; ++i) {
+                    const float a = h[i], b = h[i + half];
+                    h[i] = a * cos_v[std::size_t(i)] - b * sin_v[std::size_t(i)];
+                    h[i + half] = b * cos_v[std::size_t(i)] + a * sin_v[std::size_t(i)];
+                }
+            };
+            for (int32_t h = 0; h < shape.num_heads + shape.num_kv_heads; ++h) rotate(row + int64_t(h) * D);
+
+            const int32_t seq = batch.token_seq[std::size_t(t)];
+            const int32_t p = batch.positions[std::size_t(t)];
+            const int32_t block = batch.block_tables[std::size_t(seq) * std::size_t(batch.max_blocks) + std::size_t(p / kv.block_size)];
+            const int32_t slot = p % kv.block_size;
+            const float* k = row + int64_t(shape.num_heads) * D;
+            const float* v = k + int64_t(shape.num_kv_heads) * D;
+            for (int32_t h = 0; h < shape.num_kv_heads; ++h) {
+                std::copy(k + int64_t(h) * D, k + int64_t(h + 1) * D, kv_at(block, layer, 0, h, slot));
+                std::copy(v + int64_t(h) * D, v + int64_t(h + 1) * D, kv_at(block, layer, 1, h, slot));
+            }
+        }
+    }
+
+    void silu_mul(const Tensor& gate_up, Tensor out) {
+        const int64_t I = out.cols;
+        for (int64_t r = 0; r < out.rows; ++r) {
+            const float* g = frow(gate_up, r);
+            const float* u = g + I;
+            float* o = frow(out, r);
+            for (int64_t i = 0; i < I; ++i) o[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+        }
     }
 
     float* kv_at(int32_t block, int32_t layer, int32_t which, int32_t head, int32_t slot) {
@@ -632,6 +450,8 @@ private:
     }
 
     std::map<void*, std::unique_ptr<std::byte[]>> buffers_;
+    const BatchLayout* batch_ = nullptr;  // the forward's, from begin_batch until the next
+    RopeConfig rope_;
     KvCacheShape kv_shape_;
     std::unique_ptr<float[]> kv_;
 };

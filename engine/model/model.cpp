@@ -176,9 +176,11 @@ Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t 
     random_weights(dtype, seed);
 }
 
-Model::~Model() {
-    for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_, &selected_, &normed_, &logits_})
-        if (!a->empty()) backend_.release(*a);
+Model::~Model() = default;
+
+Tensor Model::keep(Buffer weight) {
+    weights_.push_back(std::move(weight));
+    return weights_.back().tensor();
 }
 
 void Model::random_weights(DType dtype, uint64_t seed) {
@@ -188,26 +190,26 @@ void Model::random_weights(DType dtype, uint64_t seed) {
     // Scales keep activations in a sane range whatever the width: uniform with std ~ 1/sqrt(in).
     auto matrix = [&](int64_t rows, int64_t cols) {
         weight_bytes_ += uint64_t(rows * cols) * dtype_size(dtype);
-        return backend_.random_weight(dtype, rows, cols, ++next, 0.0f, 3.4f / std::sqrt(float(cols)));
+        return keep(backend_.random_weight(dtype, rows, cols, ++next, 0.0f, 3.4f / std::sqrt(float(cols))));
     };
     auto vector = [&](int64_t n, float center, float scale) {
         weight_bytes_ += uint64_t(n) * dtype_size(dtype);
-        return backend_.random_weight(dtype, 1, n, ++next, center, scale);
+        return keep(backend_.random_weight(dtype, 1, n, ++next, center, scale));
     };
-    embed_ = backend_.random_weight(dtype, s.vocab, s.hidden, ++next, 0.0f, 1.0f);
+    embed_ = keep(backend_.random_weight(dtype, s.vocab, s.hidden, ++next, 0.0f, 1.0f));
     weight_bytes_ += uint64_t(s.vocab * s.hidden) * dtype_size(dtype);
     final_norm_ = vector(s.hidden, 1.0f, 0.2f);
-    lm_head_ = t.tie_word_embeddings ? embed_ : matrix(s.vocab, s.hidden);
+    lm_head_ = dense(t.tie_word_embeddings ? embed_ : matrix(s.vocab, s.hidden));
     for (int64_t l = 0; l < t.num_layers; ++l) {
         Layer layer;
         layer.attn_norm = vector(s.hidden, 1.0f, 0.2f);
         layer.ffn_norm = vector(s.hidden, 1.0f, 0.2f);
-        layer.wqkv = matrix(s.q() + 2 * s.kv(), s.hidden);
+        layer.wqkv = dense(matrix(s.q() + 2 * s.kv(), s.hidden));
         if (t.qkv_bias) layer.bqkv = vector(s.q() + 2 * s.kv(), 0.0f, 0.2f);
-        layer.wo = matrix(s.hidden, s.q());
+        layer.wo = dense(matrix(s.hidden, s.q()));
         if (t.o_bias) layer.bo = vector(s.hidden, 0.0f, 0.2f);
-        layer.w_gate_up = matrix(2 * s.inter, s.hidden);
-        layer.w_down = matrix(s.hidden, s.inter);
+        layer.w_gate_up = dense(matrix(2 * s.inter, s.hidden));
+        layer.w_down = dense(matrix(s.hidden, s.inter));
         if (t.mlp_bias) {
             layer.b_gate_up = vector(2 * s.inter, 0.0f, 0.2f);
             layer.b_down = vector(s.hidden, 0.0f, 0.2f);
@@ -225,7 +227,7 @@ void Model::load_weights(const Checkpoint& c) {
         const TensorInfo& info = *c.find(name);
         weight_bytes_ += info.data.size();
         const int64_t rows = info.shape.size() == 2 ? info.shape[0] : 1;
-        return backend_.weight(info.data.data(), info.dtype, rows, info.shape.back());
+        return keep(backend_.weight(info.data.data(), info.dtype, rows, info.shape.back()));
     };
     auto fused = [&](const std::vector<RowRange>& parts, int64_t cols) {
         DType dtype;
@@ -233,12 +235,12 @@ void Model::load_weights(const Checkpoint& c) {
         int64_t rows = 0;
         for (const auto& p : parts) rows += p.count;
         weight_bytes_ += fused_.back().size();
-        return backend_.weight(fused_.back().data(), dtype, rows, cols);
+        return keep(backend_.weight(fused_.back().data(), dtype, rows, cols));
     };
 
     embed_ = direct(names.embed);
     final_norm_ = direct(names.final_norm);
-    lm_head_ = names.lm_head.empty() ? embed_ : direct(names.lm_head);
+    lm_head_ = dense(names.lm_head.empty() ? embed_ : direct(names.lm_head));
     const LayerNames ln = layer_names(t.family);
     for (int64_t l = 0; l < t.num_layers; ++l) {
         const std::string p = names.layer + std::to_string(l) + ".";
@@ -261,13 +263,13 @@ void Model::load_weights(const Checkpoint& c) {
                 q.insert(q.end(), v.begin(), v.end());
                 return fused(q, cols);
             };
-            layer.wqkv = relaid(c.find(p + ln.qkv[0] + ".weight"), s.hidden);
+            layer.wqkv = dense(relaid(c.find(p + ln.qkv[0] + ".weight"), s.hidden));
             if (t.qkv_bias) layer.bqkv = relaid(c.find(p + ln.qkv[0] + ".bias"), 1);
         } else {
             const TensorInfo* q = c.find(p + ln.qkv[0] + ".weight");
             const TensorInfo* k = c.find(p + ln.qkv[1] + ".weight");
             const TensorInfo* v = c.find(p + ln.qkv[2] + ".weight");
-            layer.wqkv = fused({{q, 0, s.q()}, {k, 0, s.kv()}, {v, 0, s.kv()}}, s.hidden);
+            layer.wqkv = dense(fused({{q, 0, s.q()}, {k, 0, s.kv()}, {v, 0, s.kv()}}, s.hidden));
             if (t.qkv_bias) {
                 const TensorInfo* qb = c.find(p + ln.qkv[0] + ".bias");
                 const TensorInfo* kb = c.find(p + ln.qkv[1] + ".bias");
@@ -277,12 +279,12 @@ void Model::load_weights(const Checkpoint& c) {
         }
         // Biases are kept as one row.
         if (!layer.bqkv.empty()) layer.bqkv = Tensor{layer.bqkv.data, layer.bqkv.dtype, 1, layer.bqkv.rows, layer.bqkv.rows};
-        layer.wo = direct(p + ln.o + ".weight");
+        layer.wo = dense(direct(p + ln.o + ".weight"));
         if (t.o_bias) layer.bo = direct(p + ln.o + ".bias");
         const TensorInfo* gate = c.find(p + ln.gate + ".weight");
         const TensorInfo* up = c.find(p + ln.up + ".weight");
-        layer.w_gate_up = fused({{gate, 0, s.inter}, {up, 0, s.inter}}, s.hidden);
-        layer.w_down = direct(p + ln.down + ".weight");
+        layer.w_gate_up = dense(fused({{gate, 0, s.inter}, {up, 0, s.inter}}, s.hidden));
+        layer.w_down = dense(direct(p + ln.down + ".weight"));
         if (t.mlp_bias) {
             const Tensor b = fused({{c.find(p + ln.gate + ".bias"), 0, s.inter}, {c.find(p + ln.up + ".bias"), 0, s.inter}}, 1);
             layer.b_gate_up = Tensor{b.data, b.dtype, 1, b.rows, b.rows};
@@ -296,8 +298,7 @@ void Model::ensure_capacity(int64_t tokens, int64_t logit_rows) {
     const TextConfig& t = config_.text;
     const Shapes s = shapes_of(t);
     if (tokens > capacity_) {
-        for (Tensor* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_})
-            if (!a->empty()) backend_.release(*a);
+        for (Buffer* a : {&x_, &h_, &qkv_, &attn_, &delta_, &gate_up_, &act_}) a->reset();  // before the larger ones are made
         capacity_ = std::max<int64_t>(tokens, 16);
         const DType c = backend_.compute_dtype();
         x_ = backend_.activation(capacity_, s.hidden, DType::F32);  // the residual stream stays fp32
@@ -309,8 +310,7 @@ void Model::ensure_capacity(int64_t tokens, int64_t logit_rows) {
         act_ = backend_.activation(capacity_, s.inter, c);
     }
     if (logit_rows > logit_capacity_) {
-        for (Tensor* a : {&selected_, &normed_, &logits_})
-            if (!a->empty()) backend_.release(*a);
+        for (Buffer* a : {&selected_, &normed_, &logits_}) a->reset();
         logit_capacity_ = std::max<int64_t>(logit_rows, 4);
         selected_ = backend_.activation(logit_capacity_, s.hidden, DType::F32);
         normed_ = backend_.activation(logit_capacity_, s.hidden, backend_.compute_dtype());
@@ -334,23 +334,22 @@ Tensor Model::forward(const BatchLayout& batch) {
     Tensor selected = selected_.rows_view(0, L), normed = normed_.rows_view(0, L), logits = logits_.rows_view(0, L);
     backend_.begin_batch(batch, rope_);
     auto ops = [&] {
-        backend_.embed(embed_, batch, x);
+        backend_.embed(embed_, x);
         for (const auto& insert : batch.inserts) backend_.copy(insert.rows, x.rows_view(insert.first, insert.rows.rows));
-        auto bias = [](const Tensor& b) { return b.empty() ? nullptr : &b; };
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& w = layers_[l];
             backend_.rms_norm(x, w.attn_norm, eps, h);
-            backend_.linear_rope_store_kv(h, w.wqkv, bias(w.bqkv), qkv, attention_, rope_, batch, int32_t(l));
-            backend_.attention(qkv, attention_, batch, int32_t(l), attn);
-            backend_.linear_add(attn, w.wo, bias(w.bo), delta, x);
+            backend_.linear(h, w.wqkv, Epilogue::rope_store_kv(w.bqkv, attention_, int32_t(l)), qkv);
+            backend_.attention(qkv, attention_, int32_t(l), attn);
+            backend_.linear(attn, w.wo, Epilogue::add_to(w.bo, delta), x);
             backend_.rms_norm(x, w.ffn_norm, eps, h);
-            backend_.linear_silu_mul(h, w.w_gate_up, bias(w.b_gate_up), gate_up, act);
-            backend_.linear_add(act, w.w_down, bias(w.b_down), delta, x);
+            backend_.linear(h, w.w_gate_up, Epilogue::silu_mul(w.b_gate_up, gate_up), act);
+            backend_.linear(act, w.w_down, Epilogue::add_to(w.b_down, delta), x);
         }
         if (L == 0) return;  // a prompt chunk that needs no next-token logits yet
-        backend_.gather_logit_rows(x, batch, selected);
+        backend_.gather_logit_rows(x, selected);
         backend_.rms_norm(selected, final_norm_, eps, normed);
-        backend_.linear(normed, lm_head_, nullptr, logits);
+        backend_.linear(normed, lm_head_, Epilogue::plain(), logits);
     };
     // Image rows change with every image: such a forward is run directly, never recorded for replay.
     if (batch.inserts.empty()) backend_.run_forward(ops);

@@ -51,8 +51,13 @@ public:
 
 private:
     struct Layer {
-        Tensor attn_norm, wqkv, bqkv, wo, bo, ffn_norm, w_gate_up, b_gate_up, w_down, b_down;
+        Tensor attn_norm, ffn_norm;
+        Weight wqkv, wo, w_gate_up, w_down;
+        Tensor bqkv, bo, b_gate_up, b_down;  // empty where the model has none
     };
+    static Weight dense(const Tensor& values) { return Weight::dense(values); }
+    // Keeps a weight's memory for the model's lifetime and returns its view.
+    Tensor keep(Buffer weight);
     void load_weights(const Checkpoint& checkpoint);
     void random_weights(DType dtype, uint64_t seed);
     void ensure_capacity(int64_t tokens, int64_t logit_rows);
@@ -61,14 +66,16 @@ private:
     ModelConfig config_;
     std::unique_ptr<Checkpoint> checkpoint_;           // the mapped files the weights point into
     std::vector<std::vector<std::byte>> fused_;         // re-laid weights (fused q/k/v, gate/up)
-    Tensor embed_, final_norm_, lm_head_;
+    std::vector<Buffer> weights_;                       // the memory of every weight below
+    Tensor embed_, final_norm_;
+    Weight lm_head_;
     std::vector<Layer> layers_;
     AttentionShape attention_;
     RopeConfig rope_;
     uint64_t weight_bytes_ = 0;
 
     int64_t capacity_ = 0, logit_capacity_ = 0;
-    Tensor x_, h_, qkv_, attn_, delta_, gate_up_, act_, selected_, normed_, logits_;
+    Buffer x_, h_, qkv_, attn_, delta_, gate_up_, act_, selected_, normed_, logits_;
 };
 
 }  // namespace lumen

@@ -70,9 +70,7 @@ Scheduler::Scheduler(Model& model, const Tokenizer* tokenizer, const EngineOptio
     for (int64_t id : model.text().eos_token_ids) eos_ids_.insert(int32_t(id));
 }
 
-Scheduler::~Scheduler() {
-    for (auto& [hash, e] : encoded_) model_.backend().release(e.rows);
-}
+Scheduler::~Scheduler() = default;
 
 uint64_t Scheduler::block_hash(const Sequence& s, std::size_t block, uint64_t previous) const {
     const std::size_t bs = std::size_t(blocks_.block_size());
@@ -92,10 +90,10 @@ const Tensor& Scheduler::embeddings_of(const PromptImage& image) {
         // The encoder's output is scratch; the cache keeps a copy.
         Encoded e{model_.backend().activation(fresh.rows, fresh.cols, DType::F32), 0};
         model_.backend().copy(fresh, e.rows);
-        it = encoded_.emplace(image.content_hash, e).first;
+        it = encoded_.emplace(image.content_hash, std::move(e)).first;
     }
     it->second.last_step = step_count_;
-    return it->second.rows;
+    return it->second.rows.tensor();
 }
 
 void Scheduler::encode_ahead(const PromptImage& image) {
@@ -112,7 +110,6 @@ void Scheduler::evict_embeddings() {
         auto oldest = encoded_.begin();
         for (auto it = encoded_.begin(); it != encoded_.end(); ++it)
             if (it->second.last_step < oldest->second.last_step) oldest = it;
-        model_.backend().release(oldest->second.rows);
         encoded_.erase(oldest);
     }
 }

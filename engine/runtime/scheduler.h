@@ -63,7 +63,7 @@ private:
     };
     // An image's embeddings on the backend, kept while images are likely to be asked about again.
     struct Encoded {
-        Tensor rows;
+        Buffer rows;
         uint64_t last_step = 0;
     };
 

@@ -16,6 +16,7 @@
 #include "engine/text/tokenizer.h"
 #include "engine/text/unicode.h"
 #include "tests/support/engine_runner.h"
+#include "tests/support/faulty_backend.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
 
@@ -38,7 +39,6 @@ public:
     Tensor encode(const ImagePixels& p) override {
         ++encodes;
         const int64_t rows = tokens_for(p);
-        if (!out_.empty()) backend_.release(out_);
         out_ = backend_.activation(rows, hidden_, DType::F32);
         std::vector<float> v(std::size_t(rows * hidden_));
         for (int64_t r = 0; r < rows; ++r)
@@ -53,7 +53,7 @@ public:
 private:
     Backend& backend_;
     int64_t hidden_;
-    Tensor out_;
+    Buffer out_;
 };
 
 PromptImage image_of(uint8_t value, uint64_t hash, int32_t first) {
@@ -369,6 +369,61 @@ private slots:
         QCOMPARE(c.final_event.finish, FinishReason::Error);
         QVERIFY2(c.final_event.error.find("KV") != std::string::npos, c.final_event.error.c_str());
         QVERIFY_THROWS_EXCEPTION(Error, Engine::create("/nonexistent", {}, [](const GenerationEvent&) {}));
+    }
+
+    // A device that fails for good mid-batch: the requests in flight end with its message, new
+    // ones are refused with it, and a new engine (a reload) serves again.
+    void lostDeviceFailsEveryRequestUntilReload() {
+        EngineOptions o;
+        FaultyBackend* faulty = nullptr;
+        o.backend = [&](std::string* description) {
+            *description = "cpu (failing at its fifth forward)";
+            auto b = std::make_unique<FaultyBackend>(make_cpu_backend(), 5, [](Backend&) {
+                throw Error("the GPU stopped working (injected in a test)", Error::Scope::Device);
+            });
+            faulty = b.get();
+            return b;
+        };
+        EngineRunner r(stories_, o);
+        const RequestId a = r.submit(greedy(encode(r, "Once upon a time"), 40));
+        const RequestId b = r.submit(greedy(encode(r, "The little dog"), 40));
+        for (RequestId id : {a, b}) {
+            const Collected c = r.wait(id);
+            QCOMPARE(c.final_event.finish, FinishReason::Error);
+            QVERIFY2(c.final_event.error.find("stopped working (injected") != std::string::npos, c.final_event.error.c_str());
+            QVERIFY(c.ids.size() < 40);
+        }
+        const int forwards = faulty->forwards();
+        QCOMPARE(forwards, 5);
+        const Collected refused = r.run(greedy(encode(r, "Once"), 3));
+        QCOMPARE(refused.final_event.finish, FinishReason::Error);
+        QVERIFY2(refused.final_event.error.find("stopped working (injected") != std::string::npos, refused.final_event.error.c_str());
+        QCOMPARE(faulty->forwards(), forwards);  // refused without running anything
+        EngineRunner reloaded(stories_);
+        const Collected fine = reloaded.run(greedy(encode(reloaded, "Once"), 3));
+        QCOMPARE(fine.final_event.finish, FinishReason::Length);
+        QCOMPARE(fine.ids.size(), std::size_t(3));
+    }
+
+    // Shutting an engine down gives every request it still had a final, cancelled event.
+    // One sequence at a time and thousands of tokens queued: most are still waiting when it goes.
+    void shutdownEndsEveryRequest() {
+        EngineOptions one_at_a_time;
+        one_at_a_time.max_batch = 1;
+        EngineRunner r(stories_, one_at_a_time);
+        std::vector<RequestId> ids;
+        for (int i = 0; i < 6; ++i) ids.push_back(r.submit(greedy(encode(r, "Once upon a time"), 480)));
+        r.shut_down();
+        int cancelled = 0;
+        for (RequestId id : ids) {
+            const Collected c = r.wait(id);
+            QVERIFY(c.final_event.finish == FinishReason::Cancelled || c.final_event.finish == FinishReason::Length);
+            if (c.final_event.finish == FinishReason::Cancelled) {
+                ++cancelled;
+                QVERIFY2(c.final_event.error.find("shut down") != std::string::npos, c.final_event.error.c_str());
+            }
+        }
+        QVERIFY(cancelled > 0);
     }
 
     void generationStopsAtTheContext() {

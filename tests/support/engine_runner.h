@@ -29,6 +29,8 @@ public:
     Collected wait(RequestId id);
     // Submits and waits.
     Collected run(GenerationRequest r) { return wait(submit(std::move(r))); }
+    // Destroys the engine (what it still had gets its final events); wait() then reads what was collected.
+    void shut_down() { engine_.reset(); }
     // Called on the engine thread for every event, before it is collected.
     std::function<void(const GenerationEvent&)> on_event;
 

@@ -428,6 +428,11 @@ private slots:
     // The encoder's own backend operations on the CPU (the GPU suite compares CUDA against these).
     void encoderOpsOnTheCpu() {
         auto b = make_cpu_backend();
+        std::vector<Buffer> kept;  // the memory of the views below
+        auto own = [&](Buffer buffer) -> Tensor {
+            kept.push_back(std::move(buffer));
+            return kept.back();
+        };
         // Two 4x4 images of three channels in 2x2 patches: rows of 12 values padded to 16, each
         // sample looked up in its channel's levels.
         const int64_t images = 2, channels = 3, size = 4, patch = 2;
@@ -435,10 +440,10 @@ private slots:
         for (std::size_t i = 0; i < samples.size(); ++i) samples[i] = uint8_t(i * 5);
         std::vector<float> level_values(std::size_t(channels * 256));
         for (std::size_t i = 0; i < level_values.size(); ++i) level_values[i] = float(i) * 0.5f - 100.0f;
-        Tensor planes = b->activation(images * channels * size, size, DType::U8);
+        Tensor planes = own(b->activation(images * channels * size, size, DType::U8));
         b->write_u8(planes, samples);
-        const Tensor levels = b->weight(level_values.data(), DType::F32, channels, 256);
-        Tensor rows = b->activation(images * 4, 16, DType::F32);
+        const Tensor levels = own(b->weight(level_values.data(), DType::F32, channels, 256));
+        Tensor rows = own(b->activation(images * 4, 16, DType::F32));
         b->patch_rows(planes, levels, patch, rows);
         std::vector<float> got(std::size_t(rows.rows * rows.cols));
         b->read(rows, got);
@@ -450,14 +455,14 @@ private slots:
                 QCOMPARE(got[std::size_t(r * rows.cols + c)], want);
             }
         // Float planes, or levels that are not 256 a channel, are refused.
-        Tensor float_planes = b->activation(images * channels * size, size, DType::F32);
+        Tensor float_planes = own(b->activation(images * channels * size, size, DType::F32));
         QVERIFY_THROWS_EXCEPTION(Error, b->patch_rows(float_planes, levels, patch, rows));
-        QVERIFY_THROWS_EXCEPTION(Error, b->patch_rows(planes, b->weight(level_values.data(), DType::F32, channels * 2, 128), patch, rows));
+        QVERIFY_THROWS_EXCEPTION(Error, b->patch_rows(planes, own(b->weight(level_values.data(), DType::F32, channels * 2, 128)), patch, rows));
 
         // Row orders are checked when made; a gather follows them.
         QVERIFY_THROWS_EXCEPTION(Error, b->indices(std::vector<int32_t>{0, 8}, 8));
-        Tensor order = b->indices(std::vector<int32_t>{7, 0, 3}, 8);
-        Tensor gathered = b->activation(3, 16, DType::F32);
+        Tensor order = own(b->indices(std::vector<int32_t>{7, 0, 3}, 8));
+        Tensor gathered = own(b->activation(3, 16, DType::F32));
         b->gather_rows(rows, order, gathered);
         std::vector<float> g(48);
         b->read(gathered, g);
@@ -468,10 +473,10 @@ private slots:
         std::vector<float> w(16), bias(16), scale(16), x0(48), d(48);
         for (std::size_t i = 0; i < 16; ++i) w[i] = 1.0f + 0.1f * float(i), bias[i] = 0.05f * float(i), scale[i] = 0.5f;
         for (std::size_t i = 0; i < 48; ++i) x0[i] = std::sin(float(i)), d[i] = std::cos(float(i));
-        const Tensor wt = b->weight(w.data(), DType::F32, 1, 16), bt = b->weight(bias.data(), DType::F32, 1, 16),
-                     st = b->weight(scale.data(), DType::F32, 1, 16);
-        Tensor x1 = b->activation(3, 16, DType::F32), x2 = b->activation(3, 16, DType::F32), delta = b->activation(3, 16, DType::F32);
-        Tensor fused = b->activation(3, 16, DType::F32), separate = b->activation(3, 16, DType::F32);
+        const Tensor wt = own(b->weight(w.data(), DType::F32, 1, 16)), bt = own(b->weight(bias.data(), DType::F32, 1, 16)),
+                     st = own(b->weight(scale.data(), DType::F32, 1, 16));
+        Tensor x1 = own(b->activation(3, 16, DType::F32)), x2 = own(b->activation(3, 16, DType::F32)), delta = own(b->activation(3, 16, DType::F32));
+        Tensor fused = own(b->activation(3, 16, DType::F32)), separate = own(b->activation(3, 16, DType::F32));
         b->write(x1, x0);
         b->write(x2, x0);
         b->write(delta, d);
