@@ -59,10 +59,15 @@ public:
     std::string name() const override { return "cuda:" + std::to_string(device_.index()) + " (" + device_.name() + ")"; }
 
     // --- The device.
+    // Asked from any thread (the status bar's); a lost device reports no memory rather than throw.
     DeviceInfo device() override {
-        check(cudaSetDevice(device_.index()), "cudaSetDevice");
-        return {"cuda:" + std::to_string(device_.index()), device_.name(), device_.compute_major(), device_.compute_minor(),
-                device_.total_memory(), device_.free_memory()};
+        DeviceInfo d{"cuda:" + std::to_string(device_.index()), device_.name(), device_.compute_major(), device_.compute_minor(), 0, 0};
+        size_t free_bytes = 0, total = 0;
+        if (cudaSetDevice(device_.index()) == cudaSuccess && cudaMemGetInfo(&free_bytes, &total) == cudaSuccess) {
+            d.total_memory = total;
+            d.free_memory = free_bytes;
+        }
+        return d;
     }
     uint64_t free_memory() override { return device_.free_memory(); }
     bool device_lost() override {

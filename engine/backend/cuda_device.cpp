@@ -6,6 +6,7 @@
 
 #include "engine/util/error.h"
 #include "engine/util/thread_pool.h"
+#include "kernels/device_info.h"
 #include "kernels/ops.h"
 
 namespace lumen::cuda_backend {
@@ -47,12 +48,14 @@ int select_device(int device) {
         throw Error("no usable NVIDIA GPU (the CUDA driver reports none); use --device cpu");
     }
     if (device < 0 || device >= count) throw Error("CUDA device " + std::to_string(device) + " does not exist");
-    check(cudaSetDevice(device), "cudaSetDevice");
-    // A context that an earlier model's sticky error left broken fails every call: start afresh
-    // (that model's engine is gone; its memory went with the old context).
-    if (cuda::is_sticky(cudaFree(nullptr))) {
-        cudaDeviceReset();
-        check(cudaSetDevice(device), "cudaSetDevice");
+    // Making the context (cudaFree of nothing) fails when an earlier model's sticky error left it
+    // broken (after an illegal address the driver reports the device busy or unavailable): start
+    // afresh. That model's engine is gone; its memory went with the old context.
+    cudaError_t status = cudaSetDevice(device);
+    if (status == cudaSuccess) status = cudaFree(nullptr);
+    if (status != cudaSuccess) {
+        cudaGetLastError();
+        cuda::reset_device(device);
     }
     return device;
 }
@@ -79,12 +82,6 @@ uint64_t CudaDevice::free_memory() const {
     size_t free_bytes = 0, total = 0;
     check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
     return free_bytes;
-}
-
-uint64_t CudaDevice::total_memory() const {
-    size_t free_bytes = 0, total = 0;
-    check(cudaMemGetInfo(&free_bytes, &total), "cudaMemGetInfo");
-    return total;
 }
 
 void* CudaDevice::allocate(std::size_t bytes, const char* what) {

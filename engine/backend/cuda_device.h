@@ -82,7 +82,6 @@ public:
     const std::string& name() const { return name_; }
     cudaStream_t stream() const { return stream_; }
     uint64_t free_memory() const;
-    uint64_t total_memory() const;
     int compute_major() const { return major_; }
     int compute_minor() const { return minor_; }
 

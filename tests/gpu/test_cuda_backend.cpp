@@ -19,6 +19,7 @@
 #include "engine/util/text_file.h"
 #include "engine/text/tokenizer.h"
 #include "tests/support/engine_runner.h"
+#include "tests/support/faulty_backend.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
 #include "vision/encoder.h"
@@ -186,6 +187,50 @@ private slots:
         // llama2.c's story, on the GPU.
         const Collected story = gpu.run(greedy(tok.encode(""), 200));
         QVERIFY(story.text.rfind("Once upon a time, there was a little girl named Lily.", 0) == 0);
+    }
+
+    // A real sticky error mid-batch (a token id far past the embedding table: an illegal address):
+    // the requests in flight end with the device's message, new ones are refused with it, and a
+    // new engine, as loading the model again makes, starts a fresh context and answers exactly.
+    // The suites after it run in that fresh context.
+    void lostDeviceFailsRequestsAndReloadRecovers() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const fs::path stories = data / "models" / "stories260K-hf";
+        EngineRunner cpu(stories);
+        const auto& tok = cpu.engine().tokenizer();
+        const Collected want = cpu.run(greedy(tok.encode("Once upon a time"), 20));
+        EngineOptions o;
+        o.backend = [](std::string* description) {
+            *description = "cuda (failing at its sixth forward)";
+            return std::make_unique<FaultyBackend>(make_backend("cuda"), 6, [](Backend& b) {
+                BatchLayout bad;
+                bad.token_ids = {1 << 30};
+                bad.positions = {0}, bad.token_seq = {0}, bad.rope_lengths = {1}, bad.block_tables = {0}, bad.max_blocks = 1;
+                b.begin_batch(bad, {});
+                const Buffer table = b.activation(4, 64, DType::F32), out = b.activation(1, 64, DType::F32);
+                b.embed(table, out);
+                b.synchronize();
+            });
+        };
+        {
+            EngineRunner failing(stories, o, "cuda");
+            const RequestId a = failing.submit(greedy(tok.encode("Once upon a time"), 40));
+            const RequestId b = failing.submit(greedy(tok.encode("The little dog"), 40));
+            for (RequestId id : {a, b}) {
+                const Collected c = failing.wait(id);
+                QCOMPARE(c.final_event.finish, FinishReason::Error);
+                QVERIFY2(c.final_event.error.find("the GPU stopped working") != std::string::npos, c.final_event.error.c_str());
+            }
+            const Collected refused = failing.run(greedy(tok.encode("Once"), 3));
+            QCOMPARE(refused.final_event.finish, FinishReason::Error);
+            QVERIFY2(refused.final_event.error.find("load the model again") != std::string::npos, refused.final_event.error.c_str());
+        }
+        EngineRunner reloaded(stories, {}, "cuda");
+        EngineOptions fp32;
+        fp32.dtype = "float32";
+        EngineRunner exact(stories, fp32, "cuda");
+        QCOMPARE(exact.run(greedy(tok.encode("Once upon a time"), 20)).ids, want.ids);
+        QCOMPARE(reloaded.run(greedy(tok.encode("Once"), 3)).final_event.finish, FinishReason::Length);
     }
 
     // Sessions, prefix sharing and preemption move KV blocks around; on the GPU they must give
