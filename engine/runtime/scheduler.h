@@ -3,21 +3,20 @@
 // step admits waiting sequences while blocks allow, feeds each running sequence either a chunk of
 // its prompt or its last sampled token, runs one forward for all of them, samples, and retires
 // finished sequences at once. When blocks run out it preempts the newest sequence (frees its
-// blocks; it is recomputed later) rather than fail.
+// blocks; it is recomputed later) rather than fail. The blocks themselves (sessions, shared
+// prefixes) are the SequenceManager's; image embeddings are the EmbeddingCache's.
 #include <chrono>
 #include <deque>
 #include <memory>
-#include <optional>
 #include <string>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
-#include "engine/runtime/block_manager.h"
-#include "engine/text/detokenizer.h"
-#include "engine/runtime/engine.h"
 #include "engine/model/model.h"
-#include "engine/runtime/sampler.h"
+#include "engine/runtime/block_manager.h"
+#include "engine/runtime/embedding_cache.h"
+#include "engine/runtime/engine.h"
+#include "engine/runtime/sequence_manager.h"
 
 namespace lumen {
 
@@ -33,9 +32,9 @@ public:
 
     void add(RequestId id, GenerationRequest request, Clock::time_point submitted, std::vector<GenerationEvent>& events);
     void cancel(RequestId id);
-    void close_session(uint64_t session);
+    void close_session(uint64_t session) { sequences_.close_session(session); }
     // Encodes an image before any request needs it and keeps its embeddings with the recent ones.
-    void encode_ahead(const PromptImage& image);
+    void encode_ahead(const PromptImage& image) { embeddings_.encode_ahead(image); }
     bool has_work() const { return !waiting_.empty() || !running_.empty(); }
 
     // One forward step; appends the events it produced.
@@ -52,48 +51,42 @@ public:
         int64_t context_tokens = 0;  // keys and values read by attention, summed over sequences
     };
     const StepStats& last_step() const { return last_step_; }
-    const BlockManager& blocks() const { return blocks_; }
+    const BlockManager& blocks() const { return sequences_.blocks(); }
+    const SequenceManager& sequences() const { return sequences_; }
 
 private:
     struct Sequence;
-    struct Session {
-        std::vector<int32_t> tokens;  // tokens whose KV the blocks hold
-        std::vector<int32_t> blocks;
-        std::vector<PromptImage> images;  // the images among those tokens
-    };
-    // An image's embeddings on the backend, kept while images are likely to be asked about again.
-    struct Encoded {
-        Buffer rows;
-        uint64_t last_step = 0;
-    };
+    struct Batch;
 
-    void attach_cached_prefix(Sequence& s);
-    uint64_t block_hash(const Sequence& s, std::size_t block, uint64_t previous) const;
-    // The embeddings of `image`, encoding it if they are not cached; kept until the next step.
-    const Tensor& embeddings_of(const PromptImage& image);
-    void evict_embeddings();
-    bool ensure_blocks(Sequence& s, std::size_t positions);
-    // Frees the cache of one idle session other than `keep`'s; false when there is none.
-    bool close_idle_session(const Sequence& keep);
+    // The steps of step(), in order.
+    void end_cancelled(std::vector<GenerationEvent>& events);
+    void admit(std::vector<GenerationEvent>& events);
+    Batch build_batch(std::vector<GenerationEvent>& events);
+    Tensor forward(Batch& batch);
+    std::vector<int32_t> sample(const Batch& batch, const Tensor& logits);
+    void take_tokens(const Batch& batch, const std::vector<int32_t>& chosen, std::vector<GenerationEvent>& events);
+    void retire_finished();
+
+    // Parts of build_batch for running_[i] and its next `n` tokens.
+    bool reserve_blocks(std::size_t i, std::size_t n, bool batch_empty, std::vector<GenerationEvent>& events);
+    bool add_images(Sequence& s, std::size_t n, BatchLayout& layout, std::vector<GenerationEvent>& events);
+    void add_tokens(Sequence& s, std::size_t n, Batch& batch);
+    void requeue_preempted();
+
     void preempt(Sequence& s);
-    void release_blocks(Sequence& s);
-    void register_full_blocks(Sequence& s);
-    void finish(Sequence& s, FinishReason reason, std::vector<GenerationEvent>& events, const std::string& error = {});
     void deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>& events);
+    void finish(Sequence& s, FinishReason reason, std::vector<GenerationEvent>& events, const std::string& error = {});
 
     Model& model_;
     const Tokenizer* tokenizer_;
     EngineOptions options_;
-    BlockManager blocks_;
     int64_t session_len_;
     std::unordered_set<int32_t> eos_ids_;
+    ImageEncoder* encoder_;
+    SequenceManager sequences_;
+    EmbeddingCache embeddings_;
     std::deque<std::unique_ptr<Sequence>> waiting_;
     std::vector<std::unique_ptr<Sequence>> running_;  // in admission order
-    std::unordered_map<uint64_t, Session> sessions_;
-    std::unordered_set<uint64_t> busy_sessions_;
-    ImageEncoder* encoder_;
-    std::unordered_map<uint64_t, Encoded> encoded_;
-    uint64_t step_count_ = 0;
     int32_t preemptions_ = 0;
     StepStats last_step_;
 };
