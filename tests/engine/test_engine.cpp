@@ -234,6 +234,60 @@ private slots:
         }
     }
 
+    // A follow-up too long for the pool, admitted with nothing else running, ends with an error.
+    // It had taken its session's blocks, which the session still holds: it gives back its own
+    // references once (the scheduler once released them twice on this path), so the session
+    // keeps working and every block comes back when it closes.
+    void sessionTurnTooLongForThePoolReturnsItsBlocks() {
+        auto backend = make_cpu_backend();
+        Model model(stories_, *backend);
+        const auto tokenizer = Tokenizer::load(stories_);
+        const auto& t = model.text();
+        const int blocks = 3;
+        backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, DType::F32});
+        Scheduler scheduler(model, tokenizer.get(), {}, blocks, 512);
+        int final_events = 0;
+        auto turn = [&](RequestId id, std::vector<int32_t> prompt, int32_t max_new) {
+            std::vector<GenerationEvent> events;
+            GenerationRequest r = greedy(std::move(prompt), max_new);
+            r.session = 5;
+            scheduler.add(id, std::move(r), Scheduler::Clock::now(), events);
+            while (scheduler.has_work()) scheduler.step(events);
+            Collected c;
+            for (const auto& e : events) {
+                c.ids.insert(c.ids.end(), e.ids.begin(), e.ids.end());
+                if (e.finish != FinishReason::None) {
+                    c.final_event = e;
+                    ++final_events;
+                }
+            }
+            return c;
+        };
+        const std::vector<int32_t> prompt = tokenizer->encode(kPrompts[7]);
+        const Collected first = turn(1, prompt, 60);
+        QCOMPARE(first.final_event.finish, FinishReason::Length);
+        QCOMPARE(scheduler.sequences().idle_sessions(), std::size_t(1));
+
+        std::vector<int32_t> longer = prompt;
+        longer.insert(longer.end(), first.ids.begin(), first.ids.end());
+        longer.resize(200, 300);  // 4 blocks with the next token
+        const Collected too_long = turn(2, longer, 10);
+        QCOMPARE(too_long.final_event.finish, FinishReason::Error);
+        QCOMPARE(final_events, 2);
+        QVERIFY2(too_long.final_event.error.find("needs 4 KV blocks") != std::string::npos, too_long.final_event.error.c_str());
+        QCOMPARE(scheduler.sequences().idle_sessions(), std::size_t(1));
+
+        // The session's turn is still there to reuse.
+        std::vector<int32_t> next = prompt;
+        next.insert(next.end(), first.ids.begin(), first.ids.end());
+        const Collected third = turn(3, next, 10);
+        QVERIFY2(third.final_event.finish == FinishReason::Length, third.final_event.error.c_str());
+        QCOMPARE(third.final_event.timings.reused_tokens, int32_t(prompt.size() + first.ids.size() - 1));
+        scheduler.close_session(5);
+        QCOMPARE(scheduler.blocks().available(), blocks);
+        for (int32_t b = 0; b < blocks; ++b) QCOMPARE(scheduler.blocks().refs(b), 0);
+    }
+
     // Images replace their placeholder rows; they are encoded only when a chunk needs them, and
     // equal tokens with a different image behind them are never taken from the cache.
     void imagesInPrompts() {
