@@ -48,14 +48,14 @@ void AppSettings::set_model_settings(const QString& model_path, const ModelSetti
 ConversationSettings AppSettings::chat_preset(const QString& model_path) const {
     const QString k = model_key(model_path);
     return {settings_.value(k + "/system_prompt").toString(),
-            QJsonDocument::fromJson(settings_.value(k + "/sampling").toByteArray()).object()};
+            ChatSampling::from_json(QJsonDocument::fromJson(settings_.value(k + "/sampling").toByteArray()).object())};
 }
 
 void AppSettings::set_chat_preset(const QString& model_path, const ConversationSettings& preset) {
     const QString k = model_key(model_path);
     settings_.setValue(k + "/path", model_path);
     settings_.setValue(k + "/system_prompt", preset.system_prompt);
-    settings_.setValue(k + "/sampling", QJsonDocument(preset.sampling).toJson(QJsonDocument::Compact));
+    settings_.setValue(k + "/sampling", QJsonDocument(preset.sampling.to_json()).toJson(QJsonDocument::Compact));
 }
 
 QString AppSettings::last_model() const { return settings_.value("models/last").toString(); }

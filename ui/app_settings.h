@@ -2,9 +2,10 @@
 // The app's persistent settings, one typed wrapper over QSettings. Per-model engine settings are
 // kept under a key derived from the model's folder.
 #include <QByteArray>
-#include <QJsonObject>
 #include <QSettings>
 #include <QStringList>
+
+#include "ui/chat_sampling.h"
 
 namespace lumen::ui {
 
@@ -15,11 +16,10 @@ struct ModelSettings {
     QString compute = "auto";    // activations and KV cache: auto (the weights' type) or float32
 };
 
-// A conversation's system prompt and sampling (temperature, top_p, top_k, repetition_penalty,
-// max_new_tokens, seed); a key that is absent takes the model's default.
+// A conversation's system prompt and sampling (a field left unset takes the model's default).
 struct ConversationSettings {
     QString system_prompt;
-    QJsonObject sampling;
+    ChatSampling sampling;
 };
 
 class AppSettings {

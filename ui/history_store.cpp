@@ -137,7 +137,7 @@ QList<ConversationInfo> HistoryStore::conversations(const QString& search) const
     if (!q.exec()) return out;
     while (q.next())
         out.push_back({q.value(0).toLongLong(), q.value(1).toString(), QDateTime::fromMSecsSinceEpoch(q.value(2).toLongLong()),
-                       q.value(3).toString(), json_object(q.value(4).toString())});
+                       q.value(3).toString(), ChatSampling::from_json(json_object(q.value(4).toString()))});
     return out;
 }
 
@@ -147,10 +147,10 @@ ConversationInfo HistoryStore::conversation(qint64 id) const {
     q.addBindValue(id);
     if (!q.exec() || !q.next()) return {};
     return {q.value(0).toLongLong(), q.value(1).toString(), QDateTime::fromMSecsSinceEpoch(q.value(2).toLongLong()),
-            q.value(3).toString(), json_object(q.value(4).toString())};
+            q.value(3).toString(), ChatSampling::from_json(json_object(q.value(4).toString()))};
 }
 
-qint64 HistoryStore::create_conversation(const QString& title, const QString& system_prompt, const QJsonObject& sampling) {
+qint64 HistoryStore::create_conversation(const QString& title, const QString& system_prompt, const ChatSampling& sampling) {
     QSqlQuery q(QSqlDatabase::database(connection_));
     q.prepare("INSERT INTO conversations (title, created, updated, system_prompt, sampling) VALUES (?, ?, ?, ?, ?)");
     const qint64 t = now_ms();
@@ -158,7 +158,7 @@ qint64 HistoryStore::create_conversation(const QString& title, const QString& sy
     q.addBindValue(t);
     q.addBindValue(t);
     q.addBindValue(text_value(system_prompt));
-    q.addBindValue(json_text(sampling));
+    q.addBindValue(json_text(sampling.to_json()));
     if (!q.exec()) {
         error_ = q.lastError().text();
         return 0;
@@ -174,11 +174,11 @@ void HistoryStore::rename_conversation(qint64 id, const QString& title) {
     q.exec();
 }
 
-void HistoryStore::set_conversation_settings(qint64 id, const QString& system_prompt, const QJsonObject& sampling) {
+void HistoryStore::set_conversation_settings(qint64 id, const QString& system_prompt, const ChatSampling& sampling) {
     QSqlQuery q(QSqlDatabase::database(connection_));
     q.prepare("UPDATE conversations SET system_prompt = ?, sampling = ? WHERE id = ?");
     q.addBindValue(text_value(system_prompt));
-    q.addBindValue(json_text(sampling));
+    q.addBindValue(json_text(sampling.to_json()));
     q.addBindValue(id);
     q.exec();
 }

@@ -9,6 +9,8 @@
 #include <QString>
 #include <QStringList>
 
+#include "ui/chat_sampling.h"
+
 namespace lumen::ui {
 
 struct ConversationInfo {
@@ -16,7 +18,7 @@ struct ConversationInfo {
     QString title;
     QDateTime updated;
     QString system_prompt;
-    QJsonObject sampling;  // temperature, top_p, ... (empty: the model's defaults)
+    ChatSampling sampling;  // stored as JSON text; unset fields take the model's defaults
 };
 
 struct StoredMessage {
@@ -47,9 +49,9 @@ public:
     // Newest first; `search` matches titles and message text.
     QList<ConversationInfo> conversations(const QString& search = {}) const;
     ConversationInfo conversation(qint64 id) const;
-    qint64 create_conversation(const QString& title, const QString& system_prompt = {}, const QJsonObject& sampling = {});
+    qint64 create_conversation(const QString& title, const QString& system_prompt = {}, const ChatSampling& sampling = {});
     void rename_conversation(qint64 id, const QString& title);
-    void set_conversation_settings(qint64 id, const QString& system_prompt, const QJsonObject& sampling);
+    void set_conversation_settings(qint64 id, const QString& system_prompt, const ChatSampling& sampling);
     void delete_conversation(qint64 id);
 
     QList<StoredMessage> messages(qint64 conversation) const;

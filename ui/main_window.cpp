@@ -382,18 +382,10 @@ void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& v
     Engine* engine = worker_.engine();
     if (!engine || !template_) return;
     const ConversationInfo info = store_.conversation(conversation_);
-    const QJsonObject s = info.sampling;
-    const QJsonObject d = model_defaults();
-    auto pick = [&](const char* key, double fallback) {
-        return s.contains(key) ? s.value(key).toDouble() : d.contains(key) ? d.value(key).toDouble() : fallback;
-    };
+    const ChatSampling sampling = info.sampling.over(model_defaults());
     GenerationRequest request;
-    request.sampling.temperature = float(pick("temperature", 0.7));
-    request.sampling.top_p = float(pick("top_p", 1.0));
-    request.sampling.top_k = int32_t(pick("top_k", 0));
-    request.sampling.repetition_penalty = float(pick("repetition_penalty", 1.0));
-    request.sampling.seed = uint64_t(pick("seed", 0));
-    request.max_new_tokens = int32_t(pick("max_new_tokens", 1024));  // model_defaults() keeps it below the context
+    request.sampling = sampling.params();
+    request.max_new_tokens = sampling.reply_limit();  // model_defaults() keeps it below the context
     if (resample) {
         // Regenerate means another answer: a greedy setting would write the same one again.
         if (request.sampling.temperature <= 0) request.sampling.temperature = 0.7f;
@@ -773,17 +765,12 @@ void MainWindow::open_settings() {
     settings_.sync();
 }
 
-QJsonObject MainWindow::model_defaults() const {
+ChatSampling MainWindow::model_defaults() const {
     if (!worker_.is_loaded()) return {};
     // The model's generation_config.json, under what was chosen for its new chats.
-    const SamplingParams p = load_generation_config(worker_.model().path.toStdString());
-    // A reply may take half the context at most, so a conversation has room to go on.
-    QJsonObject d{{"temperature", double(p.temperature)}, {"top_p", double(p.top_p)}, {"top_k", p.top_k},
-                  {"repetition_penalty", double(p.repetition_penalty)},
-                  {"max_new_tokens", double(std::min<qint64>(1024, std::max<qint64>(1, worker_.model().session_len / 2)))}};
-    const QJsonObject preset = settings_.chat_preset(worker_.model().path).sampling;
-    for (auto it = preset.begin(); it != preset.end(); ++it) d.insert(it.key(), it.value());
-    return d;
+    const SamplingParams config = load_generation_config(worker_.model().path.toStdString());
+    const ChatSampling model = ChatSampling::model_defaults(config, worker_.model().session_len);
+    return settings_.chat_preset(worker_.model().path).sampling.over(model);
 }
 
 void MainWindow::take_screenshot() {

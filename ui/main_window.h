@@ -85,7 +85,7 @@ private:
     void update_status();
     void update_regenerate_buttons();
     void show_image(const QByteArray& bytes);
-    QJsonObject model_defaults() const;
+    ChatSampling model_defaults() const;
     QString author_name() const;
     int reply_index() const;
     // The prompt of the turns from message `start` on (after the system prompt), with their images.

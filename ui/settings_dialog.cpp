@@ -50,16 +50,10 @@ MemoryNeed memory_need(const QString& model_path) {
     return need;
 }
 
-double value_or(const QJsonObject& o, const QJsonObject& d, const char* key, double fallback) {
-    if (o.contains(key)) return o.value(key).toDouble();
-    if (d.contains(key)) return d.value(key).toDouble();
-    return fallback;
-}
-
 }  // namespace
 
 SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path, const ConversationSettings& conversation,
-                               const QJsonObject& defaults, bool gpu_available, uint64_t gpu_free_bytes, bool for_new_chat,
+                               const ChatSampling& defaults, bool gpu_available, uint64_t gpu_free_bytes, bool for_new_chat,
                                QWidget* parent)
     : QDialog(parent) {
     setWindowTitle(tr("Settings"));
@@ -149,37 +143,48 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
     system_->setPlaceholderText(tr("The model's default"));
     system_->setMaximumHeight(100);
     system_->setAccessibleName(tr("System prompt"));
-    const QJsonObject& s = conversation.sampling;
     temperature_ = new QDoubleSpinBox(chat);
     temperature_->setRange(0, 5);
     temperature_->setSingleStep(0.05);
     temperature_->setSpecialValueText(tr("0 (greedy)"));
-    temperature_->setValue(value_or(s, defaults, "temperature", 0.7));
     top_p_ = new QDoubleSpinBox(chat);
     top_p_->setRange(0.01, 1);
     top_p_->setSingleStep(0.05);
-    top_p_->setValue(value_or(s, defaults, "top_p", 1.0));
+    min_p_ = new QDoubleSpinBox(chat);
+    min_p_->setRange(0, 1);
+    min_p_->setSingleStep(0.01);
+    min_p_->setSpecialValueText(tr("Off"));
+    min_p_->setToolTip(tr("Leaves out words far less likely than the likeliest one (at 0.05, those with under a "
+                          "twentieth of its chance): replies stay sensible at a high temperature"));
     top_k_ = new QSpinBox(chat);
     top_k_->setRange(0, 1000);
     top_k_->setSpecialValueText(tr("Off"));
-    top_k_->setValue(int(value_or(s, defaults, "top_k", 0)));
     repetition_ = new QDoubleSpinBox(chat);
     repetition_->setRange(0.5, 2);
     repetition_->setSingleStep(0.05);
-    repetition_->setValue(value_or(s, defaults, "repetition_penalty", 1.0));
     max_new_ = new QSpinBox(chat);
     max_new_->setRange(1, 1 << 20);
-    max_new_->setValue(int(value_or(s, defaults, "max_new_tokens", 1024)));
     seed_ = new QSpinBox(chat);
     seed_->setRange(0, 2147483647);
     seed_->setSpecialValueText(tr("Random"));
-    seed_->setValue(int(value_or(s, defaults, "seed", 0)));
+    auto show_sampling = [this](const ChatSampling& s) {
+        temperature_->setValue(*s.temperature);
+        top_p_->setValue(*s.top_p);
+        min_p_->setValue(*s.min_p);
+        top_k_->setValue(*s.top_k);
+        repetition_->setValue(*s.repetition_penalty);
+        max_new_->setValue(*s.max_new_tokens);
+        seed_->setValue(int(*s.seed));
+    };
+    show_sampling(conversation.sampling.over(defaults).over(ChatSampling::fallback()));
     auto* reset = new QPushButton(tr("Use the model's defaults"), chat);
     form->addRow(tr("System prompt:"), system_);
     temperature_->setAccessibleName(tr("Temperature"));
     form->addRow(tr("Temperature:"), temperature_);
     top_p_->setAccessibleName(tr("Top-p"));
     form->addRow(tr("Top-p:"), top_p_);
+    min_p_->setAccessibleName(tr("Min-p"));
+    form->addRow(tr("Min-p:"), min_p_);
     top_k_->setAccessibleName(tr("Top-k"));
     form->addRow(tr("Top-k:"), top_k_);
     repetition_->setAccessibleName(tr("Repetition penalty"));
@@ -194,13 +199,10 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         form->addRow(preset_);
     }
     tabs->addTab(chat, for_new_chat ? tr("New chat") : tr("This conversation"));
-    connect(reset, &QPushButton::clicked, this, [this, defaults] {
-        temperature_->setValue(defaults.value("temperature").toDouble(0.7));
-        top_p_->setValue(defaults.value("top_p").toDouble(1.0));
-        top_k_->setValue(defaults.value("top_k").toInt(0));
-        repetition_->setValue(defaults.value("repetition_penalty").toDouble(1.0));
-        max_new_->setValue(defaults.value("max_new_tokens").toInt(1024));
-        seed_->setValue(0);
+    connect(reset, &QPushButton::clicked, this, [defaults, show_sampling] {
+        ChatSampling d = defaults;
+        d.seed = 0;  // a preset's fixed seed is not the model's
+        show_sampling(d.over(ChatSampling::fallback()));
     });
 
     auto* look = new QWidget(tabs);
@@ -233,12 +235,13 @@ ModelSettings SettingsDialog::model_settings() const {
 }
 
 ConversationSettings SettingsDialog::conversation_settings() const {
-    QJsonObject s{{"temperature", temperature_->value()},
-                  {"top_p", top_p_->value()},
-                  {"top_k", top_k_->value()},
-                  {"repetition_penalty", repetition_->value()},
-                  {"max_new_tokens", max_new_->value()},
-                  {"seed", seed_->value()}};
+    const ChatSampling s{.temperature = temperature_->value(),
+                         .top_p = top_p_->value(),
+                         .min_p = min_p_->value(),
+                         .top_k = top_k_->value(),
+                         .repetition_penalty = repetition_->value(),
+                         .max_new_tokens = max_new_->value(),
+                         .seed = seed_->value()};
     return {system_->toPlainText(), s};
 }
 

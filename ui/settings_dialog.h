@@ -4,7 +4,6 @@
 // memory they take, the current (or new) conversation's sampling and system prompt, and the
 // appearance. Each tab says what it applies to.
 #include <QDialog>
-#include <QJsonObject>
 
 #include "ui/app_settings.h"
 
@@ -20,11 +19,12 @@ namespace lumen::ui {
 class SettingsDialog : public QDialog {
     Q_OBJECT
 public:
-    // `model_path` empty: no model section. `defaults`: the model's generation_config.json values.
+    // `model_path` empty: no model section. `defaults`: what the model's replies use unless the
+    // conversation says otherwise (its generation_config.json, under its new-chat preset).
     // `gpu_free_bytes`: the GPU's free memory, for the estimate. `for_new_chat`: the conversation
     // settings are for a chat not yet sent.
     SettingsDialog(AppSettings& settings, const QString& model_path, const ConversationSettings& conversation,
-                   const QJsonObject& defaults, bool gpu_available, uint64_t gpu_free_bytes, bool for_new_chat,
+                   const ChatSampling& defaults, bool gpu_available, uint64_t gpu_free_bytes, bool for_new_chat,
                    QWidget* parent = nullptr);
 
     ModelSettings model_settings() const;
@@ -41,6 +41,7 @@ private:
     QPlainTextEdit* system_;
     QDoubleSpinBox* temperature_;
     QDoubleSpinBox* top_p_;
+    QDoubleSpinBox* min_p_;
     QSpinBox* top_k_;
     QDoubleSpinBox* repetition_;
     QSpinBox* max_new_;

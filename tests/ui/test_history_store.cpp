@@ -20,7 +20,7 @@ private slots:
         HistoryStore store(path);
         QVERIFY2(store.ok(), qPrintable(store.error()));
         QCOMPARE(store.schema_version(), HistoryStore::kSchemaVersion);
-        const qint64 a = store.create_conversation("First", "Be brief.", {{"temperature", 0.5}});
+        const qint64 a = store.create_conversation("First", "Be brief.", ChatSampling{.temperature = 0.5});
         QVERIFY(a > 0);
         const QByteArray png = QByteArray::fromHex("89504e470d0a1a0a") + "pixels";
         const qint64 m1 = store.add_message(a, "user", "Hello 你好 👋", {png, png});
@@ -50,7 +50,19 @@ private slots:
         store.rename_conversation(a, "Renamed");
         QCOMPARE(store.conversation(a).title, QString("Renamed"));
         QCOMPARE(store.conversation(a).system_prompt, QString("Be brief."));
-        QCOMPARE(store.conversation(a).sampling.value("temperature").toDouble(), 0.5);
+        QCOMPARE(store.conversation(a).sampling, ChatSampling{.temperature = 0.5});
+        // Stored as JSON text holding the values that are set.
+        store.set_conversation_settings(a, "Be brief.", ChatSampling{.min_p = 0.1, .max_new_tokens = 300});
+        {
+            QSqlDatabase db = QSqlDatabase::addDatabase("QSQLITE", "peek");
+            db.setDatabaseName(path);
+            QVERIFY(db.open());
+            QSqlQuery q(db);
+            QVERIFY(q.exec(QString("SELECT sampling FROM conversations WHERE id = %1").arg(a)) && q.next());
+            QCOMPARE(q.value(0).toString(), QString(R"({"max_new_tokens":300,"min_p":0.1})"));
+        }
+        QSqlDatabase::removeDatabase("peek");
+        QCOMPARE(store.conversation(a).sampling, (ChatSampling{.min_p = 0.1, .max_new_tokens = 300}));
 
         store.delete_from(m1);
         QCOMPARE(store.messages(a).size(), 0);
@@ -103,7 +115,7 @@ private slots:
                   "CREATE TABLE images (hash TEXT PRIMARY KEY, data BLOB NOT NULL)",
                   "CREATE TABLE message_images (message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE, "
                   "ord INTEGER NOT NULL, hash TEXT NOT NULL REFERENCES images(hash), PRIMARY KEY (message_id, ord))",
-                  "INSERT INTO conversations VALUES (1, 'old', 0, 0, '', '{}')",
+                  "INSERT INTO conversations VALUES (1, 'old', 0, 0, '', '{\"temperature\":0.3,\"mirostat\":2}')",
                   "INSERT INTO messages VALUES (1, 1, 'user', 'hello', 1, '{}', 0)",
                   "INSERT INTO messages VALUES (2, 1, 'assistant', 'hi there', 1, '{\"finish\":1}', 0)",
                   "PRAGMA user_version=1"})
@@ -119,6 +131,8 @@ private slots:
         QCOMPARE(messages[1].text, QString("hi there"));
         QVERIFY(messages[1].model.isEmpty());
         QCOMPARE(messages[1].stats.value("finish").toInt(), 1);
+        // Sampling keys this version does not know are ignored; those it lacks are unset.
+        QCOMPARE(store.conversation(1).sampling, ChatSampling{.temperature = 0.3});
         store.add_message(1, "assistant", "again", {}, true, "stories260K-hf");
         QCOMPARE(store.messages(1).last().model, QString("stories260K-hf"));
     }

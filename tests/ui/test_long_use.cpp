@@ -6,6 +6,7 @@
 #include <QAccessible>
 #include <QApplication>
 #include <QCheckBox>
+#include <QDoubleSpinBox>
 #include <QElapsedTimer>
 #include <QPushButton>
 #include <QScrollBar>
@@ -178,7 +179,7 @@ private slots:
         w.show();
         QVERIFY(QTest::qWaitForWindowExposed(&w));
         QVERIFY(load(w, endless_));
-        const qint64 chat = store.create_conversation("Long", {}, QJsonObject{{"max_new_tokens", 30000}});
+        const qint64 chat = store.create_conversation("Long", {}, ChatSampling{.max_new_tokens = 30000});
         w.conversations()->reload();
         w.open_conversation(chat);
         QSignalSpy done(&w, &MainWindow::reply_finished);
@@ -382,7 +383,7 @@ private slots:
         HistoryStore& store = window.store;
         QVERIFY(load(w, stories_));  // a 512-token context
         // Replies as long as the context allows (by default a reply takes at most half of it).
-        const qint64 chat = store.create_conversation("Stories", {}, QJsonObject{{"max_new_tokens", 1024}});
+        const qint64 chat = store.create_conversation("Stories", {}, ChatSampling{.max_new_tokens = 1024});
         w.conversations()->reload();
         w.open_conversation(chat);
         QSignalSpy done(&w, &MainWindow::reply_finished);
@@ -421,7 +422,7 @@ private slots:
         MainWindow& w = window.w;
         HistoryStore& store = window.store;
         QVERIFY(load(w, llava));
-        const qint64 chat = store.create_conversation("Photos", {}, QJsonObject{{"max_new_tokens", 8}});
+        const qint64 chat = store.create_conversation("Photos", {}, ChatSampling{.max_new_tokens = 8});
         w.conversations()->reload();
         w.open_conversation(chat);
         QSignalSpy done(&w, &MainWindow::reply_finished);
@@ -451,6 +452,8 @@ private slots:
             if (!dialog) return;
             for (auto* spin : dialog->findChildren<QSpinBox*>())
                 if (spin->accessibleName() == "Longest reply") spin->setValue(7), set = true;
+            for (auto* spin : dialog->findChildren<QDoubleSpinBox*>())
+                if (spin->accessibleName() == "Min-p") spin->setValue(0.1);
             dialog->accept();
         });
         w.open_settings();
@@ -461,7 +464,8 @@ private slots:
         QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Length);
         const auto messages = store.messages(w.current_conversation());
         QCOMPARE(messages.last().stats.value("generated_tokens").toInt(), 7);
-        QCOMPARE(store.conversation(w.current_conversation()).sampling.value("max_new_tokens").toInt(), 7);
+        QCOMPARE(store.conversation(w.current_conversation()).sampling.max_new_tokens.value_or(0), 7);
+        QCOMPARE(store.conversation(w.current_conversation()).sampling.min_p.value_or(0), 0.1);
         // Cut by its limit, the reply can be continued, and grows.
         const QString cut = w.chat_view()->messages().last().text;
         QVERIFY(w.chat_view()->messages().last().can_continue);
