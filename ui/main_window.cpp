@@ -1,8 +1,7 @@
 #include "ui/main_window.h"
 
-// Over 600 lines: the window and the flow of a turn (prompt and trimming, streaming, versions,
-// edit and delete) live together until the turn flow moves into a chat controller of its own
-// (issue #16).
+// Over 600 lines: one window, its wiring (menus, shortcuts, the engine's signals) and what it
+// shows of a turn; building the turn and keeping it in the history are ChatController's.
 
 #include <QAction>
 #include <QApplication>
@@ -27,7 +26,6 @@
 #include "engine/backend/device.h"
 #include "engine/model/chat_template_choice.h"
 #include "engine/model/generation_config.h"
-#include "engine/text/tokenizer.h"
 #include "ui/app_settings.h"
 #include "ui/chat_view.h"
 #include "ui/composer.h"
@@ -70,40 +68,6 @@ QString title_from(const QString& text) {
     QString t = text.simplified();
     if (t.isEmpty()) t = QObject::tr("Image question");
     return t.size() > 48 ? t.left(47) + "…" : t;
-}
-
-// The line under a reply: how it ended, then its timings, in the user's words.
-QString footer_line(const QJsonObject& stats, bool complete) {
-    if (!complete) return QObject::tr("interrupted");
-    if (stats.isEmpty()) return {};  // an import or an older history
-    QStringList parts;
-    const FinishReason finish = FinishReason(stats.value("finish").toInt());
-    if (stats.value("interrupted").toBool()) parts << QObject::tr("interrupted");
-    else if (finish == FinishReason::Cancelled) parts << QObject::tr("stopped");
-    else if (finish == FinishReason::Length) parts << QObject::tr("reached the length limit");
-    else if (finish == FinishReason::Error) return QObject::tr("error: %1").arg(stats.value("error").toString());
-    const int generated = stats.value("generated_tokens").toInt();
-    if (generated > 0 && stats.value("first_token_ms").toDouble() > 0)
-        parts << QObject::tr("first token after %1 ms").arg(qRound(stats.value("first_token_ms").toDouble()));
-    if (const double rate = stats.value("tokens_per_second").toDouble(); rate > 0)
-        parts << QObject::tr("%1 tokens/s").arg(rate, 0, 'f', 1);
-    parts << (generated == 1 ? QObject::tr("1 token") : QObject::tr("%1 tokens").arg(generated));
-    if (const int context = int(stats.value("session_len").toDouble()); context > 0)
-        parts << QObject::tr("context %1 / %2").arg(stats.value("prompt_tokens").toInt() + generated).arg(context);
-    return parts.join(" · ");
-}
-
-// One version of a regenerated reply, as its stats keep it: {text, model, stats}.
-QJsonObject version_entry(const QString& text, const QString& model, QJsonObject stats) {
-    stats.remove("versions");
-    stats.remove("version");
-    return {{"text", text}, {"model", model}, {"stats", stats}};
-}
-
-QJsonObject timings_json(const Timings& t, qint64 session_len) {
-    return {{"first_token_ms", t.first_token_ms},   {"tokens_per_second", t.decode_tokens_per_second},
-            {"generated_tokens", t.generated_tokens}, {"prompt_tokens", t.prompt_tokens},
-            {"reused_tokens", t.reused_tokens},      {"session_len", double(session_len)}};
 }
 
 }  // namespace
@@ -213,7 +177,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     // The engine writing a reply is going away (another model loads, or this one is unloaded).
     connect(&worker_, &EngineWorker::unloaded, this, [this] {
         interrupt_reply();
-        template_.reset();
+        controller_.clear_model();
         update_status();
         update_placeholder();
     });
@@ -261,11 +225,14 @@ void MainWindow::load_model(const QString& path) {
 }
 
 void MainWindow::on_loaded(const LoadedModel& model) {
+    const Engine& engine = *worker_.engine();
+    std::optional<ChatTemplate> chat_template;
     try {
-        template_ = chat_template_for(worker_.engine()->model_config(), worker_.engine()->tokenizer());
-    } catch (const std::exception& e) {
-        template_ = ChatTemplate::by_name("plain");
+        chat_template = chat_template_for(engine.model_config(), engine.tokenizer());
+    } catch (const std::exception&) {
+        chat_template = ChatTemplate::by_name("plain");
     }
+    controller_.set_model(*chat_template, engine.tokenizer(), model.session_len);
     composer_->show_problem({});  // "choose a model first" and the like no longer hold
     update_status();
     update_placeholder();
@@ -286,7 +253,7 @@ void MainWindow::new_chat() {
     commit_pending_delete();
     end_editing();
     conversation_ = 0;
-    context_start_ = 0;
+    controller_.forget_context_start();
     draft_.reset();
     chat_->clear_messages();
     list_->select(0);
@@ -305,22 +272,9 @@ void MainWindow::open_conversation(qint64 id) {
         return;
     }
     conversation_ = id;
-    context_start_ = 0;
+    controller_.forget_context_start();
     chat_->clear_messages();
-    for (const StoredMessage& m : store_.messages(id)) {
-        TranscriptMessage t;
-        t.id = m.id;
-        t.role = m.role;
-        t.author = m.role == "user" ? tr("You") : !m.model.isEmpty() ? m.model : tr("Model");
-        t.text = m.text;
-        for (const QString& hash : m.images) t.images << store_.image(hash);
-        if (m.role == "assistant") t.stats = footer_line(m.stats, m.complete);
-        if (const QJsonArray versions = m.stats.value("versions").toArray(); versions.size() > 1) {
-            t.versions = int(versions.size());
-            t.version = m.stats.value("version").toInt() + 1;
-        }
-        chat_->add_message(t);
-    }
+    for (const TranscriptMessage& m : controller_.transcript(id)) chat_->add_message(m);
     update_regenerate_buttons();
     update_placeholder();
 }
@@ -379,152 +333,59 @@ void MainWindow::send() {
 }
 
 void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& versions) {
-    Engine* engine = worker_.engine();
-    if (!engine || !template_) return;
-    const ConversationInfo info = store_.conversation(conversation_);
-    const ChatSampling sampling = info.sampling.over(model_defaults());
-    GenerationRequest request;
-    request.sampling = sampling.params();
-    request.max_new_tokens = sampling.reply_limit();  // model_defaults() keeps it below the context
-    if (resample) {
-        // Regenerate means another answer: a greedy setting would write the same one again.
-        if (request.sampling.temperature <= 0) request.sampling.temperature = 0.7f;
-        request.sampling.seed = 0;
-    }
-    for (const auto& stop_token : template_->stop_tokens())
-        if (const auto id = engine->tokenizer().token_id(stop_token)) request.stop_ids.push_back(*id);
-    request.session = uint64_t(conversation_);
-
-    // The turns the model sees: when the conversation outgrows the context, the oldest turns are
-    // dropped (the system prompt stays), leaving room for a reply of an eighth of the context (a
-    // follow-up keeps as much of the conversation, and its images, as it can).
-    // The cut moves in steps of whole turns and stays put until it must move again, so the turns
-    // that follow it keep their cached keys and values.
-    const QList<TranscriptMessage>& all = chat_->messages();
-    const int64_t context = worker_.model().session_len;
-    reply_reserve_ = std::min<int64_t>(request.max_new_tokens, context / 8);
-    reply_continuing_ = continuing;
-    int start = std::max(0, chat_->index_of(context_start_));
-    RenderedTurns turns;
-    try {
-        for (;;) {
-            turns = render_from(start, continuing, info.system_prompt);
-            request.prompt = engine->tokenizer().encode(turns.prompt, turns.encode);
-            // Image tokens are counted once the images are prepared (on_prepared).
-            if (!turns.images.isEmpty() || int64_t(request.prompt.size()) + reply_reserve_ <= context) break;
-            const int next = next_turn(start, continuing);
-            if (next < 0) break;  // only the last question is left
-            start = next;
-        }
-    } catch (const std::exception& e) {
-        composer_->show_problem(QString::fromUtf8(e.what()));
-        return;
-    }
-    if (turns.images.isEmpty() && int64_t(request.prompt.size()) >= context) {
-        composer_->show_problem(tr("This message is too long for the model: %1 tokens, and it reads at most %2. Shorten "
-                                   "it, or raise the context length in Settings.")
-                                    .arg(request.prompt.size())
-                                    .arg(context));
+    if (!worker_.is_loaded() || !controller_.has_model()) return;
+    ChatController::Turn turn =
+        controller_.begin_reply(conversation_, model_defaults(), resample, continuing, versions, worker_.model().name);
+    if (!turn.problem.isEmpty()) {
+        composer_->show_problem(turn.problem);
         update_regenerate_buttons();
         return;
     }
-    set_context_start(start);
-
+    show_context_start();
     if (continuing) {
-        const int last = int(all.size()) - 1;
-        reply_message_ = all[last].id;
-        reply_prefix_ = all[last].text;
-        chat_->set_can_continue(last, false);
+        chat_->set_can_continue(reply_index(), false);
     } else {
         TranscriptMessage reply;
         reply.role = "assistant";
         reply.author = author_name();
         reply.versions = reply.version = int(versions.size()) + 1;
-        reply.id = store_.add_message(conversation_, "assistant", QString(), {}, false, worker_.model().name);
-        reply_message_ = reply.id;
-        reply_prefix_.clear();
+        reply.id = controller_.reply_message();
         chat_->add_message(reply);
     }
-    reply_versions_ = versions;
-    if (!versions.isEmpty()) store_.update_message(reply_message_, reply_prefix_, false, reply_stats_base());
     chat_->scroll_to_end();
-    reply_text_ = reply_prefix_;
     reply_dirty_ = false;
-    since_save_.start();
-    reply_clock_.start();
-    first_token_ms_ = -1;
-    reply_tokens_ = 0;
-    reply_prompt_tokens_ = int(request.prompt.size());
-    if (turns.images.isEmpty()) {
-        request_ = worker_.submit(std::move(request));
-    } else {
+    if (turn.images_to_prepare) {
         // Decoding and preprocessing happen off the GUI thread; the request goes when they are done.
-        pending_ = std::move(request);
-        preparing_ = worker_.prepare(turns.prompt, turns.images, turns.encode);
+        const RenderedTurns& p = *turn.images_to_prepare;
+        preparing_ = worker_.prepare(p.text, p.images, p.encode);
+    } else {
+        request_ = worker_.submit(std::move(turn.request));
     }
     composer_->set_generating(true);
     flush_timer_->start();
     update_regenerate_buttons();
 }
 
-int MainWindow::reply_index() const { return chat_->index_of(reply_message_); }
+int MainWindow::reply_index() const { return chat_->index_of(controller_.reply_message()); }
 
-QJsonObject MainWindow::reply_stats_base() const {
-    return reply_versions_.isEmpty() ? QJsonObject{} : QJsonObject{{"versions", reply_versions_}};
-}
-
-MainWindow::RenderedTurns MainWindow::render_from(int start, bool continuing, const QString& system) const {
+void MainWindow::show_context_start() {
+    const qint64 first = controller_.context_start();
     const QList<TranscriptMessage>& all = chat_->messages();
-    const int last = continuing ? int(all.size()) - 1 : int(all.size());  // a continued reply is appended as it is
-    RenderedTurns out;
-    out.encode = EncodeOptions{.add_special_tokens = template_->tokenize_with_special_tokens()};
-    std::vector<ChatMessage> messages;
-    if (!system.trimmed().isEmpty()) messages.push_back({"system", system.toStdString(), 0});
-    for (int i = start; i < last; ++i) {
-        messages.push_back({all[i].role.toStdString(), all[i].text.toStdString(), int(all[i].images.size())});
-        out.images += all[i].images;
-    }
-    out.prompt = template_->render(messages);
-    if (continuing) out.prompt += all[last].text.toStdString();
-    return out;
-}
-
-int MainWindow::next_turn(int start, bool continuing) const {
-    const QList<TranscriptMessage>& all = chat_->messages();
-    const int last = continuing ? int(all.size()) - 1 : int(all.size());
-    int next = start + 1;
-    while (next < last && all[next].role != "user") ++next;
-    // The question being answered is the last one in [start, last): it always stays.
-    return next < last ? next : -1;
-}
-
-void MainWindow::set_context_start(int start) {
-    const QList<TranscriptMessage>& all = chat_->messages();
-    for (int i = 0; i < all.size(); ++i)
-        chat_->set_note(i, i == start && start > 0 ? tr("Earlier messages no longer fit; the model sees from here on") : QString());
-    context_start_ = start > 0 && start < all.size() ? all[start].id : 0;
+    const QString note = tr("Earlier messages no longer fit; the model sees from here on");
+    for (int i = 0; i < all.size(); ++i) chat_->set_note(i, first && all[i].id == first ? note : QString());
 }
 
 void MainWindow::on_delta(quint64 request, const QString& text, int tokens) {
     if (request != request_) return;
-    const double now = double(reply_clock_.nsecsElapsed()) / 1e6;
-    if (first_token_ms_ < 0) first_token_ms_ = now;
-    last_token_ms_ = now;
-    reply_tokens_ += tokens;
-    if (text.isEmpty()) return;
-    reply_text_ += text;
-    reply_dirty_ = true;
+    controller_.add_to_reply(text, tokens);
+    if (!text.isEmpty()) reply_dirty_ = true;
 }
 
 void MainWindow::flush_reply() {
     if (!reply_dirty_) return;
     reply_dirty_ = false;
-    chat_->set_text(reply_index(), reply_text_);
-    // What has streamed so far survives a crash: saved at least once a second.
-    if (since_save_.elapsed() >= 1000) {
-        store_.update_message(reply_message_, reply_text_, false, reply_stats_base());
-        since_save_.restart();
-    }
+    chat_->set_text(reply_index(), controller_.reply_text());
+    controller_.save_reply_if_due();
 }
 
 void MainWindow::on_finished(quint64 request, int reason, const QString& error, const Timings& timings) {
@@ -536,48 +397,32 @@ void MainWindow::on_prepared(quint64 ticket, const PreparedInput& input) {
     if (ticket != preparing_) return;  // stopped meanwhile
     preparing_ = 0;
     // With its images counted the prompt may not leave room for the reply: one more turn goes.
-    if (int64_t(input.ids.size()) + reply_reserve_ > worker_.model().session_len) {
-        const int start = std::max(0, chat_->index_of(context_start_));
-        if (const int next = next_turn(start, reply_continuing_); next >= 0) {
-            set_context_start(next);
-            const RenderedTurns turns = render_from(next, reply_continuing_, store_.conversation(conversation_).system_prompt);
-            preparing_ = worker_.prepare(turns.prompt, turns.images, turns.encode);
-            return;
-        }
+    if (const std::optional<RenderedTurns> shorter = controller_.drop_turn_if_too_long(input.ids.size())) {
+        show_context_start();
+        preparing_ = worker_.prepare(shorter->text, shorter->images, shorter->encode);
+        return;
     }
-    pending_.prompt = input.ids;
-    pending_.images = input.images;
-    reply_prompt_tokens_ = int(input.ids.size());
-    request_ = worker_.submit(std::move(pending_));
-    pending_ = GenerationRequest{};
+    request_ = worker_.submit(controller_.take_request(input));
 }
 
 void MainWindow::finish_reply(int reason, const QString& error, const Timings& timings, bool interrupted) {
     flush_timer_->stop();
     reply_dirty_ = true;
     flush_reply();
-    QJsonObject stats = timings_json(timings, worker_.is_loaded() ? worker_.model().session_len : 0);
-    stats.insert("finish", reason);
-    if (!error.isEmpty()) stats.insert("error", error);
-    if (interrupted) stats.insert("interrupted", true);
     const int index = reply_index();
-    if (!reply_versions_.isEmpty()) {
-        // The new version joins the earlier ones, and is the one shown.
-        QJsonArray all = reply_versions_;
-        all.append(version_entry(reply_text_, chat_->messages().value(index).author, stats));
-        stats.insert("versions", all);
-        stats.insert("version", int(all.size()) - 1);
-        chat_->set_version(index, int(all.size()), int(all.size()));
-        reply_versions_ = {};
-    }
-    if (FinishReason(reason) == FinishReason::Error && reply_text_.isEmpty())
-        chat_->set_text(index, tr("*The model could not answer: %1*").arg(error));
-    chat_->set_stats(index, footer_line(stats, true));
-    // Continue is offered where the reply limit cut the reply, not where the context is full.
     const int64_t context = worker_.is_loaded() ? worker_.model().session_len : 0;
+    const QJsonObject stats =
+        controller_.finish_reply(reason, error, timings, interrupted, context, chat_->messages().value(index).author);
+    if (stats.contains("version")) {
+        const int versions = int(stats.value("versions").toArray().size());
+        chat_->set_version(index, versions, versions);
+    }
+    if (FinishReason(reason) == FinishReason::Error && controller_.reply_text().isEmpty())
+        chat_->set_text(index, tr("*The model could not answer: %1*").arg(error));
+    chat_->set_stats(index, reply_footer(stats, true));
+    // Continue is offered where the reply limit cut the reply, not where the context is full.
     chat_->set_can_continue(index, FinishReason(reason) == FinishReason::Length &&
                                        timings.prompt_tokens + timings.generated_tokens + 1 < context);
-    store_.update_message(reply_message_, reply_text_, true, stats);
     request_ = 0;
     preparing_ = 0;
     composer_->set_generating(false);
@@ -588,16 +433,8 @@ void MainWindow::finish_reply(int reason, const QString& error, const Timings& t
 
 void MainWindow::interrupt_reply() {
     if (!generating()) return;
-    Timings t;
-    t.prompt_tokens = reply_prompt_tokens_;
-    t.generated_tokens = reply_tokens_;
-    if (first_token_ms_ >= 0) {
-        t.first_token_ms = first_token_ms_;
-        if (reply_tokens_ > 1 && last_token_ms_ > first_token_ms_)
-            t.decode_tokens_per_second = (reply_tokens_ - 1) * 1000.0 / (last_token_ms_ - first_token_ms_);
-    }
     if (request_) worker_.cancel(request_);
-    finish_reply(int(FinishReason::Cancelled), {}, t, true);
+    finish_reply(int(FinishReason::Cancelled), {}, controller_.timings_so_far(), true);
 }
 
 void MainWindow::stop() {
@@ -615,11 +452,7 @@ void MainWindow::regenerate(qint64 id) {
     if (index < 0) return;
     commit_pending_delete();
     if (chat_->messages()[index].role == "assistant") {
-        // The reply written before is kept as a version to flip back to.
-        const StoredMessage old = store_.message(id);
-        QJsonArray versions = old.stats.value("versions").toArray();
-        if (versions.isEmpty()) versions.append(version_entry(old.text, old.model, old.stats));
-        store_.delete_from(id);
+        const QJsonArray versions = controller_.remove_for_regenerating(id);
         chat_->remove_from(index);
         start_reply(true, false, versions);
     } else {
@@ -632,30 +465,19 @@ void MainWindow::continue_reply() {
     if (chat_->messages().last().role != "assistant") return;
     commit_pending_delete();
     // A continued version becomes the newest of the reply's versions.
-    const StoredMessage old = store_.message(chat_->messages().last().id);
-    QJsonArray others = old.stats.value("versions").toArray();
-    if (!others.isEmpty()) others.removeAt(old.stats.value("version").toInt());
-    start_reply(false, true, others);
+    start_reply(false, true, controller_.other_versions(chat_->messages().last().id));
 }
 
 void MainWindow::show_version(qint64 id, int step) {
     if (generating()) return;
     const int index = chat_->index_of(id);
-    const StoredMessage m = store_.message(id);
-    const QJsonArray versions = m.stats.value("versions").toArray();
-    const int shown = m.stats.value("version").toInt() + step;
-    if (index < 0 || shown < 0 || shown >= versions.size()) return;
-    const QJsonObject v = versions[shown].toObject();
-    QJsonObject stats = v.value("stats").toObject();
-    stats.insert("versions", versions);
-    stats.insert("version", shown);
-    const QString model = v.value("model").toString();
-    store_.update_message(id, v.value("text").toString(), true, stats);
-    store_.set_message_model(id, model);
-    chat_->set_text(index, v.value("text").toString());
-    chat_->set_author(index, model.isEmpty() ? tr("Model") : model);
-    chat_->set_stats(index, footer_line(stats, true));
-    chat_->set_version(index, shown + 1, int(versions.size()));
+    if (index < 0) return;
+    const std::optional<ReplyVersion> v = controller_.show_version(id, step);
+    if (!v) return;
+    chat_->set_text(index, v->text);
+    chat_->set_author(index, v->model.isEmpty() ? tr("Model") : v->model);
+    chat_->set_stats(index, reply_footer(v->stats, true));
+    chat_->set_version(index, v->number, v->count);
     chat_->set_can_continue(index, false);
 }
 
@@ -711,7 +533,7 @@ void MainWindow::commit_pending_delete() {
     const qint64 id = pending_delete_->message.id;
     pending_delete_.reset();
     store_.delete_message(id);
-    if (id == context_start_) context_start_ = 0;
+    controller_.message_deleted(id);
     notice_->dismiss_kind("delete");
 }
 

@@ -1,16 +1,15 @@
 #pragma once
 // The main window: conversations on the left, the transcript and the composer on the right, the
-// model and device in the status bar. It owns the flow of a turn: store the user's message,
-// render the chat template (dropping the oldest turns when the conversation outgrows the
-// context), submit, stream the reply into the transcript (coalesced to ~33 updates a second)
-// and into the history (at least once a second), then record how it ended and its timings. A
-// reply cut short by a model switch, an unload or closing the window is saved as interrupted.
-#include <QElapsedTimer>
+// model and device in the status bar. It runs a turn: stores the user's message, asks the chat
+// controller for the request (built from the history, trimmed to the context), submits it,
+// streams the reply into the transcript (coalesced to ~33 updates a second) while the
+// controller keeps it in the history, and shows how it ended and its timings. A reply cut short
+// by a model switch, an unload or closing the window is saved as interrupted.
 #include <QJsonArray>
 #include <QMainWindow>
 
-#include "engine/text/chat_template.h"
 #include "engine/runtime/engine.h"
+#include "ui/chat_controller.h"
 #include "ui/chat_view.h"
 #include "ui/engine_worker.h"
 #include "ui/settings_dialog.h"
@@ -69,7 +68,6 @@ protected:
 private:
     // `versions`: the reply's earlier versions when it is written again (kept to flip through).
     void start_reply(bool resample = false, bool continuing = false, const QJsonArray& versions = {});
-    QJsonObject reply_stats_base() const;
     void flush_reply();
     void on_delta(quint64 request, const QString& text, int tokens);
     void on_finished(quint64 request, int reason, const QString& error, const lumen::Timings& timings);
@@ -88,15 +86,7 @@ private:
     ChatSampling model_defaults() const;
     QString author_name() const;
     int reply_index() const;
-    // The prompt of the turns from message `start` on (after the system prompt), with their images.
-    struct RenderedTurns {
-        std::string prompt;
-        QList<QByteArray> images;
-        EncodeOptions encode;
-    };
-    RenderedTurns render_from(int start, bool continuing, const QString& system) const;
-    int next_turn(int start, bool continuing) const;  // the next question after `start` that may lead; -1: none
-    void set_context_start(int start);                // the first message the model sees, noted in the view
+    void show_context_start();  // notes in the view where the model's view of the conversation begins
 
     AppSettings& settings_;
     HistoryStore& store_;
@@ -111,24 +101,11 @@ private:
     QTimer* flush_timer_;
     QTimer* memory_timer_;
 
-    std::optional<ChatTemplate> template_;
+    ChatController controller_{store_};
     qint64 conversation_ = 0;
     RequestId request_ = 0;
     quint64 preparing_ = 0;         // the images of the reply being prepared (ticket), before submission
-    GenerationRequest pending_;     // the request waiting for them
-    qint64 reply_message_ = 0;
-    QString reply_text_;
-    QString reply_prefix_;          // the text a continued reply already had
-    bool reply_dirty_ = false;
-    QElapsedTimer since_save_;
-    // The reply's timings as the window sees them, for a reply whose engine goes before its end.
-    QElapsedTimer reply_clock_;
-    double first_token_ms_ = -1, last_token_ms_ = 0;
-    int reply_tokens_ = 0;
-    int reply_prompt_tokens_ = 0;
-    int64_t reply_reserve_ = 0;     // tokens left free for the reply in the prompt's context
-    bool reply_continuing_ = false;
-    QJsonArray reply_versions_;     // earlier versions of the reply being written
+    bool reply_dirty_ = false;      // text streamed since the transcript was last updated
     std::optional<ConversationSettings> draft_;  // the settings of a new chat not yet sent, when chosen
     qint64 editing_ = 0;            // the message being edited (sending replaces it and what follows)
     struct PendingDelete {
@@ -136,7 +113,6 @@ private:
         TranscriptMessage message;
     };
     std::optional<PendingDelete> pending_delete_;  // shown as gone; deleted for good when the undo expires
-    qint64 context_start_ = 0;      // the first message the model still sees, when older ones were dropped
     QString pending_prompt_;
     bool scan_found_models_ = true;
 };
