@@ -1,10 +1,16 @@
 #include "ui/image_attachment.h"
 
+#include <algorithm>
+
 #include <QBuffer>
+#include <QDialog>
 #include <QFile>
 #include <QFileInfo>
 #include <QImageReader>
+#include <QLabel>
 #include <QObject>
+#include <QScrollArea>
+#include <QVBoxLayout>
 
 namespace lumen::ui {
 namespace {
@@ -46,6 +52,22 @@ ImageResult image_from_qimage(const QImage& image, const QString& label) {
     buffer.open(QIODevice::WriteOnly);
     image.save(&buffer, "PNG");
     return {ImageAttachment{png, make_thumbnail(image), image.size(), label}, {}};
+}
+
+void show_image_window(const QByteArray& bytes, QWidget* parent) {
+    QImage image = QImage::fromData(bytes);
+    if (image.isNull()) return;
+    auto* dialog = new QDialog(parent);
+    dialog->setAttribute(Qt::WA_DeleteOnClose);
+    dialog->setWindowTitle(QObject::tr("Image (%1 x %2)").arg(image.width()).arg(image.height()));
+    auto* area = new QScrollArea(dialog);
+    auto* label = new QLabel(area);
+    label->setPixmap(QPixmap::fromImage(image));
+    area->setWidget(label);
+    auto* layout = new QVBoxLayout(dialog);
+    layout->addWidget(area);
+    dialog->resize(std::min(image.width() + 40, 1400), std::min(image.height() + 40, 900));
+    dialog->show();
 }
 
 }  // namespace lumen::ui

@@ -6,6 +6,8 @@
 #include <QString>
 #include <optional>
 
+class QWidget;
+
 namespace lumen::ui {
 
 struct ImageAttachment {
@@ -26,5 +28,8 @@ struct ImageResult {
 ImageResult image_from_file(const QString& path);
 ImageResult image_from_bytes(const QByteArray& bytes, const QString& label);
 ImageResult image_from_qimage(const QImage& image, const QString& label);
+
+// Opens an image (its encoded file) at full size in a window of its own, scrolled when large.
+void show_image_window(const QByteArray& bytes, QWidget* parent);
 
 }  // namespace lumen::ui

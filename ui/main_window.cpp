@@ -14,7 +14,6 @@
 #include <QLabel>
 #include <QMenuBar>
 #include <QMessageBox>
-#include <QScrollArea>
 #include <QShortcut>
 #include <QSplitter>
 #include <QStatusBar>
@@ -155,7 +154,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     connect(chat_, &ChatView::version_requested, this, &MainWindow::show_version);
     connect(chat_, &ChatView::edit_requested, this, &MainWindow::edit);
     connect(chat_, &ChatView::delete_requested, this, &MainWindow::remove_message);
-    connect(chat_, &ChatView::image_opened, this, &MainWindow::show_image);
+    connect(chat_, &ChatView::image_opened, this, [this](const QByteArray& image) { show_image_window(image, this); });
     connect(&worker_, &EngineWorker::delta, this, &MainWindow::on_delta);
     connect(&worker_, &EngineWorker::finished, this, &MainWindow::on_finished);
     connect(&worker_, &EngineWorker::prepared, this, &MainWindow::on_prepared);
@@ -543,22 +542,6 @@ void MainWindow::update_regenerate_buttons() {
     for (int i = 0; i < messages.size(); ++i) chat_->set_can_regenerate(i, ready && i == messages.size() - 1);
 }
 
-void MainWindow::show_image(const QByteArray& bytes) {
-    QImage image = QImage::fromData(bytes);
-    if (image.isNull()) return;
-    auto* dialog = new QDialog(this);
-    dialog->setAttribute(Qt::WA_DeleteOnClose);
-    dialog->setWindowTitle(tr("Image (%1 x %2)").arg(image.width()).arg(image.height()));
-    auto* area = new QScrollArea(dialog);
-    auto* label = new QLabel(area);
-    label->setPixmap(QPixmap::fromImage(image));
-    area->setWidget(label);
-    auto* layout = new QVBoxLayout(dialog);
-    layout->addWidget(area);
-    dialog->resize(std::min(image.width() + 40, 1400), std::min(image.height() + 40, 900));
-    dialog->show();
-}
-
 void MainWindow::open_model_picker() {
     ModelPicker picker(settings_, worker_, this);
     picker.exec();
@@ -596,33 +579,18 @@ ChatSampling MainWindow::model_defaults() const {
 }
 
 void MainWindow::take_screenshot() {
-    // Hidden while the screen is grabbed; shown again where it was (a window manager may place a
-    // window that is shown again anew).
-    const QByteArray geometry = saveGeometry();
-    auto back = [this, geometry] {
-        show();
-        restoreGeometry(geometry);
-        raise();
-        activateWindow();
-    };
-    hide();
-    // Give the compositor a moment to take the window off the screen before grabbing it.
-    QTimer::singleShot(300, this, [this, back] {
-        auto* session = new ScreenshotSession(this);
-        connect(session, &ScreenshotSession::captured, this, [this, back](const QImage& image) {
-            back();
+    capture_screen_region(
+        this,
+        [this](const QImage& image) {
             const ImageResult r = image_from_qimage(image, tr("Screenshot"));
             if (r.image) composer_->add_image(*r.image);
             else composer_->show_problem(r.error);
             composer_->focus_text();
-        });
-        connect(session, &ScreenshotSession::failed, this, [this, back](const QString& why) {
-            back();
+        },
+        [this](const QString& why) {
             if (!why.isEmpty()) QMessageBox::information(this, tr("No screenshot"), why);
             composer_->focus_text();
         });
-        session->start();
-    });
 }
 
 QString MainWindow::author_name() const { return worker_.is_loaded() ? worker_.model().name : tr("Model"); }

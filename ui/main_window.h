@@ -82,7 +82,6 @@ private:
     void update_placeholder();
     void update_status();
     void update_regenerate_buttons();
-    void show_image(const QByteArray& bytes);
     ChatSampling model_defaults() const;
     QString author_name() const;
     int reply_index() const;

@@ -177,6 +177,32 @@ void ScreenshotSession::portal_response(uint code, const QVariantMap& results) {
     done();
 }
 
+void capture_screen_region(QWidget* window, std::function<void(const QImage&)> captured,
+                           std::function<void(const QString&)> failed) {
+    // Shown again where it was: a window manager may place a window that is shown again anew.
+    const QByteArray geometry = window->saveGeometry();
+    auto back = [window, geometry] {
+        window->show();
+        window->restoreGeometry(geometry);
+        window->raise();
+        window->activateWindow();
+    };
+    window->hide();
+    // Give the compositor a moment to take the window off the screen before grabbing it.
+    QTimer::singleShot(300, window, [window, back, captured, failed] {
+        auto* session = new ScreenshotSession(window);
+        QObject::connect(session, &ScreenshotSession::captured, window, [back, captured](const QImage& image) {
+            back();
+            captured(image);
+        });
+        QObject::connect(session, &ScreenshotSession::failed, window, [back, failed](const QString& why) {
+            back();
+            failed(why);
+        });
+        session->start();
+    });
+}
+
 void ScreenshotSession::done() {
     if (finished_) return;
     finished_ = true;

@@ -4,6 +4,7 @@
 // refuses grabs (Wayland), the xdg-desktop-portal Screenshot interface is asked over D-Bus.
 #include <QImage>
 #include <QList>
+#include <functional>
 #include <QObject>
 #include <QPixmap>
 #include <QPointer>
@@ -68,5 +69,10 @@ private:
     QList<QPointer<ScreenshotOverlay>> overlays_;
     bool finished_ = false;
 };
+
+// One capture with `window` out of the way: hidden while the screens are grabbed, it is shown again
+// where it was before `captured` or `failed` (an empty message: the user cancelled) is called.
+void capture_screen_region(QWidget* window, std::function<void(const QImage&)> captured,
+                           std::function<void(const QString&)> failed);
 
 }  // namespace lumen::ui

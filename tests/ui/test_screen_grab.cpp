@@ -1,7 +1,8 @@
 // The screenshot session on a real X server (Xvfb): a window of known colours is on the screen,
 // the session grabs it, a region is dragged on the overlay, and the captured pixels are that
-// region, at device pixel ratios 1 and 2 (QT_SCALE_FACTOR). CTest runs this under xvfb-run where
-// it is installed; elsewhere it skips.
+// region, at device pixel ratios 1 and 2 (QT_SCALE_FACTOR); a window asking for a capture steps
+// aside while the screens are grabbed. CTest runs this under xvfb-run where it is installed;
+// elsewhere it skips.
 #include <QPainter>
 #include <QScreen>
 #include <QSignalSpy>
@@ -84,6 +85,33 @@ private slots:
         QTRY_COMPARE(failed.size(), 1);
         QCOMPARE(failed.first().first().toString(), QString());  // a cancel is not an error
         QCOMPARE(captured.size(), 0);
+    }
+
+    // A screenshot question: the asking window is off the screen while it is grabbed, and back
+    // where it was before the picture is handed over.
+    void theWindowStepsAsideForTheGrab() {
+        Target window;
+        window.setGeometry(120, 120, 300, 200);
+        window.show();
+        QVERIFY(QTest::qWaitForWindowExposed(&window));
+        const QRect where = window.geometry();
+        int captured = 0;
+        bool shown_when_captured = false;
+        capture_screen_region(
+            &window,
+            [&](const QImage&) {
+                ++captured;
+                shown_when_captured = window.isVisible();
+            },
+            [](const QString& why) { QFAIL(qPrintable("the capture failed: " + why)); });
+        QVERIFY(!window.isVisible());
+        QTRY_VERIFY(overlay());
+        QVERIFY(!window.isVisible());
+        QVERIFY(QTest::qWaitForWindowExposed(overlay()));
+        QTest::keyClick(overlay(), Qt::Key_Return);  // the whole screen
+        QTRY_COMPARE(captured, 1);
+        QVERIFY(shown_when_captured);
+        QCOMPARE(window.geometry(), where);
     }
 };
 
