@@ -1,5 +1,9 @@
 #include "engine/text/hf_tokenizer.h"
 
+// Over 600 lines: tokenizer.json is one schema (normalizer, pre-tokenizer, BPE model,
+// post-processor) read and run in the reference's order; its parts are small classes that only
+// this file builds, and each is read with the same few field helpers.
+
 #include <algorithm>
 #include <cstdio>
 #include <functional>

@@ -7,6 +7,7 @@
 //   backend_ops --perf [FILTER]  performance mode: real shapes on the GPU, time per run with GB/s
 //                                and TFLOP/s (docs/PERFORMANCE.md, "The op table")
 //   backend_ops --list           the rows, without running them
+// Over 600 lines: the file is the table, one row (or a loop of rows) after another.
 #include <algorithm>
 #include <chrono>
 #include <cmath>

@@ -3,6 +3,7 @@
 // draw, the model is switched or the window closed mid-reply, a conversation outgrows the
 // context, a new chat keeps its settings, and messages keep what they were through a restart,
 // an undone delete and a cancelled edit.
+// Over 600 lines: one scenario a test, each needing the window, the engine and the store together.
 #include <QAccessible>
 #include <QApplication>
 #include <QCheckBox>
