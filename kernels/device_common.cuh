@@ -2,10 +2,8 @@
 // Helpers shared by the kernel files: element conversions, type dispatch, block reductions.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <atomic>
 #include <utility>
 
-#include "kernels/device_info.h"
 #include "kernels/ops.h"
 
 namespace lumen::cuda::detail {
@@ -51,16 +49,6 @@ void dispatch(DataType t, F&& f) {
 }
 
 inline void launched(const char* what) { check(cudaGetLastError(), what); }
-
-// Runs `set` (a kernel attribute: they belong to the CUDA context) once in each context the
-// process has; `done` is the caller's static.
-template <class F>
-void set_once_per_context(std::atomic<uint64_t>& done, F&& set) {
-    const uint64_t now = context_generation();
-    if (done.load() == now) return;
-    set();
-    done.store(now);
-}
 
 // Programmatic dependent launch (sm_90+). A kernel started with `launch_early` may begin while the
 // kernel before it in the stream is still running: before wait_for_previous() it may only read

@@ -52,20 +52,6 @@ const DeviceTraits& current_device() {
     return traits[device];
 }
 
-namespace {
-std::atomic<uint64_t> generation{1};
-}  // namespace
-
-void reset_device(int device) {
-    cudaSetDevice(device);  // the one to reset, whatever the broken context answers
-    cudaDeviceReset();
-    generation.fetch_add(1);
-    check(cudaSetDevice(device), "cudaSetDevice");
-    check(cudaFree(nullptr), "starting a fresh CUDA context");
-}
-
-uint64_t context_generation() { return generation.load(); }
-
 namespace detail {
 
 bool early_launch_supported() {

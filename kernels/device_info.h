@@ -1,6 +1,5 @@
 #pragma once
 // The NVIDIA GPUs this process can use, as the CUDA runtime sees them.
-#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,12 +23,5 @@ struct DeviceTraits {
     int major = 0, minor = 0;
 };
 const DeviceTraits& current_device();
-
-// Starts a fresh context on `device` after a sticky error left the old one unusable (every object
-// made in it is gone, the kernels' attributes with them).
-void reset_device(int device);
-// Counts the contexts this process has had: kernel attributes (which belong to a context) are set
-// again when it changes (set_once_per_context in device_common.cuh).
-uint64_t context_generation();
 
 }  // namespace lumen::cuda

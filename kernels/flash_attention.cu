@@ -312,10 +312,11 @@ void with_types(DataType t, int32_t head_dim, F&& launch) {
     });
 }
 
-// Shared memory beyond the default 48 KiB must be asked for, once per kernel and context.
+// Shared memory beyond the default 48 KiB must be asked for, once per kernel.
 template <class Kernel>
-void allow_shared(Kernel kernel, int bytes) {
+bool allow_shared(Kernel kernel, int bytes) {
     if (bytes > 48 * 1024) check(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "flash attention");
+    return true;
 }
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -343,8 +344,8 @@ bool flash_attention_full(DataType t, const void* qkv, int32_t heads, int32_t he
     with_types(t, head_dim, [&](auto tag, auto d) {
         using T = decltype(tag);
         constexpr int D = decltype(d)::value;
-        static std::atomic<uint64_t> ready{0};
-        set_once_per_context(ready, [] { allow_shared(flash_full_kernel<T, D>, Tile<D>::kSharedBytes); });
+        static const bool ready = allow_shared(flash_full_kernel<T, D>, Tile<D>::kSharedBytes);
+        (void)ready;
         flash_full_kernel<T, D><<<grid, kThreads, Tile<D>::kSharedBytes, s>>>(static_cast<const T*>(qkv), heads, group_rows,
                                                                              static_cast<T*>(out), scale_log2);
     });
@@ -360,8 +361,8 @@ bool flash_attention_prompt(DataType t, const void* qkv, int32_t heads, int32_t 
     with_types(t, head_dim, [&](auto tag, auto d) {
         using T = decltype(tag);
         constexpr int D = decltype(d)::value;
-        static std::atomic<uint64_t> ready{0};
-        set_once_per_context(ready, [] { allow_shared(flash_prompt_kernel<T, D>, Tile<D>::kSharedBytes); });
+        static const bool ready = allow_shared(flash_prompt_kernel<T, D>, Tile<D>::kSharedBytes);
+        (void)ready;
         flash_prompt_kernel<T, D><<<grid, kThreads, Tile<D>::kSharedBytes, s>>>(static_cast<const T*>(qkv), heads, kv_heads, b,
                                                                                static_cast<const T*>(pool), layer, kv,
                                                                                static_cast<T*>(out), scale_log2);

@@ -371,11 +371,12 @@ bool wgmma_attention_full(DataType t, const void* qkv, int32_t heads, int32_t he
         if constexpr (!std::is_same_v<T, float>) {
             auto launch = [&](auto groups) {
                 constexpr int G = decltype(groups)::value;
-                static std::atomic<uint64_t> ready{0};
-                set_once_per_context(ready, [] {
+                static const bool ready = [] {
                     check(cudaFuncSetAttribute(wgmma_attention_kernel<T, G>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSharedBytes<G>),
                           "attention_full (wgmma)");
-                });
+                    return true;
+                }();
+                (void)ready;
                 const CUtensorMap map = qkv_map(t, qkv, rows, 3 * int64_t(heads) * kDim);
                 const dim3 grid(unsigned((group_rows + 64 * G - 1) / (64 * G)), unsigned(heads), unsigned(rows / group_rows));
                 wgmma_attention_kernel<T, G>

@@ -16,6 +16,8 @@ enum class DataType { F32, F16, BF16 };
 void check(cudaError_t status, const char* what);
 // Whether `status` is an error that leaves the context unusable (every later call fails with it).
 bool is_sticky(cudaError_t status);
+// What broke CUDA for the rest of this process (the first sticky error check() met); empty if none.
+std::string lost_in_this_process();
 
 // The ragged batch of one forward, on the device.
 struct Batch {

@@ -5,6 +5,7 @@
 #ifdef LUMEN_HAVE_CUDA
 #include "engine/backend/cuda_backend.h"
 #include "kernels/device_info.h"
+#include "kernels/ops.h"
 #endif
 
 namespace lumen {
@@ -16,6 +17,11 @@ std::unique_ptr<Backend> make_backend(const std::string& device, std::string* de
 #ifdef LUMEN_HAVE_CUDA
     if (device != "cpu") {
         std::string why;
+        if (const std::string lost = cuda::lost_in_this_process(); !lost.empty() && device == "auto") {
+            // CUDA cannot start again in this process: the CPU, and why.
+            if (description) *description = cpu + " (the GPU stopped working earlier; restart Lumen to use it)";
+            return make_cpu_backend();
+        }
         const auto gpus = cuda::list_devices(&why);
         if (!gpus.empty()) {
             auto backend = make_cuda_backend(0);

@@ -6,7 +6,6 @@
 
 #include "engine/util/error.h"
 #include "engine/util/thread_pool.h"
-#include "kernels/device_info.h"
 #include "kernels/ops.h"
 
 namespace lumen::cuda_backend {
@@ -48,15 +47,12 @@ int select_device(int device) {
         throw Error("no usable NVIDIA GPU (the CUDA driver reports none); use --device cpu");
     }
     if (device < 0 || device >= count) throw Error("CUDA device " + std::to_string(device) + " does not exist");
-    // Making the context (cudaFree of nothing) fails when an earlier model's sticky error left it
-    // broken (after an illegal address the driver reports the device busy or unavailable): start
-    // afresh. That model's engine is gone; its memory went with the old context.
-    cudaError_t status = cudaSetDevice(device);
-    if (status == cudaSuccess) status = cudaFree(nullptr);
-    if (status != cudaSuccess) {
-        cudaGetLastError();
-        cuda::reset_device(device);
-    }
+    if (const std::string lost = cuda::lost_in_this_process(); !lost.empty())
+        throw Error("the GPU stopped working earlier (" + lost + ") and cannot be used again until Lumen is restarted; "
+                    "restart it, or choose the CPU in Settings",
+                    Error::Scope::Device);
+    check(cudaSetDevice(device), "cudaSetDevice");
+    check(cudaFree(nullptr), "starting CUDA on the GPU");
     return device;
 }
 
