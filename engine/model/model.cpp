@@ -199,17 +199,17 @@ void Model::random_weights(DType dtype, uint64_t seed) {
     embed_ = keep(backend_.random_weight(dtype, s.vocab, s.hidden, ++next, 0.0f, 1.0f));
     weight_bytes_ += uint64_t(s.vocab * s.hidden) * dtype_size(dtype);
     final_norm_ = vector(s.hidden, 1.0f, 0.2f);
-    lm_head_ = dense(t.tie_word_embeddings ? embed_ : matrix(s.vocab, s.hidden));
+    lm_head_ = Weight::dense(t.tie_word_embeddings ? embed_ : matrix(s.vocab, s.hidden));
     for (int64_t l = 0; l < t.num_layers; ++l) {
         Layer layer;
         layer.attn_norm = vector(s.hidden, 1.0f, 0.2f);
         layer.ffn_norm = vector(s.hidden, 1.0f, 0.2f);
-        layer.wqkv = dense(matrix(s.q() + 2 * s.kv(), s.hidden));
+        layer.wqkv = Weight::dense(matrix(s.q() + 2 * s.kv(), s.hidden));
         if (t.qkv_bias) layer.bqkv = vector(s.q() + 2 * s.kv(), 0.0f, 0.2f);
-        layer.wo = dense(matrix(s.hidden, s.q()));
+        layer.wo = Weight::dense(matrix(s.hidden, s.q()));
         if (t.o_bias) layer.bo = vector(s.hidden, 0.0f, 0.2f);
-        layer.w_gate_up = dense(matrix(2 * s.inter, s.hidden));
-        layer.w_down = dense(matrix(s.hidden, s.inter));
+        layer.w_gate_up = Weight::dense(matrix(2 * s.inter, s.hidden));
+        layer.w_down = Weight::dense(matrix(s.hidden, s.inter));
         if (t.mlp_bias) {
             layer.b_gate_up = vector(2 * s.inter, 0.0f, 0.2f);
             layer.b_down = vector(s.hidden, 0.0f, 0.2f);
@@ -240,7 +240,7 @@ void Model::load_weights(const Checkpoint& c) {
 
     embed_ = direct(names.embed);
     final_norm_ = direct(names.final_norm);
-    lm_head_ = dense(names.lm_head.empty() ? embed_ : direct(names.lm_head));
+    lm_head_ = Weight::dense(names.lm_head.empty() ? embed_ : direct(names.lm_head));
     const LayerNames ln = layer_names(t.family);
     for (int64_t l = 0; l < t.num_layers; ++l) {
         const std::string p = names.layer + std::to_string(l) + ".";
@@ -263,13 +263,13 @@ void Model::load_weights(const Checkpoint& c) {
                 q.insert(q.end(), v.begin(), v.end());
                 return fused(q, cols);
             };
-            layer.wqkv = dense(relaid(c.find(p + ln.qkv[0] + ".weight"), s.hidden));
+            layer.wqkv = Weight::dense(relaid(c.find(p + ln.qkv[0] + ".weight"), s.hidden));
             if (t.qkv_bias) layer.bqkv = relaid(c.find(p + ln.qkv[0] + ".bias"), 1);
         } else {
             const TensorInfo* q = c.find(p + ln.qkv[0] + ".weight");
             const TensorInfo* k = c.find(p + ln.qkv[1] + ".weight");
             const TensorInfo* v = c.find(p + ln.qkv[2] + ".weight");
-            layer.wqkv = dense(fused({{q, 0, s.q()}, {k, 0, s.kv()}, {v, 0, s.kv()}}, s.hidden));
+            layer.wqkv = Weight::dense(fused({{q, 0, s.q()}, {k, 0, s.kv()}, {v, 0, s.kv()}}, s.hidden));
             if (t.qkv_bias) {
                 const TensorInfo* qb = c.find(p + ln.qkv[0] + ".bias");
                 const TensorInfo* kb = c.find(p + ln.qkv[1] + ".bias");
@@ -279,12 +279,12 @@ void Model::load_weights(const Checkpoint& c) {
         }
         // Biases are kept as one row.
         if (!layer.bqkv.empty()) layer.bqkv = Tensor{layer.bqkv.data, layer.bqkv.dtype, 1, layer.bqkv.rows, layer.bqkv.rows};
-        layer.wo = dense(direct(p + ln.o + ".weight"));
+        layer.wo = Weight::dense(direct(p + ln.o + ".weight"));
         if (t.o_bias) layer.bo = direct(p + ln.o + ".bias");
         const TensorInfo* gate = c.find(p + ln.gate + ".weight");
         const TensorInfo* up = c.find(p + ln.up + ".weight");
-        layer.w_gate_up = dense(fused({{gate, 0, s.inter}, {up, 0, s.inter}}, s.hidden));
-        layer.w_down = dense(direct(p + ln.down + ".weight"));
+        layer.w_gate_up = Weight::dense(fused({{gate, 0, s.inter}, {up, 0, s.inter}}, s.hidden));
+        layer.w_down = Weight::dense(direct(p + ln.down + ".weight"));
         if (t.mlp_bias) {
             const Tensor b = fused({{c.find(p + ln.gate + ".bias"), 0, s.inter}, {c.find(p + ln.up + ".bias"), 0, s.inter}}, 1);
             layer.b_gate_up = Tensor{b.data, b.dtype, 1, b.rows, b.rows};

@@ -55,7 +55,6 @@ private:
         Weight wqkv, wo, w_gate_up, w_down;
         Tensor bqkv, bo, b_gate_up, b_down;  // empty where the model has none
     };
-    static Weight dense(const Tensor& values) { return Weight::dense(values); }
     // Keeps a weight's memory for the model's lifetime and returns its view.
     Tensor keep(Buffer weight);
     void load_weights(const Checkpoint& checkpoint);
