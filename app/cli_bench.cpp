@@ -81,8 +81,8 @@ int run_bench(const std::vector<std::string>& argv) {
     } else {
         const auto config_path = args.required("config");
         if (!args.flag("random-weights")) throw Error("--config needs --random-weights (or give --model DIR)");
-        const auto text = read_text_file(config_path);
-        if (!text) throw Error("cannot read " + config_path);
+        const auto text = read_text_file(config_path, kConfigFile);
+        if (!text) throw Error(config_path + ": no such file");
         const ModelConfig config = parse_model_config(*text, config_path);
         const std::string d = args.value("dtype").value_or("bf16");
         const DType dtype = d == "bf16" ? DType::BF16 : d == "fp16" ? DType::F16 : d == "fp32" ? DType::F32

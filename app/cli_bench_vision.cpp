@@ -80,8 +80,8 @@ int run_bench_vision(const Args& args) {
     } else {
         const auto path = args.required("config");
         if (!args.flag("random-weights")) throw Error("--config needs --random-weights (or give --model DIR)");
-        const auto text = read_text_file(path);
-        if (!text) throw Error("cannot read " + path);
+        const auto text = read_text_file(path, kConfigFile);
+        if (!text) throw Error(path + ": no such file");
         config = parse_model_config(*text, path);
         dir = std::filesystem::path(path).parent_path();
         model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1)));

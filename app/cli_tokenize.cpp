@@ -26,8 +26,8 @@ int run_tokenize(const std::vector<std::string>& argv) {
     if (const auto t = args.value("text")) {
         text = *t;
     } else if (const auto f = args.value("file")) {
-        const auto content = read_text_file(*f);
-        if (!content) throw Error("cannot read " + *f);
+        const auto content = read_text_file(*f, kTextInput);
+        if (!content) throw Error(*f + ": no such file");
         text = *content;
     } else {
         throw Error("give the text with --text or --file");

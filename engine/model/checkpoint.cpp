@@ -1,10 +1,10 @@
 #include "engine/model/checkpoint.h"
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "engine/util/error.h"
+#include "engine/util/json_file.h"
 
 namespace lumen {
 namespace fs = std::filesystem;
@@ -25,13 +25,9 @@ std::optional<std::string> pickle_checkpoint_error(const fs::path& dir) {
 namespace {
 
 nlohmann::json read_index(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error(path.string() + ": cannot open");
-    try {
-        return nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(path.string() + ": not valid JSON (" + e.what() + ")");
-    }
+    const auto text = read_text_file(path, kIndexFile);
+    if (!text) throw Error(path.string() + ": cannot open");
+    return parse_json(*text, path.string(), DuplicateKeys::Refused);
 }
 
 }  // namespace

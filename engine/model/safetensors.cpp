@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "engine/util/error.h"
+#include "engine/util/json_file.h"
 
 namespace lumen {
 
@@ -39,12 +40,7 @@ SafetensorsHeader parse_safetensors(std::span<const std::byte> file, std::string
     const char* text = reinterpret_cast<const char*>(file.data() + 8);
     if (header_len == 0 || text[0] != '{') throw Error(where + ": header is not a JSON object");
 
-    nlohmann::json header;
-    try {
-        header = nlohmann::json::parse(text, text + header_len);
-    } catch (const nlohmann::json::exception& e) {
-        throw Error(where + ": header is not valid JSON (" + e.what() + ")");
-    }
+    const nlohmann::json header = parse_json(std::string_view(text, header_len), where + " (header)", DuplicateKeys::Refused);
     if (!header.is_object()) throw Error(where + ": header is not a JSON object");
 
     const std::span<const std::byte> data = file.subspan(8 + header_len);
@@ -106,6 +102,19 @@ SafetensorsHeader parse_safetensors(std::span<const std::byte> file, std::string
         if (cur.data.data() < prev.data.data() + prev.data.size())
             throw Error(where + ": tensors '" + prev.name + "' and '" + cur.name + "' overlap in the file");
     }
+    // As the safetensors library requires: the tensors fill the data exactly, so no byte of the
+    // file goes unaccounted for (a gap is a tensor lost from the table, or a damaged header).
+    std::size_t covered = 0;
+    for (const auto& t : out.tensors) {
+        const auto begin = std::size_t(t.data.data() - data.data());
+        if (begin != covered && !t.data.empty())
+            throw Error(where + ": bytes " + std::to_string(covered) + " to " + std::to_string(begin) +
+                        " of the data belong to no tensor (a damaged header?)");
+        covered = std::max(covered, begin + t.data.size());
+    }
+    if (covered != data.size())
+        throw Error(where + ": the last " + std::to_string(data.size() - covered) +
+                    " bytes belong to no tensor (a damaged header, or a file that was appended to)");
     return out;
 }
 

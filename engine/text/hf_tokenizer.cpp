@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "engine/util/error.h"
+#include "engine/util/json_file.h"
 #include "engine/text/regex.h"
 #include "engine/text/token_decoder.h"
 #include "engine/text/unicode.h"
@@ -22,8 +23,6 @@ namespace {
 using nlohmann::json;
 
 const std::string kMetaspace = "\xe2\x96\x81";
-// Far above any real vocabulary (Llama 3: 128K, Qwen2: 152K); bounds what a damaged file can allocate.
-constexpr int64_t kMaxVocabulary = 1 << 24;
 
 std::string string_field(const json& j, const char* key, const std::string& fallback = {}) {
     return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
@@ -349,7 +348,7 @@ public:
         if (type != "BPE") throw Error("model type '" + type + "' is not supported (supported: BPE)");
         if (!spec.contains("vocab") || !spec["vocab"].is_object()) throw Error("the BPE model has no vocab");
         for (const auto& [token, id] : spec["vocab"].items()) {
-            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxVocabulary)
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId)
                 throw Error("vocab id of '" + token + "' is not a valid id");
             const auto i = id.get<int32_t>();
             vocab_[token] = i;
@@ -547,7 +546,11 @@ Template parse_post_processor(const json& spec) {
             const std::string name = string_field(item["SpecialToken"], "id");
             if (!specials.contains(name)) throw Error("template names unknown special token '" + name + "'");
             std::vector<int32_t> ids;
-            for (const auto& id : specials[name].value("ids", json::array())) ids.push_back(id.get<int32_t>());
+            for (const auto& id : specials[name].value("ids", json::array())) {
+                if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId)
+                    throw Error("the post-processor's special token '" + name + "' has an id that is not a valid id");
+                ids.push_back(int32_t(id.get<int64_t>()));
+            }
             t.items.emplace_back(std::move(ids));
         }
     }
@@ -726,12 +729,7 @@ private:
 }  // namespace
 
 std::unique_ptr<Tokenizer> make_hf_tokenizer(const std::string& json_text, const TokenizerFiles& files) {
-    json spec;
-    try {
-        spec = json::parse(json_text);
-    } catch (const json::exception& e) {
-        throw Error("not valid JSON (" + std::string(e.what()) + ")");
-    }
+    json spec = parse_json(json_text, "");
     if (!spec.is_object()) throw Error("not a JSON object");
     try {
         return std::make_unique<HfTokenizer>(std::move(spec), files);

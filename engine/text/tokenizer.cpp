@@ -14,8 +14,9 @@ bool Tokenizer::is_special(int32_t id) const {
 }
 
 std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& dir) {
+    require_folder(dir);
     const TokenizerFiles files = TokenizerFiles::read(dir);
-    if (const auto json = read_text_file(dir / "tokenizer.json")) {
+    if (const auto json = read_text_file(dir / "tokenizer.json", kTokenizerFile)) {
         try {
             return make_hf_tokenizer(*json, files);
         } catch (const Error& e) {
@@ -23,7 +24,7 @@ std::unique_ptr<Tokenizer> Tokenizer::load(const std::filesystem::path& dir) {
         }
     }
     if (std::filesystem::exists(dir / "tokenizer.model")) return make_sentencepiece_tokenizer(dir / "tokenizer.model", files);
-    throw Error(dir.string() + ": no tokenizer (expected tokenizer.json or tokenizer.model)");
+    throw Error(dir.string() + ": no tokenizer here (a model folder has tokenizer.json or tokenizer.model)");
 }
 
 }  // namespace lumen

@@ -1,7 +1,7 @@
 #include "engine/text/tokenizer_files.h"
 
 #include "engine/util/error.h"
-#include "engine/util/text_file.h"
+#include "engine/util/json_file.h"
 
 namespace lumen {
 namespace fs = std::filesystem;
@@ -9,14 +9,15 @@ using nlohmann::json;
 
 namespace {
 
-std::optional<json> read_json(const fs::path& path) {
-    const auto text = read_text_file(path);
-    if (!text) return std::nullopt;
-    try {
-        return json::parse(*text);
-    } catch (const json::exception& e) {
-        throw Error(path.string() + ": not valid JSON (" + e.what() + ")");
-    }
+std::optional<json> read_json(const fs::path& path) { return read_json_file(path, kConfigFile); }
+
+// Token ids index tables as long as the vocabulary, so an id is bounded before it sizes one.
+int32_t token_id(const json& v, const fs::path& file, const std::string& token) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxTokenId ||
+        (v.is_number_unsigned() && v.get<uint64_t>() >= uint64_t(kMaxTokenId)))
+        throw Error(file.string() + ": the id of '" + token + "' must be an integer from 0 to " +
+                    std::to_string(kMaxTokenId - 1) + " (got " + v.dump() + ")");
+    return int32_t(v.get<int64_t>());
 }
 
 // Special tokens appear as strings or as AddedToken objects ({"content": ...}).
@@ -79,12 +80,15 @@ TokenizerFiles TokenizerFiles::read(const fs::path& dir) {
     if (f.config.contains("added_tokens_decoder") && f.config["added_tokens_decoder"].is_object()) {
         for (const auto& [id_text, v] : f.config["added_tokens_decoder"].items()) {
             AddedToken t;
+            const fs::path file = dir / "tokenizer_config.json";
+            json id;
             try {
-                t.id = std::stoi(id_text);
-            } catch (const std::exception&) {
-                throw Error((dir / "tokenizer_config.json").string() + ": added_tokens_decoder key '" + id_text +
-                            "' is not a token id");
+                id = json::parse(id_text);
+            } catch (const json::exception&) {
             }
+            if (!id.is_number_integer())
+                throw Error(file.string() + ": added_tokens_decoder key '" + id_text + "' is not a token id");
+            t.id = token_id(id, file, id_text);
             t.content = token_string(v);
             t.special = bool_field(v, "special", false);
             t.lstrip = bool_field(v, "lstrip", false);
@@ -96,10 +100,10 @@ TokenizerFiles TokenizerFiles::read(const fs::path& dir) {
     }
     if (auto added = read_json(dir / "added_tokens.json"); added && added->is_object()) {
         for (const auto& [content, id] : added->items()) {
-            if (!id.is_number_integer()) throw Error((dir / "added_tokens.json").string() + ": ids must be integers");
+            const int32_t added_id = token_id(id, dir / "added_tokens.json", content);
             bool known = false;
             for (const auto& t : f.added_tokens) known = known || t.content == content;
-            if (!known) f.added_tokens.push_back({id.get<int32_t>(), content, false, false, false, true, false});
+            if (!known) f.added_tokens.push_back({added_id, content, false, false, false, true, false});
         }
     }
     return f;

@@ -12,6 +12,10 @@
 
 namespace lumen {
 
+// Token ids at or above this are refused wherever a file gives one (the largest real vocabulary
+// has 262,144 tokens); a table indexed by id is never sized by a stranger's number.
+inline constexpr int64_t kMaxTokenId = int64_t(1) << 24;
+
 struct TokenizerFiles {
     std::filesystem::path dir;
     nlohmann::json config = nlohmann::json::object();  // tokenizer_config.json merged over special_tokens_map.json

@@ -9,11 +9,14 @@
 #include <unistd.h>
 
 #include "engine/util/error.h"
+#include "engine/util/text_file.h"
 
 namespace lumen {
 
 MappedFile::MappedFile(const std::filesystem::path& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    require_regular_file(path);
+    // O_NONBLOCK: should the file become a FIFO after the check, opening it does not wait.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) throw Error(path.string() + ": cannot open: " + std::strerror(errno));
     struct stat st {};
     if (::fstat(fd, &st) != 0) {

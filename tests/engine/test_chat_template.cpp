@@ -29,7 +29,7 @@ struct Conversation {
 
 std::vector<Conversation> conversations() {
     std::vector<Conversation> out;
-    for (const auto& c : json::parse(*read_text_file(source_dir() / "tests/data/chat_conversations.json"))) {
+    for (const auto& c : json::parse(*test::read_test_file(source_dir() / "tests/data/chat_conversations.json"))) {
         Conversation conv{c["name"], c["add_generation_prompt"], {}};
         for (const auto& m : c["messages"]) conv.messages.push_back({m["role"], m["text"], m["images"]});
         out.push_back(std::move(conv));
@@ -63,7 +63,7 @@ private slots:
         QTest::addColumn<QString>("family");
         QTest::addColumn<QString>("conversation");
         QTest::addColumn<QString>("expected");
-        const json golden = json::parse(*read_text_file(source_dir() / "tests/data/goldens/chat_templates.json"));
+        const json golden = json::parse(*test::read_test_file(source_dir() / "tests/data/goldens/chat_templates.json"));
         // Golden family -> our template name.
         const std::map<std::string, std::string> ours{
             {"internlm2", "internlm2"}, {"llava", "llava"}, {"llama3", "llama3"}, {"internvl-hf", "chatml"}};
@@ -124,7 +124,7 @@ private slots:
         const std::map<std::string, std::string> expected{{"internlm2", "internlm2"}, {"llava15", "llava"}, {"qwen3", "chatml"},
                                                           {"llama3", "llama3"}, {"internvl-qwen2", "chatml"}};
         for (const auto& [dir, name] : expected) {
-            const auto config = json::parse(*read_text_file(data / "tokenizers" / dir / "tokenizer_config.json"));
+            const auto config = json::parse(*test::read_test_file(data / "tokenizers" / dir / "tokenizer_config.json"));
             const auto t = ChatTemplate::recognise(config["chat_template"].get<std::string>());
             QVERIFY2(t, dir.c_str());
             QCOMPARE(std::string(t->name()), name);
@@ -136,7 +136,7 @@ private slots:
         LUMEN_REQUIRE_SHARED_DATA(data);
         const auto internlm_tok = Tokenizer::load(data / "tokenizers" / "internlm2");
         const auto qwen_tok = Tokenizer::load(data / "tokenizers" / "internvl-qwen2");
-        auto config = [&](const char* name) { return parse_model_config(*read_text_file(data / "configs" / name), name); };
+        auto config = [&](const char* name) { return parse_model_config(*test::read_test_file(data / "configs" / name), name); };
         // InternVL's own "template" field wins over the tokenizer's Jinja template.
         QCOMPARE(std::string(chat_template_for(config("InternVL2-2B.json"), *internlm_tok).name()), std::string("internvl2"));
         QCOMPARE(std::string(chat_template_for(config("InternVL2-1B.json"), *qwen_tok).name()), std::string("internvl2"));

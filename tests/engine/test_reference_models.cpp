@@ -25,7 +25,7 @@ fs::path goldens() { return fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens"; }
 
 // The text under a "### " heading of REFERENCE.md, without the trailing newline.
 std::string reference_section(const fs::path& file, const std::string& heading) {
-    const std::string text = *read_text_file(file);
+    const std::string text = *read_test_file(file);
     const std::size_t start = text.find("### " + heading);
     if (start == std::string::npos) throw std::runtime_error("no section " + heading);
     const std::size_t body = text.find('\n', start) + 1;
@@ -37,7 +37,7 @@ std::string reference_section(const fs::path& file, const std::string& heading) 
 }
 
 std::vector<float> read_floats(const fs::path& path) {
-    const std::string bytes = *read_text_file(path);
+    const std::string bytes = *read_test_file(path);
     std::vector<float> out(bytes.size() / 4);
     std::memcpy(out.data(), bytes.data(), out.size() * 4);
     return out;
@@ -82,7 +82,7 @@ private slots:
     void stories260KMatchesTransformers() {
         LUMEN_REQUIRE_SHARED_DATA(data);
         const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
-        const json golden = json::parse(*read_text_file(goldens() / "stories260K.json"));
+        const json golden = json::parse(*read_test_file(goldens() / "stories260K.json"));
         for (const auto& run : golden["runs"]) {
             const auto r = run_cli({"generate", "--model", model, "--prompt", QString::fromStdString(run["prompt"]),
                                     "--temperature", "0", "--max-new-tokens",
@@ -113,7 +113,7 @@ private slots:
         const TinySpec spec = load_tiny_spec();
         const TinyModel& m = spec.models[std::size_t(model)];
         const std::string key = m.name + "_" + dtype.toStdString();
-        const json golden = json::parse(*read_text_file(goldens() / "tiny/tiny_goldens.json"))["models"][key];
+        const json golden = json::parse(*read_test_file(goldens() / "tiny/tiny_goldens.json"))["models"][key];
 
         QTemporaryDir tmp;
         const auto checksums = build_tiny_model(spec, m, dtype.toStdString(), data / "tokenizers", path_of(tmp));

@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-json load_json(const fs::path& path) { return json::parse(*read_text_file(path)); }
+json load_json(const fs::path& path) { return json::parse(*read_test_file(path)); }
 
 fs::path source_dir() { return fs::path(LUMEN_SOURCE_DIR); }
 
@@ -235,7 +235,7 @@ private slots:
         QVERIFY(r.out.contains("tokens"));
         r = run_cli({"tokenize", "--model", "/nonexistent", "--text", "hi"});
         QCOMPARE(r.exit_code, 1);
-        QVERIFY2(r.err.contains("no tokenizer"), r.err);
+        QVERIFY2(r.err.contains("no such folder"), r.err);
         r = run_cli({"tokenize", "--model", dir});
         QCOMPARE(r.exit_code, 1);
         QVERIFY(r.err.contains("--text or --file"));

@@ -80,7 +80,7 @@ private slots:
         const TinyModel& m = spec.models[std::size_t(model)];
         LUMEN_REQUIRE_TOKENIZER(data, m.tokenizer);
         const std::string key = m.name + "_" + dtype.toStdString();
-        const json golden = json::parse(*read_text_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/tiny/tiny_goldens.json"))["models"][key];
+        const json golden = json::parse(*read_test_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/tiny/tiny_goldens.json"))["models"][key];
         QTemporaryDir tmp;
         build_tiny_model(spec, m, dtype.toStdString(), data / "tokenizers", path_of(tmp));
         EngineOptions options;
@@ -118,7 +118,7 @@ private slots:
         LUMEN_REQUIRE_SHARED_DATA(data);
         QFETCH(int, model);
         QFETCH(QString, compute);
-        const auto text = read_text_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/vision/vlm.json");
+        const auto text = read_test_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/vision/vlm.json");
         if (!text) QSKIP("tests/data/goldens/vision/vlm.json is missing");
         const TinyVlmSpec spec = load_tiny_vlm_spec();
         const TinyVlm& m = spec.models[std::size_t(model)];
@@ -226,7 +226,7 @@ private slots:
         const QByteArray dir = qgetenv("LUMEN_REAL_SHAPE_DIR");
         if (dir.isEmpty()) QSKIP("LUMEN_REAL_SHAPE_DIR is not set (tests/reference/make_real_shape.py makes one)");
         const fs::path folder = dir.toStdString();
-        const json ref = json::parse(*read_text_file(folder / "reference.json"));
+        const json ref = json::parse(*read_test_file(folder / "reference.json"));
         auto backend = make_backend("cuda");
         Model model(folder, *backend);
         const auto& t = model.text();
@@ -234,7 +234,7 @@ private slots:
         const BatchLayout batch = prompt_batch(prompt);
         backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::BF16});
         const auto got = read_all(*backend, model.forward(batch));
-        const std::string raw = *read_text_file(folder / "reference.logits");
+        const std::string raw = *read_test_file(folder / "reference.logits");
         std::vector<float> expected(raw.size() / 4);
         std::memcpy(expected.data(), raw.data(), raw.size());
         QCOMPARE(got.size(), expected.size());

@@ -5,6 +5,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "engine/util/text_file.h"
+
 namespace lumen::test {
 
 std::string safetensors_bytes(const std::vector<TensorSpec>& tensors) {
@@ -31,6 +33,10 @@ void write_file(const std::filesystem::path& path, const std::string& bytes) {
     std::filesystem::create_directories(path.parent_path());
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::optional<std::string> read_test_file(const std::filesystem::path& path) {
+    return read_text_file(path, {"test data file", uint64_t(1) << 34});
 }
 
 std::optional<std::filesystem::path> shared_data() {

@@ -27,6 +27,8 @@ inline std::filesystem::path path_of(const QTemporaryDir& dir) { return dir.path
 // The bytes of a valid safetensors file holding `tensors` in order.
 std::string safetensors_bytes(const std::vector<TensorSpec>& tensors);
 void write_file(const std::filesystem::path& path, const std::string& bytes);
+// A test's own data files (goldens, specs, shared data), read without the product's size limits.
+std::optional<std::string> read_test_file(const std::filesystem::path& path);
 
 // ../shared/data from the source tree, or nullopt (tests then QSKIP with a message).
 std::optional<std::filesystem::path> shared_data();

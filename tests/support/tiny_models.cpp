@@ -239,7 +239,7 @@ Shapes vlm_shapes(const TinyVlm& m) {
 }  // namespace
 
 TinySpec load_tiny_spec() {
-    const json j = json::parse(*read_text_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/tiny_models.json"));
+    const json j = json::parse(*read_test_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/tiny_models.json"));
     TinySpec spec;
     spec.seed = j["seed"];
     spec.prompts = j["prompts"].get<std::vector<std::string>>();
@@ -262,7 +262,7 @@ std::map<std::string, uint64_t> build_tiny_model(const TinySpec& spec, const Tin
 }
 
 TinyVlmSpec load_tiny_vlm_spec() {
-    const json j = json::parse(*read_text_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/tiny_vlms.json"));
+    const json j = json::parse(*read_test_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/tiny_vlms.json"));
     TinyVlmSpec spec;
     spec.seed = j["seed"];
     spec.new_tokens = j["new_tokens"];
@@ -288,7 +288,7 @@ std::map<std::string, uint64_t> build_tiny_vlm(const TinyVlmSpec& spec, const Ti
         fs::copy_file(f.path(), dir / f.path().filename(), fs::copy_options::overwrite_existing);
     if (!model.added_tokens.empty()) {
         // InternVL's image tokens, declared as its tokenizer_config.json declares them.
-        json tc = json::parse(*read_text_file(dir / "tokenizer_config.json"));
+        json tc = json::parse(*read_test_file(dir / "tokenizer_config.json"));
         for (const auto& [id, token] : model.added_tokens.items())
             tc["added_tokens_decoder"][id] = {{"content", token}, {"lstrip", false}, {"normalized", false},
                                               {"rstrip", false},   {"single_word", false}, {"special", true}};

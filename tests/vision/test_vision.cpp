@@ -44,7 +44,7 @@ std::string sha256(const void* data, std::size_t n) {
 
 std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()}; }
 std::vector<uint8_t> bytes_of(const RgbImage& im) { return {im.pixels.begin(), im.pixels.end()}; }
-std::vector<uint8_t> read_bytes(const fs::path& p) { return bytes_of(*read_text_file(p)); }
+std::vector<uint8_t> read_bytes(const fs::path& p) { return bytes_of(*read_test_file(p)); }
 
 // --- Crafted files -------------------------------------------------------------------------
 
@@ -270,7 +270,7 @@ private slots:
 
     void refusesTruncatedJpeg() {
         LUMEN_REQUIRE_SHARED_DATA(data);
-        const std::string jpeg = *read_text_file(data / "images" / "llava_waterview.jpg");
+        const std::string jpeg = *read_test_file(data / "images" / "llava_waterview.jpg");
         QVERIFY(error_of(jpeg).empty());
         for (std::size_t cut : {std::size_t(3), std::size_t(200), jpeg.size() / 2, jpeg.size() - 2})
             QVERIFY2(QString::fromStdString(error_of(jpeg.substr(0, cut))).contains("JPEG"), qPrintable(QString::number(cut)));
@@ -308,7 +308,7 @@ private slots:
     // (tests/reference/make_xmp_goldens.py).
     void appliesXmpOrientationAsPil() {
         const fs::path dir = fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/vision/xmp";
-        const json golden = json::parse(*read_text_file(dir / "xmp.json"));
+        const json golden = json::parse(*read_test_file(dir / "xmp.json"));
         QCOMPARE(golden.size(), std::size_t(6));
         for (const auto& [name, orientation] : golden.items()) {
             const std::vector<uint8_t> bytes = read_bytes(dir / name);
@@ -392,7 +392,7 @@ private slots:
 
     void pixelsMatchReferenceProcessors() {
         LUMEN_REQUIRE_SHARED_DATA(data);
-        const auto text = read_text_file(golden_dir() / "pixels.json");
+        const auto text = read_test_file(golden_dir() / "pixels.json");
         QVERIFY2(text, "tests/data/goldens/vision/pixels.json is missing; run tests/reference/make_vision_goldens.py");
         const json goldens = json::parse(*text);
         int checked = 0, fast_diff = 0;
@@ -523,7 +523,7 @@ private slots:
 
     void tinyVlmsMatchTransformers() {
         LUMEN_REQUIRE_SHARED_DATA(data);
-        const auto text = read_text_file(golden_dir() / "vlm.json");
+        const auto text = read_test_file(golden_dir() / "vlm.json");
         QVERIFY2(text, "tests/data/goldens/vision/vlm.json is missing; run tests/reference/make_vision_goldens.py");
         const json goldens = json::parse(*text);
         const TinyVlmSpec spec = load_tiny_vlm_spec();
