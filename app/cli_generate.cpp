@@ -48,8 +48,9 @@ Prompt with_images(const Engine& engine, const std::filesystem::path& dir, const
     const vision::VisionConfig vc = vision::load_vision_config(dir, engine.model_config(), &engine.tokenizer());
     std::vector<vision::PreparedImage> images;
     for (const auto& f : files) {
+        const std::vector<uint8_t> bytes = vision::load_image_bytes(f);  // its errors name the file
         try {
-            images.push_back(vision::prepare_image(vision::load_image_bytes(f), vc));
+            images.push_back(vision::prepare_image(bytes, vc));
         } catch (const Error& e) {
             throw Error(f + ": " + e.what());
         }

@@ -5,12 +5,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <utility>
 
 #include "engine/util/error.h"
+#include "engine/util/text_file.h"
 #include "engine/util/thread_pool.h"
 
 namespace lumen::vision {
@@ -504,9 +504,9 @@ RgbImage decode_image(Bytes b, const DecodeLimits& limits) {
 }
 
 std::vector<uint8_t> load_image_bytes(const std::filesystem::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw Error("cannot open " + path.string());
-    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto bytes = read_text_file(path, kImageFile);
+    if (!bytes) throw Error(path.string() + ": no such file");
+    return std::vector<uint8_t>(bytes->begin(), bytes->end());
 }
 
 RgbImage load_image(const std::filesystem::path& path, const DecodeLimits& limits) {

@@ -3,23 +3,16 @@
 #include <cmath>
 
 #include "engine/util/error.h"
-#include "engine/util/text_file.h"
+#include "engine/util/json_file.h"
 #include "engine/text/tokenizer.h"
+#include "engine/text/tokenizer_files.h"
 
 namespace lumen::vision {
 namespace {
 
 using nlohmann::json;
 
-json read_json(const std::filesystem::path& path) {
-    const auto text = read_text_file(path);
-    if (!text) return json::object();
-    try {
-        return json::parse(*text);
-    } catch (const json::exception& e) {
-        throw Error(path.filename().string() + ": not valid JSON (" + e.what() + ")");
-    }
-}
+json read_json(const std::filesystem::path& path) { return read_json_file(path, kConfigFile).value_or(json::object()); }
 
 // An int, or the first element of a [h, w] pair (square images only).
 int64_t square_of(const json& j, const std::string& field, int64_t fallback) {
@@ -30,22 +23,49 @@ int64_t square_of(const json& j, const std::string& field, int64_t fallback) {
     throw Error("config.json: vision " + field + " " + it->dump() + " is not a square size");
 }
 
+// Far above real models (CLIP ViT-L/336: 1024 wide, 24 layers; InternViT-6B: 3200 wide, 48
+// layers, 25 heads; at most 40 tiles), low enough that no size computed from them overflows.
+constexpr int64_t kMaxVitWidth = 1 << 16;
+constexpr int64_t kMaxVitLayers = 1024;
+constexpr int64_t kMaxSide = 4096;  // the squares the tower sees, and shortest_edge
+constexpr int64_t kMaxTiles = 128;
+
+// An integer field in [lo, hi], or `fallback` when absent.
+int64_t integer(const json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi, const char* file) {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return fallback;
+    if (!it->is_number_integer() || it->get<int64_t>() < lo || it->get<int64_t>() > hi)
+        throw Error(std::string(file) + ": '" + key + "' must be an integer from " + std::to_string(lo) + " to " +
+                    std::to_string(hi) + " (got " + it->dump() + ")");
+    return it->get<int64_t>();
+}
+
+// image_mean or image_std: three finite numbers (the deviations above zero, as they divide).
 std::array<float, 3> triple(const json& j, const char* field, std::array<float, 3> fallback) {
     const auto it = j.find(field);
-    if (it == j.end() || !it->is_array() || it->size() != 3) return fallback;
+    if (it == j.end() || it->is_null()) return fallback;
+    const bool divisor = std::string_view(field) == "image_std";
+    bool ok = it->is_array() && it->size() == 3;
+    for (std::size_t c = 0; ok && c < 3; ++c)
+        ok = (*it)[c].is_number() && std::isfinite((*it)[c].get<double>()) && std::fabs((*it)[c].get<double>()) < 1e6 &&
+             (!divisor || (*it)[c].get<double>() > 1e-6);
+    if (!ok)
+        throw Error("preprocessor_config.json: '" + std::string(field) + "' must be three " +
+                    (divisor ? "positive numbers" : "numbers") + " (got " + it->dump() + ")");
     return {(*it)[0].get<float>(), (*it)[1].get<float>(), (*it)[2].get<float>()};
 }
 
 // preprocessor_config.json sizes: {"shortest_edge": n}, {"height": h, "width": w}, or a number.
 int64_t size_field(const json& j, const char* field, const char* key, int64_t fallback) {
+    constexpr const char* kFile = "preprocessor_config.json";
     const auto it = j.find(field);
     if (it == j.end() || it->is_null()) return fallback;
-    if (it->is_number_integer()) return it->get<int64_t>();
+    if (it->is_number_integer()) return integer(j, field, fallback, 1, kMaxSide, kFile);
     if (it->is_object()) {
-        if (it->contains(key)) return (*it)[key].get<int64_t>();
+        if (it->contains(key)) return integer(*it, key, fallback, 1, kMaxSide, kFile);
         if (it->contains("height") && it->contains("width")) {
             if ((*it)["height"] != (*it)["width"]) throw Error("preprocessor_config.json: only square " + std::string(field) + " is supported");
-            return (*it)["height"].get<int64_t>();
+            return integer(*it, "height", fallback, 1, kMaxSide, kFile);
         }
     }
     throw Error(std::string("preprocessor_config.json: cannot read ") + field);
@@ -99,12 +119,14 @@ struct VitDefaults {
     double eps;
 };
 void read_vit_sizes(VisionConfig& v, const json& vc, const VitDefaults& d) {
-    v.hidden = vc.value("hidden_size", d.hidden);
-    v.intermediate = vc.value("intermediate_size", d.intermediate);
-    v.layers = vc.value("num_hidden_layers", d.layers);
-    v.heads = vc.value("num_attention_heads", d.heads);
-    v.channels = vc.value("num_channels", int64_t(3));
+    constexpr const char* kFile = "config.json: vision_config";
+    v.hidden = integer(vc, "hidden_size", d.hidden, 1, kMaxVitWidth, kFile);
+    v.intermediate = integer(vc, "intermediate_size", d.intermediate, 1, kMaxVitWidth, kFile);
+    v.layers = integer(vc, "num_hidden_layers", d.layers, 1, kMaxVitLayers, kFile);
+    v.heads = integer(vc, "num_attention_heads", d.heads, 1, kMaxVitWidth, kFile);
+    v.channels = integer(vc, "num_channels", 3, 3, 3, kFile);
     v.eps = vc.value("layer_norm_eps", d.eps);
+    if (!(v.eps > 0 && v.eps < 1)) throw Error("config.json: vision_config: 'layer_norm_eps' must be between 0 and 1");
 }
 
 void load_llava(VisionConfig& v, const json& raw, const std::filesystem::path& dir, const Tokenizer* tokenizer) {
@@ -112,8 +134,8 @@ void load_llava(VisionConfig& v, const json& raw, const std::filesystem::path& d
     const json vc = raw.value("vision_config", json{{"hidden_size", 1024}, {"intermediate_size", 4096}, {"num_hidden_layers", 24},
                                                    {"num_attention_heads", 16}, {"patch_size", 14}, {"image_size", 336}});
     read_vit_sizes(v, vc, {768, 3072, 12, 12, 1e-5});  // CLIPVisionConfig's defaults
-    v.patch = vc.value("patch_size", 32);
-    v.image_size = vc.value("image_size", 224);
+    v.patch = integer(vc, "patch_size", 32, 1, kMaxSide, "config.json: vision_config");
+    v.image_size = integer(vc, "image_size", 224, 1, kMaxSide, "config.json: vision_config");
     const std::string act = vc.value("hidden_act", "quick_gelu");
     if (act != "quick_gelu" && act != "gelu") throw Error("config.json: vision hidden_act '" + act + "' is not supported");
     v.quick_gelu = act == "quick_gelu";
@@ -151,7 +173,9 @@ void load_llava(VisionConfig& v, const json& raw, const std::filesystem::path& d
     const int64_t grid = p.size / v.patch;
     v.tokens_per_tile = grid * grid;
     v.image_token = proc.value("image_token", "<image>");
-    v.image_token_id = int32_t(raw.value("image_token_index", raw.value("image_token_id", int64_t(token_id_of(tokenizer, v.image_token)))));
+    v.image_token_id = int32_t(integer(raw, "image_token_index",
+                                       integer(raw, "image_token_id", token_id_of(tokenizer, v.image_token), -1, kMaxTokenId - 1, "config.json"),
+                                       -1, kMaxTokenId - 1, "config.json"));
 }
 
 void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* tokenizer) {
@@ -159,8 +183,8 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     const json& vc = raw["vision_config"];
     // InternVisionConfig's defaults are the 6B ViT's; the 300M configs spell everything out.
     read_vit_sizes(v, vc, {3200, 12800, 48, 25, 1e-6});
-    v.patch = vc.value("patch_size", 14);
-    v.image_size = vc.value("image_size", 224);
+    v.patch = integer(vc, "patch_size", 14, 1, kMaxSide, "config.json: vision_config");
+    v.image_size = integer(vc, "image_size", 224, 1, kMaxSide, "config.json: vision_config");
     v.rms_norm = vc.value("norm_type", "rms_norm") == "rms_norm";
     v.qkv_bias = vc.value("qkv_bias", false);
     v.qk_norm = vc.value("qk_normalization", true);
@@ -169,7 +193,7 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     use_feature_layer(v, raw.value("select_layer", -1));
     v.downsample = raw.value("downsample_ratio", 0.5);
     v.shuffle_v2 = raw.value("ps_version", "v1") == "v2";
-    const int64_t forced = raw.contains("force_image_size") && !raw["force_image_size"].is_null() ? raw["force_image_size"].get<int64_t>() : v.image_size;
+    const int64_t forced = integer(raw, "force_image_size", v.image_size, 1, kMaxSide, "config.json");
     resize_tower_input(v, forced, "config.json: force_image_size");
     auto& p = v.preprocess;
     p.mode = Preprocessing::Mode::Tiles;
@@ -177,8 +201,8 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     p.mean = kImagenetMean;
     p.std = kImagenetStd;
     if (raw.value("dynamic_image_size", false)) {
-        p.min_tiles = raw.value("min_dynamic_patch", 1);
-        p.max_tiles = raw.value("max_dynamic_patch", 6);
+        p.min_tiles = int(integer(raw, "min_dynamic_patch", 1, 1, kMaxTiles, "config.json"));
+        p.max_tiles = int(integer(raw, "max_dynamic_patch", 6, 1, kMaxTiles, "config.json"));
         p.thumbnail = raw.value("use_thumbnail", false);
     } else {
         p.min_tiles = p.max_tiles = 1;
@@ -197,6 +221,8 @@ void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::p
     read_vit_sizes(v, vc, {1024, 4096, 24, 16, 1e-6});  // InternVLVisionConfig's defaults
     v.patch = square_of(vc, "patch_size", 14);
     v.image_size = square_of(vc, "image_size", 448);
+    if (v.patch < 1 || v.patch > kMaxSide || v.image_size < 1 || v.image_size > kMaxSide)
+        throw Error("config.json: vision_config: patch_size and image_size must be from 1 to " + std::to_string(kMaxSide));
     v.rms_norm = vc.value("norm_type", "layer_norm") == "rms_norm";
     v.qkv_bias = vc.value("attention_bias", false);
     v.qk_norm = vc.value("use_qk_norm", false);
@@ -220,22 +246,21 @@ void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::p
     p.size = int(size_field(pre, "size", "height", v.image_size));
     p.mean = triple(pre, "image_mean", kImagenetMean);
     p.std = triple(pre, "image_std", kImagenetStd);
-    p.min_tiles = pre.value("min_patches", 1);
-    p.max_tiles = pre.value("max_patches", 12);
+    p.min_tiles = int(integer(pre, "min_patches", 1, 1, kMaxTiles, "preprocessor_config.json"));
+    p.max_tiles = int(integer(pre, "max_patches", 12, 1, kMaxTiles, "preprocessor_config.json"));
     p.thumbnail = true;
     resize_tower_input(v, p.size, "preprocessor_config.json: size");
     const int64_t grid = v.image_size / v.patch;
-    v.tokens_per_tile = proc.value("image_seq_length", int64_t(double(grid * grid) * v.downsample * v.downsample));
+    v.tokens_per_tile = integer(proc, "image_seq_length", int64_t(double(grid * grid) * v.downsample * v.downsample), 1,
+                                kMaxSide * kMaxSide, "processor_config.json");
     const json extra = tok.value("extra_special_tokens", json::object());
     v.image_token = extra.is_object() ? extra.value("context_image_token", "<IMG_CONTEXT>") : "<IMG_CONTEXT>";
     v.image_start = extra.is_object() ? extra.value("start_image_token", "<img>") : "<img>";
     v.image_end = extra.is_object() ? extra.value("end_image_token", "</img>") : "</img>";
-    v.image_token_id = int32_t(raw.value("image_token_id", int64_t(token_id_of(tokenizer, v.image_token))));
+    v.image_token_id = int32_t(integer(raw, "image_token_id", token_id_of(tokenizer, v.image_token), -1, kMaxTokenId - 1, "config.json"));
 }
 
-}  // namespace
-
-VisionConfig load_vision_config(const std::filesystem::path& dir, const ModelConfig& config, const Tokenizer* tokenizer) {
+VisionConfig read_vision_config(const std::filesystem::path& dir, const ModelConfig& config, const Tokenizer* tokenizer) {
     VisionConfig v;
     v.kind = config.kind;
     v.text_hidden = config.text.hidden_size;
@@ -260,7 +285,24 @@ VisionConfig load_vision_config(const std::filesystem::path& dir, const ModelCon
         if (v.tokens_per_tile != int64_t(scaled * scaled)) throw Error("processor_config.json: image_seq_length disagrees with the vision tower");
     }
     if (v.tokens_per_tile <= 0) throw Error("the model's image token count is not positive");
+    if (v.preprocess.min_tiles > v.preprocess.max_tiles)
+        throw Error("the smallest number of image tiles (" + std::to_string(v.preprocess.min_tiles) +
+                    ") is above the largest (" + std::to_string(v.preprocess.max_tiles) + ")");
     return v;
+}
+
+}  // namespace
+
+VisionConfig load_vision_config(const std::filesystem::path& dir, const ModelConfig& config, const Tokenizer* tokenizer) {
+    try {
+        return read_vision_config(dir, config, tokenizer);
+    } catch (const Error& e) {
+        // Name the folder: the messages name the file within it ("config.json: ...").
+        const std::string message = e.what();
+        for (const char* file : {"config.json", "preprocessor_config.json", "processor_config.json", "tokenizer_config.json"})
+            if (message.starts_with(std::string(file) + ":")) throw Error((dir / message).string());
+        throw Error(dir.string() + ": " + message);
+    }
 }
 
 }  // namespace lumen::vision

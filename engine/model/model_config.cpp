@@ -1,9 +1,10 @@
 #include "engine/model/model_config.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "engine/util/error.h"
-#include "engine/util/text_file.h"
+#include "engine/util/json_file.h"
 
 namespace lumen {
 namespace {
@@ -16,6 +17,24 @@ std::string join(const std::vector<std::string>& items) {
     return s;
 }
 
+// Far above any real model (the widest today: hidden 16384, intermediate 53248, 126 layers, 128
+// heads, 256k vocabulary, 10M positions), low enough that every size derived from them fits in 64
+// bits: a layer of 3 * kMaxWidth^2 fp32 weights times kMaxLayers is about 2^54 bytes.
+constexpr int64_t kMaxVocab = int64_t(1) << 24;
+constexpr int64_t kMaxWidth = int64_t(1) << 20;
+constexpr int64_t kMaxLayers = 1024;
+constexpr int64_t kMaxHeads = 4096;
+constexpr int64_t kMaxHeadDim = 4096;
+constexpr int64_t kMaxPositions = int64_t(1) << 28;
+constexpr double kMaxRopeFactor = 1024.0;
+constexpr double kMinRopeTheta = 1.0, kMaxRopeTheta = 1e12;
+
+std::string format_number(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%g", v);
+    return buf;
+}
+
 // Typed reads of one JSON object, with messages that name the file and the field.
 class Fields {
 public:
@@ -23,11 +42,14 @@ public:
 
     bool has(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
 
-    int64_t positive(const char* key, int64_t fallback) const {
+    // An integer in 1..max; the bounds keep every size computed from a config within 64 bits.
+    int64_t positive(const char* key, int64_t fallback, int64_t max) const {
         if (!has(key)) return fallback;
         const json& v = j_[key];
-        if (!v.is_number_integer() || v.get<int64_t>() <= 0)
-            throw Error(where_ + ": '" + key + "' must be a positive integer (got " + v.dump() + ")");
+        if (!v.is_number_integer() || (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(max)) ||
+            v.get<int64_t>() <= 0 || v.get<int64_t>() > max)
+            throw Error(where_ + ": '" + key + "' must be an integer from 1 to " + std::to_string(max) + " (got " +
+                        v.dump() + ")");
         return v.get<int64_t>();
     }
     std::optional<int64_t> optional_int(const char* key) const {
@@ -36,10 +58,13 @@ public:
         if (!v.is_number_integer()) throw Error(where_ + ": '" + key + "' must be an integer (got " + v.dump() + ")");
         return v.get<int64_t>();
     }
-    double number(const char* key, double fallback) const {
+    // A number in [lo, hi].
+    double number(const char* key, double fallback, double lo, double hi) const {
         if (!has(key)) return fallback;
         const json& v = j_[key];
-        if (!v.is_number()) throw Error(where_ + ": '" + key + "' must be a number (got " + v.dump() + ")");
+        if (!v.is_number() || !(v.get<double>() >= lo && v.get<double>() <= hi))
+            throw Error(where_ + ": '" + key + "' must be a number from " + format_number(lo) + " to " + format_number(hi) +
+                        " (got " + v.dump() + ")");
         return v.get<double>();
     }
     bool boolean(const char* key, bool fallback) const {
@@ -93,8 +118,7 @@ RopeScaling parse_rope_scaling(const json& scaling, const std::string& where) {
     else if (type == "dynamic") out.type = RopeScaling::Type::Dynamic;
     else
         throw Error(where + ": rope scaling type '" + type + "' is not supported (supported: linear, dynamic)");
-    out.factor = f.number("factor", 1.0);
-    if (!(out.factor >= 1.0)) throw Error(where + ": rope scaling factor must be >= 1");
+    out.factor = f.number("factor", 1.0, 1.0, kMaxRopeFactor);
     return out;
 }
 
@@ -134,14 +158,14 @@ TextConfig parse_text_config(const json& j, const std::string& where, const std:
                     "' (supported: LlamaForCausalLM, InternLM2ForCausalLM, Qwen2ForCausalLM)");
     }
     c.architecture = arch;
-    c.vocab_size = f.positive("vocab_size", d.vocab);
-    c.hidden_size = f.positive("hidden_size", d.hidden);
-    c.intermediate_size = f.positive("intermediate_size", d.intermediate);
-    c.num_layers = f.positive("num_hidden_layers", d.layers);
-    c.num_heads = f.positive("num_attention_heads", d.heads);
-    c.num_kv_heads = f.positive("num_key_value_heads", c.num_heads);
-    c.max_position_embeddings = f.positive("max_position_embeddings", d.max_positions);
-    c.norm_eps = f.number("rms_norm_eps", d.norm_eps);
+    c.vocab_size = f.positive("vocab_size", d.vocab, kMaxVocab);
+    c.hidden_size = f.positive("hidden_size", d.hidden, kMaxWidth);
+    c.intermediate_size = f.positive("intermediate_size", d.intermediate, kMaxWidth);
+    c.num_layers = f.positive("num_hidden_layers", d.layers, kMaxLayers);
+    c.num_heads = f.positive("num_attention_heads", d.heads, kMaxHeads);
+    c.num_kv_heads = f.positive("num_key_value_heads", c.num_heads, kMaxHeads);
+    c.max_position_embeddings = f.positive("max_position_embeddings", d.max_positions, kMaxPositions);
+    c.norm_eps = f.number("rms_norm_eps", d.norm_eps, 0.0, 1.0);
     c.tie_word_embeddings = f.boolean("tie_word_embeddings", false);
     c.dtype = parse_torch_dtype(f);
     c.bos_token_id = f.optional_int("bos_token_id");
@@ -149,7 +173,7 @@ TextConfig parse_text_config(const json& j, const std::string& where, const std:
     c.pad_token_id = f.optional_int("pad_token_id");
 
     if (f.has("head_dim")) {
-        c.head_dim = f.positive("head_dim", 0);
+        c.head_dim = f.positive("head_dim", 0, kMaxHeadDim);
     } else {
         if (c.hidden_size % c.num_heads != 0)
             throw Error(where + ": hidden_size " + std::to_string(c.hidden_size) +
@@ -184,12 +208,13 @@ TextConfig parse_text_config(const json& j, const std::string& where, const std:
     if (f.has("rope_parameters")) {
         const json& p = j["rope_parameters"];
         c.rope_scaling = parse_rope_scaling(p, where);
-        c.rope_theta = Fields(p, where + " (rope_parameters)").number("rope_theta", f.number("rope_theta", 10000.0));
+        c.rope_theta = Fields(p, where + " (rope_parameters)")
+                           .number("rope_theta", f.number("rope_theta", 10000.0, kMinRopeTheta, kMaxRopeTheta), kMinRopeTheta,
+                                   kMaxRopeTheta);
     } else {
-        c.rope_theta = f.number("rope_theta", 10000.0);
+        c.rope_theta = f.number("rope_theta", 10000.0, kMinRopeTheta, kMaxRopeTheta);
         if (f.has("rope_scaling")) c.rope_scaling = parse_rope_scaling(j["rope_scaling"], where);
     }
-    if (!(c.rope_theta > 0)) throw Error(where + ": rope_theta must be positive");
     return c;
 }
 
@@ -234,12 +259,7 @@ const std::vector<std::string>& supported_architectures() {
 
 ModelConfig parse_model_config(const std::string& config_json, const std::string& source,
                                const std::string* generation_config_json) {
-    json j;
-    try {
-        j = json::parse(config_json);
-    } catch (const json::exception& e) {
-        throw Error(source + ": not valid JSON (" + e.what() + ")");
-    }
+    json j = parse_json(config_json, source);
     if (!j.is_object()) throw Error(source + ": not a JSON object");
 
     ModelConfig m;
@@ -292,14 +312,10 @@ ModelConfig parse_model_config(const std::string& config_json, const std::string
     }
 
     if (generation_config_json) {
-        json g;
-        try {
-            g = json::parse(*generation_config_json);
-        } catch (const json::exception& e) {
-            throw Error(source + ": generation_config.json is not valid JSON (" + e.what() + ")");
-        }
+        const std::string where = (std::filesystem::path(source).parent_path() / "generation_config.json").string();
+        const json g = parse_json(*generation_config_json, where);
         if (g.is_object()) {
-            for (int64_t id : Fields(g, "generation_config.json").ids("eos_token_id"))
+            for (int64_t id : Fields(g, where).ids("eos_token_id"))
                 if (std::find(m.text.eos_token_ids.begin(), m.text.eos_token_ids.end(), id) == m.text.eos_token_ids.end())
                     m.text.eos_token_ids.push_back(id);
         }
@@ -309,9 +325,10 @@ ModelConfig parse_model_config(const std::string& config_json, const std::string
 }
 
 ModelConfig load_model_config(const std::filesystem::path& dir) {
-    const auto config = read_text_file(dir / "config.json");
+    require_folder(dir);
+    const auto config = read_text_file(dir / "config.json", kConfigFile);
     if (!config) throw Error(dir.string() + ": no config.json (is this a Hugging Face model folder?)");
-    const auto generation = read_text_file(dir / "generation_config.json");
+    const auto generation = read_text_file(dir / "generation_config.json", kConfigFile);
     return parse_model_config(*config, (dir / "config.json").string(), generation ? &*generation : nullptr);
 }
 

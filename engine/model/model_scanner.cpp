@@ -7,6 +7,7 @@
 
 #include "engine/model/checkpoint.h"
 #include "engine/util/error.h"
+#include "engine/model/model.h"
 #include "engine/model/model_config.h"
 #include "engine/util/text_file.h"
 
@@ -64,7 +65,12 @@ void find_model_folders(const fs::path& dir, int depth, std::vector<fs::path>& o
 
 // The snapshot a hub cache repository resolves to: the one refs/main names, else the newest.
 std::optional<fs::path> hub_snapshot(const fs::path& repo) {
-    if (const auto ref = read_text_file(repo / "refs" / "main")) {
+    std::optional<std::string> ref;
+    try {
+        ref = read_text_file(repo / "refs" / "main", kConfigFile);
+    } catch (const Error&) {  // not a file: look at the snapshots instead
+    }
+    if (ref) {
         std::string rev = *ref;
         while (!rev.empty() && std::isspace(static_cast<unsigned char>(rev.back()))) rev.pop_back();
         const fs::path snap = repo / "snapshots" / rev;
@@ -101,9 +107,10 @@ ModelEntry inspect_model(const fs::path& dir) {
         e.vision = config.is_vision_language();
         const Checkpoint checkpoint(dir);
         e.parameters = checkpoint.parameter_count();
+        check_weights(config, checkpoint);  // names, shapes and types against config.json, reading no weights
         if (const auto dtype = checkpoint.main_dtype()) e.dtype = std::string(dtype_name(*dtype));
         if (!fs::exists(dir / "tokenizer.json") && !fs::exists(dir / "tokenizer.model"))
-            throw Error(dir.string() + ": no tokenizer (expected tokenizer.json or tokenizer.model)");
+            throw Error(dir.string() + ": no tokenizer here (a model folder has tokenizer.json or tokenizer.model)");
         e.loadable = true;
     } catch (const std::exception& ex) {
         // The entry already names the folder; keep the message relative to it.

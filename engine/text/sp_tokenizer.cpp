@@ -1,5 +1,6 @@
 #include "engine/text/sp_tokenizer.h"
 
+#include <cstring>
 #include <sentencepiece_processor.h>
 #include <set>
 
@@ -48,7 +49,14 @@ void for_each_field(const std::string& msg, F&& f) {
         switch (wire) {
         case 0: read_varint(msg, i); break;
         case 1: i += 8; break;
-        case 2: payload_len = std::size_t(read_varint(msg, i)); payload_begin = i; i += payload_len; break;
+        case 2: {
+            const uint64_t len = read_varint(msg, i);
+            if (len > msg.size() - i) throw Error("tokenizer.model: truncated protobuf message");
+            payload_len = std::size_t(len);
+            payload_begin = i;
+            i += payload_len;
+            break;
+        }
         case 5: i += 4; break;
         default: throw Error("tokenizer.model: unsupported protobuf wire type " + std::to_string(wire));
         }
@@ -57,7 +65,73 @@ void for_each_field(const std::string& msg, F&& f) {
     }
 }
 
+// A normalizer's precompiled_charsmap, checked the way libsentencepiece's loader does not: it is
+// a uint32 size, a darts-clone double array of that many bytes, then NUL-terminated replacement
+// strings, and sentencepiece follows the array's offsets without bounds checks. Every node a
+// lookup can reach must keep the lookup inside the array, and every value inside the strings.
+void check_charsmap(const std::string& blob, const char* spec) {
+    auto broken = [&](const std::string& why) {
+        return Error(std::string("tokenizer.model: the ") + spec + "'s character map is damaged (" + why + ")");
+    };
+    if (blob.empty()) return;  // no map: sentencepiece normalizes nothing
+    if (blob.size() < 4) throw broken("shorter than its size field");
+    const uint32_t trie_bytes = uint32_t(uint8_t(blob[0])) | uint32_t(uint8_t(blob[1])) << 8 |
+                                uint32_t(uint8_t(blob[2])) << 16 | uint32_t(uint8_t(blob[3])) << 24;
+    if (trie_bytes > blob.size() - 4 || trie_bytes % 4 != 0 || trie_bytes < 4) throw broken("its trie size does not fit the file");
+    const std::size_t n = trie_bytes / 4;
+    std::vector<uint32_t> units(n);
+    std::memcpy(units.data(), blob.data() + 4, trie_bytes);
+    const std::string_view strings(blob.data() + 4 + trie_bytes, blob.size() - 4 - trie_bytes);
+
+    auto offset = [](uint32_t u) -> std::size_t { return std::size_t(u >> 10) << ((u & (1u << 9)) >> 6); };
+    auto label = [](uint32_t u) { return u & ((1u << 31) | 0xFFu); };
+    auto has_leaf = [](uint32_t u) { return ((u >> 8) & 1u) == 1u; };
+    // A lookup at node position p reads units[p ^ c] for any byte c: the whole 256-unit block.
+    auto block_fits = [&](std::size_t p) { return (p | 0xFFu) < n; };
+
+    std::vector<bool> visited(n, false);
+    std::vector<std::size_t> blocks{offset(units[0])};
+    if (!block_fits(blocks.back())) throw broken("its root points outside it");
+    while (!blocks.empty()) {
+        const std::size_t base = blocks.back();
+        blocks.pop_back();
+        for (uint32_t c = 0; c < 256; ++c) {
+            const std::size_t q = base ^ c;
+            if (label(units[q]) != c || visited[q]) continue;
+            visited[q] = true;
+            const std::size_t next = q ^ offset(units[q]);
+            if (!block_fits(next)) throw broken("a node points outside it");
+            if (has_leaf(units[q])) {
+                const uint32_t value = units[next] & ((1u << 31) - 1);
+                if (value >= strings.size() || strings.find('\0', value) == std::string_view::npos)
+                    throw broken("a replacement lies outside its strings");
+            }
+            blocks.push_back(next);
+        }
+    }
+}
+
 }  // namespace
+
+// Refuses a model whose normalizer or denormalizer would make libsentencepiece read outside the
+// file; the rest of the proto, libsentencepiece checks itself.
+void check_sentencepiece_model(const std::string& model) {
+    constexpr uint64_t kNormalizerSpec = 3, kDenormalizerSpec = 5, kPrecompiledCharsmap = 2;
+    std::vector<std::pair<std::string, const char*>> maps;
+    try {
+        for_each_field(model, [&](uint64_t field, int wire, const std::string&, const std::string& payload) {
+            if (wire != 2 || (field != kNormalizerSpec && field != kDenormalizerSpec)) return;
+            for_each_field(payload, [&](uint64_t inner, int inner_wire, const std::string&, const std::string& blob) {
+                if (inner == kPrecompiledCharsmap && inner_wire == 2)
+                    maps.emplace_back(blob, field == kNormalizerSpec ? "normalizer" : "denormalizer");
+            });
+        });
+    } catch (const Error& e) {
+        const std::string what = e.what();
+        throw Error("tokenizer.model: not a sentencepiece model (" + what.substr(what.find(": ") + 2) + ")");
+    }
+    for (const auto& [blob, spec] : maps) check_charsmap(blob, spec);
+}
 
 std::string with_dummy_prefix(const std::string& model, bool value) {
     constexpr uint64_t kNormalizerSpec = 3, kAddDummyPrefix = 3;
@@ -115,8 +189,8 @@ public:
     enum class Style { Llama, InternLM2, Plain };
 
     SentencePieceTokenizer(const std::filesystem::path& model_file, const TokenizerFiles& files) {
-        const auto bytes = read_text_file(model_file);
-        if (!bytes) throw Error(model_file.string() + ": cannot read");
+        const auto bytes = read_text_file(model_file, kTokenizerFile);
+        if (!bytes) throw Error(model_file.string() + ": no such file");
         if (files.tokenizer_class == "LlamaTokenizer" || files.tokenizer_class == "CodeLlamaTokenizer") style_ = Style::Llama;
         else if (files.tokenizer_class == "InternLM2Tokenizer") style_ = Style::InternLM2;
         else style_ = Style::Plain;
@@ -125,6 +199,11 @@ public:
         legacy_ = files.flag("legacy").value_or(false);
         add_prefix_space_ = files.flag("add_prefix_space").value_or(true);
         const bool llama_rules = style_ == Style::Llama && !legacy_;
+        try {
+            check_sentencepiece_model(*bytes);
+        } catch (const Error& e) {
+            throw Error(model_file.parent_path().string() + "/" + e.what());
+        }
         const std::string proto = llama_rules ? with_dummy_prefix(*bytes, false) : *bytes;
         const auto status = sp_.LoadFromSerializedProto(proto);
         if (!status.ok()) throw Error(model_file.string() + ": not a sentencepiece model (" + status.ToString() + ")");

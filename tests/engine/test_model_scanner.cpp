@@ -43,7 +43,8 @@ private slots:
         fs::create_directories(root / "vlm");
         write_file(root / "vlm" / "config.json",
                    R"({"architectures":["LlavaForConditionalGeneration"],"text_config":{"model_type":"llama","hidden_size":16,"num_attention_heads":4,"num_hidden_layers":1,"vocab_size":32,"intermediate_size":8},"vision_config":{"model_type":"clip_vision_model"}})");
-        write_file(root / "vlm" / "model.safetensors", safetensors_bytes({{"w", DType::F16, {3, 5}, {}}}));
+        const auto vlm_tensors = llama_tensors(16, 1, 4, 4, 32, 8, DType::F16);
+        write_file(root / "vlm" / "model.safetensors", safetensors_bytes(vlm_tensors));
         write_file(root / "vlm" / "tokenizer.json", "{}");
         // Broken folders.
         write_file(root / "mamba" / "config.json", R"({"architectures":["MambaForCausalLM"]})");
@@ -70,9 +71,28 @@ private slots:
         write_file(root / "missing-shard" / "model.safetensors.index.json",
                    R"({"weight_map":{"model.embed_tokens.weight":"model-00001-of-00002.safetensors"}})");
         write_file(root / ".hidden" / "x" / "config.json", "{}");
+        // Headers that read well but do not match config.json.
+        make_tiny_llama(root / "wrong-shape");
+        {
+            auto tensors = llama_tensors(16, 2, 4, 2, 32, 24);
+            tensors[1].shape = {17};
+            write_file(root / "wrong-shape" / "model.safetensors", safetensors_bytes(tensors));
+        }
+        make_tiny_llama(root / "missing-tensor");
+        {
+            auto tensors = llama_tensors(16, 2, 4, 2, 32, 24);
+            tensors.erase(tensors.begin() + 3);
+            write_file(root / "missing-tensor" / "model.safetensors", safetensors_bytes(tensors));
+        }
+        make_tiny_llama(root / "int-weights");
+        {
+            auto tensors = llama_tensors(16, 2, 4, 2, 32, 24);
+            tensors[2].dtype = DType::I32;
+            write_file(root / "int-weights" / "model.safetensors", safetensors_bytes(tensors));
+        }
 
         const auto models = scan_models({root}, false);
-        QCOMPARE(models.size(), std::size_t(10));
+        QCOMPARE(models.size(), std::size_t(13));
         const auto* tiny = find(models, "tiny-llama");
         QVERIFY(tiny);
         QVERIFY2(tiny->loadable, tiny->problem.c_str());
@@ -85,7 +105,13 @@ private slots:
         const auto* vlm = find(models, "vlm");
         QVERIFY(vlm && vlm->loadable && vlm->vision);
         QCOMPARE(vlm->family, std::string("llava / llama"));
-        QCOMPARE(vlm->parameters, int64_t(15));
+        int64_t vlm_parameters = 0;
+        for (const auto& t : vlm_tensors) {
+            int64_t n = 1;
+            for (const int64_t d : t.shape) n *= d;
+            vlm_parameters += n;
+        }
+        QCOMPARE(vlm->parameters, vlm_parameters);
 
         auto problem = [&](const char* name) { return QString::fromStdString(find(models, name)->problem); };
         QVERIFY(problem("mamba").contains("unsupported architecture 'MambaForCausalLM'"));
@@ -96,6 +122,10 @@ private slots:
         QVERIFY(problem("lying-header").contains("header claims"));
         QVERIFY(problem("overlap").contains("overlap"));
         QVERIFY(problem("missing-shard").contains("shard model-00001-of-00002.safetensors"));
+        QVERIFY2(problem("wrong-shape").contains("has shape [17] but config.json implies [16]"), qPrintable(problem("wrong-shape")));
+        QVERIFY2(problem("missing-tensor").contains("has no tensor 'model.layers.0.self_attn.k_proj.weight'"),
+                 qPrintable(problem("missing-tensor")));
+        QVERIFY2(problem("int-weights").contains("is I32"), qPrintable(problem("int-weights")));
         // Messages are relative to the folder the entry names.
         QVERIFY(!problem("mamba").contains(QString::fromStdString(root.string())));
     }
