@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cmath>
+#include <algorithm>
 #include <cstdlib>
 
 #include "engine/util/error.h"
@@ -70,15 +71,35 @@ double Args::number(const std::string& name, double fallback) const {
     return d;
 }
 
-long long Args::integer(const std::string& name, long long fallback) const {
-    const auto v = value(name);
-    if (!v) return fallback;
+namespace {
+
+long long parse_integer(const std::string& text, const std::string& name, long long lo, long long hi) {
     char* end = nullptr;
     errno = 0;
-    const long long n = std::strtoll(v->c_str(), &end, 10);
-    if (v->empty() || *end != '\0' || errno != 0)
-        throw Error("option --" + name + " needs an integer (got '" + *v + "')");
+    const long long n = std::strtoll(text.c_str(), &end, 10);
+    const std::string range = "from " + std::to_string(lo) + " to " + std::to_string(hi);
+    if (text.empty() || *end != '\0') throw Error("option --" + name + " needs a whole number " + range + " (got '" + text + "')");
+    if (errno == ERANGE || n < lo || n > hi) throw Error("option --" + name + " must be " + range + " (got " + text + ")");
     return n;
+}
+
+}  // namespace
+
+long long Args::integer(const std::string& name, long long fallback, long long lo, long long hi) const {
+    const auto v = value(name);
+    return v ? parse_integer(*v, name, lo, hi) : fallback;
+}
+
+std::vector<long long> Args::integers(const std::string& name, const std::string& fallback, long long lo, long long hi) const {
+    const std::string text = value(name).value_or(fallback);
+    std::vector<long long> out;
+    std::size_t at = 0;
+    while (at <= text.size()) {
+        const std::size_t comma = std::min(text.find(',', at), text.size());
+        out.push_back(parse_integer(text.substr(at, comma - at), name, lo, hi));
+        at = comma + 1;
+    }
+    return out;
 }
 
 }  // namespace lumen::cli

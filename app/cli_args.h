@@ -22,7 +22,10 @@ public:
 
     std::string required(const std::string& name) const;
     double number(const std::string& name, double fallback) const;
-    long long integer(const std::string& name, long long fallback) const;
+    // An integer in [lo, hi]; anything else (text, overflow, out of range) is an error naming the option.
+    long long integer(const std::string& name, long long fallback, long long lo, long long hi) const;
+    // A comma-separated list of such integers ("1,16,64").
+    std::vector<long long> integers(const std::string& name, const std::string& fallback, long long lo, long long hi) const;
 
 private:
     std::set<std::string> flags_;

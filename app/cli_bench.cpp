@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <random>
-#include <sstream>
 
 #include "app/cli_args.h"
 #include "app/cli_commands.h"
@@ -21,16 +21,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-
-std::vector<int> parse_list(const std::string& s) {
-    std::vector<int> out;
-    std::stringstream in(s);
-    std::string item;
-    while (std::getline(in, item, ','))
-        if (!item.empty()) out.push_back(std::stoi(item));
-    if (out.empty()) throw Error("--batch needs a list such as 1,16,64");
-    return out;
-}
 
 struct BatchResult {
     int batch;
@@ -65,9 +55,10 @@ int run_bench(const std::vector<std::string>& argv) {
         return 0;
     }
     if (args.flag("vision")) return run_bench_vision(args);
-    const int prompt_len = int(args.integer("prompt-len", 512));
-    const int gen_len = int(args.integer("gen-len", 128));
-    const std::vector<int> batches = parse_list(args.value("batch").value_or("1"));
+    const int prompt_len = int(args.integer("prompt-len", 512, 1, 1 << 20));
+    const int gen_len = int(args.integer("gen-len", 128, 1, 1 << 20));
+    std::vector<int> batches;
+    for (const long long n : args.integers("batch", "1", 1, 4096)) batches.push_back(int(n));
     if (prompt_len < 1 || gen_len < 2) throw Error("--prompt-len must be >= 1 and --gen-len >= 2");
 
     std::string device_description;
@@ -87,7 +78,7 @@ int run_bench(const std::vector<std::string>& argv) {
         const std::string d = args.value("dtype").value_or("bf16");
         const DType dtype = d == "bf16" ? DType::BF16 : d == "fp16" ? DType::F16 : d == "fp32" ? DType::F32
                                                       : throw Error("--dtype must be bf16, fp16 or fp32");
-        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1)));
+        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())));
         source = config_path + " (random " + d + " weights)";
     }
     backend->synchronize();
@@ -125,7 +116,7 @@ int run_bench(const std::vector<std::string>& argv) {
                 for (int k = 0; k < (short_pass ? std::min(prompt_len, 64) : prompt_len); ++k) r.prompt.push_back(token(rng));
                 // Greedy unless asked: the speed of sampling itself is measured with these.
                 r.sampling.temperature = float(args.number("temperature", 0.0));
-                r.sampling.top_k = int32_t(args.integer("top-k", 0));
+                r.sampling.top_k = int32_t(args.integer("top-k", 0, 0, std::numeric_limits<int32_t>::max()));
                 r.sampling.top_p = float(args.number("top-p", 1.0));
                 r.sampling.seed = uint64_t(i + 1);
                 r.max_new_tokens = gen;

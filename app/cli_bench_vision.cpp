@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <limits>
 #include <random>
-#include <sstream>
 
 #include "app/cli_args.h"
 #include "app/cli_commands.h"
@@ -84,23 +84,18 @@ int run_bench_vision(const Args& args) {
         if (!text) throw Error(path + ": no such file");
         config = parse_model_config(*text, path);
         dir = std::filesystem::path(path).parent_path();
-        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1)));
+        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())));
         source = path + " (random " + d + " weights)";
     }
     if (!config.is_vision_language()) throw Error(source + " is not a vision-language model");
     const vision::VisionConfig vc = vision::load_vision_config(dir, config, nullptr);
     auto encoder = args.value("model") ? std::make_unique<vision::VisionEncoder>(dir, vc, *backend)
-                                       : std::make_unique<vision::VisionEncoder>(vc, *backend, dtype, uint64_t(args.integer("seed", 1)) + 1000);
+                                       : std::make_unique<vision::VisionEncoder>(vc, *backend, dtype, uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())) + 1000);
     backend->synchronize();
 
     // Encoder + projector alone, for each tile count: median of 20 after 3 warm-ups.
     std::vector<int> tile_counts;
-    {
-        std::stringstream in(args.value("tiles").value_or(vc.kind == ModelKind::Llava ? "1" : "1,7,13"));
-        std::string item;
-        while (std::getline(in, item, ','))
-            if (!item.empty()) tile_counts.push_back(std::stoi(item));
-    }
+    for (const long long n : args.integers("tiles", vc.kind == ModelKind::Llava ? "1" : "1,7,13", 1, 128)) tile_counts.push_back(int(n));
     const double peak = args.number("peak-tflops", 989.0);  // H100 SXM dense BF16; say what your card does
     nlohmann::json runs = nlohmann::json::array();
     std::mt19937 rng(3);
@@ -121,7 +116,7 @@ int run_bench_vision(const Args& args) {
     }
 
     // Time to first token: a 1920x1080 screenshot and a question of --prompt-len tokens.
-    const int question = int(args.integer("prompt-len", 20));
+    const int question = int(args.integer("prompt-len", 20, 0, 1 << 20));
     const std::vector<uint8_t> png = screenshot_png();
     const TextConfig& t = model->text();
     const int32_t block = 64;

@@ -4,6 +4,7 @@
 #include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <limits>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <unistd.h>
@@ -63,7 +64,7 @@ EngineOptions engine_options(const Args& args) {
     EngineOptions o;
     o.image_encoder = vision::make_image_encoder;
     o.device = args.value("device").value_or("auto");
-    o.session_len = args.integer("session-len", 0);
+    o.session_len = args.integer("session-len", 0, 0, int64_t(1) << 28);
     o.cache_max_entry_count = args.number("cache-max-entry-count", o.cache_max_entry_count);
     return o;
 }
@@ -71,11 +72,11 @@ EngineOptions engine_options(const Args& args) {
 SamplingParams sampling(const Args& args, const std::filesystem::path& dir) {
     SamplingParams p = load_generation_config(dir);
     p.temperature = float(args.number("temperature", p.temperature));
-    p.top_k = int32_t(args.integer("top-k", p.top_k));
+    p.top_k = int32_t(args.integer("top-k", p.top_k, 0, std::numeric_limits<int32_t>::max()));
     p.top_p = float(args.number("top-p", p.top_p));
     p.min_p = float(args.number("min-p", p.min_p));
     p.repetition_penalty = float(args.number("repetition-penalty", p.repetition_penalty));
-    p.seed = uint64_t(args.integer("seed", 0));
+    p.seed = uint64_t(args.integer("seed", 0, 0, std::numeric_limits<int64_t>::max()));
     if (p.temperature < 0 || p.top_p <= 0 || p.top_p > 1 || p.min_p < 0 || p.min_p > 1 || p.top_k < 0 ||
         p.repetition_penalty <= 0)
         throw Error("sampling options out of range (temperature >= 0, 0 < top-p <= 1, 0 <= min-p <= 1, top-k >= 0, "
@@ -186,7 +187,7 @@ int run_generate(const std::vector<std::string>& argv) {
     request.prompt = std::move(p.ids);
     request.images = std::move(p.images);
     request.sampling = sampling(args, dir);
-    request.max_new_tokens = int32_t(args.integer("max-new-tokens", 256));
+    request.max_new_tokens = int32_t(args.integer("max-new-tokens", 256, 1, std::numeric_limits<int32_t>::max()));
     install_sigint();
     const RequestId id = engine->submit(request);
     const GenerationEvent end = reply.wait([&] {
@@ -231,7 +232,7 @@ int run_chat(const std::vector<std::string>& argv) {
         chat = *t;
     }
     const SamplingParams params = sampling(args, dir);
-    const int32_t max_new = int32_t(args.integer("max-new-tokens", 1024));
+    const int32_t max_new = int32_t(args.integer("max-new-tokens", 1024, 1, std::numeric_limits<int32_t>::max()));
     std::vector<int32_t> stop_ids;
     for (const auto& s : chat.stop_tokens())
         if (const auto id = tok.token_id(s)) stop_ids.push_back(*id);
@@ -247,6 +248,7 @@ int run_chat(const std::vector<std::string>& argv) {
         std::fprintf(stderr, "Lumen chat: %s on %s, template %s. Ctrl+C stops a reply; /reset starts over; /exit quits.\n",
                      dir.filename().c_str(), engine->device_name().c_str(), std::string(chat.name()).c_str());
     constexpr uint64_t kSession = 1;
+    bool failed = false;  // a turn ended in an error: the exit status says so, as a script needs
     for (;;) {
         std::string line;
         if (once) {
@@ -281,6 +283,7 @@ int run_chat(const std::vector<std::string>& argv) {
         } catch (const Error& e) {
             if (once) throw;
             std::fprintf(stderr, "error: %s\n", e.what());
+            failed = true;
             messages.pop_back();
             continue;
         }
@@ -298,14 +301,15 @@ int run_chat(const std::vector<std::string>& argv) {
         write_out("\n");
         if (end.finish == FinishReason::Error) {
             std::fprintf(stderr, "error: %s\n", end.error.c_str());
+            failed = true;
             messages.pop_back();
         } else {
             messages.push_back({"assistant", reply.text(), 0});
             if (end.finish == FinishReason::Cancelled) std::fputs("(stopped)\n", stderr);
         }
-        if (once) return end.finish == FinishReason::Error ? 1 : 0;
+        if (once) return failed ? 1 : 0;
     }
-    return 0;
+    return failed ? 1 : 0;
 }
 
 }  // namespace lumen::cli

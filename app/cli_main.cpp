@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "app/cli_commands.h"
+#include "engine/util/error.h"
 
 namespace {
 
@@ -49,7 +50,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {
-        std::fprintf(stderr, "lumen-cli %s: %s\n", command.c_str(), e.what());
+        std::fprintf(stderr, "lumen-cli %s: %s\n", command.c_str(), lumen::user_message(e, "run '" + command + "'").c_str());
         return 1;
     }
 }

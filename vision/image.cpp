@@ -4,6 +4,7 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -68,15 +69,39 @@ bool jpeg_has_end(Bytes b) {
     return false;
 }
 
-// Walks the PNG chunks to IEND so that a cut file is named as such, not decoded into garbage.
+// The CRC-32 of PNG chunks (ISO 3309, the polynomial zlib uses).
+uint32_t crc32_of(const uint8_t* p, size_t n) {
+    static const auto table = [] {
+        std::array<uint32_t, 256> t{};
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; ++i) c = table[(c ^ p[i]) & 0xFF] ^ (c >> 8);
+    return c ^ 0xFFFFFFFFu;
+}
+
+// Walks the PNG chunks to IEND so that a cut or damaged file is named as such, not decoded into
+// garbage: each chunk's checksum is verified (as PIL does) and image data must come before IEND.
 void check_png_chunks(Bytes b) {
     size_t at = 8;
+    bool has_data = false;
     while (true) {
         if (at + 12 > b.size()) fail("truncated PNG: the file ends before its last chunk (IEND)");
         const uint64_t length = be32(b, at);
         const std::string type(reinterpret_cast<const char*>(b.data() + at + 4), 4);
         if (at + 12 + length > b.size()) fail("truncated PNG: chunk " + type + " runs past the end of the file");
-        if (type == "IEND") return;
+        if (crc32_of(b.data() + at + 4, size_t(length) + 4) != be32(b, at + 8 + size_t(length)))
+            fail("broken PNG: chunk " + type + " fails its checksum");
+        if (type == "IDAT") has_data = true;
+        if (type == "IEND") {
+            if (!has_data) fail("broken PNG: it has no image data");
+            return;
+        }
         at += 12 + length;
     }
 }

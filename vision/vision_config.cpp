@@ -301,7 +301,7 @@ VisionConfig load_vision_config(const std::filesystem::path& dir, const ModelCon
         const std::string message = e.what();
         for (const char* file : {"config.json", "preprocessor_config.json", "processor_config.json", "tokenizer_config.json"})
             if (message.starts_with(std::string(file) + ":")) throw Error((dir / message).string());
-        throw Error(dir.string() + ": " + message);
+        throw Error(message.starts_with(dir.string()) ? message : dir.string() + ": " + message);
     }
 }
 

@@ -69,7 +69,7 @@ namespace {
 // Fetches a tensor and checks its shape (1-D tensors are given as {n}).
 const TensorInfo& expect(const Checkpoint& c, const std::string& name, std::vector<int64_t> shape) {
     const TensorInfo* t = c.find(name);
-    if (!t) throw Error("the checkpoint has no tensor '" + name + "'");
+    if (!t) throw Error("the weights have no tensor '" + name + "'");
     if (t->shape != shape)
         throw Error("tensor '" + name + "' has shape " + shape_text(t->shape) + " but config.json implies " + shape_text(shape));
     if (!is_float(t->dtype))
@@ -165,7 +165,14 @@ Model::Model(const std::filesystem::path& dir, Backend& backend, std::optional<D
     attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
     rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
     backend_.set_compute_dtype(compute.value_or(checkpoint_->main_dtype().value_or(DType::F32)));
-    load_weights(*checkpoint_);
+    try {
+        load_weights(*checkpoint_);
+    } catch (const Error& e) {
+        if (e.device_lost()) throw;
+        // Name the folder: the message names the tensor within it.
+        const std::string message = e.what();
+        throw Error(message.starts_with(dir.string()) ? message : dir.string() + ": " + message);
+    }
 }
 
 Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed) : backend_(backend), config_(config) {

@@ -107,14 +107,18 @@ ModelEntry inspect_model(const fs::path& dir) {
         e.vision = config.is_vision_language();
         const Checkpoint checkpoint(dir);
         e.parameters = checkpoint.parameter_count();
-        check_weights(config, checkpoint);  // names, shapes and types against config.json, reading no weights
+        try {
+            check_weights(config, checkpoint);  // names, shapes and types against config.json, reading no weights
+        } catch (const Error& ex) {
+            throw Error(dir.string() + ": " + ex.what());
+        }
         if (const auto dtype = checkpoint.main_dtype()) e.dtype = std::string(dtype_name(*dtype));
         if (!fs::exists(dir / "tokenizer.json") && !fs::exists(dir / "tokenizer.model"))
             throw Error(dir.string() + ": no tokenizer here (a model folder has tokenizer.json or tokenizer.model)");
         e.loadable = true;
     } catch (const std::exception& ex) {
         // The entry already names the folder; keep the message relative to it.
-        e.problem = ex.what();
+        e.problem = user_message(ex, "read this folder");
         for (const std::string& prefix : {dir.string() + "/", dir.string() + ": "})
             if (e.problem.rfind(prefix, 0) == 0) e.problem.erase(0, prefix.size());
     }

@@ -1,5 +1,7 @@
 #include "engine/runtime/engine.h"
 
+#include <cmath>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -54,6 +56,11 @@ public:
                                      uint64_t(t.head_dim) * dtype_size(backend_->compute_dtype());
         int64_t blocks;
         if (options.cache_max_entry_count >= 1) {
+            // A number of blocks; what memory can hold is checked when the cache is made.
+            if (!(options.cache_max_entry_count <= double(int64_t(1) << 31)) ||
+                options.cache_max_entry_count != std::floor(options.cache_max_entry_count))
+                throw Error("cache_max_entry_count must be a share of free memory below 1 or a whole number of blocks up to 2^31 "
+                            "(got " + std::to_string(options.cache_max_entry_count) + ")");
             blocks = int64_t(options.cache_max_entry_count);
         } else {
             if (!(options.cache_max_entry_count > 0)) throw Error("cache_max_entry_count must be positive");
@@ -169,7 +176,7 @@ private:
                     scheduler_->step(events);
                 } catch (const std::exception& e) {
                     note_device_fault(e);
-                    scheduler_->end_all(FinishReason::Error, device_lost_.empty() ? std::string(e.what()) : device_lost_, events);
+                    scheduler_->end_all(FinishReason::Error, device_lost_.empty() ? user_message(e, "generate the reply") : device_lost_, events);
                 }
             }
             preemptions_ = scheduler_->preemptions();

@@ -281,7 +281,7 @@ bool Scheduler::add_images(Sequence& s, std::size_t n, BatchLayout& layout, std:
             layout.inserts.push_back({rows.rows_view(int64_t(from) - im.first, int64_t(to - from)),
                                       base + int32_t(from - s.computed)});
         } catch (const std::exception& e) {
-            finish(s, FinishReason::Error, events, std::string("the image could not be encoded: ") + e.what());
+            finish(s, FinishReason::Error, events, std::string("the image could not be encoded: ") + user_message(e, "encode the image"));
             while (!layout.inserts.empty() && layout.inserts.back().first >= base) layout.inserts.pop_back();
             return false;
         }

@@ -48,12 +48,14 @@ std::string translate(std::string_view pattern) {
 
 struct Regex::Compiled {
     pcre2_code* code = nullptr;
+    std::string pattern;  // for messages (its first 200 bytes)
     ~Compiled() {
         if (code) pcre2_code_free(code);
     }
 };
 
 Regex::Regex(std::string_view pattern) : compiled_(std::make_unique<Compiled>()) {
+    compiled_->pattern = std::string(pattern.substr(0, 200));
     const std::string translated = translate(pattern);
     int error = 0;
     PCRE2_SIZE offset = 0;
@@ -82,7 +84,10 @@ std::vector<std::pair<std::size_t, std::size_t>> Regex::find_all(std::string_vie
         if (rc == PCRE2_ERROR_NOMATCH) break;
         if (rc < 0) {
             pcre2_match_data_free(data);
-            throw Error("regular expression match failed (PCRE2 error " + std::to_string(rc) + ")");
+            PCRE2_UCHAR message[256];
+            pcre2_get_error_message(rc, message, sizeof message);
+            throw Error("the tokenizer's pattern '" + compiled_->pattern + "' cannot split this text (" +
+                        reinterpret_cast<const char*>(message) + "); the tokenizer file is damaged or hostile");
         }
         const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data);
         const std::size_t b = ov[0], e = ov[1];

@@ -1,6 +1,7 @@
 #pragma once
 // Errors that reach users: each message says what is wrong and, where it can, what to do. The
 // engine, the backends and the CUDA kernels all throw this one type.
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -22,5 +23,15 @@ public:
 private:
     Scope scope_;
 };
+
+// What to tell a user about any exception while `doing` something ("load the model"): a
+// lumen::Error's own message, an allocation failure as a lack of memory, anything else as an
+// internal error. A library's text ("std::bad_alloc", "basic_filebuf::underflow") never reaches a user.
+inline std::string user_message(const std::exception& e, const std::string& doing) {
+    if (dynamic_cast<const Error*>(&e)) return e.what();
+    if (dynamic_cast<const std::bad_alloc*>(&e) || dynamic_cast<const std::length_error*>(&e))
+        return "not enough memory to " + doing + "; close other programs or choose a smaller model or image";
+    return "an unexpected internal error stopped Lumen from trying to " + doing + "; please report it";
+}
 
 }  // namespace lumen

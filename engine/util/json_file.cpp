@@ -40,10 +40,10 @@ std::string without_exception_tag(const std::string& what) {
 
 }  // namespace
 
-nlohmann::json parse_json(std::string_view text, const std::string& source_name, DuplicateKeys duplicates) {
-    const std::string source = source_name.empty() ? std::string("the file") : source_name;
+nlohmann::json parse_json(std::string_view text, const std::string& source, DuplicateKeys duplicates) {
+    const std::string prefix = source.empty() ? std::string() : source + ": ";
     if (nesting_depth(text, kMaxJsonDepth) > kMaxJsonDepth)
-        throw Error(source + ": nested deeper than " + std::to_string(kMaxJsonDepth) +
+        throw Error(prefix + "nested deeper than " + std::to_string(kMaxJsonDepth) +
                     " levels, which no real file needs; the file is damaged or hostile");
     try {
         if (duplicates == DuplicateKeys::LastWins) return nlohmann::json::parse(text);
@@ -53,11 +53,11 @@ nlohmann::json parse_json(std::string_view text, const std::string& source_name,
             if (event == Event::object_start) keys.emplace_back();
             else if (event == Event::object_end) keys.pop_back();
             else if (event == Event::key && !keys.back().insert(parsed.get<std::string>()).second)
-                throw Error(source + ": names '" + parsed.get<std::string>() + "' twice");
+                throw Error(prefix + "names '" + parsed.get<std::string>() + "' twice");
             return true;
         });
     } catch (const nlohmann::json::exception& e) {
-        throw Error(source + ": not valid JSON (" + without_exception_tag(e.what()) + ")");
+        throw Error(prefix + "not valid JSON (" + without_exception_tag(e.what()) + ")");
     }
 }
 

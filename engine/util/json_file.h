@@ -20,7 +20,7 @@ inline constexpr int kMaxJsonDepth = 64;
 enum class DuplicateKeys { LastWins, Refused };
 
 // Throws lumen::Error "<source>: not valid JSON (...)" or "<source>: nested deeper than ..."
-// ("the file: ..." when the caller adds the file's name itself).
+// (without the "<source>: " when `source` is empty: the caller names the file itself).
 nlohmann::json parse_json(std::string_view text, const std::string& source,
                           DuplicateKeys duplicates = DuplicateKeys::LastWins);
 

@@ -75,7 +75,7 @@ std::optional<std::string> read_text_file(const std::filesystem::path& path, con
     if (!S_ISREG(st.st_mode)) throw Error(not_a_file(path, st.st_mode));
     const uint64_t size = uint64_t(st.st_size);
     if (size > kind.max_bytes)
-        throw Error(path.string() + ": " + human_bytes(size) + ", larger than a " + kind.name + " can be (at most " +
+        throw Error(path.string() + ": " + human_bytes(size) + ", larger than " + std::string(kind.name) + " can be (at most " +
                     human_bytes(kind.max_bytes) + ")");
     std::string out(size, '\0');
     std::size_t done = 0;

@@ -10,17 +10,17 @@
 namespace lumen {
 
 struct FileKind {
-    const char* name;     // in messages: "a configuration file is at most 16 MB"
+    const char* name;     // in messages: "larger than a configuration file can be"
     uint64_t max_bytes;
 };
 
 // The largest real files of each kind are far below these (tokenizer.json: 33 MB for Gemma 3's
 // 262k vocabulary; tokenizer.model: 4.2 MB; a 200-shard index: 2 MB).
-inline constexpr FileKind kConfigFile{"configuration file", uint64_t(16) << 20};
-inline constexpr FileKind kTokenizerFile{"tokenizer file", uint64_t(256) << 20};
-inline constexpr FileKind kIndexFile{"shard index", uint64_t(64) << 20};
-inline constexpr FileKind kImageFile{"image file", uint64_t(512) << 20};
-inline constexpr FileKind kTextInput{"text file", uint64_t(256) << 20};
+inline constexpr FileKind kConfigFile{"a configuration file", uint64_t(16) << 20};
+inline constexpr FileKind kTokenizerFile{"a tokenizer file", uint64_t(256) << 20};
+inline constexpr FileKind kIndexFile{"a shard index", uint64_t(64) << 20};
+inline constexpr FileKind kImageFile{"an image file", uint64_t(512) << 20};
+inline constexpr FileKind kTextInput{"a text file", uint64_t(256) << 20};
 
 // The whole file, or nullopt when there is no such file. Throws lumen::Error naming the file when
 // it is a folder, a pipe or a device, larger than the kind allows, or unreadable.

@@ -123,7 +123,7 @@ private slots:
         QVERIFY(problem("overlap").contains("overlap"));
         QVERIFY(problem("missing-shard").contains("shard model-00001-of-00002.safetensors"));
         QVERIFY2(problem("wrong-shape").contains("has shape [17] but config.json implies [16]"), qPrintable(problem("wrong-shape")));
-        QVERIFY2(problem("missing-tensor").contains("has no tensor 'model.layers.0.self_attn.k_proj.weight'"),
+        QVERIFY2(problem("missing-tensor").contains("have no tensor 'model.layers.0.self_attn.k_proj.weight'"),
                  qPrintable(problem("missing-tensor")));
         QVERIFY2(problem("int-weights").contains("is I32"), qPrintable(problem("int-weights")));
         // Messages are relative to the folder the entry names.

@@ -36,7 +36,7 @@ void write_file(const std::filesystem::path& path, const std::string& bytes) {
 }
 
 std::optional<std::string> read_test_file(const std::filesystem::path& path) {
-    return read_text_file(path, {"test data file", uint64_t(1) << 34});
+    return read_text_file(path, {"a test data file", uint64_t(1) << 34});
 }
 
 std::optional<std::filesystem::path> shared_data() {
