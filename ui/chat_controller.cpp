@@ -4,6 +4,7 @@
 #include <QStringList>
 #include <algorithm>
 
+#include "engine/util/error.h"
 #include "engine/text/tokenizer.h"
 #include "ui/chat_view.h"
 
@@ -131,7 +132,7 @@ ChatController::Turn ChatController::begin_reply(qint64 conversation, const Chat
             start = next;
         }
     } catch (const std::exception& e) {
-        turn.problem = QString::fromUtf8(e.what());
+        turn.problem = QString::fromStdString(user_message(e, "prepare the message"));
         return turn;
     }
     if (turns.images.isEmpty() && int64_t(request.prompt.size()) >= context_) {

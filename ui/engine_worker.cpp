@@ -145,7 +145,7 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
                 vision = std::make_shared<const vision::VisionConfig>(
                     vision::load_vision_config(model_dir.toStdString(), engine->model_config(), &engine->tokenizer()));
         } catch (const std::exception& ex) {
-            error = QString::fromUtf8(ex.what());
+            error = QString::fromStdString(user_message(ex, "load the model"));
             engine.reset();
         }
         // Hand the result to the GUI thread (through the application object, which outlives the
@@ -215,7 +215,7 @@ quint64 EngineWorker::prepare(const std::string& prompt, const QList<QByteArray>
             auto p = vision::expand_prompt(prompt, prepared, kept->vision(), engine->tokenizer(), options);
             input = {std::move(p.ids), std::move(p.images)};
         } catch (const std::exception& e) {
-            error = QString::fromUtf8(e.what());
+            error = QString::fromStdString(user_message(e, "prepare the message"));
         }
         QMetaObject::invokeMethod(
             QCoreApplication::instance(),

@@ -2,6 +2,7 @@
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
+#include <stb_image.h>
 
 #include <algorithm>
 #include <array>
@@ -206,9 +207,18 @@ void to_rgb(const cv::Mat& m, RgbImage& out) {
 // The first frame of a GIF as PIL shows it: a canvas of the screen size (grown to the frame if
 // that is larger) filled with the transparent index, else index 0; the frame's indices written
 // as they are, transparent ones included; colours from the local table, else the global one.
+//
+// stb_image decodes the LZW data and the interlacing. It composites colours rather than
+// indices, so it is given a copy whose colour tables say each entry's own index (entry i is
+// grey level i), whose background index is 0 (so undrawn pixels stay transparent) and whose
+// screen holds the frame; the indices it reports are then coloured as PIL colours them.
 RgbImage decode_gif(Bytes b, int64_t max_pixels) {
     auto need = [&](size_t at, size_t n) {
         if (at + n > b.size()) fail("truncated GIF: the file ends before its first frame is complete");
+    };
+    std::vector<uint8_t> copy(b.begin(), b.end());
+    auto identity_table = [&](size_t at, size_t entries) {
+        for (size_t i = 0; i < entries; ++i) copy[at + 3 * i] = copy[at + 3 * i + 1] = copy[at + 3 * i + 2] = uint8_t(i);
     };
     need(0, 13);
     int canvas_w = int(le16(b, 6)), canvas_h = int(le16(b, 8));
@@ -218,8 +228,10 @@ RgbImage decode_gif(Bytes b, int64_t max_pixels) {
         const size_t n = size_t(3) << ((b[10] & 7) + 1);
         need(at, n);
         palette.assign(b.begin() + ptrdiff_t(at), b.begin() + ptrdiff_t(at + n));
+        identity_table(at, n / 3);
         at += n;
     }
+    copy[11] = 0;  // the background index
     std::optional<int> transparent;
     auto skip_sub_blocks = [&] {
         for (;;) {
@@ -254,95 +266,34 @@ RgbImage decode_gif(Bytes b, int64_t max_pixels) {
         const size_t n = size_t(3) << ((flags & 7) + 1);
         need(at, n);
         palette.assign(b.begin() + ptrdiff_t(at), b.begin() + ptrdiff_t(at + n));
+        identity_table(at, n / 3);
         at += n;
     }
+    if (w == 0 || h == 0) fail("broken GIF: its first frame is empty");
     canvas_w = std::max(canvas_w, left + w);
     canvas_h = std::max(canvas_h, top + h);
     if (int64_t(canvas_w) * canvas_h > max_pixels) fail("the GIF's first frame is larger than the image limit");
-    std::vector<uint8_t> index(size_t(canvas_w) * size_t(canvas_h), uint8_t(transparent.value_or(0)));
-
-    // LZW over the concatenated sub-blocks.
     need(at, 1);
-    const int min_bits = b[at++];
-    if (min_bits < 2 || min_bits > 8) fail("broken GIF: bad LZW code size");
-    std::vector<uint8_t> data;
-    for (;;) {
-        need(at, 1);
-        const size_t n = b[at++];
-        if (n == 0) break;
-        need(at, n);
-        data.insert(data.end(), b.begin() + ptrdiff_t(at), b.begin() + ptrdiff_t(at + n));
-        at += n;
-    }
-    const int clear = 1 << min_bits, end_code = clear + 1;
-    std::vector<uint16_t> prefix(4096);
-    std::vector<uint8_t> suffix(4096), stack;
-    std::vector<uint8_t> pixels;
-    pixels.reserve(size_t(w) * size_t(h));
-    int bits = min_bits + 1, next = clear + 2, previous = -1;
-    uint8_t first_of_previous = 0;
-    uint32_t buffer = 0;
-    int buffered = 0;
-    size_t pos = 0;
-    const size_t wanted = size_t(w) * size_t(h);
-    while (pixels.size() < wanted) {
-        while (buffered < bits && pos < data.size()) {
-            buffer |= uint32_t(data[pos++]) << buffered;
-            buffered += 8;
-        }
-        if (buffered < bits) break;
-        const int code = int(buffer & ((1u << bits) - 1));
-        buffer >>= bits;
-        buffered -= bits;
-        if (code == clear) {
-            bits = min_bits + 1;
-            next = clear + 2;
-            previous = -1;
-            continue;
-        }
-        if (code == end_code) break;
-        int c = code;
-        stack.clear();
-        if (previous < 0) {
-            if (code >= clear) fail("broken GIF: bad LZW data");
-        } else if (code >= next) {
-            if (code > next) fail("broken GIF: bad LZW data");
-            stack.push_back(first_of_previous);
-            c = previous;
-        }
-        while (c >= clear) {
-            stack.push_back(suffix[size_t(c)]);
-            c = prefix[size_t(c)];
-        }
-        stack.push_back(uint8_t(c));
-        first_of_previous = uint8_t(c);
-        for (auto it = stack.rbegin(); it != stack.rend() && pixels.size() < wanted; ++it) pixels.push_back(*it);
-        if (previous >= 0 && next < 4096) {
-            prefix[size_t(next)] = uint16_t(previous);
-            suffix[size_t(next)] = first_of_previous;
-            if (++next == (1 << bits) && bits < 12) ++bits;
-        }
-        previous = code;
-    }
-    if (pixels.size() < wanted) fail("truncated GIF: the image data is cut off");
+    if (b[at] < 2 || b[at] > 8) fail("broken GIF: bad LZW code size");
+    ++at;
+    skip_sub_blocks();  // the frame's data must be whole; a cut file is named as such
+    copy[6] = uint8_t(canvas_w & 0xFF), copy[7] = uint8_t(canvas_w >> 8);
+    copy[8] = uint8_t(canvas_h & 0xFF), copy[9] = uint8_t(canvas_h >> 8);
 
-    // Rows in file order; interlaced images store every 8th row, then the 4th, 2nd and the rest.
-    std::vector<int> rows;
-    if (flags & 0x40) {
-        for (int pass = 0; pass < 4; ++pass)
-            for (int y = (pass == 0 ? 0 : pass == 1 ? 4 : pass == 2 ? 2 : 1); y < h; y += (pass == 0 || pass == 1 ? 8 : pass == 2 ? 4 : 2))
-                rows.push_back(y);
-    } else {
-        for (int y = 0; y < h; ++y) rows.push_back(y);
-    }
-    for (int r = 0; r < h; ++r)
-        std::memcpy(&index[size_t(top + rows[size_t(r)]) * size_t(canvas_w) + size_t(left)], &pixels[size_t(r) * size_t(w)], size_t(w));
+    int got_w = 0, got_h = 0, channels = 0;
+    std::unique_ptr<stbi_uc, void (*)(void*)> rgba(
+        stbi_load_from_memory(copy.data(), int(copy.size()), &got_w, &got_h, &channels, 4), stbi_image_free);
+    if (!rgba) fail(std::string("broken GIF: ") + stbi_failure_reason());
+    if (got_w != canvas_w || got_h != canvas_h) fail("broken GIF: the decoded size differs from the header's");
 
     RgbImage out(canvas_w, canvas_h);
-    for (size_t i = 0; i < index.size(); ++i) {
-        const size_t e = size_t(index[i]) * 3;
+    const size_t count = size_t(canvas_w) * size_t(canvas_h);
+    for (size_t i = 0; i < count; ++i) {
+        const stbi_uc* px = rgba.get() + 4 * i;
+        const uint8_t index = px[3] ? px[0] : uint8_t(transparent.value_or(0));
+        const size_t e = size_t(index) * 3;
         for (int c = 0; c < 3; ++c)
-            out.pixels[i * 3 + size_t(c)] = palette.empty() ? index[i] : e + 2 < palette.size() ? palette[e + size_t(c)] : 0;
+            out.pixels[i * 3 + size_t(c)] = palette.empty() ? index : e + 2 < palette.size() ? palette[e + size_t(c)] : 0;
     }
     return out;
 }

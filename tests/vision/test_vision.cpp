@@ -140,7 +140,8 @@ std::string letters(const RgbImage& im) {
 
 // A GIF whose LZW stream clears before every pixel (so code size never grows): a 4-colour
 // global table, an optional transparent index, and one frame at (left, top) of w x h.
-std::string gif(int screen_w, int screen_h, int left, int top, int w, int h, const std::vector<int>& indices, int transparent) {
+std::string gif(int screen_w, int screen_h, int left, int top, int w, int h, const std::vector<int>& indices, int transparent,
+                bool interlaced = false) {
     std::string g = "GIF89a";
     le16(g, uint32_t(screen_w));
     le16(g, uint32_t(screen_h));
@@ -159,7 +160,7 @@ std::string gif(int screen_w, int screen_h, int left, int top, int w, int h, con
     le16(g, uint32_t(top));
     le16(g, uint32_t(w));
     le16(g, uint32_t(h));
-    g += '\0';
+    g += interlaced ? char(0x40) : '\0';
     g += char(2);  // LZW minimum code size
     // Codes of 3 bits: clear (4), pixel, clear, pixel, ..., end (5).
     std::vector<int> codes;
@@ -331,6 +332,10 @@ private slots:
         QCOMPARE(bytes_of(framed), (std::vector<uint8_t>{0x70, 0x80, 0x90, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90}));
         const RgbImage unframed = decode_image(bytes_of(gif(2, 1, 1, 0, 1, 1, {3}, -1)));
         QCOMPARE(bytes_of(unframed), (std::vector<uint8_t>{0x10, 0x20, 0x30, 0xA0, 0xB0, 0xC0}));
+        // Interlaced rows come in the order 0, 4 (every 8th from 0, then from 4), 2, then 1 and 3.
+        const RgbImage interlaced = decode_image(bytes_of(gif(1, 5, 0, 0, 1, 5, {0, 1, 2, 3, 0}, -1, true)));
+        QCOMPARE(bytes_of(interlaced), (std::vector<uint8_t>{0x10, 0x20, 0x30, 0xA0, 0xB0, 0xC0, 0x70, 0x80, 0x90, 0x10, 0x20,
+                                                             0x30, 0x40, 0x50, 0x60}));
     }
 
     void resizesLikePil() {
