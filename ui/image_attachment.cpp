@@ -1,16 +1,19 @@
 #include "ui/image_attachment.h"
 
 #include <algorithm>
+#include <span>
+#include <vector>
 
 #include <QBuffer>
 #include <QDialog>
-#include <QFile>
 #include <QFileInfo>
-#include <QImageReader>
 #include <QLabel>
 #include <QObject>
 #include <QScrollArea>
 #include <QVBoxLayout>
+
+#include "engine/util/error.h"
+#include "vision/image.h"
 
 namespace lumen::ui {
 namespace {
@@ -19,28 +22,31 @@ QImage make_thumbnail(const QImage& image) { return image.scaled(160, 160, Qt::K
 
 }  // namespace
 
+// The engine's own loaders: what attaches here is what the model will be given, and a broken
+// file gets the same message in the app as at the terminal.
 ImageResult image_from_bytes(const QByteArray& bytes, const QString& label) {
-    if (bytes.isEmpty()) return {std::nullopt, QObject::tr("%1 is empty").arg(label)};
-    QBuffer buffer;
-    buffer.setData(bytes);
-    buffer.open(QIODevice::ReadOnly);
-    QImageReader reader(&buffer);
-    if (!reader.canRead()) return {std::nullopt, QObject::tr("%1 is not an image Lumen can read (PNG, JPEG, WebP, BMP or GIF)").arg(label)};
-    const QSize size = reader.size();  // from the header, before any pixel is decoded
-    if (size.isValid() && qint64(size.width()) * size.height() > kMaxImagePixels)
-        return {std::nullopt, QObject::tr("%1 is %2x%3 pixels; the limit is 50 megapixels").arg(label).arg(size.width()).arg(size.height())};
-    reader.setAutoTransform(true);  // EXIF orientation
-    const QImage image = reader.read();
-    if (image.isNull()) return {std::nullopt, QObject::tr("%1 could not be decoded (%2)").arg(label, reader.errorString())};
-    return {ImageAttachment{bytes, make_thumbnail(image), image.size(), label}, {}};
+    try {
+        const std::span<const uint8_t> span(reinterpret_cast<const uint8_t*>(bytes.constData()), std::size_t(bytes.size()));
+        const vision::RgbImage image = vision::decode_image(span, {kMaxImagePixels});
+        const QImage view(image.pixels.data(), image.width, image.height, 3 * image.width, QImage::Format_RGB888);
+        return {ImageAttachment{bytes, make_thumbnail(view), QSize(image.width, image.height), label}, {}};
+    } catch (const std::exception& e) {
+        return {std::nullopt, QObject::tr("%1: %2").arg(label, QString::fromStdString(user_message(e, "read the image")))};
+    }
 }
 
 ImageResult image_from_file(const QString& path) {
     const QString name = QFileInfo(path).fileName();
-    QFile f(path);
-    if (!f.open(QIODevice::ReadOnly)) return {std::nullopt, QObject::tr("%1 cannot be opened: %2").arg(name, f.errorString())};
-    if (f.size() > 512ll << 20) return {std::nullopt, QObject::tr("%1 is larger than 512 MB").arg(name)};
-    return image_from_bytes(f.readAll(), name);
+    std::vector<uint8_t> bytes;
+    try {
+        bytes = vision::load_image_bytes(path.toStdString());  // regular files only, at most 512 MB
+    } catch (const std::exception& e) {
+        // The message starts with the path; the file name is enough in a window about that file.
+        QString message = QString::fromStdString(user_message(e, "read the image"));
+        if (message.startsWith(path)) message = name + message.mid(path.size());
+        return {std::nullopt, message};
+    }
+    return image_from_bytes(QByteArray(reinterpret_cast<const char*>(bytes.data()), qsizetype(bytes.size())), name);
 }
 
 ImageResult image_from_qimage(const QImage& image, const QString& label) {

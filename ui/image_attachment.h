@@ -1,6 +1,7 @@
 #pragma once
-// An image the user attached (file, drop, paste or screenshot): checked before it is decoded
-// (format and size from the header), kept as its encoded bytes, shown as a thumbnail.
+// An image the user attached (file, drop, paste or screenshot): read and decoded by the engine's
+// loaders (regular files only, size checked from the header before decoding), kept as its
+// encoded bytes, shown as a thumbnail.
 #include <QByteArray>
 #include <QImage>
 #include <QString>

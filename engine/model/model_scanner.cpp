@@ -41,9 +41,11 @@ std::string family_of(const ModelConfig& c) {
     return text;
 }
 
+// A folder with a config.json of any kind: one that is a pipe or a folder is listed as broken
+// (with the reason) rather than passed over.
 bool is_model_folder(const fs::path& dir) {
     std::error_code ec;
-    return fs::is_regular_file(dir / "config.json", ec);
+    return fs::exists(fs::symlink_status(dir / "config.json", ec)) && !ec;
 }
 
 void find_model_folders(const fs::path& dir, int depth, std::vector<fs::path>& out) {

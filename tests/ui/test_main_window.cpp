@@ -13,6 +13,7 @@
 #include <QPushButton>
 #include <QSignalSpy>
 #include <QtTest>
+#include <sys/stat.h>
 #include <csignal>
 
 #include "tests/support/test_support.h"
@@ -201,7 +202,20 @@ private slots:
         drop_on(&files);
         QVERIFY2(c->images().size() == 2, qPrintable(c->problem()));
         QCOMPARE(c->images()[0].size, QSize(336, 336));
-        QVERIFY(c->problem().contains("notes.txt is not an image"));
+        QVERIFY2(c->problem().contains("notes.txt: not an image"), qPrintable(c->problem()));
+
+        // Broken files: a pipe (opening it must not wait for a writer) and a GIF whose pixel data
+        // is damaged; both are refused by name and nothing else changes.
+        QCOMPARE(::mkfifo(dir.filePath("pipe.png").toLocal8Bit().constData(), 0600), 0);
+        std::string gif = std::string("GIF89a\x04\0\x04\0\x80\0\0", 13) + std::string(6, '\0');
+        gif += std::string(",\0\0\0\0\x04\0\x04\0\0\x02\x05\xff\xff\xff\xff\xff\0;", 20);
+        write_file(path_of(dir) / "broken.gif", gif);
+        QMimeData broken;
+        broken.setUrls({QUrl::fromLocalFile(dir.filePath("pipe.png")), QUrl::fromLocalFile(dir.filePath("broken.gif"))});
+        drop_on(&broken);
+        QCOMPARE(c->images().size(), 2);
+        QVERIFY2(c->problem().contains("pipe.png: is a pipe"), qPrintable(c->problem()));
+        QVERIFY2(c->problem().contains("broken.gif: broken GIF"), qPrintable(c->problem()));
 
         // Raw image data from a browser, and a non-image.
         QMimeData raw;

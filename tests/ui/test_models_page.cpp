@@ -7,6 +7,7 @@
 #include <QStackedWidget>
 #include <QTableView>
 #include <QtTest>
+#include <sys/stat.h>
 
 #include "tests/support/test_support.h"
 #include "ui/app_settings.h"
@@ -33,19 +34,29 @@ private slots:
         write_file(path_of(models) / "tiny" / "model.safetensors", safetensors_bytes(llama_tensors(16, 1, 4, 4, 32, 24)));
         write_file(path_of(models) / "tiny" / "tokenizer.json", "{}");
         write_file(path_of(models) / "odd" / "config.json", R"({"architectures":["GPT2LMHeadModel"]})");
+        // Broken folders: a config.json that is a pipe (reading it would block), and weights
+        // whose shapes disagree with config.json.
+        std::filesystem::create_directories(path_of(models) / "pipe");
+        QCOMPARE(::mkfifo((path_of(models) / "pipe" / "config.json").c_str(), 0600), 0);
+        write_file(path_of(models) / "wrong" / "config.json", llama_config_json(16, 1, 4, 4, 32, 24));
+        write_file(path_of(models) / "wrong" / "model.safetensors", safetensors_bytes(llama_tensors(16, 1, 4, 4, 64, 24)));
+        write_file(path_of(models) / "wrong" / "tokenizer.json", "{}");
         AppSettings settings;
         settings.set_model_folders({models.path()});
         ModelsPage page(settings);
         QSignalSpy done(&page, &ModelsPage::scan_finished);
         page.rescan();
         QVERIFY(done.wait(10000));
-        QCOMPARE(done.last().at(0).toInt(), 2);
+        QCOMPARE(done.last().at(0).toInt(), 4);
         QCOMPARE(done.last().at(1).toInt(), 1);
         const ModelListModel* m = page.model();
+        auto status = [&](int row) { return m->index(row, ModelListModel::Status).data().toString(); };
         QCOMPARE(m->index(0, ModelListModel::Name).data().toString(), QString("odd"));
-        QVERIFY(m->index(0, ModelListModel::Status).data().toString().contains("unsupported architecture 'GPT2LMHeadModel'"));
-        QCOMPARE(m->index(1, ModelListModel::Status).data().toString(), QString("Ready"));
-        QCOMPARE(m->index(1, ModelListModel::Kind).data().toString(), QString("text"));
+        QVERIFY(status(0).contains("unsupported architecture 'GPT2LMHeadModel'"));
+        QVERIFY2(status(1).contains("config.json: is a pipe"), qPrintable(status(1)));
+        QCOMPARE(status(2), QString("Ready"));
+        QCOMPARE(m->index(2, ModelListModel::Kind).data().toString(), QString("text"));
+        QVERIFY2(status(3).contains("has shape [64, 16] but config.json implies [32, 16]"), qPrintable(status(3)));
         QVERIFY(page.findChild<QTableView*>()->isVisibleTo(&page));
     }
 
