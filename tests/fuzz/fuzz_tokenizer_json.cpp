@@ -6,6 +6,10 @@
 #include "engine/util/error.h"
 #include "engine/text/hf_tokenizer.h"
 
+#include "tests/fuzz/fuzz_support.h"
+
+LUMEN_FUZZ_JSON_MUTATOR
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     try {
         const lumen::TokenizerFiles files;

@@ -1,6 +1,7 @@
 // Runs a fuzz target without libFuzzer: every file of the seed corpus, then deterministic
-// mutations of each (truncations, byte flips, spliced bytes), so CI exercises the same entry
-// points that `LUMEN_FUZZ=ON` builds feed to libFuzzer.
+// mutations of each (truncations, byte flips, spliced bytes, and the structural JSON changes of
+// fuzz_support: deep nesting, extreme numbers, long strings and arrays), so CI exercises the
+// same entry points that `LUMEN_FUZZ=ON` builds feed to libFuzzer.
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +10,8 @@
 #include <random>
 #include <string>
 #include <vector>
+
+#include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
@@ -40,7 +43,7 @@ int main(int argc, char** argv) {
         ++runs;
         for (int m = 0; m < mutations; ++m) {
             std::string s = seed;
-            switch (rng() % 4) {
+            switch (rng() % 5) {
             case 0: s.resize(s.empty() ? 0 : rng() % s.size()); break;
             case 1:
                 for (int k = 0, n = 1 + int(rng() % 4); k < n && !s.empty(); ++k) s[rng() % s.size()] ^= char(1 << (rng() % 8));
@@ -53,6 +56,7 @@ int main(int argc, char** argv) {
                 if (!other.empty() && !s.empty()) s.insert(rng() % s.size(), other.substr(rng() % other.size(), 16));
                 break;
             }
+            case 4: lumen::fuzz::mutate_json_structure(s, rng); break;
             }
             run(s);
             ++runs;
