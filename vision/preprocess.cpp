@@ -97,7 +97,8 @@ std::vector<RgbImage> preprocess_squares(const RgbImage& image, const Preprocess
             out.push_back(resize_bicubic(image, s, s));
             break;
         }
-        const auto [cols, rows] = tile_grid(image.width, image.height, p.min_tiles, p.max_tiles, s);
+        const std::pair<int, int> grid = tile_grid(image.width, image.height, p.min_tiles, p.max_tiles, s);
+        const int cols = grid.first, rows = grid.second;  // not a structured binding: the lambda below uses them
         const RgbImage canvas = resize_bicubic(image, s * cols, s * rows);
         out.resize(size_t(cols * rows));
         ThreadPool::shared().parallel_for(out.size(), 1, [&](std::size_t begin, std::size_t end) {

@@ -347,9 +347,13 @@ public:
         const std::string type = string_field(spec, "type", "BPE");
         if (type != "BPE") throw Error("model type '" + type + "' is not supported (supported: BPE)");
         if (!spec.contains("vocab") || !spec["vocab"].is_object()) throw Error("the BPE model has no vocab");
+        // Real vocabularies number their tokens densely; a sparse one may not make the id table
+        // (a string per id) much larger than the vocabulary itself.
+        const int64_t max_id = std::min<int64_t>(kMaxTokenId, 2 * int64_t(spec["vocab"].size()) + 1024);
         for (const auto& [token, id] : spec["vocab"].items()) {
-            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= kMaxTokenId)
-                throw Error("vocab id of '" + token + "' is not a valid id");
+            if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= max_id)
+                throw Error("vocab id of '" + token + "' is not a valid id (ids run from 0 to about the vocabulary's size, " +
+                            std::to_string(spec["vocab"].size()) + ")");
             const auto i = id.get<int32_t>();
             vocab_[token] = i;
             if (std::size_t(i) >= vocab_r_.size()) vocab_r_.resize(std::size_t(i) + 1);

@@ -446,6 +446,7 @@ tokenizer_case("decoder Sequence 2000 deep", "nested deeper than", set_tokenizer
 tokenizer_case("tokenizer.json not JSON", "not valid JSON", lambda m: write(os.path.join(m, "tokenizer.json"), '{"model": '))
 tokenizer_case("unigram model", "model type 'Unigram' is not supported", edit_tokenizer(lambda t: t["model"].update(type="Unigram")))
 tokenizer_case("vocab id 2^40", "is not a valid id", edit_tokenizer(lambda t: t["model"]["vocab"].update({"zz": 2**40})))
+tokenizer_case("vocab id 2^24-1", "is not a valid id", edit_tokenizer(lambda t: t["model"]["vocab"].update({"zz": 2**24 - 1})))
 tokenizer_case("pattern that does not compile", "does not compile", edit_tokenizer(lambda t: t.update(
     pre_tokenizer={"type": "Split", "pattern": {"Regex": "(unclosed"}, "behavior": "Isolated", "invert": False})))
 tokenizer_case("added_tokens_decoder id 10^11", "must be an integer from 0", lambda m: write_json(
