@@ -48,8 +48,8 @@ int select_device(int device) {
     }
     if (device < 0 || device >= count) throw Error("CUDA device " + std::to_string(device) + " does not exist");
     if (const std::string lost = cuda::lost_in_this_process(); !lost.empty())
-        throw Error("the GPU stopped working earlier (" + lost + ") and cannot be used again until Lumen is restarted; "
-                    "restart it, or choose the CPU in Settings",
+        throw Error("the GPU stopped working earlier (" + lost + "); restart Lumen to use it again, or choose the CPU in "
+                    "Settings",
                     Error::Scope::Device);
     check(cudaSetDevice(device), "cudaSetDevice");
     check(cudaFree(nullptr), "starting CUDA on the GPU");
