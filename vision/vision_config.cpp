@@ -190,8 +190,8 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     v.qk_norm = vc.value("qk_normalization", true);
     if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
     v.layer_scale = true;
-    use_feature_layer(v, raw.value("select_layer", -1));
-    v.downsample = raw.value("downsample_ratio", 0.5);
+    use_feature_layer(v, integer(raw, "select_layer", -1, -kMaxVitLayers - 1, kMaxVitLayers, "config.json"));
+    v.downsample = raw.value("downsample_ratio", 0.5);  // a double: any value is representable, and checked below
     v.shuffle_v2 = raw.value("ps_version", "v1") == "v2";
     const int64_t forced = integer(raw, "force_image_size", v.image_size, 1, kMaxSide, "config.json");
     resize_tower_input(v, forced, "config.json: force_image_size");
@@ -229,12 +229,12 @@ void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::p
     if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
     if (!vc.value("use_mean_pooling", true)) throw Error("config.json: a vision tower with a final layernorm (use_mean_pooling false) is not supported");
     v.layer_scale = true;
-    use_feature_layer(v, raw.value("vision_feature_layer", -1));
+    use_feature_layer(v, integer(raw, "vision_feature_layer", -1, -kMaxVitLayers - 1, kMaxVitLayers, "config.json"));
     if (raw.value("vision_feature_select_strategy", "default") != "default")
         throw Error("config.json: vision_feature_select_strategy '" + raw.value("vision_feature_select_strategy", "") + "' is not supported");
     if (raw.value("projector_hidden_act", "gelu") != "gelu")
         throw Error("config.json: projector_hidden_act '" + raw.value("projector_hidden_act", "") + "' is not supported");
-    v.downsample = raw.value("downsample_ratio", 0.5);
+    v.downsample = raw.value("downsample_ratio", 0.5);  // a double: any value is representable, and checked below
     v.shuffle_v2 = true;
 
     const json pre = read_json(dir / "preprocessor_config.json");

@@ -165,6 +165,16 @@ std::string string_field(const json& j, const char* key, const std::string& fall
     return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : fallback;
 }
 
+// A small count (how many characters a Strip decoder removes); a number of any other kind is
+// refused before it is converted (a float such as 1e308 has no size_t value).
+std::size_t count_field(const json& j, const char* key) {
+    if (!j.contains(key) || j[key].is_null()) return 0;
+    const json& v = j[key];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 4096)
+        throw Error(std::string("decoder field '") + key + "' must be an integer from 0 to 4096 (got " + v.dump() + ")");
+    return std::size_t(v.get<int64_t>());
+}
+
 // A tokenizer.json pattern: {"String": literal} or {"Regex": pattern}, as a regex.
 std::string pattern_of(const json& j) {
     if (j.contains("String") && j["String"].is_string()) return Regex::escape(j["String"].get<std::string>());
@@ -189,8 +199,8 @@ std::unique_ptr<TokenDecoder> TokenDecoder::from_json(const json& spec) {
     if (type == "ByteFallback") return std::make_unique<ByteFallbackDecoder>();
     if (type == "Fuse") return std::make_unique<FuseDecoder>();
     if (type == "Strip")
-        return std::make_unique<StripDecoder>(string_field(spec, "content", " "), spec.value("start", std::size_t(0)),
-                                              spec.value("stop", std::size_t(0)));
+        return std::make_unique<StripDecoder>(string_field(spec, "content", " "), count_field(spec, "start"),
+                                              count_field(spec, "stop"));
     if (type == "Sequence") {
         std::vector<std::unique_ptr<TokenDecoder>> parts;
         for (const auto& d : spec.value("decoders", json::array()))
