@@ -25,15 +25,11 @@ RgbImage center_crop(const RgbImage& in, int size) {
     return out;
 }
 
-// The largest image preprocessing may make on the way (300 MB of RGB): a 50-megapixel photo
-// padded to a square fits; a 1x20000 strip resized to 336 pixels on its short side does not.
-constexpr int64_t kMaxWorkingPixels = 100'000'000;
-
-void check_working_size(const RgbImage& image, int64_t width, int64_t height) {
-    if (width * height <= kMaxWorkingPixels) return;
+void check_working_size(const RgbImage& image, int64_t width, int64_t height, int64_t limit) {
+    if (width * height <= limit) return;
     throw Error("the image is " + std::to_string(image.width) + "x" + std::to_string(image.height) +
                 " pixels, a shape this model's preprocessing would first turn into " + std::to_string(width) + "x" +
-                std::to_string(height) + ", more than Lumen allows (" + std::to_string(kMaxWorkingPixels / 1'000'000) +
+                std::to_string(height) + ", more than Lumen allows (" + std::to_string(limit / 1'000'000) +
                 " megapixels); crop it to a less extreme shape");
 }
 
@@ -69,12 +65,12 @@ std::vector<RgbImage> preprocess_squares(const RgbImage& image, const Preprocess
     case Preprocessing::Mode::PadToSquare: {
         // The mean colour as LLaVA computes it: int(mean * 255), truncated.
         const int side = std::max(image.width, image.height);
-        check_working_size(image, side, side);
+        check_working_size(image, side, side, p.max_working_pixels);
         RgbImage square(side, side);
         uint8_t fill[3];
         for (int c = 0; c < 3; ++c) fill[c] = uint8_t(int(double(p.mean[size_t(c)]) * 255.0));
-        for (int y = 0; y < side; ++y)
-            for (int x = 0; x < side; ++x) std::memcpy(square.row(y) + 3 * size_t(x), fill, 3);
+        for (int x = 0; x < side; ++x) std::memcpy(square.row(0) + 3 * size_t(x), fill, 3);
+        for (int y = 1; y < side; ++y) std::memcpy(square.row(y), square.row(0), 3 * size_t(side));
         const int left = (side - image.width) / 2, top = (side - image.height) / 2;
         for (int y = 0; y < image.height; ++y) std::memcpy(square.row(top + y) + 3 * size_t(left), image.row(y), 3 * size_t(image.width));
         out.push_back(center_crop(resize_bicubic(square, p.shortest_edge, p.shortest_edge), p.size));
@@ -85,7 +81,7 @@ std::vector<RgbImage> preprocess_squares(const RgbImage& image, const Preprocess
         const bool portrait = image.width <= image.height;
         const int shorter = portrait ? image.width : image.height, longer = portrait ? image.height : image.width;
         const auto scaled64 = int64_t(double(int64_t(p.shortest_edge) * longer) / double(shorter));
-        check_working_size(image, p.shortest_edge, scaled64);
+        check_working_size(image, p.shortest_edge, scaled64, p.max_working_pixels);
         const int scaled = int(scaled64);
         const RgbImage resized = portrait ? resize_bicubic(image, p.shortest_edge, scaled) : resize_bicubic(image, scaled, p.shortest_edge);
         out.push_back(center_crop(resized, p.size));

@@ -30,6 +30,16 @@ constexpr int64_t kMaxVitLayers = 1024;
 constexpr int64_t kMaxSide = 4096;  // the squares the tower sees, and shortest_edge
 constexpr int64_t kMaxTiles = 128;
 
+// InternVL's pixel shuffle: only 0.5 (every InternVL2 and 2.5 model) is supported, checked before
+// any token count is computed from it.
+double downsample_ratio(const json& raw) {
+    const auto it = raw.find("downsample_ratio");
+    if (it == raw.end() || it->is_null()) return 0.5;
+    if (!it->is_number() || it->get<double>() != 0.5)
+        throw Error("config.json: downsample_ratio " + it->dump() + " is not supported (0.5)");
+    return 0.5;
+}
+
 // An integer field in [lo, hi], or `fallback` when absent.
 int64_t integer(const json& j, const char* key, int64_t fallback, int64_t lo, int64_t hi, const char* file) {
     const auto it = j.find(key);
@@ -191,7 +201,7 @@ void load_internvl_chat(VisionConfig& v, const json& raw, const Tokenizer* token
     if (vc.value("hidden_act", "gelu") != "gelu") throw Error("config.json: vision hidden_act '" + vc.value("hidden_act", "") + "' is not supported");
     v.layer_scale = true;
     use_feature_layer(v, integer(raw, "select_layer", -1, -kMaxVitLayers - 1, kMaxVitLayers, "config.json"));
-    v.downsample = raw.value("downsample_ratio", 0.5);  // a double: any value is representable, and checked below
+    v.downsample = downsample_ratio(raw);
     v.shuffle_v2 = raw.value("ps_version", "v1") == "v2";
     const int64_t forced = integer(raw, "force_image_size", v.image_size, 1, kMaxSide, "config.json");
     resize_tower_input(v, forced, "config.json: force_image_size");
@@ -234,7 +244,7 @@ void load_internvl_hf(VisionConfig& v, const json& raw, const std::filesystem::p
         throw Error("config.json: vision_feature_select_strategy '" + raw.value("vision_feature_select_strategy", "") + "' is not supported");
     if (raw.value("projector_hidden_act", "gelu") != "gelu")
         throw Error("config.json: projector_hidden_act '" + raw.value("projector_hidden_act", "") + "' is not supported");
-    v.downsample = raw.value("downsample_ratio", 0.5);  // a double: any value is representable, and checked below
+    v.downsample = downsample_ratio(raw);
     v.shuffle_v2 = true;
 
     const json pre = read_json(dir / "preprocessor_config.json");

@@ -30,6 +30,9 @@ struct Preprocessing {
     int min_tiles = 1, max_tiles = 12;
     bool thumbnail = true;
     std::array<float, 3> mean{}, std{};
+    // The largest image preprocessing may make on the way (300 MB of RGB): a 50-megapixel photo
+    // padded to a square fits; a 1x20000 strip resized to 336 pixels on its short side does not.
+    int64_t max_working_pixels = 100'000'000;
 };
 
 struct VisionConfig {

@@ -46,14 +46,17 @@ Checkpoint::Checkpoint(const fs::path& dir) : dir_(dir) {
         for (const auto& [tensor, shard] : map->items()) {
             if (!shard.is_string()) throw Error(index_path.string() + ": weight_map entry '" + tensor + "' is not a file name");
             const auto file = shard.get<std::string>();
-            if (file.empty() || file.find('/') != std::string::npos || file == "..")
-                throw Error(index_path.string() + ": weight_map names an invalid shard '" + file + "'");
+            // A file name in this folder: no path, no NUL, not longer than file systems allow.
+            if (file.empty() || file.size() > 255 || file.find_first_of(std::string("/\0", 2)) != std::string::npos ||
+                file == "." || file == "..")
+                throw Error(index_path.string() + ": weight_map names an invalid shard '" + file.substr(0, 80) + "'");
             expected_shard[tensor] = file;
             shard_names.insert(file);
         }
         for (const auto& name : shard_names) {
             const fs::path shard = dir / name;
-            if (!fs::exists(shard))
+            std::error_code ec;
+            if (!fs::exists(shard, ec))
                 throw Error(dir.string() + ": shard " + name +
                             " listed in model.safetensors.index.json is missing (incomplete download?)");
             files_.push_back(shard);

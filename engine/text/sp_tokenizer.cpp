@@ -117,9 +117,39 @@ void check_charsmap(const std::string& blob, const char* spec) {
 // file; the rest of the proto, libsentencepiece checks itself.
 void check_sentencepiece_model(const std::string& model) {
     constexpr uint64_t kNormalizerSpec = 3, kDenormalizerSpec = 5, kPrecompiledCharsmap = 2;
+    constexpr uint64_t kPieces = 1, kPieceText = 1, kPieceType = 3, kNormalPiece = 1, kUserDefinedPiece = 4;
+    constexpr uint64_t kTrainerSpec = 2, kModelType = 3, kUnigram = 1;
+    bool unstorable_piece = false;
+    uint64_t model_type = kUnigram;  // the proto's default
     std::vector<std::pair<std::string, const char*>> maps;
     try {
         for_each_field(model, [&](uint64_t field, int wire, const std::string&, const std::string& payload) {
+            if (field == kPieces && wire == 2) {
+                // A unigram model stores its normal and user-defined pieces in a trie that takes no
+                // empty key and no NUL byte (libsentencepiece throws from inside its loader
+                // otherwise); BPE models keep theirs in a map, and real ones have a "\0" piece.
+                std::string text;
+                uint64_t type = kNormalPiece;
+                for_each_field(payload, [&](uint64_t inner, int inner_wire, const std::string& whole, const std::string& bytes) {
+                    if (inner == kPieceText && inner_wire == 2) text = bytes;
+                    if (inner == kPieceType && inner_wire == 0) {
+                        std::size_t at = 1;  // after the key
+                        type = read_varint(whole, at);
+                    }
+                });
+                if ((type == kNormalPiece || type == kUserDefinedPiece) && (text.empty() || text.find('\0') != std::string::npos))
+                    unstorable_piece = true;
+                return;
+            }
+            if (field == kTrainerSpec && wire == 2) {
+                for_each_field(payload, [&](uint64_t inner, int inner_wire, const std::string& whole, const std::string&) {
+                    if (inner == kModelType && inner_wire == 0) {
+                        std::size_t at = 1;
+                        model_type = read_varint(whole, at);
+                    }
+                });
+                return;
+            }
             if (wire != 2 || (field != kNormalizerSpec && field != kDenormalizerSpec)) return;
             for_each_field(payload, [&](uint64_t inner, int inner_wire, const std::string&, const std::string& blob) {
                 if (inner == kPrecompiledCharsmap && inner_wire == 2)
@@ -130,6 +160,8 @@ void check_sentencepiece_model(const std::string& model) {
         const std::string what = e.what();
         throw Error("tokenizer.model: not a sentencepiece model (" + what.substr(what.find(": ") + 2) + ")");
     }
+    if (unstorable_piece && model_type == kUnigram)
+        throw Error("tokenizer.model: not a sentencepiece model (a unigram piece is empty or holds a NUL byte)");
     for (const auto& [blob, spec] : maps) check_charsmap(blob, spec);
 }
 
@@ -205,7 +237,12 @@ public:
             throw Error(model_file.parent_path().string() + "/" + e.what());
         }
         const std::string proto = llama_rules ? with_dummy_prefix(*bytes, false) : *bytes;
-        const auto status = sp_.LoadFromSerializedProto(proto);
+        sentencepiece::util::Status status;
+        try {
+            status = sp_.LoadFromSerializedProto(proto);
+        } catch (const std::exception& e) {  // darts-clone, inside libsentencepiece, throws on keys it cannot store
+            throw Error(model_file.string() + ": not a sentencepiece model (" + e.what() + ")");
+        }
         if (!status.ok()) throw Error(model_file.string() + ": not a sentencepiece model (" + status.ToString() + ")");
 
         const bool default_bos = style_ != Style::Plain;

@@ -73,7 +73,7 @@ const BrokenCase kBrokenCases[] = {
     {"bad merge", "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0},"merges":["a b"]}})", "missing from the vocabulary"},
     {"bad regex", "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"pre_tokenizer":{"type":"Split","pattern":{"Regex":"(unclosed"},"behavior":"Isolated"}})", "does not compile"},
     {"unknown normalizer", "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"normalizer":{"type":"BertNormalizer"}})", "normalizer type 'BertNormalizer'"},
-    {"wrong field type", "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"content":"x","special":"yes"}],"decoder":{"type":"Strip","start":"one"}})", "wrong type"},
+    {"wrong field type", "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0},"merges":[]},"added_tokens":[{"content":"x","special":"yes"}],"decoder":{"type":"Strip","start":"one"}})", "must be an integer"},
     {"not sentencepiece", "tokenizer.model", "this is not a protobuf", "not a sentencepiece model"},
     {"bad config", "tokenizer_config.json", "{", "tokenizer_config.json: not valid JSON"},
     {"missing", "", "", "no tokenizer"},
