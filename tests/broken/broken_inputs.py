@@ -391,16 +391,21 @@ weights_case("unknown dtype", "unknown dtype 'Q4'", lambda m: write(
     os.path.join(m, "model.safetensors"), header_only('{"a":{"dtype":"Q4","shape":[2],"data_offsets":[0,8]}}', bytes(8))))
 
 
-def index_case(name, expect, text, names="model.safetensors.index.json"):
-    @case(name, expect, names)
+def swap_case(name, expect, remove, put, data):
+    """The tiny Llama with `remove` deleted and `put` written (made a FIFO when data is None)."""
+    @case(name, expect, put)
     def _(w):
         m = os.path.join(w, "m")
-        os.remove(os.path.join(m, "model.safetensors"))
-        if text is None:
-            os.mkfifo(os.path.join(m, "model.safetensors.index.json"))
+        os.remove(os.path.join(m, remove))
+        if data is None:
+            os.mkfifo(os.path.join(m, put))
         else:
-            write(os.path.join(m, "model.safetensors.index.json"), text)
+            write(os.path.join(m, put), data)
         return gen(m)
+
+
+def index_case(name, expect, text):
+    swap_case(name, expect, "model.safetensors", "model.safetensors.index.json", text)
 
 
 index_case("index nested deep", "nested deeper than", '{"weight_map":' + "[" * 10000 + "]" * 10000 + "}")
@@ -461,15 +466,7 @@ tokenizer_case("special_tokens_map.json a FIFO", "is a pipe", lambda m: os.mkfif
 
 
 def sentencepiece_case(name, expect, data):
-    @case(name, expect, "tokenizer.model")
-    def _(w):
-        m = os.path.join(w, "m")
-        os.remove(os.path.join(m, "tokenizer.json"))
-        if data is None:
-            os.mkfifo(os.path.join(m, "tokenizer.model"))
-        else:
-            write(os.path.join(m, "tokenizer.model"), data)
-        return gen(m)
+    swap_case(name, expect, "tokenizer.json", "tokenizer.model", data)
 
 
 # A trie whose root points far outside it (sentencepiece would follow it).
