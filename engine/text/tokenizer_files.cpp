@@ -13,8 +13,7 @@ std::optional<json> read_json(const fs::path& path) { return read_json_file(path
 
 // Token ids index tables as long as the vocabulary, so an id is bounded before it sizes one.
 int32_t token_id(const json& v, const fs::path& file, const std::string& token) {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxTokenId ||
-        (v.is_number_unsigned() && v.get<uint64_t>() >= uint64_t(kMaxTokenId)))
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() >= kMaxTokenId)  // above 2^63: negative here
         throw Error(file.string() + ": the id of '" + token + "' must be an integer from 0 to " +
                     std::to_string(kMaxTokenId - 1) + " (got " + v.dump() + ")");
     return int32_t(v.get<int64_t>());
