@@ -9,9 +9,7 @@
 LUMEN_FUZZ_JSON_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    const auto dir = lumen::fuzz::scratch_dir() / "generation_config";
-    static const bool made = std::filesystem::create_directories(dir) || true;
-    (void)made;
+    const auto dir = lumen::fuzz::scratch_dir();
     lumen::fuzz::write_file(dir / "generation_config.json", {reinterpret_cast<const char*>(data), size});
     try {
         (void)lumen::load_generation_config(dir);

@@ -16,8 +16,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace lumen;
     static const std::unique_ptr<Tokenizer> tokenizer = [] {
-        const auto dir = fuzz::scratch_dir() / "prompt";
-        std::filesystem::create_directories(dir);
+        const auto dir = fuzz::scratch_dir();
         fuzz::write_file(dir / "tokenizer.json", fuzz::tiny_tokenizer_json());
         return Tokenizer::load(dir);
     }();

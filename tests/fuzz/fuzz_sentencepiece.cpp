@@ -10,9 +10,7 @@
 #include "tests/fuzz/fuzz_support.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    const auto dir = lumen::fuzz::scratch_dir() / "sentencepiece";
-    static const bool made = std::filesystem::create_directories(dir) || true;
-    (void)made;
+    const auto dir = lumen::fuzz::scratch_dir();
     lumen::fuzz::write_file(dir / "tokenizer.model", {reinterpret_cast<const char*>(data), size});
     try {
         const auto tok = lumen::Tokenizer::load(dir);

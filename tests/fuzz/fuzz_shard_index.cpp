@@ -21,9 +21,8 @@ std::string shard(const char* name) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-    const auto dir = lumen::fuzz::scratch_dir() / "shard_index";
+    const auto dir = lumen::fuzz::scratch_dir();
     static const bool made = [&] {
-        std::filesystem::create_directories(dir);
         lumen::fuzz::write_file(dir / "model-00001-of-00002.safetensors", shard("a"));
         lumen::fuzz::write_file(dir / "model-00002-of-00002.safetensors", shard("b"));
         return true;

@@ -12,7 +12,8 @@
 
 namespace lumen::fuzz {
 
-// A folder of this process's own, made once and emptied of nothing: targets overwrite their files.
+// A folder of this process's own (each target runs in its own process), made on first use and
+// removed at exit; targets overwrite their files in it.
 const std::filesystem::path& scratch_dir();
 void write_file(const std::filesystem::path& path, std::string_view bytes);
 

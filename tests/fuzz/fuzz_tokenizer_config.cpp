@@ -13,9 +13,8 @@ LUMEN_FUZZ_JSON_MUTATOR
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (size == 0) return 0;
-    const auto dir = lumen::fuzz::scratch_dir() / "tokenizer_config";
+    const auto dir = lumen::fuzz::scratch_dir();
     static const bool made = [&] {
-        std::filesystem::create_directories(dir);
         lumen::fuzz::write_file(dir / "tokenizer.json", lumen::fuzz::tiny_tokenizer_json());
         return true;
     }();

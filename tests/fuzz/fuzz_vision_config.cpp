@@ -30,9 +30,8 @@ constexpr const char* kProcessor = R"({"image_token":"<image>"})";
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     using namespace lumen;
     if (size == 0) return 0;
-    const auto dir = fuzz::scratch_dir() / "vision_config";
+    const auto dir = fuzz::scratch_dir();
     static const std::unique_ptr<Tokenizer> tokenizer = [&] {
-        std::filesystem::create_directories(dir);
         fuzz::write_file(dir / "tokenizer.json", fuzz::tiny_tokenizer_json());
         return Tokenizer::load(dir);
     }();
