@@ -42,6 +42,7 @@ double rope_base(const RopeConfig& rope, int32_t length) {
 }
 
 void check_linear(const Tensor& x, const Weight& w, const Epilogue& e, const Tensor& out, const char* who) {
+    check_weight(w, who);
     const int64_t n = w.out_features();
     const int64_t out_cols = e.kind == Epilogue::Kind::SiluMul ? n / 2 : n;
     if (x.cols != w.in_features() || out.rows != x.rows || out.cols != out_cols || (e.kind == Epilogue::Kind::SiluMul && n % 2 != 0))
@@ -56,9 +57,27 @@ void check_linear(const Tensor& x, const Weight& w, const Epilogue& e, const Ten
     if (e.kind == Epilogue::Kind::AddTo && out.dtype != DType::F32) throw Error(std::string(who) + ": the residual stream is fp32");
 }
 
-const Tensor& dense_values(const Weight& w, const char* who) {
-    if (w.format != Weight::Format::Dense) throw Error(std::string(who) + ": this weight format is not supported here");
-    return w.values;
+void check_weight(const Weight& w, const char* who) {
+    const auto fail = [&](const char* what) { throw Error(std::string(who) + ": " + what); };
+    const bool float_scales = w.scales.dtype == DType::F32 || w.scales.dtype == DType::F16 || w.scales.dtype == DType::BF16;
+    const int64_t out = w.out_features(), in = w.in_features();
+    switch (w.format) {
+    case Weight::Format::Dense: break;
+    case Weight::Format::Int4: {
+        if (w.values.dtype != DType::I32 || w.group_size <= 0 || in % w.group_size != 0) fail("a 4-bit weight's codes or group size are malformed");
+        const int64_t groups = in / w.group_size;
+        if (!float_scales || w.scales.rows != out || w.scales.cols != groups || w.zeros.dtype != DType::U8 ||
+            w.zeros.rows != out || w.zeros.cols != groups)
+            fail("a 4-bit weight's scales or zeros do not match its codes");
+        break;
+    }
+    case Weight::Format::Int8:
+        if (w.values.dtype != DType::I8 || !float_scales || w.scales.rows != out || w.scales.cols != 1)
+            fail("an 8-bit weight's scales do not match its codes");
+        break;
+    }
+    if (!w.input_order.empty() && (w.input_order.dtype != DType::I32 || w.input_order.rows != 1 || w.input_order.cols != in))
+        fail("a weight's input order must list each input column");
 }
 
 }  // namespace lumen

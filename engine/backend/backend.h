@@ -106,19 +106,28 @@ private:
     Tensor tensor_;
 };
 
-// The matrix of a linear product, [out_features, in_features], as stored. Formats are data, not
-// code paths: a new one (4-bit groups with scales and zeros, 8-bit, FP8) is one more value here
-// with its parts, and each backend dispatches on (format, epilogue) in its linear().
+// The matrix of a linear product, [out_features, in_features]. Formats are data, not code paths:
+// each is one value here with its parts, and each backend dispatches on (format, epilogue) in its
+// linear(). Checkpoint formats (AWQ, GPTQ, compressed-tensors) are re-laid into these at load.
 struct Weight {
     enum class Format {
-        Dense,  // 16- or 32-bit floats as the checkpoint has them (converted to the compute type on a GPU)
+        Dense,  // values: 16- or 32-bit floats as the checkpoint has them (the compute type on a GPU)
+        // values: [out, in / 8] I32, eight 4-bit codes a word, input column 8w + k in bits 4k..4k+3;
+        // scales: [out, in / group_size] floats; zeros: [out, in / group_size] U8 codes (0-15);
+        // w = (q - zero) · scale.
+        Int4,
+        Int8,  // values: [out, in] I8; scales: [out, 1] floats; w = q · scale (symmetric per channel)
     };
     Format format = Format::Dense;
-    Tensor values;
+    Tensor values, scales, zeros;
+    int32_t group_size = 0;  // Int4
+    // Empty, or [1, in] I32: the product reads x's columns in this order (GPTQ's activation order:
+    // the columns sorted so that each group is contiguous).
+    Tensor input_order;
 
-    static Weight dense(const Tensor& values) { return Weight{Format::Dense, values}; }
+    static Weight dense(const Tensor& values) { return Weight{Format::Dense, values, {}, {}, 0, {}}; }
     int64_t out_features() const { return values.rows; }
-    int64_t in_features() const { return values.cols; }
+    int64_t in_features() const { return format == Format::Int4 ? values.cols * 8 : values.cols; }
     bool empty() const { return values.empty(); }
 };
 
@@ -172,7 +181,8 @@ public:
     // keeps); a device backend copies it, the CPU one uses it in place.
     virtual Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
     // Weights for benchmarks at real shapes without a checkpoint: uniform in
-    // [center - scale/2, center + scale/2), a pure function of `seed`, made where they are used.
+    // [center - scale/2, center + scale/2) (integer types: uniform bits, for quantized codes), a
+    // pure function of `seed`, made where they are used.
     virtual Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) = 0;
     // Scratch of `dtype`: F32 for the residual stream and logits, compute_dtype() for the rest.
     virtual Buffer activation(int64_t rows, int64_t cols, DType dtype) = 0;
@@ -272,8 +282,8 @@ inline void Buffer::reset() {
 void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who);
 void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who);
 void check_linear(const Tensor& x, const Weight& w, const Epilogue& epilogue, const Tensor& out, const char* who);
-// A weight as the dense matrix it is (lumen::Error naming `who` for a format that is not dense).
-const Tensor& dense_values(const Weight& w, const char* who);
+// A weight's parts agree with its format (lumen::Error naming `who` otherwise).
+void check_weight(const Weight& w, const char* who);
 
 std::unique_ptr<Backend> make_cpu_backend();
 

@@ -35,7 +35,8 @@ public:
 
     // Weights are used where they are (mapped files): the Buffer owns nothing.
     Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
-        if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16)
+        if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::I32 && dtype != DType::I8 &&
+            dtype != DType::U8)
             throw Error("CPU backend: weights of type " + std::string(dtype_name(dtype)) + " are not supported");
         return Buffer(*this, Tensor{const_cast<void*>(host), dtype, rows, cols, cols});
     }
@@ -54,6 +55,11 @@ public:
         std::byte* data = buffer.get();
         ThreadPool::shared().parallel_for(n, 1 << 16, [&](std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) {
+                if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8) {  // codes: uniform bits
+                    const uint64_t bits = random_bits(seed, i);
+                    std::memcpy(data + i * elem, &bits, elem);
+                    continue;
+                }
                 const float v = center + scale * (random_unit(seed, i) - 0.5f);
                 if (dtype == DType::F32) std::memcpy(data + i * 4, &v, 4);
                 else {
@@ -179,11 +185,10 @@ public:
     void linear(const Tensor& x, const Weight& w, const Epilogue& e, Tensor out) override {
         check_f32(x, "linear input");
         check_linear(x, w, e, out, "CPU backend");
-        const Tensor& values = dense_values(w, "CPU backend");
         switch (e.kind) {
-        case Epilogue::Kind::None: matmul(x, values, e.bias, out); return;
+        case Epilogue::Kind::None: matmul(x, w, e.bias, out); return;
         case Epilogue::Kind::RopeStoreKv:
-            matmul(x, values, e.bias, out);
+            matmul(x, w, e.bias, out);
             rope_store_kv(out, e.heads, e.layer);
             return;
         case Epilogue::Kind::SiluMul:
@@ -191,10 +196,11 @@ public:
             std::unique_ptr<float[]> own;
             Tensor product = e.scratch.empty() ? Tensor{} : e.scratch.rows_view(0, x.rows);
             if (product.empty()) {
-                own.reset(new float[std::size_t(x.rows * values.rows)]);
-                product = Tensor{own.get(), DType::F32, x.rows, values.rows, values.rows};
+                const int64_t n = w.out_features();
+                own.reset(new float[std::size_t(x.rows * n)]);
+                product = Tensor{own.get(), DType::F32, x.rows, n, n};
             }
-            matmul(x, values, e.bias, product);
+            matmul(x, w, e.bias, product);
             if (e.kind == Epilogue::Kind::SiluMul) silu_mul(product, out);
             else add(out, product, nullptr);
             return;

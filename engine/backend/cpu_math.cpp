@@ -150,14 +150,14 @@ void check_f32(const Tensor& t, const char* what) {
     if (t.dtype != DType::F32) throw Error(std::string("CPU backend: ") + what + " must be F32");
 }
 
-// A uniform value in [0, 1) from (seed, index): splitmix64, top 24 bits.
-float random_unit(uint64_t seed, uint64_t i) {
+uint64_t random_bits(uint64_t seed, uint64_t i) {
     uint64_t z = (seed ^ (i * 0xD1B54A32D192ED03ull)) + 0x9E3779B97F4A7C15ull;
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return float(z >> 40) * (1.0f / 16777216.0f);
+    return z ^ (z >> 31);
 }
+
+float random_unit(uint64_t seed, uint64_t i) { return float(random_bits(seed, i) >> 40) * (1.0f / 16777216.0f); }
 
 // Work below this many multiply-adds per thread is not worth waking threads for.
 constexpr std::size_t kMinWorkPerThread = 1 << 15;
@@ -178,24 +178,62 @@ void normalize_row(const float* x, const float* w, int64_t n, float eps, float* 
     for (int64_t j = 0; j < n; ++j) out[j] = w[j] * (x[j] * inv);
 }
 
-void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor out) {
+const float* weight_row_f32(const Weight& w, int64_t r, float* scratch) {
+    switch (w.format) {
+    case Weight::Format::Dense: return row_f32(w.values, r, scratch);
+    case Weight::Format::Int4: {
+        const int64_t in = w.in_features(), groups = in / w.group_size;
+        thread_local std::vector<float> scales;
+        scales.resize(std::size_t(groups));
+        const float* s = row_f32(w.scales, r, scales.data());
+        const uint8_t* z = static_cast<const uint8_t*>(w.zeros.data) + r * w.zeros.stride;
+        const uint32_t* q = static_cast<const uint32_t*>(w.values.data) + r * w.values.stride;
+        for (int64_t g = 0; g < groups; ++g) {
+            const float scale = s[g], zero = float(z[g]);
+            for (int64_t i = g * w.group_size; i < (g + 1) * w.group_size; ++i)
+                scratch[i] = (float((q[i / 8] >> (4 * (i % 8))) & 15u) - zero) * scale;
+        }
+        return scratch;
+    }
+    case Weight::Format::Int8: {
+        float converted;
+        const float* s = row_f32(w.scales, r, &converted);
+        const int8_t* q = static_cast<const int8_t*>(w.values.data) + r * w.values.stride;
+        for (int64_t i = 0; i < w.values.cols; ++i) scratch[i] = float(q[i]) * s[0];
+        return scratch;
+    }
+    }
+    return scratch;
+}
+
+void matmul(const Tensor& x_in, const Weight& w, const Tensor& bias, Tensor out) {
+    // GPTQ's activation order: the columns of x in the order the weight's groups were laid.
+    std::vector<float> reordered;
+    Tensor x = x_in;
+    if (!w.input_order.empty()) {
+        const int32_t* order = static_cast<const int32_t*>(w.input_order.data);
+        reordered.resize(std::size_t(x.rows * x.cols));
+        for (int64_t t = 0; t < x.rows; ++t)
+            for (int64_t i = 0; i < x.cols; ++i) reordered[std::size_t(t * x.cols + i)] = frow(x_in, t)[order[i]];
+        x = Tensor{reordered.data(), DType::F32, x.rows, x.cols, x.cols};
+    }
     std::vector<float> b;
     const float* bp = nullptr;
     if (!bias.empty()) {
         b.resize(std::size_t(bias.rows * bias.cols));
         bp = row_f32(Tensor{bias.data, bias.dtype, 1, bias.rows * bias.cols, bias.rows * bias.cols}, 0, b.data());
     }
-    const int64_t in = x.cols, n = x.rows;
+    const int64_t in = x.cols, n = x.rows, out_rows = w.out_features();
     auto store = [&](int64_t t, int64_t r, float v) { frow(out, t)[r] = v + (bp ? bp[r] : 0.0f); };
     // Few tokens and bf16 weights: dot products straight from the weights, four rows at a time.
-    if (n <= 2 && w.dtype == DType::BF16) {
-        ThreadPool::shared().parallel_for(std::size_t((w.rows + 3) / 4), grain_for(std::size_t(in * n * 4)),
+    if (n <= 2 && w.format == Weight::Format::Dense && w.values.dtype == DType::BF16) {
+        ThreadPool::shared().parallel_for(std::size_t((out_rows + 3) / 4), grain_for(std::size_t(in * n * 4)),
                                           [&](std::size_t bb, std::size_t be) {
             for (std::size_t blk = bb; blk < be; ++blk) {
-                const int64_t r0 = int64_t(blk) * 4, count = std::min<int64_t>(4, w.rows - r0);
+                const int64_t r0 = int64_t(blk) * 4, count = std::min<int64_t>(4, out_rows - r0);
                 const uint16_t* rows[4];
                 for (int64_t k = 0; k < 4; ++k)
-                    rows[k] = static_cast<const uint16_t*>(w.data) + (r0 + std::min(k, count - 1)) * w.stride;
+                    rows[k] = static_cast<const uint16_t*>(w.values.data) + (r0 + std::min(k, count - 1)) * w.values.stride;
                 for (int64_t t = 0; t < n; ++t) {
                     float acc[4];
                     dot_bf16_x4(frow(x, t), rows, in, acc);
@@ -208,13 +246,13 @@ void matmul(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor out) {
     // Blocks of 16 weight rows, converted to fp32 once and used for every token, four tokens
     // by two rows at a time.
     constexpr int64_t kRows = 16;
-    ThreadPool::shared().parallel_for(std::size_t((w.rows + kRows - 1) / kRows), grain_for(std::size_t(in * n * kRows)),
+    ThreadPool::shared().parallel_for(std::size_t((out_rows + kRows - 1) / kRows), grain_for(std::size_t(in * n * kRows)),
                                       [&](std::size_t bb, std::size_t be) {
         std::vector<float> scratch(std::size_t(in * kRows));
         for (std::size_t blk = bb; blk < be; ++blk) {
-            const int64_t r0 = int64_t(blk) * kRows, count = std::min<int64_t>(kRows, w.rows - r0);
+            const int64_t r0 = int64_t(blk) * kRows, count = std::min<int64_t>(kRows, out_rows - r0);
             const float* rows[kRows];
-            for (int64_t k = 0; k < count; ++k) rows[k] = row_f32(w, r0 + k, scratch.data() + k * in);
+            for (int64_t k = 0; k < count; ++k) rows[k] = weight_row_f32(w, r0 + k, scratch.data() + k * in);
             for (int64_t t0 = 0; t0 < n; t0 += 4) {
                 const int64_t tokens = std::min<int64_t>(4, n - t0);
                 const float* xs[4];

@@ -260,7 +260,8 @@ public:
     // kernel of its own over the product.
     void linear(const Tensor& x, const Weight& w, const Epilogue& e, Tensor out) override {
         check_linear(x, w, e, out, "CUDA backend");
-        const Tensor& values = dense_values(w, "CUDA backend");
+        if (w.format != Weight::Format::Dense) throw Error("CUDA backend: quantized weights are not supported yet");
+        const Tensor& values = w.values;
         const void* bias = e.bias.empty() ? nullptr : e.bias.data;
         const OpScope op(*this, product_label(e.kind, x, values), {x.data, values.data, bias, out.data, e.scratch.data});
         const k::DataType wt = kernel_type(values.dtype);

@@ -53,7 +53,7 @@ WeightNames resolve_weight_names(const ModelConfig& config, const Checkpoint& ch
         const std::vector<std::string> heads = internlm ? std::vector<std::string>{"output.weight", "language_model.output.weight"}
                                                         : std::vector<std::string>{"lm_head.weight", "language_model.lm_head.weight"};
         for (const auto& h : heads)
-            if (checkpoint.find(h)) {
+            if (has_linear(checkpoint, h.substr(0, h.size() - std::string(".weight").size()))) {
                 names.lm_head = h;
                 break;
             }
@@ -87,33 +87,37 @@ Shapes shapes_of(const TextConfig& t) {
     return {t.hidden_size, t.num_heads, t.num_kv_heads, t.head_dim, t.intermediate_size, t.vocab_size};
 }
 
-// Visits every tensor the forward needs with its expected shape.
-template <class F>
-void for_each_needed(const TextConfig& t, const WeightNames& names, F&& f) {
+// "lm_head.weight" -> "lm_head": the module a weight tensor belongs to.
+std::string module_of(const std::string& weight_name) { return weight_name.substr(0, weight_name.size() - std::string(".weight").size()); }
+
+// Visits every tensor the forward needs with its expected shape: `f(name, shape)` for tables,
+// norms and biases, `linear(module, rows, cols)` for the products' weights (stored in any format).
+template <class F, class G>
+void for_each_needed(const TextConfig& t, const WeightNames& names, F&& f, G&& linear) {
     const Shapes s = shapes_of(t);
     f(names.embed, std::vector<int64_t>{s.vocab, s.hidden});
     f(names.final_norm, std::vector<int64_t>{s.hidden});
-    if (!names.lm_head.empty()) f(names.lm_head, std::vector<int64_t>{s.vocab, s.hidden});
+    if (!names.lm_head.empty()) linear(module_of(names.lm_head), s.vocab, s.hidden);
     const LayerNames ln = layer_names(t.family);
     for (int64_t l = 0; l < t.num_layers; ++l) {
         const std::string p = names.layer + std::to_string(l) + ".";
         f(p + ln.attn_norm + ".weight", std::vector<int64_t>{s.hidden});
         f(p + ln.ffn_norm + ".weight", std::vector<int64_t>{s.hidden});
         if (ln.qkv.size() == 1) {
-            f(p + ln.qkv[0] + ".weight", std::vector<int64_t>{s.q() + 2 * s.kv(), s.hidden});
+            linear(p + ln.qkv[0], s.q() + 2 * s.kv(), s.hidden);
             if (t.qkv_bias) f(p + ln.qkv[0] + ".bias", std::vector<int64_t>{s.q() + 2 * s.kv()});
         } else {
             const int64_t rows[3] = {s.q(), s.kv(), s.kv()};
             for (int k = 0; k < 3; ++k) {
-                f(p + ln.qkv[std::size_t(k)] + ".weight", std::vector<int64_t>{rows[k], s.hidden});
+                linear(p + ln.qkv[std::size_t(k)], rows[k], s.hidden);
                 if (t.qkv_bias) f(p + ln.qkv[std::size_t(k)] + ".bias", std::vector<int64_t>{rows[k]});
             }
         }
-        f(p + ln.o + ".weight", std::vector<int64_t>{s.hidden, s.q()});
+        linear(p + ln.o, s.hidden, s.q());
         if (t.o_bias) f(p + ln.o + ".bias", std::vector<int64_t>{s.hidden});
-        f(p + ln.gate + ".weight", std::vector<int64_t>{s.inter, s.hidden});
-        f(p + ln.up + ".weight", std::vector<int64_t>{s.inter, s.hidden});
-        f(p + ln.down + ".weight", std::vector<int64_t>{s.hidden, s.inter});
+        linear(p + ln.gate, s.inter, s.hidden);
+        linear(p + ln.up, s.inter, s.hidden);
+        linear(p + ln.down, s.hidden, s.inter);
         if (t.mlp_bias) {
             f(p + ln.gate + ".bias", std::vector<int64_t>{s.inter});
             f(p + ln.up + ".bias", std::vector<int64_t>{s.inter});
@@ -122,50 +126,29 @@ void for_each_needed(const TextConfig& t, const WeightNames& names, F&& f) {
     }
 }
 
-// Concatenates row ranges of several tensors into one buffer, in their common type (or F32
-// when they differ). Each part is (tensor, first row, row count).
-struct RowRange {
-    const TensorInfo* tensor;
-    int64_t first, count;
-};
-
-std::vector<std::byte> concat_rows(const std::vector<RowRange>& parts, int64_t cols, DType& dtype) {
-    dtype = parts.front().tensor->dtype;
-    for (const auto& p : parts)
-        if (p.tensor->dtype != dtype) dtype = DType::F32;
-    int64_t rows = 0;
-    for (const auto& p : parts) rows += p.count;
-    const std::size_t elem = dtype_size(dtype);
-    std::vector<std::byte> out(std::size_t(rows * cols) * elem);
-    std::byte* dst = out.data();
-    for (const auto& p : parts) {
-        const std::size_t src_elem = dtype_size(p.tensor->dtype);
-        const std::byte* src = p.tensor->data.data() + std::size_t(p.first * cols) * src_elem;
-        const std::size_t n = std::size_t(p.count * cols);
-        if (p.tensor->dtype == dtype) {
-            std::memcpy(dst, src, n * elem);
-        } else {
-            to_f32(src, p.tensor->dtype, n, reinterpret_cast<float*>(dst));
-        }
-        dst += n * elem;
-    }
-    return out;
-}
-
 }  // namespace
 
 void check_weights(const ModelConfig& config, const Checkpoint& checkpoint) {
     const WeightNames names = resolve_weight_names(config, checkpoint);
-    for_each_needed(config.text, names, [&](const std::string& name, const std::vector<int64_t>& shape) { expect(checkpoint, name, shape); });
+    for_each_needed(
+        config.text, names, [&](const std::string& name, const std::vector<int64_t>& shape) { expect(checkpoint, name, shape); },
+        [&](const std::string& module, int64_t rows, int64_t cols) {
+            // 16-bit weights are checked here; packed ones when they are re-laid at load.
+            if (checkpoint.find(module + ".weight") || !has_linear(checkpoint, module)) expect(checkpoint, module + ".weight", {rows, cols});
+        });
 }
 
-Model::Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute)
-    : backend_(backend), config_(load_model_config(dir)), checkpoint_(std::make_unique<Checkpoint>(dir)) {
+Model::Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute, const WeightChoice& choice)
+    : backend_(backend), config_(load_model_config(dir)), checkpoint_(std::make_unique<Checkpoint>(dir)), choice_(choice) {
     const TextConfig& t = config_.text;
     attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
     rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
     backend_.set_compute_dtype(compute.value_or(checkpoint_->main_dtype().value_or(DType::F32)));
     try {
+        quantization_ = load_quantization(dir, config_.raw);
+        if (quantization_.quantized() && choice_.kind != WeightChoice::Kind::AsStored)
+            throw Error("the weights are already " + quantization_.describe() + "; quantizing at load (" + choice_.describe() +
+                        ") applies to 16-bit folders (choose \"as stored\")");
         load_weights(*checkpoint_);
     } catch (const Error& e) {
         if (e.device_lost()) throw;
@@ -175,7 +158,8 @@ Model::Model(const std::filesystem::path& dir, Backend& backend, std::optional<D
     }
 }
 
-Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed) : backend_(backend), config_(config) {
+Model::Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed, const WeightChoice& choice)
+    : backend_(backend), config_(config), choice_(choice) {
     const TextConfig& t = config_.text;
     attention_ = {int32_t(t.num_heads), int32_t(t.num_kv_heads), int32_t(t.head_dim)};
     rope_ = {int32_t(t.head_dim), t.rope_theta, t.rope_scaling, t.max_position_embeddings};
@@ -194,10 +178,43 @@ void Model::random_weights(DType dtype, uint64_t seed) {
     const TextConfig& t = config_.text;
     const Shapes s = shapes_of(t);
     uint64_t next = seed;
-    // Scales keep activations in a sane range whatever the width: uniform with std ~ 1/sqrt(in).
+    // Scales keep activations in a sane range whatever the width: std ~ 1/sqrt(in) (uniform values
+    // of width 3.4/sqrt(in); codes uniform over their range times a matching scale).
     auto matrix = [&](int64_t rows, int64_t cols) {
         weight_bytes_ += uint64_t(rows * cols) * dtype_size(dtype);
         return keep(backend_.random_weight(dtype, rows, cols, ++next, 0.0f, 3.4f / std::sqrt(float(cols))));
+    };
+    auto linear = [&](int64_t rows, int64_t cols) {
+        const bool int4 = choice_.kind == WeightChoice::Kind::Int4 && cols % choice_.group_size == 0;
+        if (choice_.kind == WeightChoice::Kind::AsStored || (choice_.kind == WeightChoice::Kind::Int4 && !int4))
+            return Weight::dense(matrix(rows, cols));
+        HostWeight h;
+        h.rows = rows, h.cols = cols;
+        Weight w;
+        if (int4) {
+            const int64_t groups = cols / choice_.group_size;
+            h.format = w.format = Weight::Format::Int4;
+            h.group_size = w.group_size = choice_.group_size;
+            const float scale = 0.98f / (4.6f * std::sqrt(float(cols)));  // codes - 8 have std 4.6
+            h.scales.resize(std::size_t(rows * groups) * 4);
+            for (std::size_t i = 0; i < std::size_t(rows * groups); ++i) std::memcpy(h.scales.data() + i * 4, &scale, 4);
+            h.zeros.assign(std::size_t(rows * groups), 8);
+            w.values = keep(backend_.random_weight(DType::I32, rows, cols / 8, ++next, 0, 0));
+            host_.push_back(std::make_unique<HostWeight>(std::move(h)));
+            w.scales = keep(backend_.weight(host_.back()->scales.data(), DType::F32, rows, groups));
+            w.zeros = keep(backend_.weight(host_.back()->zeros.data(), DType::U8, rows, groups));
+            weight_bytes_ += uint64_t(rows * cols / 2) + uint64_t(rows * groups) * (dtype_size(dtype) + 1);
+        } else {
+            h.format = w.format = Weight::Format::Int8;
+            const float scale = 0.98f / (74.0f * std::sqrt(float(cols)));  // uniform bytes have std 74
+            h.scales.resize(std::size_t(rows) * 4);
+            for (std::size_t i = 0; i < std::size_t(rows); ++i) std::memcpy(h.scales.data() + i * 4, &scale, 4);
+            w.values = keep(backend_.random_weight(DType::I8, rows, cols, ++next, 0, 0));
+            host_.push_back(std::make_unique<HostWeight>(std::move(h)));
+            w.scales = keep(backend_.weight(host_.back()->scales.data(), DType::F32, rows, 1));
+            weight_bytes_ += uint64_t(rows * cols) + uint64_t(rows) * dtype_size(dtype);
+        }
+        return w;
     };
     auto vector = [&](int64_t n, float center, float scale) {
         weight_bytes_ += uint64_t(n) * dtype_size(dtype);
@@ -211,12 +228,12 @@ void Model::random_weights(DType dtype, uint64_t seed) {
         Layer layer;
         layer.attn_norm = vector(s.hidden, 1.0f, 0.2f);
         layer.ffn_norm = vector(s.hidden, 1.0f, 0.2f);
-        layer.wqkv = Weight::dense(matrix(s.q() + 2 * s.kv(), s.hidden));
+        layer.wqkv = linear(s.q() + 2 * s.kv(), s.hidden);
         if (t.qkv_bias) layer.bqkv = vector(s.q() + 2 * s.kv(), 0.0f, 0.2f);
-        layer.wo = Weight::dense(matrix(s.hidden, s.q()));
+        layer.wo = linear(s.hidden, s.q());
         if (t.o_bias) layer.bo = vector(s.hidden, 0.0f, 0.2f);
-        layer.w_gate_up = Weight::dense(matrix(2 * s.inter, s.hidden));
-        layer.w_down = Weight::dense(matrix(s.hidden, s.inter));
+        layer.w_gate_up = linear(2 * s.inter, s.hidden);
+        layer.w_down = linear(s.hidden, s.inter);
         if (t.mlp_bias) {
             layer.b_gate_up = vector(2 * s.inter, 0.0f, 0.2f);
             layer.b_down = vector(s.hidden, 0.0f, 0.2f);
@@ -225,29 +242,81 @@ void Model::random_weights(DType dtype, uint64_t seed) {
     }
 }
 
+std::string Model::weights_description() const {
+    std::string d = quantization_.quantized() ? quantization_.describe() : choice_.kind == WeightChoice::Kind::AsStored ? "16-bit" : choice_.describe();
+    if (!kept_16_bit_.empty())
+        d += "; " + std::to_string(kept_16_bit_.size()) + " layer" + (kept_16_bit_.size() == 1 ? "" : "s") + " kept 16-bit (" +
+             kept_16_bit_.front() + (kept_16_bit_.size() > 1 ? ", ..." : "") + ": input width not a multiple of the group size)";
+    return d;
+}
+
+Weight Model::upload(HostWeight w, const std::string& name, bool quantizable) {
+    if (quantizable && w.format == Weight::Format::Dense && choice_.kind != WeightChoice::Kind::AsStored) {
+        if (choice_.kind == WeightChoice::Kind::Int8) w = quantize_int8(w);
+        else if (w.cols % choice_.group_size == 0) w = quantize_int4(w, choice_.group_size);
+        else kept_16_bit_.push_back(name);
+    }
+    weight_bytes_ += w.bytes();
+    host_.push_back(std::make_unique<HostWeight>(std::move(w)));
+    const HostWeight& h = *host_.back();
+    Weight out;
+    out.format = h.format;
+    switch (h.format) {
+    case Weight::Format::Dense:
+        out.values = keep(backend_.weight(h.dense_data(), h.dtype, h.rows, h.cols));
+        return out;
+    case Weight::Format::Int4: {
+        const int64_t groups = h.cols / h.group_size;
+        out.values = keep(backend_.weight(h.values.data(), DType::I32, h.rows, h.cols / 8));
+        out.scales = keep(backend_.weight(h.scales.data(), DType::F32, h.rows, groups));
+        out.zeros = keep(backend_.weight(h.zeros.data(), DType::U8, h.rows, groups));
+        out.group_size = h.group_size;
+        if (!h.input_order.empty()) out.input_order = keep(backend_.weight(h.input_order.data(), DType::I32, 1, h.cols));
+        return out;
+    }
+    case Weight::Format::Int8:
+        out.values = keep(backend_.weight(h.values.data(), DType::I8, h.rows, h.cols));
+        out.scales = keep(backend_.weight(h.scales.data(), DType::F32, h.rows, 1));
+        return out;
+    }
+    return out;
+}
+
 void Model::load_weights(const Checkpoint& c) {
     check_weights(config_, c);
     const TextConfig& t = config_.text;
     const Shapes s = shapes_of(t);
     const WeightNames names = resolve_weight_names(config_, c);
+    const Quantization& stored = quantization_;
     auto direct = [&](const std::string& name) {
         const TensorInfo& info = *c.find(name);
         weight_bytes_ += info.data.size();
         const int64_t rows = info.shape.size() == 2 ? info.shape[0] : 1;
         return keep(backend_.weight(info.data.data(), info.dtype, rows, info.shape.back()));
     };
-    auto fused = [&](const std::vector<RowRange>& parts, int64_t cols) {
-        DType dtype;
-        fused_.push_back(concat_rows(parts, cols, dtype));
-        int64_t rows = 0;
-        for (const auto& p : parts) rows += p.count;
-        weight_bytes_ += fused_.back().size();
-        return keep(backend_.weight(fused_.back().data(), dtype, rows, cols));
+    // Biases: one row, in their stored type (or fp32 where the parts differ).
+    auto bias_row = [&](const std::vector<std::pair<const TensorInfo*, std::pair<int64_t, int64_t>>>& parts) {
+        std::vector<HostWeight> views;
+        views.reserve(parts.size());
+        std::vector<RowRange> ranges;
+        for (const auto& [info, range] : parts) {
+            HostWeight v;
+            v.rows = info->shape[0], v.cols = 1, v.dtype = info->dtype, v.mapped = info->data.data();
+            views.push_back(v);
+        }
+        for (std::size_t i = 0; i < parts.size(); ++i) ranges.push_back({&views[i], parts[i].second.first, parts[i].second.second});
+        HostWeight b = concat_rows(ranges);
+        weight_bytes_ += b.bytes();
+        host_.push_back(std::make_unique<HostWeight>(std::move(b)));
+        const HostWeight& h = *host_.back();
+        return keep(backend_.weight(h.dense_data(), h.dtype, 1, h.rows));
     };
 
     embed_ = direct(names.embed);
     final_norm_ = direct(names.final_norm);
-    lm_head_ = Weight::dense(names.lm_head.empty() ? embed_ : direct(names.lm_head));
+    lm_head_ = names.lm_head.empty() ? Weight::dense(embed_)
+                                     : upload(read_linear(c, stored, module_of(names.lm_head), s.vocab, s.hidden), module_of(names.lm_head),
+                                              /*quantizable=*/false);
     const LayerNames ln = layer_names(t.family);
     for (int64_t l = 0; l < t.num_layers; ++l) {
         const std::string p = names.layer + std::to_string(l) + ".";
@@ -256,9 +325,9 @@ void Model::load_weights(const Checkpoint& c) {
         layer.ffn_norm = direct(p + ln.ffn_norm + ".weight");
         if (ln.qkv.size() == 1) {
             // InternLM2 packs q, k and v per key/value head: [kv_heads][groups + 2][head_dim]. Re-lay
-            // as all query heads, then all keys, then all values.
+            // as all query heads, then all keys, then all values (rows, so any format re-lays alike).
             const int64_t groups = s.heads / s.kv_heads, D = s.head_dim;
-            auto relaid = [&](const TensorInfo* packed, int64_t cols) {
+            auto ranges = [&](const HostWeight* packed) {
                 std::vector<RowRange> q, k, v;
                 for (int64_t g = 0; g < s.kv_heads; ++g) {
                     const int64_t base = g * (groups + 2) * D;
@@ -268,33 +337,36 @@ void Model::load_weights(const Checkpoint& c) {
                 }
                 q.insert(q.end(), k.begin(), k.end());
                 q.insert(q.end(), v.begin(), v.end());
-                return fused(q, cols);
+                return q;
             };
-            layer.wqkv = Weight::dense(relaid(c.find(p + ln.qkv[0] + ".weight"), s.hidden));
-            if (t.qkv_bias) layer.bqkv = relaid(c.find(p + ln.qkv[0] + ".bias"), 1);
-        } else {
-            const TensorInfo* q = c.find(p + ln.qkv[0] + ".weight");
-            const TensorInfo* k = c.find(p + ln.qkv[1] + ".weight");
-            const TensorInfo* v = c.find(p + ln.qkv[2] + ".weight");
-            layer.wqkv = Weight::dense(fused({{q, 0, s.q()}, {k, 0, s.kv()}, {v, 0, s.kv()}}, s.hidden));
+            const HostWeight packed = read_linear(c, stored, p + ln.qkv[0], s.q() + 2 * s.kv(), s.hidden);
+            layer.wqkv = upload(concat_rows(ranges(&packed)), p + ln.qkv[0]);
             if (t.qkv_bias) {
-                const TensorInfo* qb = c.find(p + ln.qkv[0] + ".bias");
-                const TensorInfo* kb = c.find(p + ln.qkv[1] + ".bias");
-                const TensorInfo* vb = c.find(p + ln.qkv[2] + ".bias");
-                layer.bqkv = fused({{qb, 0, s.q()}, {kb, 0, s.kv()}, {vb, 0, s.kv()}}, 1);
+                const TensorInfo* b = c.find(p + ln.qkv[0] + ".bias");
+                HostWeight view;
+                view.rows = b->shape[0], view.cols = 1, view.dtype = b->dtype, view.mapped = b->data.data();
+                std::vector<std::pair<const TensorInfo*, std::pair<int64_t, int64_t>>> parts;
+                for (const RowRange& r : ranges(&view)) parts.push_back({b, {r.first, r.count}});
+                layer.bqkv = bias_row(parts);
             }
+        } else {
+            const HostWeight wq = read_linear(c, stored, p + ln.qkv[0], s.q(), s.hidden);
+            const HostWeight wk = read_linear(c, stored, p + ln.qkv[1], s.kv(), s.hidden);
+            const HostWeight wv = read_linear(c, stored, p + ln.qkv[2], s.kv(), s.hidden);
+            layer.wqkv = upload(concat_rows({{&wq, 0, s.q()}, {&wk, 0, s.kv()}, {&wv, 0, s.kv()}}), p + "q/k/v");
+            if (t.qkv_bias)
+                layer.bqkv = bias_row({{c.find(p + ln.qkv[0] + ".bias"), {0, s.q()}},
+                                       {c.find(p + ln.qkv[1] + ".bias"), {0, s.kv()}},
+                                       {c.find(p + ln.qkv[2] + ".bias"), {0, s.kv()}}});
         }
-        // Biases are kept as one row.
-        if (!layer.bqkv.empty()) layer.bqkv = Tensor{layer.bqkv.data, layer.bqkv.dtype, 1, layer.bqkv.rows, layer.bqkv.rows};
-        layer.wo = Weight::dense(direct(p + ln.o + ".weight"));
+        layer.wo = upload(read_linear(c, stored, p + ln.o, s.hidden, s.q()), p + ln.o);
         if (t.o_bias) layer.bo = direct(p + ln.o + ".bias");
-        const TensorInfo* gate = c.find(p + ln.gate + ".weight");
-        const TensorInfo* up = c.find(p + ln.up + ".weight");
-        layer.w_gate_up = Weight::dense(fused({{gate, 0, s.inter}, {up, 0, s.inter}}, s.hidden));
-        layer.w_down = Weight::dense(direct(p + ln.down + ".weight"));
+        const HostWeight gate = read_linear(c, stored, p + ln.gate, s.inter, s.hidden);
+        const HostWeight up = read_linear(c, stored, p + ln.up, s.inter, s.hidden);
+        layer.w_gate_up = upload(concat_rows({{&gate, 0, s.inter}, {&up, 0, s.inter}}), p + ln.gate + "/up");
+        layer.w_down = upload(read_linear(c, stored, p + ln.down, s.hidden, s.inter), p + ln.down);
         if (t.mlp_bias) {
-            const Tensor b = fused({{c.find(p + ln.gate + ".bias"), 0, s.inter}, {c.find(p + ln.up + ".bias"), 0, s.inter}}, 1);
-            layer.b_gate_up = Tensor{b.data, b.dtype, 1, b.rows, b.rows};
+            layer.b_gate_up = bias_row({{c.find(p + ln.gate + ".bias"), {0, s.inter}}, {c.find(p + ln.up + ".bias"), {0, s.inter}}});
             layer.b_down = direct(p + ln.down + ".bias");
         }
         layers_.push_back(layer);

@@ -10,6 +10,7 @@
 #include "engine/backend/backend.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/model_config.h"
+#include "engine/model/weight_formats.h"
 
 namespace lumen {
 
@@ -30,11 +31,13 @@ void check_weights(const ModelConfig& config, const Checkpoint& checkpoint);
 
 class Model {
 public:
-    // `compute` overrides the activation type the backend would take from the weights.
-    Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute = std::nullopt);
-    // A model of `config`'s shapes with seeded random weights of `dtype`, made by the backend (for
-    // benchmarks at real shapes without downloading a checkpoint).
-    Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed);
+    // `compute` overrides the activation type the backend would take from the weights; `choice`
+    // quantizes a 16-bit folder's linear weights at load.
+    Model(const std::filesystem::path& dir, Backend& backend, std::optional<DType> compute = std::nullopt,
+          const WeightChoice& choice = {});
+    // A model of `config`'s shapes with seeded random weights of `dtype` (the linear ones in
+    // `choice`'s format), made by the backend (for benchmarks at real shapes without a checkpoint).
+    Model(const ModelConfig& config, Backend& backend, DType dtype, uint64_t seed, const WeightChoice& choice = {});
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
@@ -44,6 +47,9 @@ public:
     Backend& backend() { return backend_; }
     // Bytes of weights as stored (what the model costs in memory).
     uint64_t weight_bytes() const { return weight_bytes_; }
+    // How the linear weights are held, in users' words ("AWQ 4-bit, groups of 128", "16-bit", "8-bit
+    // at load"), with the layers a quantization at load had to leave 16-bit.
+    std::string weights_description() const;
 
     // Runs the batch (its KV blocks must be assigned) and returns the logits of
     // batch.logit_rows, [rows, vocab], valid until the next call.
@@ -57,6 +63,9 @@ private:
     };
     // Keeps a weight's memory for the model's lifetime and returns its view.
     Tensor keep(Buffer weight);
+    // Quantizes `w` as the choice asks (where it can and it is `quantizable`: the output projection
+    // stays 16-bit, as AWQ and GPTQ leave it), keeps its host memory and uploads it.
+    Weight upload(HostWeight w, const std::string& name, bool quantizable = true);
     void load_weights(const Checkpoint& checkpoint);
     void random_weights(DType dtype, uint64_t seed);
     void ensure_capacity(int64_t tokens, int64_t logit_rows);
@@ -64,7 +73,10 @@ private:
     Backend& backend_;
     ModelConfig config_;
     std::unique_ptr<Checkpoint> checkpoint_;           // the mapped files the weights point into
-    std::vector<std::vector<std::byte>> fused_;         // re-laid weights (fused q/k/v, gate/up)
+    std::vector<std::unique_ptr<HostWeight>> host_;      // re-laid weights (fused, quantized)
+    Quantization quantization_;                          // as stored
+    WeightChoice choice_;
+    std::vector<std::string> kept_16_bit_;               // layers the choice could not quantize
     std::vector<Buffer> weights_;                       // the memory of every weight below
     Tensor embed_, final_norm_;
     Weight lm_head_;

@@ -40,7 +40,7 @@ public:
         else if (options.dtype == "float16") compute = DType::F16;
         else if (options.dtype != "auto")
             throw Error("unknown dtype '" + options.dtype + "' (choose auto, float32, bfloat16 or float16)");
-        model_ = std::make_unique<Model>(dir, *backend_, compute);
+        model_ = std::make_unique<Model>(dir, *backend_, compute, options.weights);
         // Before the KV cache is sized, so that the encoder's weights and scratch are not counted free.
         if (options.image_encoder && model_->config().is_vision_language())
             encoder_ = options.image_encoder(dir, model_->config(), *backend_);
@@ -117,6 +117,7 @@ public:
 
     const Tokenizer& tokenizer() const override { return *tokenizer_; }
     const ModelConfig& model_config() const override { return model_->config(); }
+    std::string weights() const override { return model_->weights_description(); }
     std::string device_name() const override { return device_; }
     DeviceInfo device() const override { return backend_->device(); }
     int64_t session_len() const override { return session_len_; }

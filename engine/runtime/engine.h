@@ -13,6 +13,7 @@
 #include "engine/backend/device.h"
 #include "engine/runtime/image_input.h"
 #include "engine/model/model_config.h"
+#include "engine/model/weight_formats.h"
 #include "engine/backend/sampling.h"
 
 namespace lumen {
@@ -63,6 +64,8 @@ struct EngineOptions {
     // Activations and KV cache on a GPU: "auto" (the weights' type), "float32", "bfloat16" or
     // "float16". The CPU always computes in float32.
     std::string dtype = "auto";
+    // The linear weights: as stored, or a 16-bit folder quantized at load to 8 or 4 bits.
+    WeightChoice weights;
     int64_t session_len = 0;     // context per sequence; 0: the model's max_position_embeddings
     // KV cache size: a value below 1 is a share of the memory available after the weights (as
     // LMDeploy's cache_max_entry_count); 1 or more is a number of blocks.
@@ -100,6 +103,8 @@ public:
 
     virtual const Tokenizer& tokenizer() const = 0;
     virtual const ModelConfig& model_config() const = 0;
+    // How the weights are held, in users' words ("AWQ 4-bit, groups of 128", "8-bit at load").
+    virtual std::string weights() const = 0;
     virtual std::string device_name() const = 0;
     // The device the model runs on, with its memory now; safe to ask from any thread.
     virtual DeviceInfo device() const = 0;

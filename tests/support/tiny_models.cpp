@@ -2,8 +2,10 @@
 
 #include <cstring>
 #include <functional>
+#include <set>
 #include <stdexcept>
 
+#include "engine/model/safetensors.h"
 #include "engine/util/dtype.h"
 #include "engine/util/text_file.h"
 #include "tests/support/test_support.h"
@@ -296,6 +298,29 @@ std::map<std::string, uint64_t> build_tiny_vlm(const TinyVlmSpec& spec, const Ti
         write_file(dir / "tokenizer_config.json", tc.dump(1));
     }
     return write_tensors(spec.seed, vlm_shapes(model), spec.dtype == "bfloat16" ? DType::BF16 : DType::F16, dir / "model.safetensors");
+}
+
+}  // namespace lumen::test
+
+namespace lumen::test {
+
+void build_quantized_tiny_model(const TinySpec& spec, const TinyModel& model, const json& quantized_case, const fs::path& packed,
+                                const fs::path& tokenizers, const fs::path& dir) {
+    build_tiny_model(spec, model, "float16", tokenizers, dir);
+    json config = json::parse(*read_test_file(dir / "config.json"));
+    config["quantization_config"] = quantized_case["quantization_config"];
+    write_file(dir / "config.json", config.dump(1));
+    std::vector<TensorSpec> tensors;
+    {
+        std::set<std::string> replaced;
+        for (const auto& m : quantized_case["modules"]) replaced.insert(m.get<std::string>() + ".weight");
+        const SafetensorsFile base(dir / "model.safetensors"), quantized(packed);
+        for (const SafetensorsFile* f : {&base, &quantized})
+            for (const TensorInfo& t : f->tensors())
+                if (!replaced.count(t.name))
+                    tensors.push_back({t.name, t.dtype, t.shape, std::string(reinterpret_cast<const char*>(t.data.data()), t.data.size())});
+    }
+    write_file(dir / "model.safetensors", safetensors_bytes(tensors));
 }
 
 }  // namespace lumen::test

@@ -33,6 +33,13 @@ TinySpec load_tiny_spec();
 std::map<std::string, uint64_t> build_tiny_model(const TinySpec& spec, const TinyModel& model, const std::string& dtype,
                                                  const std::filesystem::path& tokenizers, const std::filesystem::path& dir);
 
+// The tiny model in float16 with its linear weights replaced by the packed tensors of a case of
+// tests/data/goldens/quantized/quantized_goldens.json (`packed`: its safetensors file) and the
+// case's quantization_config in config.json.
+void build_quantized_tiny_model(const TinySpec& spec, const TinyModel& model, const nlohmann::json& quantized_case,
+                                const std::filesystem::path& packed, const std::filesystem::path& tokenizers,
+                                const std::filesystem::path& dir);
+
 // The tiny vision-language checkpoints of tests/data/tiny_vlms.json (tests/reference/tiny_vlms.py).
 struct TinyVlmCase {
     nlohmann::json messages;            // [{"role", "text", "images"}]

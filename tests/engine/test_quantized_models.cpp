@@ -1,0 +1,391 @@
+// Quantized weights on the CPU backend: 4-bit checkpoints packed as AWQ, GPTQ and
+// compressed-tensors publish them (tests/reference/make_quantized_goldens.py) against transformers
+// on the same weights dequantized; each layout's bit order from hand-packed words; quantization at
+// load; and the messages for what is not supported.
+#include <QtTest>
+#include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+
+#include "engine/model/checkpoint.h"
+#include "engine/model/model.h"
+#include "engine/model/weight_formats.h"
+#include "engine/text/tokenizer.h"
+#include "engine/util/error.h"
+#include "tests/support/engine_runner.h"
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_models.h"
+
+using namespace lumen;
+using namespace lumen::test;
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+namespace {
+
+fs::path goldens() { return fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/quantized"; }
+
+json golden_cases() { return json::parse(*read_test_file(goldens() / "quantized_goldens.json"))["cases"]; }
+
+std::vector<float> read_floats(const fs::path& path) {
+    const std::string bytes = *read_test_file(path);
+    std::vector<float> out(bytes.size() / 4);
+    std::memcpy(out.data(), bytes.data(), out.size() * 4);
+    return out;
+}
+
+std::vector<float> prompt_logits(const fs::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice = {}) {
+    auto backend = make_cpu_backend();
+    Model model(dir, *backend, std::nullopt, choice);
+    const auto& t = model.text();
+    const BatchLayout batch = prompt_batch(prompt);
+    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::F32});
+    const Tensor logits = model.forward(batch);
+    std::vector<float> out(std::size_t(t.vocab_size));
+    backend->read(logits, out);
+    return out;
+}
+
+// The largest difference relative to the largest reference value.
+float relative_difference(const std::vector<float>& got, const std::vector<float>& expected) {
+    float scale = 0, worst = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        scale = std::max(scale, std::fabs(expected[i]));
+        worst = std::max(worst, std::fabs(got[i] - expected[i]));
+    }
+    return worst / scale;
+}
+
+std::string i32_bytes(const std::vector<uint32_t>& words) {
+    std::string s(words.size() * 4, '\0');
+    std::memcpy(s.data(), words.data(), s.size());
+    return s;
+}
+
+std::string f16_bytes(const std::vector<float>& values) {
+    std::string s(values.size() * 2, '\0');
+    for (std::size_t i = 0; i < values.size(); ++i) {
+        const uint16_t h = f32_to_f16(values[i]);
+        std::memcpy(s.data() + 2 * i, &h, 2);
+    }
+    return s;
+}
+
+// One module "m" of 8 outputs and 16 inputs in two groups of 8: code q(o, k), zero z(o, g),
+// scale s(o, g), each distinct enough that any swapped nibble changes the result.
+int code(int o, int k) { return (o * 3 + k * 5 + 1) % 16; }
+int zero(int o, int g) { return (o + 2 * g + 3) % 16; }
+float scale(int o, int g) { return 0.25f * float(1 + o) + 0.0625f * float(g); }
+constexpr int kOut = 8, kIn = 16, kGroups = 2;
+
+Checkpoint write_checkpoint(const fs::path& dir, const std::vector<TensorSpec>& tensors) {
+    write_file(dir / "model.safetensors", safetensors_bytes(tensors));
+    return Checkpoint(dir);
+}
+
+void expect_reference_values(const HostWeight& w) {
+    const std::vector<float> values = dequantize(w);
+    for (int o = 0; o < kOut; ++o)
+        for (int k = 0; k < kIn; ++k) {
+            const float expected = float(code(o, k) - zero(o, k / 8)) * scale(o, k / 8);
+            if (values[std::size_t(o * kIn + k)] != expected)
+                QFAIL(qPrintable(QString("w[%1][%2] = %3, expected %4").arg(o).arg(k).arg(values[std::size_t(o * kIn + k)]).arg(expected)));
+        }
+}
+
+}  // namespace
+
+class TestQuantizedModels : public QObject {
+    Q_OBJECT
+private slots:
+    void checkpointsMatchTransformers_data() {
+        QTest::addColumn<int>("index");
+        const json cases = golden_cases();
+        for (std::size_t i = 0; i < cases.size(); ++i) QTest::newRow(cases[i]["name"].get<std::string>().c_str()) << int(i);
+    }
+    void checkpointsMatchTransformers() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        QFETCH(int, index);
+        const json c = golden_cases()[std::size_t(index)];
+        const TinySpec spec = load_tiny_spec();
+        const TinyModel* m = nullptr;
+        for (const auto& candidate : spec.models)
+            if (candidate.name == c["model"]) m = &candidate;
+        QVERIFY(m);
+        QTemporaryDir tmp;
+        const std::string name = c["name"];
+        build_quantized_tiny_model(spec, *m, c, goldens() / (name + ".safetensors"), data / "tokenizers", path_of(tmp));
+
+        EngineOptions options;
+        options.cache_max_entry_count = 16;
+        options.session_len = 256;
+        EngineRunner runner(path_of(tmp), options);
+        QVERIFY(runner.engine().weights().find(c["format"] == "awq" ? "AWQ 4-bit" : c["format"] == "compressed-tensors" ? "compressed-tensors 4-bit" : "GPTQ 4-bit") != std::string::npos);
+        for (std::size_t p = 0; p < spec.prompts.size(); ++p) {
+            const json& run = c["runs"][p];
+            const Collected got = runner.run(greedy(run["prompt_ids"].get<std::vector<int32_t>>(), spec.new_tokens));
+            QCOMPARE(got.ids, run["generated_ids"].get<std::vector<int32_t>>());
+        }
+        const auto expected = read_floats(goldens() / (name + ".logits"));
+        const auto got = prompt_logits(path_of(tmp), c["runs"].back()["prompt_ids"].get<std::vector<int32_t>>());
+        QCOMPARE(got.size(), expected.size());
+        const float relative = relative_difference(got, expected);
+        qInfo("%s: max |logit difference| / max |logit| = %.3g", name.c_str(), double(relative));
+        QVERIFY(relative <= 1e-4f);
+    }
+
+    // AutoAWQ's GEMM layout: outputs 0,2,4,6,1,3,5,7 in a word's nibbles, packed along the output.
+    void awqLayout() {
+        QTemporaryDir tmp;
+        std::vector<uint32_t> qweight(kIn), qzeros(kGroups);
+        const int order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+        std::vector<float> scales;
+        for (int k = 0; k < kIn; ++k)
+            for (int i = 0; i < 8; ++i) qweight[std::size_t(k)] |= uint32_t(code(order[i], k)) << (4 * i);
+        for (int g = 0; g < kGroups; ++g) {
+            for (int i = 0; i < 8; ++i) qzeros[std::size_t(g)] |= uint32_t(zero(order[i], g)) << (4 * i);
+            for (int o = 0; o < kOut; ++o) scales.push_back(scale(o, g));
+        }
+        const Checkpoint c = write_checkpoint(path_of(tmp), {{"m.qweight", DType::I32, {kIn, 1}, i32_bytes(qweight)},
+                                                             {"m.qzeros", DType::I32, {kGroups, 1}, i32_bytes(qzeros)},
+                                                             {"m.scales", DType::F16, {kGroups, kOut}, f16_bytes(scales)}});
+        Quantization q;
+        q.method = Quantization::Method::Awq;
+        const HostWeight w = read_linear(c, q, "m", kOut, kIn);
+        QCOMPARE(int(w.format), int(Weight::Format::Int4));
+        QCOMPARE(w.group_size, 8);
+        expect_reference_values(w);
+    }
+
+    // GPTQ: packed along the input; zeros stored minus one (v1) or as they are (v2); act-order's
+    // g_idx re-laid as an input order when every group has the same size, dequantized otherwise.
+    void gptqLayouts() {
+        for (const bool v2 : {false, true}) {
+            QTemporaryDir tmp;
+            std::vector<uint32_t> qweight(std::size_t(kIn / 8 * kOut)), qzeros(kGroups);
+            std::vector<float> scales;
+            for (int k = 0; k < kIn; ++k)
+                for (int o = 0; o < kOut; ++o) qweight[std::size_t((k / 8) * kOut + o)] |= uint32_t(code(o, k)) << (4 * (k % 8));
+            for (int g = 0; g < kGroups; ++g) {
+                for (int o = 0; o < kOut; ++o) qzeros[std::size_t(g)] |= uint32_t((zero(o, g) - (v2 ? 0 : 1)) & 15) << (4 * o);
+                for (int o = 0; o < kOut; ++o) scales.push_back(scale(o, g));
+            }
+            const Checkpoint c = write_checkpoint(path_of(tmp), {{"m.qweight", DType::I32, {kIn / 8, kOut}, i32_bytes(qweight)},
+                                                                 {"m.qzeros", DType::I32, {kGroups, 1}, i32_bytes(qzeros)},
+                                                                 {"m.scales", DType::F16, {kGroups, kOut}, f16_bytes(scales)}});
+            Quantization q;
+            q.method = Quantization::Method::Gptq;
+            q.gptq_v2 = v2;
+            expect_reference_values(read_linear(c, q, "m", kOut, kIn));
+        }
+        // Act-order: column k belongs to group g_idx[k]; values are (q - z[g_idx[k]]) · s[g_idx[k]].
+        for (const bool regular : {true, false}) {
+            QTemporaryDir tmp;
+            std::vector<uint32_t> g_idx(kIn);
+            for (int k = 0; k < kIn; ++k) g_idx[std::size_t(k)] = regular ? uint32_t((k * 7) % kIn < 8 ? 0 : 1) : uint32_t(k < 3 ? 0 : 1);
+            std::vector<uint32_t> qweight(std::size_t(kIn / 8 * kOut)), qzeros(kGroups);
+            std::vector<float> scales;
+            for (int k = 0; k < kIn; ++k)
+                for (int o = 0; o < kOut; ++o) qweight[std::size_t((k / 8) * kOut + o)] |= uint32_t(code(o, k)) << (4 * (k % 8));
+            for (int g = 0; g < kGroups; ++g) {
+                for (int o = 0; o < kOut; ++o) qzeros[std::size_t(g)] |= uint32_t(zero(o, g)) << (4 * o);
+                for (int o = 0; o < kOut; ++o) scales.push_back(scale(o, g));
+            }
+            const Checkpoint c = write_checkpoint(path_of(tmp), {{"m.qweight", DType::I32, {kIn / 8, kOut}, i32_bytes(qweight)},
+                                                                 {"m.qzeros", DType::I32, {kGroups, 1}, i32_bytes(qzeros)},
+                                                                 {"m.scales", DType::F16, {kGroups, kOut}, f16_bytes(scales)},
+                                                                 {"m.g_idx", DType::I32, {kIn}, i32_bytes(g_idx)}});
+            Quantization q;
+            q.method = Quantization::Method::Gptq;
+            q.gptq_v2 = true;
+            const HostWeight w = read_linear(c, q, "m", kOut, kIn);
+            QCOMPARE(int(w.format), int(regular ? Weight::Format::Int4 : Weight::Format::Dense));
+            QCOMPARE(w.input_order.empty(), !regular);
+            const std::vector<float> values = dequantize(w);
+            for (int o = 0; o < kOut; ++o)
+                for (int k = 0; k < kIn; ++k) {
+                    const int g = int(g_idx[std::size_t(k)]);
+                    QCOMPARE(values[std::size_t(o * kIn + k)], float(code(o, k) - zero(o, g)) * scale(o, g));
+                }
+            // The CPU product reads x in the weight's input order and equals the dense product.
+            if (regular) {
+                auto backend = make_cpu_backend();
+                Weight quantized;
+                quantized.format = Weight::Format::Int4;
+                quantized.group_size = w.group_size;
+                quantized.values = Tensor{const_cast<std::byte*>(w.values.data()), DType::I32, kOut, kIn / 8, kIn / 8};
+                quantized.scales = Tensor{const_cast<std::byte*>(w.scales.data()), DType::F32, kOut, kGroups, kGroups};
+                quantized.zeros = Tensor{const_cast<uint8_t*>(w.zeros.data()), DType::U8, kOut, kGroups, kGroups};
+                quantized.input_order = Tensor{const_cast<int32_t*>(w.input_order.data()), DType::I32, 1, kIn, kIn};
+                std::vector<float> x(kIn), out(kOut), dense(values);
+                for (int k = 0; k < kIn; ++k) x[std::size_t(k)] = float(k % 5) - 1.5f;
+                backend->linear(Tensor{x.data(), DType::F32, 1, kIn, kIn}, quantized, Epilogue::plain(), Tensor{out.data(), DType::F32, 1, kOut, kOut});
+                for (int o = 0; o < kOut; ++o) {
+                    float expected = 0;
+                    for (int k = 0; k < kIn; ++k) expected += x[std::size_t(k)] * dense[std::size_t(o * kIn + k)];
+                    QVERIFY(std::fabs(out[std::size_t(o)] - expected) <= 1e-5f * (1 + std::fabs(expected)));
+                }
+            }
+        }
+    }
+
+    // compressed-tensors pack-quantized: codes stored as value + 8 along the input; asymmetric
+    // zero points packed along the output; symmetric ones absent (zero 8 in stored terms).
+    void compressedTensorsLayout() {
+        for (const bool symmetric : {false, true}) {
+            QTemporaryDir tmp;
+            std::vector<uint32_t> packed(std::size_t(kOut * kIn / 8)), zp(kGroups);
+            std::vector<float> scales;
+            for (int o = 0; o < kOut; ++o)
+                for (int k = 0; k < kIn; ++k) {
+                    packed[std::size_t(o * (kIn / 8) + k / 8)] |= uint32_t(code(o, k)) << (4 * (k % 8));
+                }
+            for (int o = 0; o < kOut; ++o)
+                for (int g = 0; g < kGroups; ++g) {
+                    zp[std::size_t(g)] |= uint32_t(zero(o, g)) << (4 * o);
+                    scales.push_back(scale(o, g));
+                }
+            std::vector<TensorSpec> tensors{{"m.weight_packed", DType::I32, {kOut, kIn / 8}, i32_bytes(packed)},
+                                            {"m.weight_scale", DType::F16, {kOut, kGroups}, f16_bytes(scales)},
+                                            {"m.weight_shape", DType::I32, {2}, i32_bytes({uint32_t(kOut), uint32_t(kIn)})}};
+            if (!symmetric) tensors.push_back({"m.weight_zero_point", DType::I32, {1, kGroups}, i32_bytes(zp)});
+            const Checkpoint c = write_checkpoint(path_of(tmp), tensors);
+            Quantization q;
+            q.method = Quantization::Method::CompressedTensors;
+            const HostWeight w = read_linear(c, q, "m", kOut, kIn);
+            const std::vector<float> values = dequantize(w);
+            for (int o = 0; o < kOut; ++o)
+                for (int k = 0; k < kIn; ++k) {
+                    const int centred = code(o, k) - (symmetric ? 8 : zero(o, k / 8));
+                    QCOMPARE(values[std::size_t(o * kIn + k)], float(centred) * scale(o, k / 8));
+                }
+        }
+    }
+
+    void unsupportedQuantizationIsNamed_data() {
+        QTest::addColumn<QString>("config");
+        QTest::addColumn<QString>("message");
+        QTest::newRow("gptq 8-bit") << R"({"quant_method": "gptq", "bits": 8, "group_size": 128})" << "8-bit GPTQ weights are not supported";
+        QTest::newRow("gptq 3-bit") << R"({"quant_method": "gptq", "bits": 3, "group_size": 128})" << "3-bit GPTQ";
+        QTest::newRow("gptq marlin") << R"({"quant_method": "gptq", "bits": 4, "checkpoint_format": "marlin"})" << "'marlin' layout";
+        QTest::newRow("awq gemv") << R"({"quant_method": "awq", "bits": 4, "version": "gemv"})" << "'gemv' layout";
+        QTest::newRow("exl2") << R"({"quant_method": "exl2", "bits": 4.0})" << "quantized with 'exl2'";
+        QTest::newRow("bitsandbytes") << R"({"quant_method": "bitsandbytes", "load_in_4bit": true})" << "quantized with 'bitsandbytes'";
+        QTest::newRow("fp8") << R"({"quant_method": "fp8", "weight_block_size": [128, 128]})" << "FP8 checkpoints";
+        QTest::newRow("ct fp8") << R"({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {}})"
+                                << "FP8 compressed-tensors";
+        QTest::newRow("ct w8a8") << R"({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups":
+            {"g": {"weights": {"num_bits": 4, "type": "int"}, "input_activations": {"num_bits": 8, "type": "int"}}}})"
+                                 << "quantized activations";
+        QTest::newRow("ct 8-bit") << R"({"quant_method": "compressed-tensors", "format": "int-quantized", "config_groups": {}})"
+                                  << "8-bit compressed-tensors";
+    }
+    void unsupportedQuantizationIsNamed() {
+        QFETCH(QString, config);
+        QFETCH(QString, message);
+        const json c{{"quantization_config", json::parse(config.toStdString())}};
+        try {
+            parse_quantization(c, nullptr, "config.json");
+            QFAIL("accepted");
+        } catch (const Error& e) {
+            const std::string what = e.what();
+            QVERIFY2(what.find(message.toStdString()) != std::string::npos, what.c_str());
+            QVERIFY2(what.find("Lumen loads 4-bit AWQ") != std::string::npos, what.c_str());  // and says what is supported
+        }
+    }
+
+    void supportedQuantizationIsDescribed() {
+        const json awq{{"quantization_config", {{"quant_method", "awq"}, {"bits", 4}, {"group_size", 128}, {"version", "GEMM"}, {"zero_point", true}}}};
+        QCOMPARE(parse_quantization(awq, nullptr, "c").describe(), std::string("AWQ 4-bit, groups of 128"));
+        // GPTQ's older separate file.
+        const json separate{{"bits", 4}, {"group_size", 64}, {"desc_act", true}, {"sym", false}};
+        const Quantization g = parse_quantization(json::object(), &separate, "c");
+        QCOMPARE(g.describe(), std::string("GPTQ 4-bit, groups of 64"));
+        QVERIFY(!g.gptq_v2);
+        // InternVL's AWQ releases put it at the top level of the wrapper's config.json.
+        const json internvl{{"llm_config", json::object()}, {"quantization_config", awq["quantization_config"]}};
+        QCOMPARE(int(parse_quantization(internvl, nullptr, "c").method), int(Quantization::Method::Awq));
+        QCOMPARE(int(parse_quantization(json::object(), nullptr, "c").method), int(Quantization::Method::None));
+    }
+
+    // Round to nearest: every value within a step of its group's scale (half a step, but for the
+    // ends of the range, which the rounded zero may shift by half a step), and smaller groups closer
+    // to the original than larger ones.
+    void quantizeAtLoadRoundsToNearest() {
+        constexpr int64_t rows = 6, cols = 256;
+        std::vector<float> values(std::size_t(rows * cols));
+        std::mt19937 rng(3);
+        std::normal_distribution<float> normal(0.0f, 0.05f);
+        for (auto& v : values) v = normal(rng);
+        values[5] = 0.4f;  // an outlier
+        HostWeight dense;
+        dense.rows = rows, dense.cols = cols, dense.dtype = DType::F32;
+        dense.mapped = reinterpret_cast<const std::byte*>(values.data());
+        double previous = 0;
+        for (const int group : {256, 128, 64, 32}) {
+            const HostWeight q = quantize_int4(dense, group);
+            const std::vector<float> back = dequantize(q);
+            const float* scales = reinterpret_cast<const float*>(q.scales.data());
+            double squared = 0;
+            for (int64_t r = 0; r < rows; ++r)
+                for (int64_t k = 0; k < cols; ++k) {
+                    const float s = scales[r * (cols / group) + k / group];
+                    const float err = std::fabs(back[std::size_t(r * cols + k)] - values[std::size_t(r * cols + k)]);
+                    QVERIFY2(err <= s * 1.001f, qPrintable(QString("group %1: error %2, scale %3").arg(group).arg(err).arg(s)));
+                    squared += double(err) * err;
+                }
+            if (previous > 0) QVERIFY(squared < previous);
+            previous = squared;
+        }
+        const HostWeight q8 = quantize_int8(dense);
+        const std::vector<float> back = dequantize(q8);
+        for (int64_t r = 0; r < rows; ++r) {
+            const float s = reinterpret_cast<const float*>(q8.scales.data())[r];
+            for (int64_t k = 0; k < cols; ++k) QVERIFY(std::fabs(back[std::size_t(r * cols + k)] - values[std::size_t(r * cols + k)]) <= 0.5f * s * 1.001f);
+        }
+    }
+
+    // A 16-bit folder quantized at load: 8 bits close to 16, 4 bits further but near; widths the
+    // group size does not divide stay 16-bit and say so; a quantized folder refuses a second
+    // quantization.
+    void quantizeAtLoad() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const TinySpec spec = load_tiny_spec();
+        QTemporaryDir tmp;
+        build_tiny_model(spec, spec.models[0], "float16", data / "tokenizers", path_of(tmp));
+        const auto tokenizer = Tokenizer::load(path_of(tmp));
+        const auto prompt = tokenizer->encode(spec.prompts[1]);
+        const auto full = prompt_logits(path_of(tmp), prompt);
+        const float int8 = relative_difference(prompt_logits(path_of(tmp), prompt, WeightChoice::parse("int8")), full);
+        const float int4 = relative_difference(prompt_logits(path_of(tmp), prompt, WeightChoice::parse("int4", 32)), full);
+        qInfo("tiny llama, logits against 16-bit: int8 %.3g, int4 g32 %.3g", double(int8), double(int4));
+        QVERIFY(int8 > 0 && int8 < 0.02f);
+        QVERIFY(int4 > int8 && int4 < 0.25f);
+
+        auto backend = make_cpu_backend();
+        const Model sixteen(path_of(tmp), *backend);
+        const Model g32(path_of(tmp), *backend, std::nullopt, WeightChoice::parse("int4", 32));
+        QCOMPARE(g32.weights_description(), std::string("4-bit (groups of 32) at load"));
+        QVERIFY(g32.weight_bytes() < sixteen.weight_bytes());
+        // Inputs of 64 and 160: groups of 128 fit none, so every layer stays 16-bit, said once.
+        const Model g128(path_of(tmp), *backend, std::nullopt, WeightChoice::parse("int4", 128));
+        QVERIFY2(g128.weights_description().find("8 layers kept 16-bit") != std::string::npos, g128.weights_description().c_str());
+        QCOMPARE(prompt_logits(path_of(tmp), prompt, WeightChoice::parse("int4", 128)), full);
+
+        const json cases = golden_cases();
+        QTemporaryDir awq;
+        build_quantized_tiny_model(spec, spec.models[0], cases[0], goldens() / (cases[0]["name"].get<std::string>() + ".safetensors"),
+                                   data / "tokenizers", path_of(awq));
+        try {
+            Model twice(path_of(awq), *backend, std::nullopt, WeightChoice::parse("int8"));
+            QFAIL("quantized twice");
+        } catch (const Error& e) {
+            QVERIFY2(std::string(e.what()).find("already AWQ 4-bit") != std::string::npos, e.what());
+        }
+        QVERIFY_THROWS_EXCEPTION(Error, WeightChoice::parse("int3"));
+        QVERIFY_THROWS_EXCEPTION(Error, WeightChoice::parse("int4", 100));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestQuantizedModels)
+#include "test_quantized_models.moc"
