@@ -1,4 +1,5 @@
 #include "app/cli_args.h"
+#include "app/cli_commands.h"
 
 #include <cerrno>
 #include <cmath>
@@ -100,6 +101,10 @@ std::vector<long long> Args::integers(const std::string& name, const std::string
         at = comma + 1;
     }
     return out;
+}
+
+WeightChoice weight_choice(const Args& args) {
+    return WeightChoice::parse(args.value("weights").value_or("auto"), int32_t(args.integer("group-size", 128, 1, 1 << 20)));
 }
 
 }  // namespace lumen::cli

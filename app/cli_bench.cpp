@@ -38,12 +38,13 @@ struct BatchResult {
 
 int run_bench(const std::vector<std::string>& argv) {
     const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed", "tiles", "peak-tflops",
-                           "temperature", "top-k", "top-p"},
+                           "temperature", "top-k", "top-p", "weights", "group-size"},
                     {"random-weights", "json", "help", "vision"});
     if (args.flag("help")) {
         std::puts("Usage: lumen-cli bench (--model DIR | --config config.json --random-weights) [--batch 1,16,64]\n"
                   "                       [--prompt-len 512] [--gen-len 128] [--dtype bf16|fp16|fp32]\n"
-                  "                       [--device cpu|cuda|auto] [--temperature T] [--top-k K] [--top-p P] [--json]\n\n"
+                  "                       [--device cpu|cuda|auto] [--weights auto|16|int8|int4] [--group-size 128]\n"
+                  "                       [--temperature T] [--top-k K] [--top-p P] [--json]\n\n"
                   "For each batch size: prefill time, time to first token, decode tokens/s per sequence and in\n"
                   "total, and the floor: the bytes a decode step must read (weights and KV cache) over the\n"
                   "measured memory bandwidth. --random-weights makes seeded random weights of the config's\n"
@@ -66,8 +67,9 @@ int run_bench(const std::vector<std::string>& argv) {
     const auto load_start = Clock::now();
     std::unique_ptr<Model> model;
     std::string source;
+    const WeightChoice weights = weight_choice(args);
     if (const auto dir = args.value("model")) {
-        model = std::make_unique<Model>(*dir, *backend);
+        model = std::make_unique<Model>(*dir, *backend, std::nullopt, weights);
         source = *dir;
     } else {
         const auto config_path = args.required("config");
@@ -78,8 +80,9 @@ int run_bench(const std::vector<std::string>& argv) {
         const std::string d = args.value("dtype").value_or("bf16");
         const DType dtype = d == "bf16" ? DType::BF16 : d == "fp16" ? DType::F16 : d == "fp32" ? DType::F32
                                                       : throw Error("--dtype must be bf16, fp16 or fp32");
-        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())));
-        source = config_path + " (random " + d + " weights)";
+        model = std::make_unique<Model>(config, *backend, dtype, uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())),
+                                        weights);
+        source = config_path + " (random weights, " + d + (weights.kind == WeightChoice::Kind::AsStored ? "" : ", linear ones " + weights.describe()) + ")";
     }
     backend->synchronize();
     const double load_ms = ms_since(load_start);
@@ -159,6 +162,7 @@ int run_bench(const std::vector<std::string>& argv) {
                            {"device", device_description},
                            {"load_ms", load_ms},
                            {"weight_bytes", model->weight_bytes()},
+                           {"weights", model->weights_description()},
                            {"kv_cache_bytes", double(kv.block_elements()) * blocks * double(dtype_size(kv.dtype))},
                            {"read_bandwidth_gb_s", bandwidth / 1e9},
                            {"prompt_len", prompt_len},
@@ -177,9 +181,10 @@ int run_bench(const std::vector<std::string>& argv) {
         std::cout << out.dump() << "\n";
         return 0;
     }
-    std::printf("%s on %s\nweights %s, loaded in %.0f ms; measured read bandwidth %.1f GB/s\n"
+    std::printf("%s on %s\nweights %s (%s), loaded in %.0f ms; measured read bandwidth %.1f GB/s\n"
                 "prompt %d tokens, %d new tokens per sequence\n\n",
-                source.c_str(), device_description.c_str(), format_bytes(model->weight_bytes()).c_str(), load_ms,
+                source.c_str(), device_description.c_str(), format_bytes(model->weight_bytes()).c_str(),
+                model->weights_description().c_str(), load_ms,
                 bandwidth / 1e9, prompt_len, gen_len);
     std::printf("%6s %11s %11s %11s %13s %13s %13s %7s\n", "batch", "prefill ms", "TTFT ms", "step ms", "tok/s/seq",
                 "tok/s total", "floor tok/s", "share");

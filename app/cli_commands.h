@@ -3,6 +3,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/model/weight_formats.h"
+
 namespace lumen::cli {
 
 int run_models(const std::vector<std::string>& args);
@@ -11,8 +13,15 @@ int run_devices(const std::vector<std::string>& args);
 int run_generate(const std::vector<std::string>& args);
 int run_chat(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
+int run_perplexity(const std::vector<std::string>& args);
 class Args;
 int run_bench_vision(const Args& args);  // bench --vision
+
+// --weights auto|16|int8|int4 and --group-size N, as the commands that load a model take them.
+WeightChoice weight_choice(const Args& args);
+inline constexpr const char* kWeightsHelp =
+    "  --weights auto|16|int8|int4   auto (or 16): as stored; int8 / int4 quantize a 16-bit folder at load\n"
+    "  --group-size N                inputs per 4-bit scale and zero with --weights int4 (default 128)\n";
 
 // Formatting shared by the commands' tables.
 std::string format_count(long long n);     // 1234567 -> "1,234,567"

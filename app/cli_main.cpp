@@ -20,11 +20,14 @@ Commands:
   generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
            [--min-p P] [--repetition-penalty R] [--seed S] [--device cpu|cuda|auto] [--json]
         Continue a text with a model (no chat template), streaming the reply.
-  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME]
+  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME] [--weights auto|16|int8|int4]
         Talk to a model through its chat template, multi-turn.
   bench (--model DIR | --config FILE --random-weights) [--batch 1,16,64] [--prompt-len N] [--gen-len N]
-        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--temperature T] [--top-k K] [--top-p P] [--json]
+        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--weights auto|16|int8|int4] [--group-size N]
+        [--temperature T] [--top-k K] [--top-p P] [--json]
         Prefill and decode speed next to the memory-bandwidth floor.
+  perplexity --model DIR --file TEXT [--context N] [--stride N] [--weights auto|16|int8|int4] [--json]
+        How well a model predicts a text (sliding windows, as transformers' perplexity guide).
   devices
         The NVIDIA GPUs this build can use.
 
@@ -47,6 +50,7 @@ int main(int argc, char** argv) {
         if (command == "generate") return lumen::cli::run_generate(args);
         if (command == "chat") return lumen::cli::run_chat(args);
         if (command == "bench") return lumen::cli::run_bench(args);
+        if (command == "perplexity") return lumen::cli::run_perplexity(args);
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {
