@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "kernels/device_common.cuh"
+#include "kernels/gemv_epilogue.cuh"
 #include "kernels/ops.h"
 
 namespace lumen::cuda {
@@ -15,43 +16,6 @@ namespace {
 
 using namespace detail;
 
-
-// Token n's dimensions `pair` and `pair + D/2` of `head` (a query, key or value head of the fused
-// q/k/v row): rotated as rope_store_kv_kernel rotates them (queries and keys), written at `at`
-// (and at `at + D/2`), and keys and values stored in the cache.
-template <class T>
-__device__ __forceinline__ void rope_store_pair(const RopeStore& r, int t, int64_t head, int64_t pair, float a, float b, T* at) {
-    const int32_t D = r.head_dim, half = D / 2;
-    const float pos = float(r.batch.positions[t]);
-    if (head < r.heads + r.kv_heads) {
-        const float inv = (1.0f / powf(r.batch.rope_base[t], float(2 * pair) / float(D))) / r.linear_factor;
-        float sn, cs;
-        sincosf(pos * inv, &sn, &cs);
-        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-        a = ra, b = rb;
-    }
-    const T ta = from_f<T>(a), tb = from_f<T>(b);
-    at[0] = ta;
-    at[half] = tb;
-    if (head < r.heads) return;
-    const int32_t which = head < r.heads + r.kv_heads ? 0 : 1;
-    const int32_t kvh = int32_t(head - r.heads - which * r.kv_heads), p = r.batch.positions[t];
-    const int32_t block = r.batch.block_tables[int64_t(r.batch.token_seq[t]) * r.batch.max_blocks + p / r.kv.block_size];
-    T* dst = static_cast<T*>(r.pool) + kv_offset(r.kv, block, r.layer, which, kvh, p % r.kv.block_size) + pair;
-    dst[0] = ta;
-    dst[half] = tb;
-}
-
-// The arguments of gemv_kernel (see GemvOptions).
-struct GemvParams {
-    const void* x;
-    int64_t in;
-    const void* w;
-    int64_t out_features;  // columns of out
-    const void* bias;
-    void* out;
-    RopeStore rope;
-};
 
 // out[n][o] = x[n] · w[o] (+ bias[o]) for a few rows of x (decoding): each warp streams one weight
 // row (two when gated) with 16-byte loads, U loads deep per lane, the next U already in flight
@@ -141,36 +105,105 @@ __global__ void __launch_bounds__(128, 1) gemv_kernel(GemvParams p) {
                 for (int i = 0; i < 8; ++i) acc[n][r] += xv[i] * e[r][i];
         }
     }
-    const T* bias = static_cast<const T*>(p.bias);
-    O* out = static_cast<O*>(p.out);
-#pragma unroll
-    for (int n = 0; n < N; ++n) {
-        float v[R];
-#pragma unroll
-        for (int r = 0; r < R; ++r) v[r] = warp_sum(acc[n][r]);
-        if (lane != 0) continue;
-        if (bias)
-#pragma unroll
-            for (int r = 0; r < R; ++r) v[r] += to_f(bias[row[r]]);
-        if constexpr (kGated) {
-            out[n * out_features + row[0]] = from_f<O>(silu_times(to_f(from_f<T>(v[0])), to_f(from_f<T>(v[1]))));
-        } else if constexpr (kRope) {
-            rope_store_pair<T>(p.rope, n, head, pair, to_f(from_f<T>(v[0])), to_f(from_f<T>(v[1])),
-                               reinterpret_cast<T*>(out) + n * out_features + row[0]);
-        } else if constexpr (kAccumulate) {
-            out[n * out_features + row[0]] += to_f(from_f<T>(v[0]));
-        } else {
-            out[n * out_features + row[0]] = from_f<O>(v[0]);
-        }
-    }
+    finish_rows<T, O, N, R, kGated, kAccumulate, kRope>(p, acc, row, head, pair, lane);
 }
 
+// The same product with 4- or 8-bit codes (Weight::Format::Int4 / Int8): each lane loads 16 bytes
+// of a row's codes at a time (32 or 16 inputs, inside one group), U loads in flight, and sums
+// x · code before applying the group's scale and zero once: Σ s(q - z)x = s(Σ qx - zΣx). Codes
+// become floats through the exponent trick (2^23 + q read as a float, minus 2^23), which costs no
+// conversion instruction.
+struct QuantParams {
+    const void* scales;    // [rows, groups] of T
+    const uint8_t* zeros;  // [rows, groups] (4-bit only)
+    int64_t group_size;
+};
+
+template <class T, class O, int N, int U, int kBits, bool kGated, bool kAccumulate, bool kRope>
+__global__ void __launch_bounds__(128, 1) gemv_quantized_kernel(GemvParams p, QuantParams q) {
+    let_next_start();
+    constexpr int R = kGated || kRope ? 2 : 1;
+    constexpr int E = 128 / kBits;  // inputs per 16-byte load
+    const int lane = threadIdx.x & 31;
+    const int64_t in = p.in, out_features = p.out_features;
+    const int64_t warp_index = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+    const int32_t half = p.rope.head_dim / 2;
+    const int64_t head = kRope ? warp_index / half : 0, pair = kRope ? warp_index % half : 0;
+    int64_t row[R];
+    if constexpr (kGated) row[0] = warp_index, row[1] = warp_index + out_features;
+    else if constexpr (kRope) row[0] = head * p.rope.head_dim + pair, row[1] = row[0] + half;
+    else row[0] = warp_index;
+    if ((kGated ? warp_index : row[R - 1]) >= out_features) return;
+    const int64_t chunks = in / E, groups = in / q.group_size;
+    const uint4* codes[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) codes[r] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + row[r] * (in * kBits / 8));
+    const T* scales = static_cast<const T*>(q.scales);
+    const T* x = static_cast<const T*>(p.x);
+    float acc[N][R] = {};
+    bool waited = false;
+    for (int64_t c0 = lane; c0 < chunks; c0 += 32 * U) {
+        uint4 w[R][U];
+#pragma unroll
+        for (int u = 0; u < U; ++u)
+#pragma unroll
+            for (int r = 0; r < R; ++r)
+                if (c0 + 32 * u < chunks) w[r][u] = __ldg(codes[r] + c0 + 32 * u);
+        if (!waited) wait_for_previous(), waited = true;
+#pragma unroll
+        for (int u = 0; u < U; ++u) {
+            const int64_t c = c0 + 32 * u;
+            if (c >= chunks) break;
+            const int64_t k = c * E, g = k / q.group_size;
+            float scale[R], zero[R];
+#pragma unroll
+            for (int r = 0; r < R; ++r) {
+                scale[r] = to_f(scales[row[r] * groups + g]);
+                zero[r] = kBits == 4 ? float(q.zeros[row[r] * groups + g]) : 0.0f;
+            }
+#pragma unroll
+            for (int n = 0; n < N; ++n) {
+                float xv[E];
+#pragma unroll
+                for (int j = 0; j < E / 8; ++j) load8(x + n * in + k + 8 * j, xv + 8 * j);
+                float xsum = 0;
+                if constexpr (kBits == 4)
+#pragma unroll
+                    for (int e = 0; e < E; ++e) xsum += xv[e];
+#pragma unroll
+                for (int r = 0; r < R; ++r) {
+                    const uint32_t* words = reinterpret_cast<const uint32_t*>(&w[r][u]);
+                    float dot = 0;
+#pragma unroll
+                    for (int e = 0; e < E; ++e) {
+                        float code;
+                        if constexpr (kBits == 4) {
+                            code = __uint_as_float(0x4B000000u | ((words[e / 8] >> (4 * (e % 8))) & 0xFu)) - 8388608.0f;
+                        } else {
+                            code = float(int8_t(words[e / 4] >> (8 * (e % 4))));
+                        }
+                        dot = fmaf(xv[e], code, dot);
+                    }
+                    acc[n][r] += scale[r] * (dot - zero[r] * xsum);
+                }
+            }
+        }
+    }
+    if (!waited) wait_for_previous();
+    finish_rows<T, O, N, R, kGated, kAccumulate, kRope>(p, acc, row, head, pair, lane);
+}
 
 }  // namespace
 
 bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, void* out, DataType out_type,
           const GemvOptions& o, cudaStream_t s) {
     if (t == DataType::F32 || n < 1 || n > 8 || in % 8 != 0) return false;
+    const int bits = o.quantized ? o.quantized->bits : 16;
+    if (o.quantized) {
+        const int64_t inputs_per_load = 128 / bits, group = o.quantized->group_size;
+        if ((bits != 4 && bits != 8) || in % inputs_per_load != 0 || group <= 0 || group % inputs_per_load != 0 || in % group != 0)
+            return false;
+    }
     if (int(o.silu_gate) + int(o.accumulate) + int(o.rope != nullptr) > 1) return false;
     // fp32 output: the logits (plain products) or the residual stream (accumulate).
     if (out_type != (o.accumulate ? DataType::F32 : t) && (out_type != DataType::F32 || o.silu_gate || o.rope)) return false;
@@ -182,15 +215,18 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
     const int64_t warps = o.silu_gate ? out_features : o.rope ? out_features / 2 : out_features;
     const unsigned blocks = unsigned((warps + 3) / 4);
     GemvParams params{x, in, w, out_features, o.bias, out, o.rope ? *o.rope : RopeStore{}};
+    const QuantParams quant = o.quantized ? QuantParams{o.quantized->scales, o.quantized->zeros, o.quantized->group_size} : QuantParams{};
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
         if constexpr (!std::is_same_v<T, float>) {
             auto run = [&](auto out_tag, auto gated, auto accumulate, auto rope, auto count) {
                 using O = decltype(out_tag);
                 constexpr bool kPaired = decltype(gated)::value || decltype(rope)::value;
-                launch_early(gemv_kernel<T, O, decltype(count)::value, kPaired ? 4 : 8, decltype(gated)::value,
-                                         decltype(accumulate)::value, decltype(rope)::value>,
-                             dim3(blocks), dim3(128), 0, s, params);
+                constexpr int N = decltype(count)::value;
+                constexpr bool G = decltype(gated)::value, A = decltype(accumulate)::value, P = decltype(rope)::value;
+                if (bits == 4) launch_early(gemv_quantized_kernel<T, O, N, 4, 4, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
+                else if (bits == 8) launch_early(gemv_quantized_kernel<T, O, N, 4, 8, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
+                else launch_early(gemv_kernel<T, O, N, kPaired ? 4 : 8, G, A, P>, dim3(blocks), dim3(128), 0, s, params);
             };
             auto by_n = [&](auto... mode) {
                 switch (n) {

@@ -87,6 +87,10 @@ void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, 
 void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);
 // Uniform values in [center - scale/2, center + scale/2), the same function of (seed, index) as the CPU's.
 void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s);
+// `bytes` uniformly random bytes (quantized codes for benchmarks), a pure function of `seed`.
+void random_bytes(void* dst, int64_t bytes, uint64_t seed, cudaStream_t s);
+// out[r][c] = x[r][order[c]] (GPTQ's activation order), rows × cols of type t, contiguous.
+void gather_columns(DataType t, const void* x, const int32_t* order, int64_t rows, int64_t cols, void* out, cudaStream_t s);
 // What rope_store_kv does, for the q/k/v product of a decode step (see GemvOptions::rope).
 struct RopeStore {
     int32_t heads = 0, kv_heads = 0, head_dim = 0;
@@ -96,17 +100,51 @@ struct RopeStore {
     int32_t layer = 0;
     KvLayout kv;
 };
+// A weight of 4- or 8-bit codes (the engine's Weight::Format::Int4 / Int8): w is [rows, in · bits / 8]
+// bytes of codes (4-bit: input 8j + i of a row in bits 4i of its j-th 32-bit word), scales [rows,
+// in / group_size] of the activation type, zeros [rows, in / group_size] bytes (4-bit only);
+// w = (q - zero) · scale (8-bit: signed q · scale, group_size = in).
+struct QuantizedWeight {
+    int bits = 4;
+    const void* scales = nullptr;
+    const uint8_t* zeros = nullptr;
+    int64_t group_size = 0;
+};
 struct GemvOptions {
     const void* bias = nullptr;          // t, out_features values (2 · out_features when gated)
+    const QuantizedWeight* quantized = nullptr;  // w holds codes (see QuantizedWeight); 16-bit otherwise
     bool silu_gate = false;              // w has 2 · out_features rows, gate then up: out = silu(gate) · up
     bool accumulate = false;             // out is fp32 and gets the product (rounded to t) added
     const RopeStore* rope = nullptr;     // out is q/k/v: then rope_store_kv as that function does
 };
-// Decoding's products: out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights, each
-// weight read once at full bandwidth, with the options' step fused after. Returns false, doing
+// Decoding's products: out = x · wᵀ (+ bias) for 1 to 8 rows of x with 16-bit weights or 4/8-bit
+// codes (inputs a multiple of 32, groups of a multiple of 32), each weight read once, with the
+// options' step fused after. Returns false, doing
 // nothing, for shapes it does not handle (then use gemm).
 bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, void* out, DataType out_type,
           const GemvOptions& options, cudaStream_t s);
+// A quantized weight [rows, in] (see QuantizedWeight; codes `w`) as 16/32-bit values of type t,
+// for products of many rows (the tensor-core GEMM then reads them).
+void dequantize(DataType t, const void* w, const QuantizedWeight& q, int64_t rows, int64_t in, void* out, cudaStream_t s);
+// 4-bit weights laid out for the tensor cores (w4a16.cu): codes re-laid by tile_int4_codes, scales
+// [rows, in / group_size] of the activation type, zeros [rows, in / group_size] bytes.
+struct Int4Tiles {
+    const uint32_t* codes = nullptr;
+    const void* scales = nullptr;
+    const uint8_t* zeros = nullptr;
+    int64_t group_size = 0;
+};
+// Whether a weight's shape tiles (rows, inputs and groups multiples of 16).
+bool int4_tiles_fit(int64_t rows, int64_t in, int64_t group_size);
+// On the host: canonical codes (QuantizedWeight's 4-bit layout) re-laid for w4a16, rows · in / 8 words.
+void tile_int4_codes(const uint32_t* codes, int64_t rows, int64_t in, uint32_t* tiled);
+// Products of 1 to 64 rows of x with tiled 4-bit weights on the tensor cores, with the options'
+// step fused after as gemv does (its options' `quantized` unused). False, doing nothing, for what it
+// does not handle (fp32, more rows, shapes that do not tile).
+bool w4a16(DataType t, const void* x, int64_t n, int64_t in, const Int4Tiles& w, int64_t out_features, void* out, DataType out_type,
+           const GemvOptions& options, cudaStream_t s);
+// Tiled 4-bit weights expanded to [rows, in] of the 16-bit type t (for cuBLASLt).
+void dequantize_tiles(DataType t, const Int4Tiles& w, int64_t rows, int64_t in, void* out, cudaStream_t s);
 // Vision encoders and projectors (tensors may have row strides, in elements).
 // out = LayerNorm (weight, optional bias) or, with `rms`, RMSNorm (weight only) of each row of x.
 void norm_rows(DataType x_type, const void* x, int64_t x_stride, DataType out_type, void* out, int64_t out_stride, DataType w_type,

@@ -57,6 +57,36 @@ void check_linear(const Tensor& x, const Weight& w, const Epilogue& e, const Ten
     if (e.kind == Epilogue::Kind::AddTo && out.dtype != DType::F32) throw Error(std::string(who) + ": the residual stream is fp32");
 }
 
+Backend::OwnedWeight Backend::quantized_weight(const QuantizedParts& q) {
+    OwnedWeight out;
+    Weight& w = out.weight;
+    w.format = q.format;
+    const bool int4 = q.format == Weight::Format::Int4;
+    const int64_t groups = int4 ? q.cols / q.group_size : 1;
+    auto keep = [&](Buffer b) {
+        out.buffers.push_back(std::move(b));
+        return out.buffers.back().tensor();
+    };
+    const DType code_type = int4 ? DType::I32 : DType::I8;
+    const int64_t code_cols = int4 ? q.cols / 8 : q.cols;
+    if (q.codes) {
+        w.values = keep(weight(q.codes, code_type, q.rows, code_cols));
+        w.scales = keep(weight(q.scales, DType::F32, q.rows, groups));
+        if (int4) w.zeros = keep(weight(q.zeros, DType::U8, q.rows, groups));
+    } else {
+        w.values = keep(random_weight(code_type, q.rows, code_cols, q.seed, 0, 0));
+        w.scales = keep(random_weight(compute_dtype(), q.rows, groups, q.seed + 1, q.scale, 0));
+        if (int4) {
+            // Zeros of 8: a random weight of U8 would be random bits; these are made on the host.
+            random_zeros_.emplace_back(std::size_t(q.rows * groups), uint8_t(8));
+            w.zeros = keep(weight(random_zeros_.back().data(), DType::U8, q.rows, groups));
+        }
+    }
+    if (int4) w.group_size = q.group_size;
+    if (q.input_order) w.input_order = keep(weight(q.input_order, DType::I32, 1, q.cols));
+    return out;
+}
+
 void check_weight(const Weight& w, const char* who) {
     const auto fail = [&](const char* what) { throw Error(std::string(who) + ": " + what); };
     const bool float_scales = w.scales.dtype == DType::F32 || w.scales.dtype == DType::F16 || w.scales.dtype == DType::BF16;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <span>
+#include <deque>
 #include <string>
 #include <utility>
 #include <vector>
@@ -121,14 +122,32 @@ struct Weight {
     Format format = Format::Dense;
     Tensor values, scales, zeros;
     int32_t group_size = 0;  // Int4
+    // 0: the codes as described above; otherwise a backend's own arrangement of them (made by its
+    // quantized_weight, read only by its linear).
+    int32_t layout = 0;
     // Empty, or [1, in] I32: the product reads x's columns in this order (GPTQ's activation order:
     // the columns sorted so that each group is contiguous).
     Tensor input_order;
 
-    static Weight dense(const Tensor& values) { return Weight{Format::Dense, values, {}, {}, 0, {}}; }
+    static Weight dense(const Tensor& values) { return Weight{Format::Dense, values, {}, {}, 0, 0, {}}; }
     int64_t out_features() const { return values.rows; }
     int64_t in_features() const { return format == Format::Int4 ? values.cols * 8 : values.cols; }
     bool empty() const { return values.empty(); }
+};
+
+// A quantized weight's parts on the host, in the layout Weight describes (codes, fp32 scales, zeros,
+// an optional input order), valid for the backend's lifetime like weight()'s `host`; without codes,
+// random codes from `seed` (benchmarks), with every zero 8 and every scale `scale`.
+struct QuantizedParts {
+    Weight::Format format = Weight::Format::Int4;
+    int64_t rows = 0, cols = 0;
+    int32_t group_size = 0;  // Int4
+    const void* codes = nullptr;
+    const float* scales = nullptr;
+    const uint8_t* zeros = nullptr;
+    const int32_t* input_order = nullptr;
+    uint64_t seed = 0;
+    float scale = 0;
 };
 
 // What a linear product does with its result x · wᵀ (+ bias) before it is written.
@@ -184,6 +203,13 @@ public:
     // [center - scale/2, center + scale/2) (integer types: uniform bits, for quantized codes), a
     // pure function of `seed`, made where they are used.
     virtual Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) = 0;
+    // A quantized weight made from its parts, with the buffers that hold it. A backend may keep the
+    // codes in a layout of its own (Weight::layout); by default they stay as described.
+    struct OwnedWeight {
+        Weight weight;
+        std::vector<Buffer> buffers;
+    };
+    virtual OwnedWeight quantized_weight(const QuantizedParts& parts);
     // Scratch of `dtype`: F32 for the residual stream and logits, compute_dtype() for the rest.
     virtual Buffer activation(int64_t rows, int64_t cols, DType dtype) = 0;
     // Row indices for gather_rows ([1, n] I32); each must be in [0, rows) (lumen::Error otherwise).
@@ -269,6 +295,9 @@ protected:
     friend class Buffer;
     // Gives back the memory of a Buffer this backend made.
     virtual void free(const Tensor& t) noexcept = 0;
+
+private:
+    std::deque<std::vector<uint8_t>> random_zeros_;  // the host side of random quantized weights' zeros
 };
 
 inline void Buffer::reset() {

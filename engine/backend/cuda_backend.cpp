@@ -93,16 +93,64 @@ public:
     // staging buffers, while the previous chunk is being copied.
     Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
         const std::size_t n = std::size_t(rows * cols);
+        if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8) {  // quantized codes, zeros, orders: as they are
+            Buffer b = own(device_.allocate(n * dtype_size(dtype), "the model's weights"), dtype, rows, cols);
+            device_.upload(static_cast<const std::byte*>(host), dtype, n, static_cast<std::byte*>(b.tensor().data), dtype,
+                           "copying weights to the GPU");
+            return b;
+        }
         Buffer b = own(device_.allocate(n * dtype_size(compute_), "the model's weights"), compute_, rows, cols);
         device_.upload(static_cast<const std::byte*>(host), dtype, n, static_cast<std::byte*>(b.tensor().data), compute_,
                        "copying weights to the GPU");
         return b;
     }
     Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
+        if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8) {
+            const std::size_t bytes = std::size_t(rows * cols) * dtype_size(dtype);
+            Buffer b = own(device_.allocate((bytes + 7) / 8 * 8, "the model's weights"), dtype, rows, cols);
+            k::random_bytes(b.tensor().data, int64_t(bytes), seed, device_.stream());
+            return b;
+        }
         Buffer b = own(device_.allocate(std::size_t(rows * cols) * dtype_size(dtype), "the model's weights"), dtype, rows, cols);
         k::random_fill(kernel_type(dtype), b.tensor().data, rows * cols, seed, center, scale, device_.stream());
         return b;
     }
+    // 4-bit weights whose shapes tile are re-laid for the tensor cores (kernels/w4a16.cu); other
+    // quantized weights keep the described layout. Either way the scratch their products need is
+    // made now, while nothing is being recorded.
+    OwnedWeight quantized_weight(const QuantizedParts& q) override {
+        OwnedWeight out;
+        if (q.format == Weight::Format::Int4 && compute_ != DType::F32 && k::int4_tiles_fit(q.rows, q.cols, q.group_size)) {
+            Weight& w = out.weight;
+            w.format = Weight::Format::Int4;
+            w.layout = kInt4Tiles;
+            w.group_size = q.group_size;
+            const int64_t groups = q.cols / q.group_size;
+            auto keep = [&](Buffer b) {
+                out.buffers.push_back(std::move(b));
+                return out.buffers.back().tensor();
+            };
+            if (q.codes) {
+                std::vector<uint32_t> tiled(std::size_t(q.rows * q.cols / 8));
+                k::tile_int4_codes(static_cast<const uint32_t*>(q.codes), q.rows, q.cols, tiled.data());
+                w.values = keep(weight(tiled.data(), DType::I32, q.rows, q.cols / 8));
+                w.scales = keep(weight(q.scales, DType::F32, q.rows, groups));
+                w.zeros = keep(weight(q.zeros, DType::U8, q.rows, groups));
+            } else {
+                w.values = keep(random_weight(DType::I32, q.rows, q.cols / 8, q.seed, 0, 0));
+                w.scales = keep(random_weight(compute_, q.rows, groups, q.seed + 1, q.scale, 0));
+                const std::vector<uint8_t> eights(std::size_t(q.rows * groups), 8);
+                w.zeros = keep(weight(eights.data(), DType::U8, q.rows, groups));
+            }
+            if (q.input_order) w.input_order = keep(weight(q.input_order, DType::I32, 1, q.cols));
+        } else {
+            out = Backend::quantized_weight(q);
+        }
+        grown(dequantized_, q.rows, q.cols, "expanded weights");
+        if (q.input_order) grown(reordered_, kGraphMaxTokens, q.cols, "reordered activations");
+        return out;
+    }
+
     Buffer activation(int64_t rows, int64_t cols, DType dtype) override {
         return own(device_.allocate(std::size_t(std::max<int64_t>(1, rows * cols)) * dtype_size(dtype), "activations"), dtype, rows, cols);
     }
@@ -255,44 +303,74 @@ public:
     }
 
     // The one place products are dispatched: decoding (up to 8 rows) takes our GEMV, which reads
-    // each weight once at full bandwidth with the epilogue folded in; more rows take cuBLASLt, the
-    // bias in its epilogue, the residual add as beta = 1 where there is no bias, the rest as a
-    // kernel of its own over the product.
-    void linear(const Tensor& x, const Weight& w, const Epilogue& e, Tensor out) override {
-        check_linear(x, w, e, out, "CUDA backend");
-        if (w.format != Weight::Format::Dense) throw Error("CUDA backend: quantized weights are not supported yet");
-        const Tensor& values = w.values;
+    // each weight once at full bandwidth (4- and 8-bit codes dequantized in registers) with the
+    // epilogue folded in; more rows take cuBLASLt (quantized weights expanded to the compute type
+    // first), the bias in its epilogue, the residual add as beta = 1 where there is no bias, the
+    // rest as a kernel of its own over the product.
+    void linear(const Tensor& x_in, const Weight& w, const Epilogue& e, Tensor out) override {
+        check_linear(x_in, w, e, out, "CUDA backend");
+        const bool quantized = w.format != Weight::Format::Dense;
+        const int64_t n_out = w.out_features(), in = w.in_features();
         const void* bias = e.bias.empty() ? nullptr : e.bias.data;
-        const OpScope op(*this, product_label(e.kind, x, values), {x.data, values.data, bias, out.data, e.scratch.data});
-        const k::DataType wt = kernel_type(values.dtype);
+        const OpScope op(*this, product_label(e.kind, x_in, n_out, in),
+                         {x_in.data, w.values.data, w.scales.data, w.zeros.data, w.input_order.data, bias, out.data, e.scratch.data});
         cudaStream_t s = device_.stream();
-        const bool same_types = x.dtype == values.dtype && (!bias || e.bias.dtype == values.dtype);
+        // GPTQ's activation order: x's columns in the order of the weight's groups.
+        Tensor x = x_in;
+        if (!w.input_order.empty()) {
+            x = grown(reordered_, x_in.rows, in, "reordered activations");
+            k::gather_columns(kernel_type(x_in.dtype), x_in.data, static_cast<const int32_t*>(w.input_order.data), x_in.rows, in, x.data, s);
+        }
+        const DType weight_type = quantized ? w.scales.dtype : w.values.dtype;
+        const k::DataType wt = kernel_type(weight_type);
+        k::QuantizedWeight q;
+        if (quantized) q = {w.format == Weight::Format::Int4 ? 4 : 8, w.scales.data, static_cast<const uint8_t*>(w.zeros.data),
+                            w.format == Weight::Format::Int4 ? w.group_size : in};
+        const k::QuantizedWeight* qp = quantized ? &q : nullptr;
+        // The matrix cuBLASLt multiplies: the weight itself, or its codes expanded into scratch.
+        auto matrix = [&]() -> const void* {
+            if (!quantized) return w.values.data;
+            const Tensor expanded = grown(dequantized_, n_out, in, "expanded weights");
+            if (w.format == Weight::Format::Int4 && w.layout == kInt4Tiles) {
+                k::dequantize_tiles(wt, {static_cast<const uint32_t*>(w.values.data), w.scales.data, static_cast<const uint8_t*>(w.zeros.data),
+                                         w.group_size},
+                                    n_out, in, expanded.data, s);
+            } else {
+                k::dequantize(wt, w.values.data, q, n_out, in, expanded.data, s);
+            }
+            return expanded.data;
+        };
+        const bool same_types = x.dtype == weight_type && (!bias || e.bias.dtype == weight_type);
+        const bool tiled = w.format == Weight::Format::Int4 && w.layout == kInt4Tiles;
+        const k::Int4Tiles tiles{static_cast<const uint32_t*>(w.values.data), w.scales.data, static_cast<const uint8_t*>(w.zeros.data), w.group_size};
+        // Products of few rows: the GEMV, or for tiled 4-bit weights the tensor-core kernel (up to 64 rows).
+        auto few_rows = [&](int64_t out_features, k::DataType out_type, k::GemvOptions o) {
+            if (tiled) return k::w4a16(wt, x.data, x.rows, x.cols, tiles, out_features, out.data, out_type, o, s);
+            o.quantized = qp;
+            return k::gemv(wt, x.data, x.rows, x.cols, w.values.data, out_features, out.data, out_type, o, s);
+        };
         switch (e.kind) {
         case Epilogue::Kind::None:
-            if (k::gemv(wt, x.data, x.rows, x.cols, values.data, values.rows, out.data, kernel_type(out.dtype), {.bias = bias}, s)) return;
+            if (few_rows(n_out, kernel_type(out.dtype), {.bias = bias})) return;
             if (bias && e.bias.dtype != out.dtype) throw Error("CUDA backend: a bias must have its output's type");
-            gemm_->run(wt, x.data, x.rows, x.cols, values.data, values.rows, bias, out.data, kernel_type(out.dtype));
+            gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, out.data, kernel_type(out.dtype));
             return;
         case Epilogue::Kind::SiluMul:
-            if (same_types && out.dtype == values.dtype &&
-                k::gemv(wt, x.data, x.rows, x.cols, values.data, out.cols, out.data, kernel_type(out.dtype), {.bias = bias, .silu_gate = true}, s))
-                return;
+            if (same_types && out.dtype == weight_type && few_rows(out.cols, kernel_type(out.dtype), {.bias = bias, .silu_gate = true})) return;
             {
-                const Tensor product = product_scratch(e, x.rows, values.rows);
-                gemm_->run(wt, x.data, x.rows, x.cols, values.data, values.rows, bias, product.data, kernel_type(product.dtype));
+                const Tensor product = product_scratch(e, x.rows, n_out);
+                gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, product.data, kernel_type(product.dtype));
                 k::silu_mul(kernel_type(out.dtype), product.data, out.rows, out.cols, out.data, s);
             }
             return;
         case Epilogue::Kind::RopeStoreKv: {
-            if (same_types && out.dtype == values.dtype && kv_ && kv_shape_.dtype == out.dtype) {
+            if (same_types && out.dtype == weight_type && kv_ && kv_shape_.dtype == out.dtype) {
                 const k::RopeStore store{e.heads.num_heads, e.heads.num_kv_heads, e.heads.head_dim, linear_factor_, batch_, kv_, e.layer,
                                          kv_layout()};
-                if (k::gemv(wt, x.data, x.rows, x.cols, values.data, values.rows, out.data, kernel_type(out.dtype), {.bias = bias, .rope = &store},
-                            s))
-                    return;
+                if (few_rows(n_out, kernel_type(out.dtype), {.bias = bias, .rope = &store})) return;
             }
             if (bias && e.bias.dtype != out.dtype) throw Error("CUDA backend: a bias must have its output's type");
-            gemm_->run(wt, x.data, x.rows, x.cols, values.data, values.rows, bias, out.data, kernel_type(out.dtype));
+            gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, out.data, kernel_type(out.dtype));
             k::rope_store_kv(kernel_type(out.dtype), out.data, e.heads.num_heads, e.heads.num_kv_heads, e.heads.head_dim, linear_factor_,
                              batch_, kv_, e.layer, kv_layout(), s);
             return;
@@ -300,16 +378,15 @@ public:
         case Epilogue::Kind::AddTo:
             // The product is added to the residual stream where it is made (unrounded).
             if (same_types && out.stride == out.cols) {
-                if (k::gemv(wt, x.data, x.rows, x.cols, values.data, values.rows, out.data, k::DataType::F32, {.bias = bias, .accumulate = true}, s))
-                    return;
+                if (few_rows(n_out, k::DataType::F32, {.bias = bias, .accumulate = true})) return;
                 if (!bias) {
-                    gemm_->run(wt, x.data, x.rows, x.cols, values.data, values.rows, nullptr, out.data, k::DataType::F32, true);
+                    gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, nullptr, out.data, k::DataType::F32, true);
                     return;
                 }
             }
             {
-                const Tensor product = product_scratch(e, x.rows, values.rows);
-                gemm_->run(wt, x.data, x.rows, x.cols, values.data, values.rows, bias, product.data, kernel_type(product.dtype));
+                const Tensor product = product_scratch(e, x.rows, n_out);
+                gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, product.data, kernel_type(product.dtype));
                 k::add_residual(kernel_type(product.dtype), f32(out), product.data, product.rows, out.rows, out.cols, k::DataType::F32, nullptr,
                                 s);
             }
@@ -450,8 +527,20 @@ private:
     static constexpr int64_t kPartialFloats = int64_t(4) << 20;  // split-attention partial results
     static constexpr std::size_t kGemmWorkspace = std::size_t(32) << 20;
     static constexpr int32_t kGraphMaxTokens = 64;
+    static constexpr int32_t kInt4Tiles = 1;  // Weight::layout of 4-bit codes re-laid for kernels/w4a16.cu
 
     Buffer own(void* p, DType dtype, int64_t rows, int64_t cols) { return Buffer(*this, Tensor{p, dtype, rows, cols, cols}); }
+
+    // Scratch that lasts (recordings may use it): made larger when a product needs more, outside a
+    // recording (the first forward of each shape runs unrecorded, so recordings find it grown).
+    Tensor grown(Buffer& b, int64_t rows, int64_t cols, const char* what) {
+        if (b.empty() || b.tensor().rows * b.tensor().cols < rows * cols) {
+            if (device_.recording()) throw Error(std::string("CUDA backend: ") + what + " outgrew their scratch while recording");
+            b.reset();
+            b = activation(rows, cols, compute_);
+        }
+        return Tensor{b.tensor().data, compute_, rows, cols, cols};
+    }
 
     // Where a product goes before a separate epilogue kernel: the epilogue's scratch, else device scratch.
     Tensor product_scratch(const Epilogue& e, int64_t rows, int64_t cols) {
@@ -490,12 +579,12 @@ private:
     // A lasting C string for a profile label.
     const char* label(std::string text) { return labels_.insert(std::move(text)).first->c_str(); }
     // Profiles tell the matrices apart.
-    const char* product_label(Epilogue::Kind kind, const Tensor& x, const Tensor& w) {
+    const char* product_label(Epilogue::Kind kind, const Tensor& x, int64_t out_features, int64_t in_features) {
         if (!profiling_) return "linear";
         const char* fused = kind == Epilogue::Kind::SiluMul ? "SiLU + " : kind == Epilogue::Kind::RopeStoreKv ? "RoPE + "
                             : kind == Epilogue::Kind::AddTo                                                  ? "+= "
                                                                                                              : "";
-        return label(std::string(x.rows <= 8 ? "GEMV " : "GEMM ") + fused + std::to_string(w.cols) + "->" + std::to_string(w.rows));
+        return label(std::string(x.rows <= 8 ? "GEMV " : "GEMM ") + fused + std::to_string(in_features) + "->" + std::to_string(out_features));
     }
     void collect_profile() {
         for (auto& p : pending_) {
@@ -544,6 +633,7 @@ private:
     float linear_factor_ = 1.0f;
     int32_t max_len_ = 0;
     float* partial_ = nullptr;
+    Buffer dequantized_, reordered_;  // see grown()
 };
 
 }  // namespace

@@ -188,33 +188,16 @@ void Model::random_weights(DType dtype, uint64_t seed) {
         const bool int4 = choice_.kind == WeightChoice::Kind::Int4 && cols % choice_.group_size == 0;
         if (choice_.kind == WeightChoice::Kind::AsStored || (choice_.kind == WeightChoice::Kind::Int4 && !int4))
             return Weight::dense(matrix(rows, cols));
-        HostWeight h;
-        h.rows = rows, h.cols = cols;
-        Weight w;
-        if (int4) {
-            const int64_t groups = cols / choice_.group_size;
-            h.format = w.format = Weight::Format::Int4;
-            h.group_size = w.group_size = choice_.group_size;
-            const float scale = 0.98f / (4.6f * std::sqrt(float(cols)));  // codes - 8 have std 4.6
-            h.scales.resize(std::size_t(rows * groups) * 4);
-            for (std::size_t i = 0; i < std::size_t(rows * groups); ++i) std::memcpy(h.scales.data() + i * 4, &scale, 4);
-            h.zeros.assign(std::size_t(rows * groups), 8);
-            w.values = keep(backend_.random_weight(DType::I32, rows, cols / 8, ++next, 0, 0));
-            host_.push_back(std::make_unique<HostWeight>(std::move(h)));
-            w.scales = keep(backend_.weight(host_.back()->scales.data(), DType::F32, rows, groups));
-            w.zeros = keep(backend_.weight(host_.back()->zeros.data(), DType::U8, rows, groups));
-            weight_bytes_ += uint64_t(rows * cols / 2) + uint64_t(rows * groups) * (dtype_size(dtype) + 1);
-        } else {
-            h.format = w.format = Weight::Format::Int8;
-            const float scale = 0.98f / (74.0f * std::sqrt(float(cols)));  // uniform bytes have std 74
-            h.scales.resize(std::size_t(rows) * 4);
-            for (std::size_t i = 0; i < std::size_t(rows); ++i) std::memcpy(h.scales.data() + i * 4, &scale, 4);
-            w.values = keep(backend_.random_weight(DType::I8, rows, cols, ++next, 0, 0));
-            host_.push_back(std::make_unique<HostWeight>(std::move(h)));
-            w.scales = keep(backend_.weight(host_.back()->scales.data(), DType::F32, rows, 1));
-            weight_bytes_ += uint64_t(rows * cols) + uint64_t(rows) * dtype_size(dtype);
-        }
-        return w;
+        QuantizedParts parts;
+        parts.format = int4 ? Weight::Format::Int4 : Weight::Format::Int8;
+        parts.rows = rows, parts.cols = cols, parts.group_size = int4 ? choice_.group_size : 0;
+        parts.seed = ++next;
+        // Codes uniform over their range (4-bit minus zero 8: std 4.6; bytes: std 74) times a scale
+        // that gives the 16-bit weights' spread.
+        parts.scale = 0.98f / ((int4 ? 4.6f : 74.0f) * std::sqrt(float(cols)));
+        const int64_t groups = int4 ? cols / choice_.group_size : 1;
+        weight_bytes_ += uint64_t(rows * cols) / (int4 ? 2 : 1) + uint64_t(rows * groups) * (dtype_size(dtype) + (int4 ? 1 : 0));
+        return keep(backend_.quantized_weight(parts));
     };
     auto vector = [&](int64_t n, float center, float scale) {
         weight_bytes_ += uint64_t(n) * dtype_size(dtype);
@@ -259,27 +242,20 @@ Weight Model::upload(HostWeight w, const std::string& name, bool quantizable) {
     weight_bytes_ += w.bytes();
     host_.push_back(std::make_unique<HostWeight>(std::move(w)));
     const HostWeight& h = *host_.back();
-    Weight out;
-    out.format = h.format;
-    switch (h.format) {
-    case Weight::Format::Dense:
-        out.values = keep(backend_.weight(h.dense_data(), h.dtype, h.rows, h.cols));
-        return out;
-    case Weight::Format::Int4: {
-        const int64_t groups = h.cols / h.group_size;
-        out.values = keep(backend_.weight(h.values.data(), DType::I32, h.rows, h.cols / 8));
-        out.scales = keep(backend_.weight(h.scales.data(), DType::F32, h.rows, groups));
-        out.zeros = keep(backend_.weight(h.zeros.data(), DType::U8, h.rows, groups));
-        out.group_size = h.group_size;
-        if (!h.input_order.empty()) out.input_order = keep(backend_.weight(h.input_order.data(), DType::I32, 1, h.cols));
-        return out;
-    }
-    case Weight::Format::Int8:
-        out.values = keep(backend_.weight(h.values.data(), DType::I8, h.rows, h.cols));
-        out.scales = keep(backend_.weight(h.scales.data(), DType::F32, h.rows, 1));
-        return out;
-    }
-    return out;
+    if (h.format == Weight::Format::Dense) return Weight::dense(keep(backend_.weight(h.dense_data(), h.dtype, h.rows, h.cols)));
+    QuantizedParts parts;
+    parts.format = h.format;
+    parts.rows = h.rows, parts.cols = h.cols, parts.group_size = h.group_size;
+    parts.codes = h.values.data();
+    parts.scales = reinterpret_cast<const float*>(h.scales.data());
+    parts.zeros = h.zeros.empty() ? nullptr : h.zeros.data();
+    parts.input_order = h.input_order.empty() ? nullptr : h.input_order.data();
+    return keep(backend_.quantized_weight(parts));
+}
+
+Weight Model::keep(Backend::OwnedWeight w) {
+    for (Buffer& b : w.buffers) weights_.push_back(std::move(b));
+    return w.weight;
 }
 
 void Model::load_weights(const Checkpoint& c) {

@@ -63,6 +63,7 @@ private:
     };
     // Keeps a weight's memory for the model's lifetime and returns its view.
     Tensor keep(Buffer weight);
+    Weight keep(Backend::OwnedWeight weight);
     // Quantizes `w` as the choice asks (where it can and it is `quantizable`: the output projection
     // stays 16-bit, as AWQ and GPTQ leave it), keeps its host memory and uploads it.
     Weight upload(HostWeight w, const std::string& name, bool quantizable = true);

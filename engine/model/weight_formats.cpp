@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <numeric>
 
 #include "engine/util/error.h"
@@ -137,6 +138,14 @@ std::string Quantization::describe() const {
     return name;
 }
 
+std::string Quantization::label() const {
+    if (method == Method::None) return "16-bit";
+    std::string name = method == Method::Awq ? "AWQ" : method == Method::Gptq ? "GPTQ" : "compressed-tensors";
+    name += " " + std::to_string(bits) + "-bit";
+    if (group_size > 0) name += " g" + std::to_string(group_size);
+    return name;
+}
+
 Quantization parse_quantization(const json& config, const json* quantize_config, const std::string& source) {
     for (const char* wrapper : {"", "llm_config", "text_config"}) {
         const json* where = &config;
@@ -230,8 +239,13 @@ int64_t group_count(const std::string& name, int64_t groups, int64_t cols) {
 // Builds the canonical 4-bit layout from accessors of a stored format: code(o, k), zero(o, g) and
 // scale(o, g), with an optional group index per input column (act-order). Regular act-order
 // (every group of equal size) becomes an input order; anything else is dequantized to fp32.
+// `ready`, when given, fills the canonical words of rows [begin, end) directly (the formats' fast
+// paths; used when the columns keep their order).
+using ReadyWords = std::function<void(int64_t begin, int64_t end, uint32_t* words)>;
+
 template <class Code, class Zero, class Scale>
-HostWeight build_int4(int64_t rows, int64_t cols, int64_t groups, Code code, Zero zero, Scale scale, const std::vector<int32_t>& g_idx) {
+HostWeight build_int4(int64_t rows, int64_t cols, int64_t groups, Code code, Zero zero, Scale scale, const std::vector<int32_t>& g_idx,
+                      const ReadyWords& ready = {}) {
     HostWeight w;
     w.rows = rows, w.cols = cols;
     const int64_t size = cols / groups;
@@ -273,8 +287,9 @@ HostWeight build_int4(int64_t rows, int64_t cols, int64_t groups, Code code, Zer
     uint32_t* words = reinterpret_cast<uint32_t*>(w.values.data());
     float* scales = reinterpret_cast<float*>(w.scales.data());
     ThreadPool::shared().parallel_for(std::size_t(rows), std::size_t(std::max<int64_t>(1, 65536 / cols)), [&](std::size_t b, std::size_t e) {
+        if (ready && order.empty()) ready(int64_t(b), int64_t(e), words + int64_t(b) * (cols / 8));
         for (int64_t o = int64_t(b); o < int64_t(e); ++o) {
-            for (int64_t j = 0; j < cols; j += 8) {
+            for (int64_t j = 0; j < cols && !(ready && order.empty()); j += 8) {
                 uint32_t packed = 0;
                 for (int64_t i = 0; i < 8; ++i) {
                     const int64_t k = order.empty() ? j + i : order[std::size_t(j + i)];
@@ -324,9 +339,26 @@ HostWeight read_awq(const Checkpoint& c, const std::string& m, int64_t rows, int
     for (int i = 0; i < 8; ++i) inverse[kAwqOrder[i]] = i;
     const int64_t words = rows / 8;
     auto nibble = [&](const TensorInfo& t, int64_t r, int64_t o) { return (word(t, r * words + o / 8) >> (4 * inverse[o % 8])) & 15u; };
+    // Rows o..o+7 share qweight's word column o / 8: eight input rows at a time are one 8x8 block
+    // of nibbles, transposed into the eight rows' words.
+    const ReadyWords ready = [&](int64_t begin, int64_t end, uint32_t* out) {
+        for (int64_t o0 = begin; o0 < end; o0 += 8 - (o0 % 8)) {
+            const int64_t o_end = std::min(end, o0 - o0 % 8 + 8);
+            for (int64_t k0 = 0; k0 < cols; k0 += 8) {
+                uint32_t in_words[8];
+                for (int i = 0; i < 8; ++i) in_words[i] = word(qweight, (k0 + i) * words + o0 / 8);
+                for (int64_t o = o0; o < o_end; ++o) {
+                    const int shift = 4 * inverse[o % 8];
+                    uint32_t packed = 0;
+                    for (int i = 0; i < 8; ++i) packed |= ((in_words[i] >> shift) & 15u) << (4 * i);
+                    out[(o - begin) * (cols / 8) + k0 / 8] = packed;
+                }
+            }
+        }
+    };
     return build_int4(
         rows, cols, groups, [&](int64_t o, int64_t k) { return nibble(qweight, k, o); }, [&](int64_t o, int64_t g) { return nibble(qzeros, g, o); },
-        [&](int64_t o, int64_t g) { return value(scales, g * rows + o); }, {});
+        [&](int64_t o, int64_t g) { return value(scales, g * rows + o); }, {}, ready);
 }
 
 // GPTQ: qweight [in / 8, out] packed along the input, qzeros [groups, out / 8] packed along the
@@ -341,10 +373,15 @@ HostWeight read_gptq(const Checkpoint& c, const Quantization& q, const std::stri
     const TensorInfo& qzeros = tensor(c, m + ".qzeros", false, {groups, rows / 8});
     const std::vector<int32_t> g_idx = read_group_index(c, m + ".g_idx", cols, groups);
     const uint32_t offset = q.gptq_v2 ? 0 : 1;
+    // qweight's word (r, o) is already output o's word r.
+    const ReadyWords ready = [&](int64_t begin, int64_t end, uint32_t* out) {
+        for (int64_t r = 0; r < cols / 8; ++r)
+            for (int64_t o = begin; o < end; ++o) out[(o - begin) * (cols / 8) + r] = word(qweight, r * rows + o);
+    };
     return build_int4(
         rows, cols, groups, [&](int64_t o, int64_t k) { return (word(qweight, (k / 8) * rows + o) >> (4 * (k % 8))) & 15u; },
         [&](int64_t o, int64_t g) { return ((word(qzeros, g * (rows / 8) + o / 8) >> (4 * (o % 8))) + offset) & 15u; },
-        [&](int64_t o, int64_t g) { return value(scales, g * rows + o); }, g_idx);
+        [&](int64_t o, int64_t g) { return value(scales, g * rows + o); }, g_idx, ready);
 }
 
 // compressed-tensors pack-quantized: weight_packed [out, in / 8] with codes stored as value + 8,
@@ -370,10 +407,14 @@ HostWeight read_packed(const Checkpoint& c, const std::string& m, int64_t rows, 
     const TensorInfo* zp = c.find(m + ".weight_zero_point");
     if (zp) tensor(c, m + ".weight_zero_point", false, {(rows + 7) / 8, groups});
     const std::vector<int32_t> g_idx = read_group_index(c, m + ".weight_g_idx", cols, groups);
+    // weight_packed's rows are the canonical words as they are.
+    const ReadyWords ready = [&](int64_t begin, int64_t end, uint32_t* out) {
+        std::memcpy(out, packed.data.data() + begin * (cols / 8) * 4, std::size_t((end - begin) * (cols / 8)) * 4);
+    };
     return build_int4(
         rows, cols, groups, [&](int64_t o, int64_t k) { return (word(packed, o * (cols / 8) + k / 8) >> (4 * (k % 8))) & 15u; },
         [&](int64_t o, int64_t g) { return zp ? (word(*zp, (o / 8) * groups + g) >> (4 * (o % 8))) & 15u : 8u; },
-        [&](int64_t o, int64_t g) { return value(scales, o * groups + g); }, g_idx);
+        [&](int64_t o, int64_t g) { return value(scales, o * groups + g); }, g_idx, ready);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <numeric>
 #include <random>
 #include <span>
 #include <string>
@@ -73,6 +74,34 @@ public:
         }
         return keep(b.weight(host.data(), dt, rows, cols));
     }
+    // A weight of random codes: 4-bit in groups (random zeros) or 8-bit per channel, scales
+    // representable in the row's type; `reorder`: a random input order (GPTQ's act-order).
+    Weight quantized(int64_t rows, int64_t cols, int bits, int32_t group, float scale, bool reorder = false) {
+        QuantizedParts parts;
+        parts.format = bits == 4 ? Weight::Format::Int4 : Weight::Format::Int8;
+        parts.rows = rows, parts.cols = cols, parts.group_size = bits == 4 ? group : 0;
+        const int64_t groups = bits == 4 ? cols / group : 1;
+        auto& codes = bytes_.emplace_back(static_cast<std::size_t>(rows * cols * bits / 8));
+        for (auto& c : codes) c = uint8_t(rng_());
+        auto& scales = floats_.emplace_back(static_cast<std::size_t>(rows * groups));
+        for (auto& v : scales) v = round_to(scale * (0.5f + float(rng_() % 1024) / 1024.0f));
+        parts.codes = codes.data();
+        parts.scales = scales.data();
+        if (bits == 4) {
+            auto& zeros = bytes_.emplace_back(static_cast<std::size_t>(rows * groups));
+            for (auto& z : zeros) z = uint8_t(rng_() % 16);
+            parts.zeros = zeros.data();
+        }
+        if (reorder) {
+            auto& order = orders_.emplace_back(static_cast<std::size_t>(cols));
+            std::iota(order.begin(), order.end(), 0);
+            std::shuffle(order.begin(), order.end(), rng_);
+            parts.input_order = order.data();
+        }
+        Backend::OwnedWeight w = b.quantized_weight(parts);
+        for (Buffer& buffer : w.buffers) buffers_.push_back(std::move(buffer));
+        return w.weight;
+    }
     Tensor u8(int64_t rows, int64_t cols) {
         const Tensor t = keep(b.activation(rows, cols, DType::U8));
         std::vector<uint8_t> v(static_cast<std::size_t>(rows * cols));
@@ -105,6 +134,9 @@ private:
     std::mt19937 rng_;
     std::vector<Buffer> buffers_;
     std::vector<std::vector<uint16_t>> host_;
+    std::vector<std::vector<uint8_t>> bytes_;
+    std::vector<std::vector<float>> floats_;
+    std::vector<std::vector<int32_t>> orders_;
 };
 
 struct OpCase {
@@ -238,6 +270,51 @@ std::vector<OpCase> test_cases() {
                 r.outputs = {out};
             });
         }
+        // Quantized weights: 4-bit in groups of 128 and of 32 with an input order, 8-bit per
+        // channel; the GEMV's fused forms for 1-8 rows, codes expanded for the GEMM past that.
+        struct Format {
+            const char* name;
+            int bits;
+            int32_t group;
+            bool reorder;
+        };
+        for (const Format f : {Format{"int4 g128", 4, 128, false}, Format{"int4 g32 act-order", 4, 32, true}, Format{"int8", 8, 0, false}})
+            for (int64_t rows : {1, 3, 8, 12, 37, 80}) {
+                const std::string n = std::string(" ") + f.name + " " + std::to_string(rows) + "x2304 -> 640";
+                add("linear" + n + " + bias", dt, [rows, f](OpRun& r) {
+                    const Tensor x = r.act(rows, 2304, 1.0f), b = r.weight(1, 640, 0.5f), out = r.act(rows, 640);
+                    const Weight w = r.quantized(640, 2304, f.bits, f.group, f.bits == 4 ? 0.01f : 0.0005f, f.reorder);
+                    r.op = [&r, x, w, b, out] { r.b.linear(x, w, Epilogue::plain(b), out); };
+                    r.outputs = {out};
+                });
+                add("linear" + n + ", silu_mul", dt, [rows, f](OpRun& r) {
+                    const Tensor x = r.act(rows, 2304, 1.0f), out = r.act(rows, 320), scratch = r.act(rows, 640);
+                    const Weight w = r.quantized(640, 2304, f.bits, f.group, f.bits == 4 ? 0.01f : 0.0005f, f.reorder);
+                    r.op = [&r, x, w, scratch, out] { r.b.linear(x, w, Epilogue::silu_mul({}, scratch), out); };
+                    r.outputs = {out};
+                });
+                add("linear" + n + ", add_to", dt, [rows, f](OpRun& r) {
+                    const Tensor x = r.act(rows, 2304, 1.0f), out = r.f32(rows, 640, 3.0f), scratch = r.act(rows, 640);
+                    const Weight w = r.quantized(640, 2304, f.bits, f.group, f.bits == 4 ? 0.01f : 0.0005f, f.reorder);
+                    r.op = [&r, x, w, scratch, out] { r.b.linear(x, w, Epilogue::add_to({}, scratch), out); };
+                    r.outputs = {out};
+                });
+            }
+        for (int32_t tokens : {1, 37})
+            add(std::string("linear int4 g128, rope_store_kv ") + std::to_string(tokens) + " sequences x 1 token", dt, [tokens](OpRun& r) {
+                const AttentionShape heads{8, 2, 64};
+                const int64_t width = 12 * 64, hidden = 512;
+                r.b.allocate_kv_cache({1, 2, 64, 64, tokens, r.b.compute_dtype()});
+                std::vector<std::pair<int32_t, int32_t>> spans;
+                std::vector<std::vector<int32_t>> tables;
+                for (int32_t s = 0; s < tokens; ++s) spans.push_back({0, 1}), tables.push_back({s});
+                const Tensor x = r.act(tokens, hidden, 1.0f), qkv = r.act(tokens, width), out = r.act(tokens, 8 * 64);
+                const Weight w = r.quantized(width, hidden, 4, 128, 0.02f);
+                r.begin(layout(spans, tables), {64, 10000.0, {}, 4096});
+                r.op = [&r, x, w, heads, qkv] { r.b.linear(x, w, Epilogue::rope_store_kv({}, heads, 0), qkv); };
+                r.after = [&r, qkv, heads, out] { r.b.attention(qkv, heads, 0, out); };
+                r.outputs = {qkv, out};
+            });
         // The q/k/v product with RoPE and the KV store: a decode step (fused in the GEMV) and a
         // prompt chunk; what was stored is checked through an attention over it.
         for (int32_t tokens : {1, 3, 37})
@@ -412,7 +489,7 @@ std::vector<OpCase> performance_cases() {
         Epilogue::Kind kind;
     };
     const int64_t hidden = 4096;
-    for (int64_t rows : {1, 8, 512})
+    for (int64_t rows : {1, 8, 16, 64, 512})
         for (const Product p : {Product{"q/k/v + rope_store_kv", hidden, 3 * hidden, Epilogue::Kind::RopeStoreKv},
                                 Product{"o + add_to", hidden, hidden, Epilogue::Kind::AddTo},
                                 Product{"gate/up + silu_mul", hidden, 2 * 11008, Epilogue::Kind::SiluMul},
@@ -437,6 +514,26 @@ std::vector<OpCase> performance_cases() {
                         r.begin(layout(spans, tables), {128, 10000.0, {}, 4096});
                     }
                     r.op = [&r, x, w, e, out] { r.b.linear(x, Weight::dense(w), e, out); };
+                });
+            if (p.kind == Epilogue::Kind::None) continue;  // the output projection stays 16-bit in every format
+            const double q_bytes = double(p.in * p.out) / 2 + double(p.out * (p.in / 128)) * 3 + double(rows) * double(p.in + p.out) * 2;
+            add("linear int4 g128 " + std::to_string(rows) + "x" + std::to_string(p.in) + " -> " + std::to_string(p.out) + " " + p.what, q_bytes,
+                2.0 * double(rows * p.in * p.out), [rows, p](OpRun& r) {
+                    const Tensor x = r.act(rows, p.in, 1.0f);
+                    const Weight w = r.quantized(p.out, p.in, 4, 128, 0.003f);
+                    const bool f32_out = p.kind == Epilogue::Kind::AddTo;
+                    const int64_t cols = p.kind == Epilogue::Kind::SiluMul ? p.out / 2 : p.out;
+                    const Tensor out = f32_out ? r.f32(rows, cols, 1.0f) : r.act(rows, cols), scratch = r.act(rows, p.out);
+                    Epilogue e = p.kind == Epilogue::Kind::AddTo ? Epilogue::add_to({}, scratch) : Epilogue::silu_mul({}, scratch);
+                    if (p.kind == Epilogue::Kind::RopeStoreKv) {
+                        e = Epilogue::rope_store_kv({}, {32, 32, 128}, 0);
+                        r.b.allocate_kv_cache({1, 32, 128, 64, int32_t(rows), r.b.compute_dtype()});
+                        std::vector<std::pair<int32_t, int32_t>> spans;
+                        std::vector<std::vector<int32_t>> tables;
+                        for (int64_t s = 0; s < rows; ++s) spans.push_back({0, 1}), tables.push_back({int32_t(s)});
+                        r.begin(layout(spans, tables), {128, 10000.0, {}, 4096});
+                    }
+                    r.op = [&r, x, w, e, out] { r.b.linear(x, w, e, out); };
                 });
         }
     for (int32_t seqs : {1, 8})

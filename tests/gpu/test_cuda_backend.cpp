@@ -50,6 +50,36 @@ std::vector<float> read_all(Backend& b, const Tensor& t) {
     return out;
 }
 
+// The logits of a prompt (one prefill: the GEMM path) and of one decode step after it (the GEMV
+// path), on `device` computing in `compute`.
+std::pair<std::vector<float>, std::vector<float>> prefill_and_step(const fs::path& dir, const std::string& device, std::optional<DType> compute,
+                                                                   const WeightChoice& choice, const std::vector<int32_t>& prompt) {
+    auto backend = make_backend(device);
+    Model model(dir, *backend, compute, choice);
+    const TextConfig& t = model.text();
+    const int32_t len = int32_t(prompt.size()), blocks = len / 64 + 1;
+    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, blocks, backend->compute_dtype()});
+    BatchLayout batch;
+    for (int32_t i = 0; i < len; ++i) {
+        batch.token_ids.push_back(prompt[std::size_t(i)]);
+        batch.positions.push_back(i);
+        batch.token_seq.push_back(0);
+        batch.rope_lengths.push_back(len);
+    }
+    batch.max_blocks = blocks;
+    for (int32_t b = 0; b < blocks; ++b) batch.block_tables.push_back(b);
+    batch.logit_rows = {len - 1};
+    const auto first = read_all(*backend, model.forward(batch));
+    BatchLayout step = batch;
+    step.token_ids = {prompt.front()};
+    step.positions = {len};
+    step.token_seq = {0};
+    step.rope_lengths = {len + 1};
+    step.logit_rows = {0};
+    const auto second = read_all(*backend, model.forward(step));
+    return {first, second};
+}
+
 }  // namespace
 
 class TestCudaBackend : public QObject {
@@ -99,6 +129,56 @@ private slots:
             if (compute == "float32") QCOMPARE(c.ids, expected);
             else QVERIFY(agree >= 1);
         }
+    }
+
+    // 4-bit checkpoints (AWQ, GPTQ with act-order, compressed-tensors) and 16-bit ones quantized at
+    // load: in fp32 every greedy id of transformers' run on the dequantized weights; in fp16 the
+    // prompt's logits (expanded weights, cuBLASLt) and a decode step's (the 4/8-bit GEMV) against
+    // the CPU's within 1e-2 of the largest.
+    void quantizedOnTheGpu_data() {
+        QTest::addColumn<int>("index");
+        const json cases = json::parse(*read_test_file(fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/quantized/quantized_goldens.json"))["cases"];
+        for (std::size_t i = 0; i < cases.size(); ++i) QTest::newRow(cases[i]["name"].get<std::string>().c_str()) << int(i);
+        QTest::newRow("llama int8 at load") << -1;
+        QTest::newRow("llama int4 g32 at load") << -2;
+    }
+    void quantizedOnTheGpu() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        QFETCH(int, index);
+        const fs::path goldens = fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/quantized";
+        const json cases = json::parse(*read_test_file(goldens / "quantized_goldens.json"))["cases"];
+        const TinySpec spec = load_tiny_spec();
+        QTemporaryDir tmp;
+        WeightChoice choice;
+        std::vector<int32_t> prompt;
+        if (index >= 0) {
+            const json& c = cases[std::size_t(index)];
+            const TinyModel* m = nullptr;
+            for (const auto& candidate : spec.models)
+                if (candidate.name == c["model"]) m = &candidate;
+            build_quantized_tiny_model(spec, *m, c, goldens / (c["name"].get<std::string>() + ".safetensors"), data / "tokenizers", path_of(tmp));
+            EngineOptions options;
+            options.cache_max_entry_count = 16;
+            options.session_len = 256;
+            options.dtype = "float32";
+            EngineRunner runner(path_of(tmp), options, "cuda");
+            for (const auto& run : c["runs"]) {
+                const Collected got = runner.run(greedy(run["prompt_ids"].get<std::vector<int32_t>>(), spec.new_tokens));
+                QVERIFY2(got.final_event.error.empty(), got.final_event.error.c_str());
+                QCOMPARE(got.ids, run["generated_ids"].get<std::vector<int32_t>>());
+            }
+            prompt = c["runs"].back()["prompt_ids"].get<std::vector<int32_t>>();
+        } else {
+            build_tiny_model(spec, spec.models[0], "float16", data / "tokenizers", path_of(tmp));
+            choice = index == -1 ? WeightChoice::parse("int8") : WeightChoice::parse("int4", 32);
+            prompt = Tokenizer::load(path_of(tmp))->encode(spec.prompts[1]);
+        }
+        const auto [cpu_prefill, cpu_step] = prefill_and_step(path_of(tmp), "cpu", std::nullopt, choice, prompt);
+        const auto [gpu_prefill, gpu_step] = prefill_and_step(path_of(tmp), "cuda", DType::F16, choice, prompt);
+        const double prefill = relative_error(cpu_prefill, gpu_prefill), step = relative_error(cpu_step, gpu_step);
+        qInfo("fp16 on the GPU against the CPU: prompt logits %.3g, decode step %.3g (relative to the largest)", prefill, step);
+        QVERIFY(prefill < 1e-2);
+        QVERIFY(step < 1e-2);
     }
 
     // The tiny vision-language checkpoints on the GPU against transformers' fp32 goldens: in fp32
