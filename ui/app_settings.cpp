@@ -33,6 +33,7 @@ ModelSettings AppSettings::model_settings(const QString& model_path) const {
     s.session_len = settings_.value(k + "/session_len", s.session_len).toLongLong();
     s.cache_share = settings_.value(k + "/cache_share", s.cache_share).toDouble();
     s.compute = settings_.value(k + "/compute", s.compute).toString();
+    s.weights = settings_.value(k + "/weights", s.weights).toString();
     return s;
 }
 
@@ -43,6 +44,7 @@ void AppSettings::set_model_settings(const QString& model_path, const ModelSetti
     settings_.setValue(k + "/session_len", s.session_len);
     settings_.setValue(k + "/cache_share", s.cache_share);
     settings_.setValue(k + "/compute", s.compute);
+    settings_.setValue(k + "/weights", s.weights);
 }
 
 ConversationSettings AppSettings::chat_preset(const QString& model_path) const {

@@ -14,6 +14,9 @@ struct ModelSettings {
     qint64 session_len = 0;      // 0: the model's own context length
     double cache_share = 0.8;    // KV cache: share of free memory after the weights
     QString compute = "auto";    // activations and KV cache: auto (the weights' type) or float32
+    QString weights = "auto";    // auto (as stored), int8 or int4: a 16-bit folder quantized at load
+
+    bool operator==(const ModelSettings&) const = default;
 };
 
 // A conversation's system prompt and sampling (a field left unset takes the model's default).

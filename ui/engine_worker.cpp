@@ -169,7 +169,8 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
                 const qsizetype reason = device.indexOf(") (");
                 if (reason > 0) device = device.left(reason + 1);
                 self->model_ = LoadedModel{model_dir, QDir(model_dir).dirName(), device, c.is_vision_language(),
-                                           vision != nullptr, self->engine_->session_len()};
+                                           vision != nullptr, self->engine_->session_len(),
+                                           QString::fromStdString(self->engine_->weights())};
                 emit self->loaded(self->model_);
             },
             Qt::QueuedConnection);

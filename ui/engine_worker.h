@@ -25,6 +25,7 @@ struct LoadedModel {
     bool vision = false;       // a vision-language model
     bool sees_images = false;  // ... whose image encoder is loaded
     qint64 session_len = 0;
+    QString weights;           // how they are held, in users' words ("4-bit (groups of 128) at load")
 };
 
 // A prompt with its images, ready for a GenerationRequest.

@@ -46,6 +46,11 @@ EngineOptions engine_options_for(const AppSettings& settings, const QString& mod
     o.session_len = m.session_len;
     o.cache_max_entry_count = m.cache_share;
     o.dtype = m.compute.toStdString();
+    try {
+        o.weights = WeightChoice::parse(m.weights.toStdString());
+    } catch (const std::exception&) {
+        // A setting from elsewhere that names no choice: the weights as stored.
+    }
     return o;
 }
 
@@ -237,7 +242,7 @@ void MainWindow::on_loaded(const LoadedModel& model) {
     update_placeholder();
     update_regenerate_buttons();
     composer_->focus_text();
-    statusBar()->showMessage(tr("%1 is ready on %2").arg(model.name, model.device), 5000);
+    statusBar()->showMessage(tr("%1 is ready on %2, weights %3").arg(model.name, model.device, model.weights), 5000);
     // Images attached while the model was loading are prepared for it now.
     for (const ImageAttachment& image : composer_->images()) worker_.prefetch(image.bytes);
     if (!pending_prompt_.isEmpty()) {
@@ -557,7 +562,15 @@ void MainWindow::open_settings() {
     SettingsDialog dialog(settings_, model, current, model_defaults(), gpu_available(), gpu_free_memory(), conversation_ == 0,
                           this);
     if (dialog.exec() != QDialog::Accepted) return;
-    if (!model.isEmpty()) settings_.set_model_settings(model, dialog.model_settings());
+    if (!model.isEmpty()) {
+        const ModelSettings before = settings_.model_settings(model), after = dialog.model_settings();
+        settings_.set_model_settings(model, after);
+        // How the loaded model runs changed: load it again that way (a reply in progress stops).
+        if (!(before == after) && worker_.is_loaded() && worker_.model().path == model) {
+            if (generating()) stop();
+            load_model(model);
+        }
+    }
     // A new chat keeps its settings until its first message creates it.
     const ConversationSettings c = dialog.conversation_settings();
     if (conversation_) store_.set_conversation_settings(conversation_, c.system_prompt, c.sampling);
@@ -598,6 +611,7 @@ QString MainWindow::author_name() const { return worker_.is_loaded() ? worker_.m
 void MainWindow::update_status() {
     if (worker_.is_loaded()) {
         model_label_->setText(worker_.model().name);
+        model_label_->setToolTip(tr("Weights: %1").arg(worker_.model().weights));
         device_label_->setText(worker_.model().device);
     } else if (!worker_.loading()) {
         model_label_->setText(tr("No model loaded"));

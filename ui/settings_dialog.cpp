@@ -15,6 +15,7 @@
 #include <QVBoxLayout>
 
 #include "engine/model/model_config.h"
+#include "engine/model/weight_formats.h"
 #include "ui/model_list_model.h"
 
 namespace lumen::ui {
@@ -35,6 +36,8 @@ uint64_t available_ram() {
 struct MemoryNeed {
     double weights = 0, per_token = 0;
     int64_t own_context = 0;
+    double linear_parameters = 0;  // of the language model's products: what quantizing at load shrinks
+    std::string stored;            // "16-bit", or how the folder is quantized
 };
 
 MemoryNeed memory_need(const QString& model_path) {
@@ -43,6 +46,10 @@ MemoryNeed memory_need(const QString& model_path) {
         const ModelConfig c = load_model_config(model_path.toStdString());
         need.per_token = 2.0 * double(c.text.num_layers * c.text.num_kv_heads * c.text.head_dim);
         need.own_context = c.text.max_position_embeddings;
+        const TextConfig& t = c.text;
+        const double q = double(t.num_heads * t.head_dim), kv = double(t.num_kv_heads * t.head_dim), h = double(t.hidden_size);
+        need.linear_parameters = double(t.num_layers) * (h * (q + 2 * kv) + q * h + 3 * h * double(t.intermediate_size));
+        need.stored = load_quantization(model_path.toStdString(), c.raw).label();
     } catch (const std::exception&) {
         return need;  // the model picker says what is wrong with the folder
     }
@@ -87,6 +94,21 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         compute_->addItem(tr("As stored (16-bit)"), "auto");
         compute_->addItem(tr("32-bit (slower; for checking)"), "float32");
         compute_->setCurrentIndex(std::max(0, compute_->findData(m.compute)));
+        const MemoryNeed need = memory_need(model_path);
+        weights_ = new QComboBox(page);
+        weights_->setAccessibleName(tr("Weights"));
+        if (need.stored == "16-bit" || need.stored.empty()) {
+            weights_->addItem(tr("As stored (16-bit)"), "auto");
+            weights_->addItem(tr("8-bit, made when loaded (half the memory)"), "int8");
+            weights_->addItem(tr("4-bit, made when loaded (a quarter of the memory, faster on a GPU)"), "int4");
+            weights_->setToolTip(tr("Smaller weights leave more memory for conversations and decode faster on a GPU, at some "
+                                    "cost in quality (8-bit: hardly any; 4-bit: some). The files on disk stay as they are."));
+        } else {
+            weights_->addItem(tr("As stored (%1)").arg(QString::fromStdString(need.stored)), "auto");
+            weights_->setEnabled(false);
+            weights_->setToolTip(tr("This folder is already quantized"));
+        }
+        weights_->setCurrentIndex(std::max(0, weights_->findData(m.weights)));
         memory_ = new QLabel(page);
         memory_->setWordWrap(true);
         memory_->setAccessibleName(tr("Memory estimate"));
@@ -96,6 +118,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             device_->hide();  // one real choice: said, not offered
             form->addRow(tr("Runs on:"), new QLabel(tr("The CPU (no NVIDIA GPU was found)"), page));
         }
+        form->addRow(tr("Weights:"), weights_);
         form->addRow(tr("Context length:"), session_len_);
         // The GPU's own choices are offered only where there is a GPU.
         if (gpu_available) {
@@ -106,14 +129,18 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             compute_->hide();
         }
         form->addRow(tr("Memory:"), memory_);
-        const MemoryNeed need = memory_need(model_path);
         auto update_memory = [this, need, gpu_available, gpu_free_bytes] {
             const bool gpu = gpu_available && device_->currentData().toString() != "cpu";
             const int64_t context = session_len_->value() > 0 ? session_len_->value() : need.own_context;
             const double bytes = gpu && compute_->currentData().toString() != "float32" ? 2.0 : 4.0;
             const double kv = need.per_token * bytes * double(context);
+            // Quantized at load: the products' weights at 1 byte (8-bit) or half a byte and a scale and
+            // zero per 128 (4-bit) instead of 2.
+            const QString choice = weights_->currentData().toString();
+            const double per_parameter = choice == "int8" ? 1.0 : choice == "int4" ? 0.5 + 3.0 / 128 : 2.0;
+            const double weights = std::max(0.0, need.weights - need.linear_parameters * (2.0 - per_parameter));
             QString text = tr("about %1: %2 of weights and %3 for a conversation of %4 tokens")
-                               .arg(size_text(need.weights + kv), size_text(need.weights), size_text(kv))
+                               .arg(size_text(weights + kv), size_text(weights), size_text(kv))
                                .arg(context);
             const double free = gpu ? double(gpu_free_bytes) : double(available_ram());
             if (free > 0) {
@@ -121,7 +148,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
                                           "holds conversations")
                                      : tr("%1 of the computer's memory is free now"))
                                     .arg(size_text(free));
-                if (need.weights + kv > free) text += " — " + tr("too little: choose a shorter context");
+                if (weights + kv > free) text += " — " + tr("too little: choose a shorter context or smaller weights");
             }
             memory_->setText(text);
         };
@@ -129,6 +156,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         connect(session_len_, &QSpinBox::valueChanged, this, update_memory);
         connect(device_, &QComboBox::currentIndexChanged, this, update_memory);
         connect(compute_, &QComboBox::currentIndexChanged, this, update_memory);
+        connect(weights_, &QComboBox::currentIndexChanged, this, update_memory);
         tabs->addTab(page, tr("Model"));
     }
 
@@ -231,6 +259,7 @@ ModelSettings SettingsDialog::model_settings() const {
     m.session_len = session_len_->value();
     m.cache_share = cache_share_->value();
     m.compute = compute_->currentData().toString();
+    m.weights = weights_->currentData().toString();
     return m;
 }
 

@@ -37,6 +37,7 @@ private:
     QSpinBox* session_len_ = nullptr;
     QDoubleSpinBox* cache_share_ = nullptr;
     QComboBox* compute_ = nullptr;
+    QComboBox* weights_ = nullptr;
     QLabel* memory_ = nullptr;
     QPlainTextEdit* system_;
     QDoubleSpinBox* temperature_;

@@ -95,7 +95,15 @@ const TensorInfo& Checkpoint::get(std::string_view name) const {
 
 int64_t Checkpoint::parameter_count() const {
     int64_t n = 0;
-    for (const auto* t : tensors_) n += t->numel();
+    for (const auto* t : tensors_) {
+        const std::string_view name = t->name;
+        auto ends = [&](std::string_view suffix) { return name.size() >= suffix.size() && name.substr(name.size() - suffix.size()) == suffix; };
+        // Packed 4-bit weights hold eight parameters a word; their scales, zeros and orders none.
+        if (ends(".qweight") || ends(".weight_packed")) n += t->numel() * 8;
+        else if (!(ends(".qzeros") || ends(".scales") || ends(".g_idx") || ends(".weight_scale") || ends(".weight_zero_point") ||
+                   ends(".weight_g_idx") || ends(".weight_shape")))
+            n += t->numel();
+    }
     return n;
 }
 

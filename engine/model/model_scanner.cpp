@@ -1,4 +1,5 @@
 #include "engine/model/model_scanner.h"
+#include "engine/model/weight_formats.h"
 
 #include <algorithm>
 #include <cctype>
@@ -115,6 +116,8 @@ ModelEntry inspect_model(const fs::path& dir) {
             throw Error(dir.string() + ": " + ex.what());
         }
         if (const auto dtype = checkpoint.main_dtype()) e.dtype = std::string(dtype_name(*dtype));
+        const Quantization quantization = load_quantization(dir, config.raw);  // refuses what Lumen cannot read
+        if (quantization.quantized()) e.dtype = quantization.label();
         if (!fs::exists(dir / "tokenizer.json") && !fs::exists(dir / "tokenizer.model"))
             throw Error(dir.string() + ": no tokenizer here (a model folder has tokenizer.json or tokenizer.model)");
         e.loadable = true;

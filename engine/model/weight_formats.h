@@ -28,6 +28,8 @@ struct Quantization {
     bool quantized() const { return method != Method::None; }
     // In users' words: "AWQ 4-bit, groups of 128".
     std::string describe() const;
+    // Short, for a table's column: "AWQ 4-bit g128".
+    std::string label() const;
 };
 
 // Reads the quantization of a config.json (already parsed); `quantize_config` is GPTQ's separate

@@ -2,6 +2,8 @@
 // (stories260K, and a slower random model built for the test): sending and streaming, stop,
 // regenerate, edit-and-resend, images in, the screenshot geometry, a kill during a reply, settings.
 #include <QApplication>
+#include <QComboBox>
+#include <QStatusBar>
 #include <QClipboard>
 #include <QDropEvent>
 #include <QElapsedTimer>
@@ -27,6 +29,7 @@
 #include "ui/main_window.h"
 #include "ui/notice_bar.h"
 #include "ui/screenshot.h"
+#include "ui/settings_dialog.h"
 
 using namespace lumen;
 using namespace lumen::test;
@@ -323,6 +326,60 @@ private slots:
         w.composer()->add_image(*image.image);
         QVERIFY(load(w, path_of(model)));
         QTRY_COMPARE(w.worker().images_prepared(), 1);
+    }
+
+    // Model settings: choosing 4-bit weights for a 16-bit folder loads it again, quantized; the status
+    // bar says so, and the reply is lumen-cli chat --weights int4's.
+    void fourBitWeightsReloadTheModelQuantized() {
+        QTemporaryDir model, dir;
+        const TinySpec spec = load_tiny_spec();
+        // Widths that groups of 128 divide, so that every product is quantized.
+        TinyModel m{"llama128", "llava15",
+                    {{"architectures", {"LlamaForCausalLM"}}, {"model_type", "llama"}, {"hidden_size", 128},
+                     {"intermediate_size", 256}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                     {"num_key_value_heads", 4}, {"vocab_size", 32064}, {"max_position_embeddings", 512},
+                     {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"hidden_act", "silu"},
+                     {"tie_word_embeddings", false}, {"bos_token_id", 1}, {"eos_token_id", 2}}};
+        build_tiny_model(spec, m, "float16", *shared_data() / "tokenizers", path_of(model));
+        write_file(path_of(model) / "generation_config.json", R"({"do_sample": false})");
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        ChatSampling sampling;
+        sampling.max_new_tokens = 12;
+        settings.set_chat_preset(model.path(), {{}, sampling});
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, path_of(model)));
+        QCOMPARE(w.worker().model().weights, QString("16-bit"));
+
+        QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
+        bool chosen = false;
+        QTimer::singleShot(200, [&] {
+            auto* dialog = qobject_cast<SettingsDialog*>(QApplication::activeModalWidget());
+            if (!dialog) return;
+            for (auto* box : dialog->findChildren<QComboBox*>())
+                if (box->accessibleName() == "Weights") box->setCurrentIndex(box->findData("int4")), chosen = box->currentIndex() >= 0;
+            dialog->accept();
+        });
+        w.open_settings();
+        QVERIFY(chosen);
+        QVERIFY(loaded.wait(60000));
+        QCOMPARE(w.worker().model().weights, QString("4-bit (groups of 128) at load"));
+        QVERIFY2(w.statusBar()->currentMessage().contains("4-bit"), qPrintable(w.statusBar()->currentMessage()));
+
+        QVERIFY(send(w, "Once upon a time"));
+        const auto r = run_cli({"chat", "--model", model.path(), "--device", "cpu", "--weights", "int4", "--max-new-tokens", "12",
+                                "--prompt", "Once upon a time"});
+        QCOMPARE(r.exit_code, 0);
+        QString expected = QString::fromUtf8(r.out);
+        expected.chop(1);
+        QCOMPARE(reply_of(w), expected);
+        // And it is not the 16-bit reply (the quantized weights are what answered).
+        const auto sixteen = run_cli({"chat", "--model", model.path(), "--device", "cpu", "--max-new-tokens", "12", "--prompt",
+                                      "Once upon a time"});
+        QVERIFY(sixteen.out != r.out);
+        settings.set_model_settings(model.path(), ModelSettings{});
+        settings.set_chat_preset(model.path(), {});
     }
 
     void screenshotSelectionMapsToDevicePixels() {
