@@ -134,6 +134,28 @@ private slots:
         QVERIFY(relative <= 1e-4f);
     }
 
+    // lumen-cli perplexity on stories260K and the TinyStories excerpt: its JSON line, 8-bit weights
+    // within 0.5% of the stored fp32 ones, 4-bit (groups of 64; the 172-wide down projections stay
+    // 16-bit) further but within 15%.
+    void perplexityOfStories260K() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
+        const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
+        auto perplexity = [&](const QStringList& weights) {
+            const auto r = run_cli(QStringList{"perplexity", "--model", model, "--file", text, "--device", "cpu", "--json"} + weights);
+            if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
+            const json out = json::parse(r.out.trimmed().split('\n').last().toStdString());
+            if (out["tokens"].get<int64_t>() < 15000) throw std::runtime_error("too few tokens scored");
+            return out["perplexity"].get<double>();
+        };
+        const double fp32 = perplexity({}), int8 = perplexity({"--weights", "int8"}), int4 = perplexity({"--weights", "int4", "--group-size", "64"});
+        qInfo("stories260K perplexity: fp32 %.4f, int8 %.4f (%+.2f%%), int4 g64 %.4f (%+.2f%%)", fp32, int8, 100 * (int8 / fp32 - 1), int4,
+              100 * (int4 / fp32 - 1));
+        QVERIFY(fp32 > 1 && fp32 < 20);
+        QVERIFY(std::fabs(int8 / fp32 - 1) < 0.005);
+        QVERIFY(int4 > int8 && int4 / fp32 - 1 < 0.15);
+    }
+
     // AutoAWQ's GEMM layout: outputs 0,2,4,6,1,3,5,7 in a word's nibbles, packed along the output.
     void awqLayout() {
         QTemporaryDir tmp;
