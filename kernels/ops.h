@@ -134,7 +134,8 @@ struct Int4Tiles {
     const uint8_t* zeros = nullptr;
     int64_t group_size = 0;
 };
-// Whether a weight's shape tiles (rows, inputs and groups multiples of 16).
+// Whether a weight tiles on this device: rows and groups multiples of 16, inputs of 64, and a GPU
+// of compute capability 8.0 or newer (the tensor-core instructions).
 bool int4_tiles_fit(int64_t rows, int64_t in, int64_t group_size);
 // On the host: canonical codes (QuantizedWeight's 4-bit layout) re-laid for w4a16, rows · in / 8 words.
 void tile_int4_codes(const uint32_t* codes, int64_t rows, int64_t in, uint32_t* tiled);

@@ -20,7 +20,9 @@
 
 #include "engine/util/thread_pool.h"
 #include "kernels/device_common.cuh"
+#include "kernels/device_info.h"
 #include "kernels/gemv_epilogue.cuh"
+#include "kernels/mma.cuh"
 #include "kernels/ops.h"
 
 namespace lumen::cuda {
@@ -60,18 +62,6 @@ __device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t
     uint32_t d;
     asm("lop3.b32 %0, %1, %2, %3, 0xea;" : "=r"(d) : "r"(a), "r"(b), "r"(c));  // (a & b) | c
     return d;
-}
-
-template <class T>
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    if constexpr (std::is_same_v<T, __half>)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 // Scales and zeros of one group for a lane's two rows, as 16-bit pairs.
@@ -213,7 +203,7 @@ __global__ void __launch_bounds__(32 * kWarpsFor<NT, kGated || kRope ? 2 : 1>) w
 #pragma unroll
                 for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
-                    for (int r = 0; r < R; ++r) mma<T>(acc[r][nt], a[r], xb[nt][2 * i], xb[nt][2 * i + 1]);
+                    for (int r = 0; r < R; ++r) Mma<T>::run(acc[r][nt], a[r], xb[nt][2 * i], xb[nt][2 * i + 1]);
             }
         }
     }
@@ -276,7 +266,7 @@ __global__ void dequantize_tiled_kernel(const uint32_t* codes, const T* scales, 
 }  // namespace
 
 bool int4_tiles_fit(int64_t rows, int64_t in, int64_t group_size) {
-    return rows % 16 == 0 && in % 64 == 0 && group_size > 0 && group_size % 16 == 0 && in % group_size == 0;
+    return rows % 16 == 0 && in % 64 == 0 && group_size > 0 && group_size % 16 == 0 && in % group_size == 0 && current_device().major >= 8;
 }
 
 void tile_int4_codes(const uint32_t* codes, int64_t rows, int64_t in, uint32_t* tiled) {
