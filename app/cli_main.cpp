@@ -28,6 +28,8 @@ Commands:
         Prefill and decode speed next to the memory-bandwidth floor.
   perplexity --model DIR --file TEXT [--context N] [--stride N] [--weights auto|16|int8|int4] [--json]
         How well a model predicts a text (sliding windows, as transformers' perplexity guide).
+  quantize --model DIR --out DIR [--group-size 128] [--calib FILE] [--calib-samples N] [--calib-seqlen N]
+        A 16-bit folder to 4 bits with AWQ, written as AutoAWQ writes it.
   devices
         The NVIDIA GPUs this build can use.
 
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
         if (command == "chat") return lumen::cli::run_chat(args);
         if (command == "bench") return lumen::cli::run_bench(args);
         if (command == "perplexity") return lumen::cli::run_perplexity(args);
+        if (command == "quantize") return lumen::cli::run_quantize(args);
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {

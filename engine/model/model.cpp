@@ -16,11 +16,7 @@ std::string shape_text(const std::vector<int64_t>& shape) {
 
 bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 
-// The per-layer tensor names of a family, relative to "<layer prefix>N.".
-struct LayerNames {
-    std::string attn_norm, ffn_norm, o, gate, up, down;
-    std::vector<std::string> qkv;  // one packed tensor (InternLM2) or q, k, v
-};
+}  // namespace
 
 LayerNames layer_names(TextFamily family) {
     if (family == TextFamily::InternLM2)
@@ -29,8 +25,6 @@ LayerNames layer_names(TextFamily family) {
     return {"input_layernorm", "post_attention_layernorm", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
             "mlp.down_proj", {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}};
 }
-
-}  // namespace
 
 WeightNames resolve_weight_names(const ModelConfig& config, const Checkpoint& checkpoint) {
     const bool internlm = config.text.family == TextFamily::InternLM2;
@@ -373,7 +367,7 @@ void Model::ensure_capacity(int64_t tokens, int64_t logit_rows) {
     }
 }
 
-Tensor Model::forward(const BatchLayout& batch) {
+Tensor Model::forward(const BatchLayout& batch, const Probe& probe) {
     const TextConfig& t = config_.text;
     const int64_t T = batch.num_tokens();
     const int64_t L = int64_t(batch.logit_rows.size());
@@ -393,12 +387,17 @@ Tensor Model::forward(const BatchLayout& batch) {
         for (const auto& insert : batch.inserts) backend_.copy(insert.rows, x.rows_view(insert.first, insert.rows.rows));
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& w = layers_[l];
+            const int64_t layer = int64_t(l);
             backend_.rms_norm(x, w.attn_norm, eps, h);
+            if (probe) probe(layer, ProductInput::QKV, h);
             backend_.linear(h, w.wqkv, Epilogue::rope_store_kv(w.bqkv, attention_, int32_t(l)), qkv);
             backend_.attention(qkv, attention_, int32_t(l), attn);
+            if (probe) probe(layer, ProductInput::O, attn);
             backend_.linear(attn, w.wo, Epilogue::add_to(w.bo, delta), x);
             backend_.rms_norm(x, w.ffn_norm, eps, h);
+            if (probe) probe(layer, ProductInput::GateUp, h);
             backend_.linear(h, w.w_gate_up, Epilogue::silu_mul(w.b_gate_up, gate_up), act);
+            if (probe) probe(layer, ProductInput::Down, act);
             backend_.linear(act, w.w_down, Epilogue::add_to(w.b_down, delta), x);
         }
         if (L == 0) return;  // a prompt chunk that needs no next-token logits yet
@@ -407,7 +406,7 @@ Tensor Model::forward(const BatchLayout& batch) {
         backend_.linear(normed, lm_head_, Epilogue::plain(), logits);
     };
     // Image rows change with every image: such a forward is run directly, never recorded for replay.
-    if (batch.inserts.empty()) backend_.run_forward(ops);
+    if (batch.inserts.empty() && !probe) backend_.run_forward(ops);
     else ops();
     if (L == 0) return Tensor{};
     return logits;

@@ -2,6 +2,7 @@
 // A language model's weights laid out for the backend, and its forward pass, written once for the
 // Llama family (Llama, InternLM2, Qwen2) against the Backend interface.
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,13 @@ struct WeightNames {
     std::string final_norm;
     std::string lm_head;     // empty when tied to the embeddings
 };
+
+// The modules of one layer of a family, relative to "<layer prefix>N." (norms without ".weight").
+struct LayerNames {
+    std::string attn_norm, ffn_norm, o, gate, up, down;
+    std::vector<std::string> qkv;  // one packed module (InternLM2) or q, k, v
+};
+LayerNames layer_names(TextFamily family);
 
 // Finds the tensor names of `config`'s language model in `checkpoint`; throws naming what is missing.
 WeightNames resolve_weight_names(const ModelConfig& config, const Checkpoint& checkpoint);
@@ -51,9 +59,14 @@ public:
     // at load"), with the layers a quantization at load had to leave 16-bit.
     std::string weights_description() const;
 
+    // The inputs of each layer's products, for calibration (lumen-cli quantize).
+    enum class ProductInput { QKV, O, GateUp, Down };
+    using Probe = std::function<void(int64_t layer, ProductInput input, const Tensor& x)>;
+
     // Runs the batch (its KV blocks must be assigned) and returns the logits of
-    // batch.logit_rows, [rows, vocab], valid until the next call.
-    Tensor forward(const BatchLayout& batch);
+    // batch.logit_rows, [rows, vocab], valid until the next call. With a probe, the forward runs
+    // unrecorded and shows it each product's input as it is made.
+    Tensor forward(const BatchLayout& batch, const Probe& probe = {});
 
 private:
     struct Layer {

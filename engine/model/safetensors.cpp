@@ -1,6 +1,7 @@
 #include "engine/model/safetensors.h"
 
 #include <algorithm>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/util/error.h"
@@ -126,6 +127,31 @@ SafetensorsFile::SafetensorsFile(const std::filesystem::path& path)
 const TensorInfo* SafetensorsFile::find(std::string_view name) const {
     const auto it = by_name_.find(name);
     return it == by_name_.end() ? nullptr : it->second;
+}
+
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+    nlohmann::json header = nlohmann::json::object();
+    if (!metadata.empty()) header["__metadata__"] = metadata;
+    uint64_t offset = 0;
+    for (const auto& t : tensors) {
+        int64_t n = 1;
+        for (int64_t d : t.shape) n *= d;
+        if (uint64_t(n) * dtype_size(t.dtype) != t.data.size())
+            throw Error(path.string() + ": tensor '" + t.name + "' has " + std::to_string(t.data.size()) + " bytes for its shape");
+        header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
+        offset += t.data.size();
+    }
+    std::string text = header.dump();
+    while (text.size() % 8) text += ' ';
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    char length[8];
+    for (int i = 0; i < 8; ++i) length[i] = char((uint64_t(text.size()) >> (8 * i)) & 0xff);
+    out.write(length, 8);
+    out.write(text.data(), std::streamsize(text.size()));
+    for (const auto& t : tensors) out.write(reinterpret_cast<const char*>(t.data.data()), std::streamsize(t.data.size()));
+    out.close();
+    if (!out) throw Error(path.string() + ": could not be written (is the disk full?)");
 }
 
 }  // namespace lumen

@@ -36,6 +36,20 @@ inline constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
 // Parses and validates a whole file image. `source` names it in error messages.
 SafetensorsHeader parse_safetensors(std::span<const std::byte> file, std::string_view source);
 
+// A tensor to write: its bytes in `dtype`, row-major.
+struct TensorToWrite {
+    std::string name;
+    DType dtype = DType::F32;
+    std::vector<int64_t> shape;
+    std::span<const std::byte> data;
+};
+
+// Writes a safetensors file: the header (names in the given order, 8-byte aligned), then the data.
+// Throws lumen::Error naming the file when it cannot be written or a tensor's bytes do not match
+// its shape.
+void write_safetensors(const std::filesystem::path& path, const std::vector<TensorToWrite>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
 class SafetensorsFile {
 public:
     explicit SafetensorsFile(const std::filesystem::path& path);

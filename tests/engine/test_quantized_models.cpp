@@ -5,10 +5,13 @@
 #include <QtTest>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <random>
 
+#include "engine/model/awq.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/model.h"
+#include "engine/model/safetensors.h"
 #include "engine/model/weight_formats.h"
 #include "engine/text/tokenizer.h"
 #include "engine/util/error.h"
@@ -154,6 +157,66 @@ private slots:
         QVERIFY(fp32 > 1 && fp32 < 20);
         QVERIFY(std::fabs(int8 / fp32 - 1) < 0.005);
         QVERIFY(int4 > int8 && int4 / fp32 - 1 < 0.15);
+    }
+
+    // AutoAWQ's GEMM layout as lumen-cli quantize writes it reads back (through the reader the
+    // published layouts were checked with) to exactly the weights that were packed.
+    void awqPackingReadsBackExactly() {
+        constexpr int64_t rows = 48, cols = 256;
+        std::vector<float> values(std::size_t(rows * cols));
+        std::mt19937 rng(5);
+        std::normal_distribution<float> normal(0.0f, 0.05f);
+        for (auto& v : values) v = normal(rng);
+        HostWeight dense;
+        dense.rows = rows, dense.cols = cols, dense.dtype = DType::F32, dense.mapped = reinterpret_cast<const std::byte*>(values.data());
+        const HostWeight q = quantize_int4(dense, 64);
+        const AwqTensors a = pack_awq_gemm(q);
+        QTemporaryDir tmp;
+        write_safetensors(path_of(tmp) / "model.safetensors",
+                          {{"m.qweight", DType::I32, {cols, rows / 8}, {reinterpret_cast<const std::byte*>(a.qweight.data()), a.qweight.size() * 4}},
+                           {"m.qzeros", DType::I32, {cols / 64, rows / 8}, {reinterpret_cast<const std::byte*>(a.qzeros.data()), a.qzeros.size() * 4}},
+                           {"m.scales", DType::F16, {cols / 64, rows}, {reinterpret_cast<const std::byte*>(a.scales.data()), a.scales.size() * 2}}});
+        const Checkpoint c(path_of(tmp));
+        Quantization awq;
+        awq.method = Quantization::Method::Awq;
+        QCOMPARE(dequantize(read_linear(c, awq, "m", rows, cols)), dequantize(q));
+    }
+
+    // lumen-cli quantize on stories260K (groups of 32: the attention products; the 172-wide MLP
+    // stays 16-bit in both): the folder loads, and AWQ closes at least half of round-to-nearest's
+    // gap to the fp32 perplexity, the same products quantized in both.
+    void quantizeClosesTheRoundingGap() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
+        const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
+        QTemporaryDir tmp;
+        auto perplexity = [&](const QString& dir) {
+            const auto r = run_cli({"perplexity", "--model", dir, "--file", text, "--device", "cpu", "--json"});
+            if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
+            return json::parse(r.out.trimmed().split('\n').last().toStdString())["perplexity"].get<double>();
+        };
+        std::map<std::string, double> result;
+        for (const char* method : {"awq", "rtn"}) {
+            const QString out = tmp.filePath(method);
+            const auto r = run_cli({"quantize", "--model", model, "--out", out, "--group-size", "32", "--device", "cpu", "--method", method});
+            QVERIFY2(r.exit_code == 0, r.err.constData());
+            const json config = json::parse(*read_test_file(path_of(tmp) / method / "config.json"));
+            QCOMPARE(config["quantization_config"]["quant_method"].get<std::string>(), std::string("awq"));
+            QCOMPARE(config["quantization_config"]["version"].get<std::string>(), std::string("gemm"));
+            QVERIFY(fs::exists(path_of(tmp) / method / "tokenizer.model"));
+            result[method] = perplexity(out);
+        }
+        // Nothing but the two folders: each was written beside its name and renamed into place.
+        QCOMPARE(std::distance(fs::directory_iterator(path_of(tmp)), fs::directory_iterator()), 2);
+        const double fp32 = perplexity(model);
+        qInfo("stories260K, groups of 32: fp32 %.4f, round to nearest %.4f, AWQ %.4f (closes %.0f%% of the gap)", fp32, result["rtn"],
+              result["awq"], 100 * (result["rtn"] - result["awq"]) / (result["rtn"] - fp32));
+        QVERIFY(result["rtn"] > fp32);
+        QVERIFY(result["rtn"] - result["awq"] >= 0.5 * (result["rtn"] - fp32));
+        // A folder that exists is not overwritten; a quantized folder is not quantized again.
+        QVERIFY(run_cli({"quantize", "--model", model, "--out", tmp.filePath("awq")}).exit_code != 0);
+        const auto again = run_cli({"quantize", "--model", tmp.filePath("awq"), "--out", tmp.filePath("twice")});
+        QVERIFY(again.exit_code != 0 && again.err.contains("already quantized"));
     }
 
     // AutoAWQ's GEMM layout: outputs 0,2,4,6,1,3,5,7 in a word's nibbles, packed along the output.
