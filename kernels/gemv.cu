@@ -32,16 +32,10 @@ __global__ void __launch_bounds__(128, 1) gemv_kernel(GemvParams p) {
     let_next_start();
     constexpr int R = kGated || kRope ? 2 : 1;
     const int lane = threadIdx.x & 31;
-    const int64_t in = p.in, out_features = p.out_features;
+    const int64_t in = p.in;
     const int64_t warp_index = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-    // The weight rows of this warp: one; gate and up; or the two halves RoPE rotates together.
-    const int32_t half = p.rope.head_dim / 2;
-    const int64_t head = kRope ? warp_index / half : 0, pair = kRope ? warp_index % half : 0;
-    int64_t row[R];
-    if constexpr (kGated) row[0] = warp_index, row[1] = warp_index + out_features;
-    else if constexpr (kRope) row[0] = head * p.rope.head_dim + pair, row[1] = row[0] + half;
-    else row[0] = warp_index;
-    if ((kGated ? warp_index : row[R - 1]) >= out_features) return;  // gated: out_features counts the pairs
+    int64_t row[R], head, pair;
+    if (!warp_rows<R, kGated, kRope>(p, warp_index, row, head, pair)) return;
     const T* w = static_cast<const T*>(p.w);
     const T* wr[R];
 #pragma unroll
@@ -125,15 +119,10 @@ __global__ void __launch_bounds__(128, 1) gemv_quantized_kernel(GemvParams p, Qu
     constexpr int R = kGated || kRope ? 2 : 1;
     constexpr int E = 128 / kBits;  // inputs per 16-byte load
     const int lane = threadIdx.x & 31;
-    const int64_t in = p.in, out_features = p.out_features;
+    const int64_t in = p.in;
     const int64_t warp_index = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-    const int32_t half = p.rope.head_dim / 2;
-    const int64_t head = kRope ? warp_index / half : 0, pair = kRope ? warp_index % half : 0;
-    int64_t row[R];
-    if constexpr (kGated) row[0] = warp_index, row[1] = warp_index + out_features;
-    else if constexpr (kRope) row[0] = head * p.rope.head_dim + pair, row[1] = row[0] + half;
-    else row[0] = warp_index;
-    if ((kGated ? warp_index : row[R - 1]) >= out_features) return;
+    int64_t row[R], head, pair;
+    if (!warp_rows<R, kGated, kRope>(p, warp_index, row, head, pair)) return;
     const int64_t chunks = in / E, groups = in / q.group_size;
     const uint4* codes[R];
 #pragma unroll
@@ -204,11 +193,7 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
         if ((bits != 4 && bits != 8) || in % inputs_per_load != 0 || group <= 0 || group % inputs_per_load != 0 || in % group != 0)
             return false;
     }
-    if (int(o.silu_gate) + int(o.accumulate) + int(o.rope != nullptr) > 1) return false;
-    // fp32 output: the logits (plain products) or the residual stream (accumulate).
-    if (out_type != (o.accumulate ? DataType::F32 : t) && (out_type != DataType::F32 || o.silu_gate || o.rope)) return false;
-    if (o.rope && (o.rope->head_dim % 2 != 0 || out_features % o.rope->head_dim != 0 || o.rope->batch.num_tokens != n))
-        return false;
+    if (!folds(t, n, out_features, out_type, o)) return false;
     // One weight row per warp, eight 16-byte loads deep per lane (two rows four deep when gated or
     // rotated): measured on H100 against two and four rows per warp (more warps in flight beat
     // reusing each x value).
@@ -240,13 +225,7 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
                 default: run(mode..., std::integral_constant<int, 8>{}); break;
                 }
             };
-            using Yes = std::true_type;
-            using No = std::false_type;
-            if (o.accumulate) by_n(float{}, No{}, Yes{}, No{});
-            else if (o.silu_gate) by_n(T{}, Yes{}, No{}, No{});
-            else if (o.rope) by_n(T{}, No{}, No{}, Yes{});
-            else if (out_type == DataType::F32) by_n(float{}, No{}, No{}, No{});
-            else by_n(T{}, No{}, No{}, No{});
+            with_epilogue<T>(o, out_type, by_n);
         }
     });
     launched("gemv");

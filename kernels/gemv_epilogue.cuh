@@ -1,6 +1,8 @@
 #pragma once
 // What the products of a few rows (gemv.cu, w4a16.cu) share: their arguments and the steps folded
 // in after the product (CPU reference: CpuBackend::linear's epilogues).
+#include <type_traits>
+
 #include "kernels/device_common.cuh"
 #include "kernels/ops.h"
 
@@ -45,6 +47,38 @@ struct GemvParams {
     void* out;
     RopeStore rope;
 };
+
+// The weight rows of GEMV warp `warp_index`: one; gate and up; or the two halves RoPE rotates
+// together (`head`, `pair`). False when the warp has none (gated, out_features counts the pairs).
+template <int R, bool kGated, bool kRope>
+__device__ __forceinline__ bool warp_rows(const GemvParams& p, int64_t warp_index, int64_t (&row)[R], int64_t& head, int64_t& pair) {
+    const int32_t half = p.rope.head_dim / 2;
+    head = kRope ? warp_index / half : 0, pair = kRope ? warp_index % half : 0;
+    if constexpr (kGated) row[0] = warp_index, row[1] = warp_index + p.out_features;
+    else if constexpr (kRope) row[0] = head * p.rope.head_dim + pair, row[1] = row[0] + half;
+    else row[0] = warp_index;
+    return (kGated ? warp_index : row[R - 1]) < p.out_features;
+}
+
+// Whether a product of n rows of type t can fold `o`'s step in (one step at most; fp32 output only
+// for plain products or the residual add; RoPE over whole heads of this batch's tokens).
+inline bool folds(DataType t, int64_t n, int64_t out_features, DataType out_type, const GemvOptions& o) {
+    if (int(o.silu_gate) + int(o.accumulate) + int(o.rope != nullptr) > 1) return false;
+    if (out_type != (o.accumulate ? DataType::F32 : t) && (out_type != DataType::F32 || o.silu_gate || o.rope)) return false;
+    return !o.rope || (o.rope->head_dim % 2 == 0 && out_features % o.rope->head_dim == 0 && o.rope->batch.num_tokens == n);
+}
+
+// Calls run(output type tag, gated, accumulate, rope) with the compile-time flags of `o`.
+template <class T, class Run>
+void with_epilogue(const GemvOptions& o, DataType out_type, Run&& run) {
+    using Yes = std::true_type;
+    using No = std::false_type;
+    if (o.accumulate) run(float{}, No{}, Yes{}, No{});
+    else if (o.silu_gate) run(T{}, Yes{}, No{}, No{});
+    else if (o.rope) run(T{}, No{}, No{}, Yes{});
+    else if (out_type == DataType::F32) run(float{}, No{}, No{}, No{});
+    else run(T{}, No{}, No{}, No{});
+}
 
 // One output of a product of a few rows: token n's sums for `row` (two rows when gated or rotated),
 // the bias added and the step after folded in, rounding to T where the separate kernel's input

@@ -299,9 +299,7 @@ void tile_int4_codes(const uint32_t* codes, int64_t rows, int64_t in, uint32_t* 
 bool w4a16(DataType t, const void* x, int64_t n, int64_t in, const Int4Tiles& w, int64_t out_features, void* out, DataType out_type,
            const GemvOptions& o, cudaStream_t s) {
     if (t == DataType::F32 || n < 1 || n > 64 || !int4_tiles_fit(o.silu_gate ? 2 * out_features : out_features, in, w.group_size)) return false;
-    if (int(o.silu_gate) + int(o.accumulate) + int(o.rope != nullptr) > 1) return false;
-    if (out_type != (o.accumulate ? DataType::F32 : t) && (out_type != DataType::F32 || o.silu_gate || o.rope)) return false;
-    if (o.rope && (o.rope->head_dim % 32 != 0 || out_features % o.rope->head_dim != 0 || o.rope->batch.num_tokens != n)) return false;
+    if (!folds(t, n, out_features, out_type, o) || (o.rope && o.rope->head_dim % 32 != 0)) return false;
     if (out_features % 16 != 0) return false;
     const int64_t units = o.rope ? out_features / 32 : out_features / 16;
     GemvParams params{x, in, nullptr, out_features, o.bias, out, o.rope ? *o.rope : RopeStore{}};
@@ -321,13 +319,7 @@ bool w4a16(DataType t, const void* x, int64_t n, int64_t in, const Int4Tiles& w,
                 else if (n <= 32) run(mode..., std::integral_constant<int, 4>{});
                 else run(mode..., std::integral_constant<int, 8>{});
             };
-            using Yes = std::true_type;
-            using No = std::false_type;
-            if (o.accumulate) by_n(float{}, No{}, Yes{}, No{});
-            else if (o.silu_gate) by_n(T{}, Yes{}, No{}, No{});
-            else if (o.rope) by_n(T{}, No{}, No{}, Yes{});
-            else if (out_type == DataType::F32) by_n(float{}, No{}, No{}, No{});
-            else by_n(T{}, No{}, No{}, No{});
+            with_epilogue<T>(o, out_type, by_n);
         }
     });
     launched("w4a16");

@@ -74,8 +74,6 @@ std::string pick_prefix(const Checkpoint& c, const std::vector<std::string>& pre
     throw Error(std::string("the checkpoint has no ") + what + " (looked for " + prefixes.front() + probe + ")");
 }
 
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
 // torch's bicubic kernel (a = -0.75): the weights of the four samples around a point t of the way
 // from the second to the third.
 std::array<float, 4> cubic_weights(float t) {
@@ -156,7 +154,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
     auto get = [&](const std::string& name, int64_t rows, int64_t cols) -> const TensorInfo& {
         const TensorInfo* t = checkpoint->find(name);
         if (!t) throw Error("the checkpoint has no tensor " + name);
-        if (!is_float(t->dtype)) throw Error(name + " is " + std::string(dtype_name(t->dtype)) + ", not a float type");
+        if (!is_float_type(t->dtype)) throw Error(name + " is " + std::string(dtype_name(t->dtype)) + ", not a float type");
         if (t->numel() != rows * cols)
             throw Error(name + " has " + std::to_string(t->numel()) + " values where " + std::to_string(rows) + "x" +
                         std::to_string(cols) + " were expected");

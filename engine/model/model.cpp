@@ -6,17 +6,6 @@
 #include "engine/util/error.h"
 
 namespace lumen {
-namespace {
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-}
-
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
-}  // namespace
 
 LayerNames layer_names(TextFamily family) {
     if (family == TextFamily::InternLM2)
@@ -66,7 +55,7 @@ const TensorInfo& expect(const Checkpoint& c, const std::string& name, std::vect
     if (!t) throw Error("the weights have no tensor '" + name + "'");
     if (t->shape != shape)
         throw Error("tensor '" + name + "' has shape " + shape_text(t->shape) + " but config.json implies " + shape_text(shape));
-    if (!is_float(t->dtype))
+    if (!is_float_type(t->dtype))
         throw Error("tensor '" + name + "' is " + std::string(dtype_name(t->dtype)) + "; Lumen loads F32, F16 and BF16 weights");
     return *t;
 }

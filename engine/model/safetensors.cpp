@@ -9,6 +9,12 @@
 
 namespace lumen {
 
+std::string shape_text(const std::vector<int64_t>& shape) {
+    std::string s = "[";
+    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+}
+
 int64_t TensorInfo::numel() const {
     int64_t n = 1;
     for (int64_t d : shape) n *= d;

@@ -25,6 +25,9 @@ struct TensorInfo {
     int64_t numel() const;
 };
 
+// "[4096, 11008]", for messages.
+std::string shape_text(const std::vector<int64_t>& shape);
+
 struct SafetensorsHeader {
     std::vector<TensorInfo> tensors;  // in file order of their data
     std::map<std::string, std::string> metadata;

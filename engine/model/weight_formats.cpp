@@ -197,18 +197,10 @@ uint64_t HostWeight::bytes() const {
 
 namespace {
 
-std::string shape_text(const std::vector<int64_t>& shape) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-}
-
-bool is_float(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
 const TensorInfo& tensor(const Checkpoint& c, const std::string& name, bool floats, const std::vector<int64_t>& shape) {
     const TensorInfo* t = c.find(name);
     if (!t) throw Error("the weights have no tensor '" + name + "'");
-    if (floats ? !is_float(t->dtype) : t->dtype != DType::I32)
+    if (floats ? !is_float_type(t->dtype) : t->dtype != DType::I32)
         throw Error("tensor '" + name + "' is " + std::string(dtype_name(t->dtype)) + "; the format stores " +
                     (floats ? "F32, F16 or BF16" : "I32") + " there");
     if (t->shape != shape)

@@ -12,6 +12,7 @@ namespace lumen {
 enum class DType { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2 };
 
 std::optional<DType> parse_safetensors_dtype(std::string_view name);
+inline bool is_float_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
 std::string_view dtype_name(DType t);
 std::size_t dtype_size(DType t);
 

@@ -28,26 +28,19 @@ namespace {
 
 fs::path goldens() { return fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/quantized"; }
 
+// lumen-cli perplexity of `model` on the TinyStories excerpt (../shared/data) on the CPU, with `options`.
+double excerpt_perplexity(const fs::path& data, const QString& model, const QStringList& options = {}) {
+    const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
+    const auto r = run_cli(QStringList{"perplexity", "--model", model, "--file", text, "--device", "cpu", "--json"} + options);
+    if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
+    const json out = json::parse(r.out.trimmed().split('\n').last().toStdString());
+    if (out["tokens"].get<int64_t>() < 15000) throw std::runtime_error("too few tokens scored");
+    return out["perplexity"].get<double>();
+}
+
 json golden_cases() { return json::parse(*read_test_file(goldens() / "quantized_goldens.json"))["cases"]; }
 
-std::vector<float> read_floats(const fs::path& path) {
-    const std::string bytes = *read_test_file(path);
-    std::vector<float> out(bytes.size() / 4);
-    std::memcpy(out.data(), bytes.data(), out.size() * 4);
-    return out;
-}
 
-std::vector<float> prompt_logits(const fs::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice = {}) {
-    auto backend = make_cpu_backend();
-    Model model(dir, *backend, std::nullopt, choice);
-    const auto& t = model.text();
-    const BatchLayout batch = prompt_batch(prompt);
-    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::F32});
-    const Tensor logits = model.forward(batch);
-    std::vector<float> out(std::size_t(t.vocab_size));
-    backend->read(logits, out);
-    return out;
-}
 
 // The largest difference relative to the largest reference value.
 float relative_difference(const std::vector<float>& got, const std::vector<float>& expected) {
@@ -143,15 +136,8 @@ private slots:
     void perplexityOfStories260K() {
         LUMEN_REQUIRE_SHARED_DATA(data);
         const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
-        const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
-        auto perplexity = [&](const QStringList& weights) {
-            const auto r = run_cli(QStringList{"perplexity", "--model", model, "--file", text, "--device", "cpu", "--json"} + weights);
-            if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
-            const json out = json::parse(r.out.trimmed().split('\n').last().toStdString());
-            if (out["tokens"].get<int64_t>() < 15000) throw std::runtime_error("too few tokens scored");
-            return out["perplexity"].get<double>();
-        };
-        const double fp32 = perplexity({}), int8 = perplexity({"--weights", "int8"}), int4 = perplexity({"--weights", "int4", "--group-size", "64"});
+        const double fp32 = excerpt_perplexity(data, model), int8 = excerpt_perplexity(data, model, {"--weights", "int8"}),
+                     int4 = excerpt_perplexity(data, model, {"--weights", "int4", "--group-size", "64"});
         qInfo("stories260K perplexity: fp32 %.4f, int8 %.4f (%+.2f%%), int4 g64 %.4f (%+.2f%%)", fp32, int8, 100 * (int8 / fp32 - 1), int4,
               100 * (int4 / fp32 - 1));
         QVERIFY(fp32 > 1 && fp32 < 20);
@@ -188,13 +174,7 @@ private slots:
     void quantizeClosesTheRoundingGap() {
         LUMEN_REQUIRE_SHARED_DATA(data);
         const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
-        const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
         QTemporaryDir tmp;
-        auto perplexity = [&](const QString& dir) {
-            const auto r = run_cli({"perplexity", "--model", dir, "--file", text, "--device", "cpu", "--json"});
-            if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
-            return json::parse(r.out.trimmed().split('\n').last().toStdString())["perplexity"].get<double>();
-        };
         std::map<std::string, double> result;
         for (const char* method : {"awq", "rtn"}) {
             const QString out = tmp.filePath(method);
@@ -204,11 +184,11 @@ private slots:
             QCOMPARE(config["quantization_config"]["quant_method"].get<std::string>(), std::string("awq"));
             QCOMPARE(config["quantization_config"]["version"].get<std::string>(), std::string("gemm"));
             QVERIFY(fs::exists(path_of(tmp) / method / "tokenizer.model"));
-            result[method] = perplexity(out);
+            result[method] = excerpt_perplexity(data, out);
         }
         // Nothing but the two folders: each was written beside its name and renamed into place.
         QCOMPARE(std::distance(fs::directory_iterator(path_of(tmp)), fs::directory_iterator()), 2);
-        const double fp32 = perplexity(model);
+        const double fp32 = excerpt_perplexity(data, model);
         qInfo("stories260K, groups of 32: fp32 %.4f, round to nearest %.4f, AWQ %.4f (closes %.0f%% of the gap)", fp32, result["rtn"],
               result["awq"], 100 * (result["rtn"] - result["awq"]) / (result["rtn"] - fp32));
         QVERIFY(result["rtn"] > fp32);

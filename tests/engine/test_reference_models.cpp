@@ -36,25 +36,6 @@ std::string reference_section(const fs::path& file, const std::string& heading) 
     return s;
 }
 
-std::vector<float> read_floats(const fs::path& path) {
-    const std::string bytes = *read_test_file(path);
-    std::vector<float> out(bytes.size() / 4);
-    std::memcpy(out.data(), bytes.data(), out.size() * 4);
-    return out;
-}
-
-// Logits after `prompt` from a single prefill on the CPU backend.
-std::vector<float> prompt_logits(const fs::path& dir, const std::vector<int32_t>& prompt) {
-    auto backend = make_cpu_backend();
-    Model model(dir, *backend);
-    const auto& t = model.text();
-    const BatchLayout batch = prompt_batch(prompt);
-    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::F32});
-    const Tensor logits = model.forward(batch);
-    std::vector<float> out(std::size_t(t.vocab_size));
-    backend->read(logits, out);
-    return out;
-}
 
 }  // namespace
 

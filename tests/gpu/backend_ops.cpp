@@ -300,40 +300,31 @@ std::vector<OpCase> test_cases() {
                     r.outputs = {out};
                 });
             }
-        for (int32_t tokens : {1, 37})
-            add(std::string("linear int4 g128, rope_store_kv ") + std::to_string(tokens) + " sequences x 1 token", dt, [tokens](OpRun& r) {
-                const AttentionShape heads{8, 2, 64};
-                const int64_t width = 12 * 64, hidden = 512;
-                r.b.allocate_kv_cache({1, 2, 64, 64, tokens, r.b.compute_dtype()});
-                std::vector<std::pair<int32_t, int32_t>> spans;
-                std::vector<std::vector<int32_t>> tables;
-                for (int32_t s = 0; s < tokens; ++s) spans.push_back({0, 1}), tables.push_back({s});
-                const Tensor x = r.act(tokens, hidden, 1.0f), qkv = r.act(tokens, width), out = r.act(tokens, 8 * 64);
-                const Weight w = r.quantized(width, hidden, 4, 128, 0.02f);
-                r.begin(layout(spans, tables), {64, 10000.0, {}, 4096});
-                r.op = [&r, x, w, heads, qkv] { r.b.linear(x, w, Epilogue::rope_store_kv({}, heads, 0), qkv); };
-                r.after = [&r, qkv, heads, out] { r.b.attention(qkv, heads, 0, out); };
-                r.outputs = {qkv, out};
-            });
-        // The q/k/v product with RoPE and the KV store: a decode step (fused in the GEMV) and a
-        // prompt chunk; what was stored is checked through an attention over it.
-        for (int32_t tokens : {1, 3, 37})
-            for (bool bias : {false, true})
-                add("linear dense, rope_store_kv " + std::to_string(tokens) + " sequences x 1 token" + (bias ? " + bias" : ""), dt,
-                    [tokens, bias](OpRun& r) {
-                        const AttentionShape heads{8, 2, 64};
-                        const int64_t width = 12 * 64, hidden = 512;
-                        r.b.allocate_kv_cache({1, 2, 64, 64, tokens, r.b.compute_dtype()});
-                        std::vector<std::pair<int32_t, int32_t>> spans;
-                        std::vector<std::vector<int32_t>> tables;
-                        for (int32_t s = 0; s < tokens; ++s) spans.push_back({0, 1}), tables.push_back({s});
-                        const Tensor x = r.act(tokens, hidden, 1.0f), w = r.weight(width, hidden, 0.1f), qkv = r.act(tokens, width);
-                        const Tensor b = bias ? r.weight(1, width, 0.5f) : Tensor{}, out = r.act(tokens, 8 * 64);
-                        r.begin(layout(spans, tables), {64, 10000.0, {}, 4096});
-                        r.op = [&r, x, w, b, heads, qkv] { r.b.linear(x, Weight::dense(w), Epilogue::rope_store_kv(b, heads, 0), qkv); };
-                        r.after = [&r, qkv, heads, out] { r.b.attention(qkv, heads, 0, out); };
-                        r.outputs = {qkv, out};
-                    });
+        // The q/k/v product with RoPE and the KV store: a decode step (fused in the GEMV, or the
+        // tensor-core kernel for 4-bit weights) and a prompt chunk; what was stored is checked
+        // through an attention over it.
+        for (const bool int4 : {false, true})
+            for (int32_t tokens : {1, 3, 37})
+                for (bool bias : {false, true}) {
+                    if (int4 && (bias || tokens == 3)) continue;
+                    add(std::string(int4 ? "linear int4 g128" : "linear dense") + ", rope_store_kv " + std::to_string(tokens) +
+                            " sequences x 1 token" + (bias ? " + bias" : ""),
+                        dt, [tokens, bias, int4](OpRun& r) {
+                            const AttentionShape heads{8, 2, 64};
+                            const int64_t width = 12 * 64, hidden = 512;
+                            r.b.allocate_kv_cache({1, 2, 64, 64, tokens, r.b.compute_dtype()});
+                            std::vector<std::pair<int32_t, int32_t>> spans;
+                            std::vector<std::vector<int32_t>> tables;
+                            for (int32_t s = 0; s < tokens; ++s) spans.push_back({0, 1}), tables.push_back({s});
+                            const Tensor x = r.act(tokens, hidden, 1.0f), qkv = r.act(tokens, width);
+                            const Weight w = int4 ? r.quantized(width, hidden, 4, 128, 0.02f) : Weight::dense(r.weight(width, hidden, 0.1f));
+                            const Tensor b = bias ? r.weight(1, width, 0.5f) : Tensor{}, out = r.act(tokens, 8 * 64);
+                            r.begin(layout(spans, tables), {64, 10000.0, {}, 4096});
+                            r.op = [&r, x, w, b, heads, qkv] { r.b.linear(x, w, Epilogue::rope_store_kv(b, heads, 0), qkv); };
+                            r.after = [&r, qkv, heads, out] { r.b.attention(qkv, heads, 0, out); };
+                            r.outputs = {qkv, out};
+                        });
+                }
         add("linear dense, rope_store_kv prompt 70+131 tokens", dt, [](OpRun& r) {
             const AttentionShape heads{8, 2, 128};
             const int64_t width = 12 * 128, hidden = 256;
@@ -495,46 +486,32 @@ std::vector<OpCase> performance_cases() {
                                 Product{"gate/up + silu_mul", hidden, 2 * 11008, Epilogue::Kind::SiluMul},
                                 Product{"down + add_to", 11008, hidden, Epilogue::Kind::AddTo},
                                 Product{"lm_head, fp32 out", hidden, 32000, Epilogue::Kind::None}}) {
-            const double bytes = double(p.in * p.out) * 2 + double(rows) * double(p.in + p.out) * 2;
-            add("linear " + std::to_string(rows) + "x" + std::to_string(p.in) + " -> " + std::to_string(p.out) + " " + p.what, bytes,
-                2.0 * double(rows * p.in * p.out), [rows, p](OpRun& r) {
-                    const Tensor x = r.act(rows, p.in, 1.0f), w = r.weight(p.out, p.in, 0.02f);
-                    const bool f32_out = p.kind == Epilogue::Kind::AddTo || p.kind == Epilogue::Kind::None;
-                    const int64_t cols = p.kind == Epilogue::Kind::SiluMul ? p.out / 2 : p.out;
-                    const Tensor out = f32_out ? r.f32(rows, cols, 1.0f) : r.act(rows, cols), scratch = r.act(rows, p.out);
-                    Epilogue e = p.kind == Epilogue::Kind::AddTo     ? Epilogue::add_to({}, scratch)
-                                 : p.kind == Epilogue::Kind::SiluMul ? Epilogue::silu_mul({}, scratch)
-                                                                     : Epilogue::plain();
-                    if (p.kind == Epilogue::Kind::RopeStoreKv) {
-                        e = Epilogue::rope_store_kv({}, {32, 32, 128}, 0);
-                        r.b.allocate_kv_cache({1, 32, 128, 64, int32_t(rows), r.b.compute_dtype()});
-                        std::vector<std::pair<int32_t, int32_t>> spans;
-                        std::vector<std::vector<int32_t>> tables;
-                        for (int64_t s = 0; s < rows; ++s) spans.push_back({0, 1}), tables.push_back({int32_t(s)});
-                        r.begin(layout(spans, tables), {128, 10000.0, {}, 4096});
-                    }
-                    r.op = [&r, x, w, e, out] { r.b.linear(x, Weight::dense(w), e, out); };
-                });
-            if (p.kind == Epilogue::Kind::None) continue;  // the output projection stays 16-bit in every format
-            const double q_bytes = double(p.in * p.out) / 2 + double(p.out * (p.in / 128)) * 3 + double(rows) * double(p.in + p.out) * 2;
-            add("linear int4 g128 " + std::to_string(rows) + "x" + std::to_string(p.in) + " -> " + std::to_string(p.out) + " " + p.what, q_bytes,
-                2.0 * double(rows * p.in * p.out), [rows, p](OpRun& r) {
-                    const Tensor x = r.act(rows, p.in, 1.0f);
-                    const Weight w = r.quantized(p.out, p.in, 4, 128, 0.003f);
-                    const bool f32_out = p.kind == Epilogue::Kind::AddTo;
-                    const int64_t cols = p.kind == Epilogue::Kind::SiluMul ? p.out / 2 : p.out;
-                    const Tensor out = f32_out ? r.f32(rows, cols, 1.0f) : r.act(rows, cols), scratch = r.act(rows, p.out);
-                    Epilogue e = p.kind == Epilogue::Kind::AddTo ? Epilogue::add_to({}, scratch) : Epilogue::silu_mul({}, scratch);
-                    if (p.kind == Epilogue::Kind::RopeStoreKv) {
-                        e = Epilogue::rope_store_kv({}, {32, 32, 128}, 0);
-                        r.b.allocate_kv_cache({1, 32, 128, 64, int32_t(rows), r.b.compute_dtype()});
-                        std::vector<std::pair<int32_t, int32_t>> spans;
-                        std::vector<std::vector<int32_t>> tables;
-                        for (int64_t s = 0; s < rows; ++s) spans.push_back({0, 1}), tables.push_back({int32_t(s)});
-                        r.begin(layout(spans, tables), {128, 10000.0, {}, 4096});
-                    }
-                    r.op = [&r, x, w, e, out] { r.b.linear(x, w, e, out); };
-                });
+            // One row per weight format: the product of `rows` tokens with its epilogue as the model runs it.
+            for (const bool int4 : {false, true}) {
+                if (int4 && p.kind == Epilogue::Kind::None) continue;  // the output projection stays 16-bit in every format
+                const double weight_bytes = int4 ? double(p.in * p.out) / 2 + double(p.out * (p.in / 128)) * 3 : double(p.in * p.out) * 2;
+                add(std::string(int4 ? "linear int4 g128 " : "linear ") + std::to_string(rows) + "x" + std::to_string(p.in) + " -> " +
+                        std::to_string(p.out) + " " + p.what,
+                    weight_bytes + double(rows) * double(p.in + p.out) * 2, 2.0 * double(rows * p.in * p.out), [rows, p, int4](OpRun& r) {
+                        const Tensor x = r.act(rows, p.in, 1.0f);
+                        const Weight w = int4 ? r.quantized(p.out, p.in, 4, 128, 0.003f) : Weight::dense(r.weight(p.out, p.in, 0.02f));
+                        const bool f32_out = p.kind == Epilogue::Kind::AddTo || p.kind == Epilogue::Kind::None;
+                        const int64_t cols = p.kind == Epilogue::Kind::SiluMul ? p.out / 2 : p.out;
+                        const Tensor out = f32_out ? r.f32(rows, cols, 1.0f) : r.act(rows, cols), scratch = r.act(rows, p.out);
+                        Epilogue e = p.kind == Epilogue::Kind::AddTo     ? Epilogue::add_to({}, scratch)
+                                     : p.kind == Epilogue::Kind::SiluMul ? Epilogue::silu_mul({}, scratch)
+                                                                         : Epilogue::plain();
+                        if (p.kind == Epilogue::Kind::RopeStoreKv) {
+                            e = Epilogue::rope_store_kv({}, {32, 32, 128}, 0);
+                            r.b.allocate_kv_cache({1, 32, 128, 64, int32_t(rows), r.b.compute_dtype()});
+                            std::vector<std::pair<int32_t, int32_t>> spans;
+                            std::vector<std::vector<int32_t>> tables;
+                            for (int64_t s = 0; s < rows; ++s) spans.push_back({0, 1}), tables.push_back({int32_t(s)});
+                            r.begin(layout(spans, tables), {128, 10000.0, {}, 4096});
+                        }
+                        r.op = [&r, x, w, e, out] { r.b.linear(x, w, e, out); };
+                    });
+            }
         }
     for (int32_t seqs : {1, 8})
         for (int32_t context : {1024, 4096}) {

@@ -220,17 +220,8 @@ def main(out_dir):
             model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
         case = {"name": name, "model": model_name, "format": fmt, "group_size": group, "symmetric": symmetric,
                 "act_order": act_order, "quantization_config": quantization_config(fmt, group, symmetric, act_order),
-                "modules": linear_modules(config), "runs": []}
-        for i, prompt in enumerate(spec["prompts"]):
-            ids = encode(prompt)
-            x = torch.tensor([ids])
-            with torch.no_grad():
-                logits = model(x).logits[0, -1].float()
-                out = model.generate(x, max_new_tokens=spec["new_tokens"], do_sample=False,
-                                     attention_mask=torch.ones_like(x), pad_token_id=0)
-            case["runs"].append({"prompt_ids": ids, "generated_ids": out[0, len(ids):].tolist()})
-            if i == len(spec["prompts"]) - 1:
-                logits.numpy().astype("<f4").tofile(os.path.join(out_dir, name + ".logits"))
+                "modules": linear_modules(config),
+                "runs": make_tiny_goldens.greedy_runs(model, encode, spec, os.path.join(out_dir, name + ".logits"))}
         result["cases"].append(case)
         print(name, [len(r["generated_ids"]) for r in case["runs"]], flush=True)
     with open(os.path.join(out_dir, "quantized_goldens.json"), "w") as f:

@@ -70,6 +70,23 @@ def internlm2_as_llama(tensors, config):
     return model.float().eval()
 
 
+def greedy_runs(model, encode, spec, logits_file):
+    """Prompt ids, greedy ids and the largest |logit| for each prompt of the spec; the last
+    prompt's last-position logits go to logits_file (float32)."""
+    runs = []
+    for i, prompt in enumerate(spec["prompts"]):
+        ids = encode(prompt)
+        x = torch.tensor([ids])
+        with torch.no_grad():
+            logits = model(x).logits[0, -1].float()
+            out = model.generate(x, max_new_tokens=spec["new_tokens"], do_sample=False,
+                                 attention_mask=torch.ones_like(x), pad_token_id=0)
+        runs.append({"prompt_ids": ids, "generated_ids": out[0, len(ids):].tolist(), "logits_max": float(logits.abs().max())})
+        if i == len(spec["prompts"]) - 1:
+            logits.numpy().astype("<f4").tofile(logits_file)
+    return runs
+
+
 def main(out_dir):
     os.makedirs(out_dir, exist_ok=True)
     spec = tiny_models.load_spec(ROOT)
@@ -97,18 +114,8 @@ def main(out_dir):
                 tok = AutoTokenizer.from_pretrained(folder)
                 encode = lambda text: tok(text)["input_ids"]  # noqa: E731
                 model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-            entry = {"checksums": {n: str(tiny_models.checksum(t)) for n, t in tensors.items()}, "runs": []}
-            for i, prompt in enumerate(spec["prompts"]):
-                ids = encode(prompt)
-                x = torch.tensor([ids])
-                with torch.no_grad():
-                    logits = model(x).logits[0, -1].float()
-                    out = model.generate(x, max_new_tokens=spec["new_tokens"], do_sample=False,
-                                         attention_mask=torch.ones_like(x), pad_token_id=0)
-                entry["runs"].append({"prompt_ids": ids, "generated_ids": out[0, len(ids):].tolist(),
-                                      "logits_max": float(logits.abs().max())})
-                if i == len(spec["prompts"]) - 1:
-                    logits.numpy().astype("<f4").tofile(os.path.join(out_dir, f"tiny_{key}.logits"))
+            entry = {"checksums": {n: str(tiny_models.checksum(t)) for n, t in tensors.items()},
+                     "runs": greedy_runs(model, encode, spec, os.path.join(out_dir, f"tiny_{key}.logits"))}
             result["models"][key] = entry
             print(key, [len(r["prompt_ids"]) for r in entry["runs"]], flush=True)
             shutil.rmtree(folder)

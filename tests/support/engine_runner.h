@@ -11,6 +11,9 @@
 
 namespace lumen::test {
 
+// The CPU backend's logits after one prefill of `prompt` (the model's weights as `choice` asks).
+std::vector<float> prompt_logits(const std::filesystem::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice = {});
+
 struct Collected {
     std::vector<int32_t> ids;
     std::vector<std::string> deltas;

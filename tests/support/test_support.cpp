@@ -1,5 +1,7 @@
 #include "tests/support/test_support.h"
 
+#include <cstring>
+
 #include <QProcess>
 #include <QProcessEnvironment>
 #include <fstream>
@@ -33,6 +35,13 @@ void write_file(const std::filesystem::path& path, const std::string& bytes) {
     std::filesystem::create_directories(path.parent_path());
     std::ofstream f(path, std::ios::binary | std::ios::trunc);
     f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+std::vector<float> read_floats(const std::filesystem::path& path) {
+    const std::string bytes = *read_test_file(path);
+    std::vector<float> out(bytes.size() / 4);
+    std::memcpy(out.data(), bytes.data(), out.size() * 4);
+    return out;
 }
 
 std::optional<std::string> read_test_file(const std::filesystem::path& path) {

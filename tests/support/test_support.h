@@ -42,6 +42,8 @@ struct CliResult {
 CliResult run_cli(const QStringList& args, const QStringList& extra_env = {});
 
 // One sequence's whole prompt as a batch: blocks 0, 1, ... in order, logits for the last token.
+// A file of little-endian fp32 values (the goldens' logits).
+std::vector<float> read_floats(const std::filesystem::path& path);
 BatchLayout prompt_batch(const std::vector<int32_t>& prompt, int32_t block_size = 64);
 
 // A small Llama-shaped config.json text for the given sizes.
