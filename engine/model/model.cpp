@@ -253,21 +253,18 @@ void Model::load_weights(const Checkpoint& c) {
         const int64_t rows = info.shape.size() == 2 ? info.shape[0] : 1;
         return keep(backend_.weight(info.data.data(), info.dtype, rows, info.shape.back()));
     };
-    // Biases: one row, in their stored type (or fp32 where the parts differ).
-    auto bias_row = [&](const std::vector<std::pair<const TensorInfo*, std::pair<int64_t, int64_t>>>& parts) {
-        std::vector<HostWeight> views;
-        views.reserve(parts.size());
-        std::vector<RowRange> ranges;
-        for (const auto& [info, range] : parts) {
-            HostWeight v;
-            v.rows = info->shape[0], v.cols = 1, v.dtype = info->dtype, v.mapped = info->data.data();
-            views.push_back(v);
-        }
-        for (std::size_t i = 0; i < parts.size(); ++i) ranges.push_back({&views[i], parts[i].second.first, parts[i].second.second});
-        HostWeight b = concat_rows(ranges);
-        weight_bytes_ += b.bytes();
-        host_.push_back(std::make_unique<HostWeight>(std::move(b)));
+    // A bias as a column of rows, so that it re-lays as its weight's rows do.
+    auto bias_view = [&](const std::string& name) {
+        const TensorInfo& info = *c.find(name);
+        HostWeight v;
+        v.rows = info.shape[0], v.cols = 1, v.dtype = info.dtype, v.mapped = info.data.data();
+        return v;
+    };
+    // Rows of biases stacked into one row, in their stored type (or fp32 where the parts differ).
+    auto bias_row = [&](const std::vector<RowRange>& parts) {
+        host_.push_back(std::make_unique<HostWeight>(concat_rows(parts)));
         const HostWeight& h = *host_.back();
+        weight_bytes_ += h.bytes();
         return keep(backend_.weight(h.dense_data(), h.dtype, 1, h.rows));
     };
 
@@ -301,22 +298,19 @@ void Model::load_weights(const Checkpoint& c) {
             const HostWeight packed = read_linear(c, stored, p + ln.qkv[0], s.q() + 2 * s.kv(), s.hidden);
             layer.wqkv = upload(concat_rows(ranges(&packed)), p + ln.qkv[0]);
             if (t.qkv_bias) {
-                const TensorInfo* b = c.find(p + ln.qkv[0] + ".bias");
-                HostWeight view;
-                view.rows = b->shape[0], view.cols = 1, view.dtype = b->dtype, view.mapped = b->data.data();
-                std::vector<std::pair<const TensorInfo*, std::pair<int64_t, int64_t>>> parts;
-                for (const RowRange& r : ranges(&view)) parts.push_back({b, {r.first, r.count}});
-                layer.bqkv = bias_row(parts);
+                const HostWeight bias = bias_view(p + ln.qkv[0] + ".bias");
+                layer.bqkv = bias_row(ranges(&bias));
             }
         } else {
             const HostWeight wq = read_linear(c, stored, p + ln.qkv[0], s.q(), s.hidden);
             const HostWeight wk = read_linear(c, stored, p + ln.qkv[1], s.kv(), s.hidden);
             const HostWeight wv = read_linear(c, stored, p + ln.qkv[2], s.kv(), s.hidden);
             layer.wqkv = upload(concat_rows({{&wq, 0, s.q()}, {&wk, 0, s.kv()}, {&wv, 0, s.kv()}}), p + "q/k/v");
-            if (t.qkv_bias)
-                layer.bqkv = bias_row({{c.find(p + ln.qkv[0] + ".bias"), {0, s.q()}},
-                                       {c.find(p + ln.qkv[1] + ".bias"), {0, s.kv()}},
-                                       {c.find(p + ln.qkv[2] + ".bias"), {0, s.kv()}}});
+            if (t.qkv_bias) {
+                const HostWeight bq = bias_view(p + ln.qkv[0] + ".bias"), bk = bias_view(p + ln.qkv[1] + ".bias"),
+                                 bv = bias_view(p + ln.qkv[2] + ".bias");
+                layer.bqkv = bias_row({{&bq, 0, s.q()}, {&bk, 0, s.kv()}, {&bv, 0, s.kv()}});
+            }
         }
         layer.wo = upload(read_linear(c, stored, p + ln.o, s.hidden, s.q()), p + ln.o);
         if (t.o_bias) layer.bo = direct(p + ln.o + ".bias");
@@ -325,7 +319,8 @@ void Model::load_weights(const Checkpoint& c) {
         layer.w_gate_up = upload(concat_rows({{&gate, 0, s.inter}, {&up, 0, s.inter}}), p + ln.gate + "/up");
         layer.w_down = upload(read_linear(c, stored, p + ln.down, s.hidden, s.inter), p + ln.down);
         if (t.mlp_bias) {
-            layer.b_gate_up = bias_row({{c.find(p + ln.gate + ".bias"), {0, s.inter}}, {c.find(p + ln.up + ".bias"), {0, s.inter}}});
+            const HostWeight bg = bias_view(p + ln.gate + ".bias"), bu = bias_view(p + ln.up + ".bias");
+            layer.b_gate_up = bias_row({{&bg, 0, s.inter}, {&bu, 0, s.inter}});
             layer.b_down = direct(p + ln.down + ".bias");
         }
         layers_.push_back(layer);

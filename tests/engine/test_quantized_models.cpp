@@ -38,6 +38,17 @@ double excerpt_perplexity(const fs::path& data, const QString& model, const QStr
     return out["perplexity"].get<double>();
 }
 
+// rows x cols values of a normal distribution (std 0.05, seeded), and a dense fp32 weight over them.
+HostWeight normal_weight(std::vector<float>& values, int64_t rows, int64_t cols, uint32_t seed) {
+    values.resize(std::size_t(rows * cols));
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    for (auto& v : values) v = normal(rng);
+    HostWeight dense;
+    dense.rows = rows, dense.cols = cols, dense.dtype = DType::F32, dense.mapped = reinterpret_cast<const std::byte*>(values.data());
+    return dense;
+}
+
 json golden_cases() { return json::parse(*read_test_file(goldens() / "quantized_goldens.json"))["cases"]; }
 
 
@@ -149,13 +160,8 @@ private slots:
     // published layouts were checked with) to exactly the weights that were packed.
     void awqPackingReadsBackExactly() {
         constexpr int64_t rows = 48, cols = 256;
-        std::vector<float> values(std::size_t(rows * cols));
-        std::mt19937 rng(5);
-        std::normal_distribution<float> normal(0.0f, 0.05f);
-        for (auto& v : values) v = normal(rng);
-        HostWeight dense;
-        dense.rows = rows, dense.cols = cols, dense.dtype = DType::F32, dense.mapped = reinterpret_cast<const std::byte*>(values.data());
-        const HostWeight q = quantize_int4(dense, 64);
+        std::vector<float> values;
+        const HostWeight q = quantize_int4(normal_weight(values, rows, cols, 5), 64);
         const AwqTensors a = pack_awq_gemm(q);
         QTemporaryDir tmp;
         write_safetensors(path_of(tmp) / "model.safetensors",
@@ -378,14 +384,9 @@ private slots:
     // to the original than larger ones.
     void quantizeAtLoadRoundsToNearest() {
         constexpr int64_t rows = 6, cols = 256;
-        std::vector<float> values(std::size_t(rows * cols));
-        std::mt19937 rng(3);
-        std::normal_distribution<float> normal(0.0f, 0.05f);
-        for (auto& v : values) v = normal(rng);
+        std::vector<float> values;
+        const HostWeight dense = normal_weight(values, rows, cols, 3);
         values[5] = 0.4f;  // an outlier
-        HostWeight dense;
-        dense.rows = rows, dense.cols = cols, dense.dtype = DType::F32;
-        dense.mapped = reinterpret_cast<const std::byte*>(values.data());
         double previous = 0;
         for (const int group : {256, 128, 64, 32}) {
             const HostWeight q = quantize_int4(dense, group);
