@@ -1,5 +1,6 @@
 #pragma once
 // The subcommands of lumen-cli; each takes the arguments after its name and returns an exit code.
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,11 @@ WeightChoice weight_choice(const Args& args);
 inline constexpr const char* kWeightsHelp =
     "  --weights auto|16|int8|int4   auto (or 16): as stored; int8 / int4 quantize a 16-bit folder at load\n"
     "  --group-size N                inputs per 4-bit scale and zero with --weights int4 (default 128)\n";
+
+// --quant-policy 0|8|4: the KV cache in the compute type, or 8- or 4-bit codes (LMDeploy's name).
+int32_t quant_policy(const Args& args);
+inline constexpr const char* kQuantPolicyHelp =
+    "  --quant-policy 0|8|4          KV cache: 16-bit (0), or 8- or 4-bit with a scale and zero per token and head\n";
 
 // Formatting shared by the commands' tables.
 std::string format_count(long long n);     // 1234567 -> "1,234,567"

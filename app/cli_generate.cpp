@@ -24,7 +24,8 @@ namespace lumen::cli {
 namespace {
 
 const std::set<std::string> kEngineOptions{"model", "device", "session-len", "cache-max-entry-count", "max-new-tokens",
-                                           "temperature", "top-k", "top-p", "min-p", "repetition-penalty", "seed", "weights", "group-size"};
+                                           "temperature", "top-k", "top-p", "min-p", "repetition-penalty", "seed", "weights", "group-size",
+                                           "quant-policy"};
 
 constexpr const char* kEngineHelp =
     "  --model DIR                   a Hugging Face model folder\n"
@@ -67,6 +68,7 @@ EngineOptions engine_options(const Args& args) {
     o.session_len = args.integer("session-len", 0, 0, int64_t(1) << 28);
     o.cache_max_entry_count = args.number("cache-max-entry-count", o.cache_max_entry_count);
     o.weights = weight_choice(args);
+    o.quant_policy = quant_policy(args);
     return o;
 }
 
@@ -174,8 +176,8 @@ int run_generate(const std::vector<std::string>& argv) {
                     "Continues TEXT (no chat template; tokenized as a user's prompt: BOS as the tokenizer\n"
                     "config says, special-token strings recognised) and streams the text to stdout. --json\n"
                     "prints one JSON object as the last line instead: prompt_ids, generated_ids, text,\n"
-                    "finish_reason and timings. Each <image> in TEXT takes the next --image.\n\n%s%s",
-                    kEngineHelp, kWeightsHelp);
+                    "finish_reason and timings. Each <image> in TEXT takes the next --image.\n\n%s%s%s",
+                    kEngineHelp, kWeightsHelp, kQuantPolicyHelp);
         return 0;
     }
     const std::filesystem::path dir = args.required("model");
@@ -202,6 +204,7 @@ int run_generate(const std::vector<std::string>& argv) {
                                  {"finish_reason", finish_reason_name(end.finish)},
                                  {"device", engine->device_name()},
                                  {"weights", engine->weights()},
+                                 {"kv_cache", engine->kv_cache()},
                                  {"timings", timings_json(end.timings)}};
         std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     } else {
@@ -219,8 +222,8 @@ int run_chat(const std::vector<std::string>& argv) {
                     "A conversation with the model through its chat template, streamed to the terminal. Type a\n"
                     "message and press Enter; Ctrl+C stops a reply, /reset starts over, /exit or Ctrl+D quits.\n"
                     "--prompt answers one message and exits. --template overrides the chat template (%s).\n"
-                    "--image files go with the first message, placed as the model's template places images.\n\n%s%s",
-                    ChatTemplate::names().c_str(), kEngineHelp, kWeightsHelp);
+                    "--image files go with the first message, placed as the model's template places images.\n\n%s%s%s",
+                    ChatTemplate::names().c_str(), kEngineHelp, kWeightsHelp, kQuantPolicyHelp);
         return 0;
     }
     const std::filesystem::path dir = args.required("model");
@@ -247,8 +250,10 @@ int run_chat(const std::vector<std::string>& argv) {
     const bool tty = isatty(STDIN_FILENO);
     install_sigint();
     if (!once && tty)
-        std::fprintf(stderr, "Lumen chat: %s (weights: %s) on %s, template %s. Ctrl+C stops a reply; /reset starts over; /exit quits.\n",
-                     dir.filename().c_str(), engine->weights().c_str(), engine->device_name().c_str(), std::string(chat.name()).c_str());
+        std::fprintf(stderr, "Lumen chat: %s (weights: %s; KV cache: %s) on %s, template %s. Ctrl+C stops a reply; /reset starts over; "
+                     "/exit quits.\n",
+                     dir.filename().c_str(), engine->weights().c_str(), engine->kv_cache().c_str(), engine->device_name().c_str(),
+                     std::string(chat.name()).c_str());
     constexpr uint64_t kSession = 1;
     bool failed = false;  // a turn ended in an error: the exit status says so, as a script needs
     for (;;) {

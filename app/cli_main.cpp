@@ -18,9 +18,9 @@ Commands:
   tokenize --model DIR (--text TEXT | --file FILE) [--no-special] [--json]
         Token ids of a text as the model's tokenizer gives them. DIR may be a tokenizer-only folder.
   generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
-           [--min-p P] [--repetition-penalty R] [--seed S] [--device cpu|cuda|auto] [--json]
+           [--min-p P] [--repetition-penalty R] [--seed S] [--device cpu|cuda|auto] [--quant-policy 0|8|4] [--json]
         Continue a text with a model (no chat template), streaming the reply.
-  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME] [--weights auto|16|int8|int4]
+  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME] [--weights auto|16|int8|int4] [--quant-policy 0|8|4]
         Talk to a model through its chat template, multi-turn.
   bench (--model DIR | --config FILE --random-weights) [--batch 1,16,64] [--prompt-len N] [--gen-len N]
         [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--weights auto|16|int8|int4] [--group-size N]

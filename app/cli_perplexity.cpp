@@ -19,15 +19,16 @@
 namespace lumen::cli {
 
 int run_perplexity(const std::vector<std::string>& argv) {
-    const Args args(argv, {"model", "file", "context", "stride", "device", "dtype", "weights", "group-size"}, {"json", "help"});
+    const Args args(argv, {"model", "file", "context", "stride", "device", "dtype", "weights", "group-size", "quant-policy"},
+                    {"json", "help"});
     if (args.flag("help")) {
         std::printf("Usage: lumen-cli perplexity --model DIR --file TEXT [--context N] [--stride N]\n"
                     "                            [--device cpu|cuda|auto] [--dtype auto|float32|bfloat16|float16] [--json]\n\n"
                     "Perplexity of the model on a text file (tokenized whole, with the tokenizer's BOS), over\n"
                     "windows of --context tokens (default: the model's context, at most 1024) moved by --stride\n"
                     "tokens (default half the context); each token is scored once, from the window that first\n"
-                    "reaches it. --json prints {\"perplexity\": P, \"tokens\": N} as the last line.\n\n%s",
-                    kWeightsHelp);
+                    "reaches it. --json prints {\"perplexity\": P, \"tokens\": N} as the last line.\n\n%s%s",
+                    kWeightsHelp, kQuantPolicyHelp);
         return 0;
     }
     const std::filesystem::path dir = args.required("model");
@@ -55,7 +56,7 @@ int run_perplexity(const std::vector<std::string>& argv) {
     constexpr int64_t kChunk = 512;  // tokens per forward: bounds the logits held at once
     const int32_t blocks = int32_t((context + kBlock - 1) / kBlock);
     backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), kBlock, blocks,
-                                backend->compute_dtype()});
+                                backend->compute_dtype(), quant_policy(args)});
 
     const int64_t n = int64_t(ids.size());
     double nll = 0;

@@ -1,5 +1,6 @@
-// Causal attention over the paged KV cache: decode (split along the keys) and prompt tiles (the
-// fallback where flash_attention*.cu does not cover the shape). CPU reference: CpuBackend::attention
+// Causal attention over the paged KV cache: decode (split along the keys; over a cache of codes in
+// attention_codes.cu) and prompt tiles (the fallback where flash_attention*.cu does not cover the
+// shape, and every prompt over a cache of codes). CPU reference: CpuBackend::attention
 // (engine/backend/cpu_backend.cpp).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -8,20 +9,16 @@
 #include <string>
 
 #include "engine/util/error.h"
+#include "kernels/attention_split.cuh"
 #include "kernels/device_common.cuh"
 #include "kernels/flash_attention.cuh"
+#include "kernels/kv_quant.cuh"
 #include "kernels/ops.h"
 
 namespace lumen::cuda {
 namespace {
 
 using namespace detail;
-
-constexpr int kAttentionWarps = 4;
-constexpr int kTile = 32 * kAttentionWarps;  // positions a block handles per pass, one per lane
-constexpr int kMaxGroup = 8;  // query heads per key/value head handled together
-constexpr int64_t kAttentionTickets = 1024;  // split-attention counters, one per (token, key/value head)
-constexpr int kMaxSplits = 64;  // splits of one token's keys (their weights are merged in shared memory)
 
 // Attention over the paged cache, split along the keys. A block takes one token, one key/value
 // head (and every query head of its group, so each key and value is loaded once for all of
@@ -48,7 +45,7 @@ attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_
     constexpr int kPieceLanes = kRowPieces ? DC / 8 : 1;  // lanes per value row
     constexpr int kRowsAtOnce = 32 / kPieceLanes;
     constexpr int kAccDims = kRowPieces ? 8 : kDims;
-    const int32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z, splits = gridDim.z;
+    const int32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int32_t len = b.positions[t] + 1;
     const int32_t first = split * span, last = min(len, first + span);
@@ -196,96 +193,7 @@ attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_
         __syncwarp();
     }
 
-    // Merge the warps (and, with row pieces, first the lanes that hold the same dimensions).
-    __shared__ float m_sh[kAttentionWarps][G], l_sh[kAttentionWarps][G];
-    __shared__ float acc_sh[kAttentionWarps][G][DC > 0 ? DC : kMaxHeadDim];
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-        if (lane == 0) m_sh[warp][g] = m[g], l_sh[warp][g] = l[g];
-        if constexpr (kRowPieces) {
-#pragma unroll
-            for (int j = 0; j < 8; ++j)
-#pragma unroll
-                for (int o = kPieceLanes; o < 32; o <<= 1) acc[g][j] += __shfl_xor_sync(0xffffffff, acc[g][j], o);
-            if (lane < kPieceLanes)
-#pragma unroll
-                for (int j = 0; j < 8; ++j) acc_sh[warp][g][lane * 8 + j] = acc[g][j];
-        } else {
-#pragma unroll
-            for (int j = 0; j < kDims; ++j) {
-                const int d = lane + 32 * j;
-                if (j < dims && d < D) acc_sh[warp][g][d] = acc[g][j];
-            }
-        }
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-        const int g = i / D, d = i % D;
-        float M = -INFINITY;
-        for (int w = 0; w < kAttentionWarps; ++w) M = fmaxf(M, m_sh[w][g]);
-        float L = 0.0f, sum = 0.0f;
-        if (M > -INFINITY)
-            for (int w = 0; w < kAttentionWarps; ++w) {
-                const float f = __expf(m_sh[w][g] - M);
-                L += l_sh[w][g] * f;
-                sum += acc_sh[w][g][d] * f;
-            }
-        const int32_t h = kvh * G + g;
-        if (splits == 1) {
-            out[int64_t(t) * heads * D + int64_t(h) * D + d] = from_f<T>(sum / L);
-        } else {
-            float* part = partial + ((int64_t(t) * heads + h) * splits + split) * (D + 2);
-            part[d] = sum;
-            if (d == 0) part[D] = M, part[D + 1] = L;
-        }
-    }
-    if (splits == 1) return;
-
-    // The last block of this token and head merges the splits.
-    __shared__ bool merges;
-    __threadfence();
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int32_t* ticket = tickets + int64_t(t) * kv_heads + kvh;
-        merges = atomicAdd(ticket, 1) == splits - 1;
-        if (merges) *ticket = 0;
-    }
-    __syncthreads();
-    if (!merges) return;
-    __threadfence();
-    // Each split's weight in the merged softmax, once per head, then the weighted sums: two rounds
-    // of loads rather than one per split. The weights live where the warps' sums were (no longer read).
-    static_assert(sizeof acc_sh >= 2 * sizeof(float[G][kMaxSplits]), "room for the split weights");
-    auto& weight_sh = *reinterpret_cast<float (*)[G][kMaxSplits]>(&acc_sh[0][0][0]);
-    auto& mass_sh = *reinterpret_cast<float (*)[G][kMaxSplits]>(&acc_sh[0][0][0] + G * kMaxSplits);
-    const float* parts = partial + (int64_t(t) * heads + int64_t(kvh) * G) * splits * (D + 2);
-    for (int i = threadIdx.x; i < G * splits; i += blockDim.x) {
-        const float* p = parts + int64_t(i) * (D + 2);  // head g = i / splits, split i % splits
-        const float m_k = __ldcg(p + D), l_k = __ldcg(p + D + 1);
-        weight_sh[i / splits][i % splits] = l_k > 0.0f ? m_k : -INFINITY;  // a split without keys weighs nothing
-        mass_sh[i / splits][i % splits] = l_k;
-    }
-    __syncthreads();
-    if (threadIdx.x < G) {
-        const int g = threadIdx.x;
-        float M = -INFINITY, L = 0.0f;
-        for (int k = 0; k < splits; ++k) M = fmaxf(M, weight_sh[g][k]);
-        for (int k = 0; k < splits; ++k) {
-            const float f = weight_sh[g][k] == -INFINITY ? 0.0f : __expf(weight_sh[g][k] - M);
-            L += mass_sh[g][k] * f;
-            weight_sh[g][k] = f;
-        }
-        for (int k = 0; k < splits; ++k) weight_sh[g][k] /= L;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
-        const int g = i / D, d = i % D;
-        const float* p = parts + int64_t(g) * splits * (D + 2) + d;
-        float sum = 0.0f;
-#pragma unroll 8
-        for (int k = 0; k < splits; ++k) sum += __ldcg(p + int64_t(k) * (D + 2)) * weight_sh[g][k];
-        out[int64_t(t) * heads * D + int64_t(kvh * G + g) * D + d] = from_f<T>(sum);
-    }
+    finish_split<T, G, DC, kPieceLanes>(m, l, acc, D, heads, kv_heads, out, partial, tickets);
 }
 
 // Prompt attention: a block takes up to 32 consecutive tokens of one sequence and one query head,
@@ -293,9 +201,10 @@ attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_
 // each cached row is read once per tile of queries rather than once per query. Warps own 8
 // queries each; lanes score one position each, then accumulate 4 (of 128) output dimensions.
 constexpr int kQueryTile = 32;
-template <class T, int DC>
+// With BITS (a cache of codes) the tiles are dequantized on their way into shared memory.
+template <class T, int DC, int BITS>
 __global__ void __launch_bounds__(128)
-attention_prefill_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_runtime, Batch b, const T* pool,
+attention_prefill_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_runtime, Batch b, const void* pool,
                          int32_t layer, KvLayout kv, T* out) {
     const int32_t D = DC > 0 ? DC : d_runtime;
     // Any head size up to 128 (the runtime variant); larger heads take the split kernel.
@@ -333,19 +242,38 @@ attention_prefill_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t 
     for (int32_t base = 0; base <= last_pos; base += 32) {
         __syncthreads();
         const int32_t block = table[base / kv.block_size], slot0 = base % kv.block_size;
-        const T* k_src = pool + kv_offset(kv, block, layer, 0, kvh, slot0);
-        const T* v_src = pool + kv_offset(kv, block, layer, 1, kvh, slot0);
         // Rows past the last query's position were never written: zeros, not whatever is there.
         const int rows = min(32, last_pos - base + 1);
-        for (int i = threadIdx.x; i < 32 * D / 8; i += blockDim.x) {
-            const int r = i / (D / 8), c = (i % (D / 8)) * 8;
-            uint4 kz = {0, 0, 0, 0}, vz = {0, 0, 0, 0};
-            if (r < rows) {
-                kz = *reinterpret_cast<const uint4*>(k_src + int64_t(r) * D + c);
-                vz = *reinterpret_cast<const uint4*>(v_src + int64_t(r) * D + c);
+        if constexpr (BITS == 0) {
+            const T* k_src = static_cast<const T*>(pool) + kv_offset(kv, block, layer, 0, kvh, slot0);
+            const T* v_src = static_cast<const T*>(pool) + kv_offset(kv, block, layer, 1, kvh, slot0);
+            for (int i = threadIdx.x; i < 32 * D / 8; i += blockDim.x) {
+                const int r = i / (D / 8), c = (i % (D / 8)) * 8;
+                uint4 kz = {0, 0, 0, 0}, vz = {0, 0, 0, 0};
+                if (r < rows) {
+                    kz = *reinterpret_cast<const uint4*>(k_src + int64_t(r) * D + c);
+                    vz = *reinterpret_cast<const uint4*>(v_src + int64_t(r) * D + c);
+                }
+                *reinterpret_cast<uint4*>(&k_sh[r][c]) = kz;
+                *reinterpret_cast<uint4*>(&v_sh[r][c]) = vz;
             }
-            *reinterpret_cast<uint4*>(&k_sh[r][c]) = kz;
-            *reinterpret_cast<uint4*>(&v_sh[r][c]) = vz;
+        } else {
+            const int64_t row_bytes = int64_t(D) * BITS / 8;
+            const uint8_t* parts[2] = {kv_part(static_cast<const uint8_t*>(pool), kv, block, layer, 0, kvh),
+                                       kv_part(static_cast<const uint8_t*>(pool), kv, block, layer, 1, kvh)};
+            for (int i = threadIdx.x; i < 2 * 32 * D / 8; i += blockDim.x) {
+                const int which = i / (32 * D / 8), r = i % (32 * D / 8) / (D / 8), c = (i % (D / 8)) * 8;
+                float x[8] = {};
+                if (r < rows) {
+                    eight_codes<BITS>(parts[which] + (slot0 + r) * row_bytes + c * BITS / 8, x);
+                    const float2 sz = __half22float2(kv_params(parts[which], kv)[slot0 + r]);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) x[e] = x[e] * sz.x + sz.y;
+                }
+                T* dst = which == 0 ? &k_sh[r][c] : &v_sh[r][c];
+#pragma unroll
+                for (int e = 0; e < 8; ++e) dst[e] = from_f<T>(x[e]);
+            }
         }
         __syncthreads();
         const int32_t p = base + lane;
@@ -406,20 +334,25 @@ attention_prefill_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t 
 
 }  // namespace
 
-int32_t prompt_query_rows(DataType t, int32_t head_dim, int32_t block_size) {
-    return flash_prompt_attention_covers(t, head_dim, block_size) ? flash_query_rows(head_dim) : kQueryTile;
+int32_t prompt_query_rows(DataType t, const KvLayout& kv) {
+    return kv.bits == 0 && flash_prompt_attention_covers(t, kv.head_dim, kv.block_size) ? flash_query_rows(kv.head_dim) : kQueryTile;
 }
 
 void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& batch,
-               const void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
+               void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
                int64_t partial_floats, cudaStream_t s) {
     if (batch.num_tokens == 0) return;
     if (head_dim > kMaxHeadDim || head_dim % 8 != 0)
         throw lumen::Error("attention: head_dim must be a multiple of 8 up to 256 (got " + std::to_string(head_dim) + ")");
     const int32_t group = heads / kv_heads;
     if (group > kMaxGroup) throw lumen::Error("attention: more than 8 query heads per key/value head");
-    if (flash_attention_prompt(t, qkv, heads, kv_heads, head_dim, batch, kv_pool, layer, kv, out, s)) return;
-    if (batch.num_query_tiles > 0 && kv.block_size % 32 == 0 && t != DataType::F32 && head_dim <= 128) {
+    if (kv.bits != 0 && kv.bits != 8 && kv.bits != 4) throw lumen::Error("attention: a KV cache of codes has 8 or 4 bits");
+    const bool prompt_tiles = batch.num_query_tiles > 0 && kv.block_size % 32 == 0 && t != DataType::F32 && head_dim <= 128;
+    // A cache of codes: the batch's keys and values go in here, or in the split kernel of a decode step.
+    const bool split_stores = kv.bits && batch.decode && !prompt_tiles;
+    if (kv.bits && !split_stores) store_codes(t, qkv, heads, kv_heads, head_dim, batch, kv_pool, layer, kv, s);
+    if (kv.bits == 0 && flash_attention_prompt(t, qkv, heads, kv_heads, head_dim, batch, kv_pool, layer, kv, out, s)) return;
+    if (prompt_tiles) {
         // Prompts: query tiles sharing each key/value tile (16-bit types; fp32 tiles would not fit
         // in shared memory, and fp32 is for checking, not speed).
         dispatch(t, [&](auto tag) {
@@ -427,12 +360,18 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
             if constexpr (!std::is_same_v<T, float>) {
             const dim3 grid(unsigned(batch.num_query_tiles), unsigned(heads));
             auto launch = [&](auto kernel) {
-                kernel<<<grid, 128, 0, s>>>(static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch,
-                                            static_cast<const T*>(kv_pool), layer, kv, static_cast<T*>(out));
+                kernel<<<grid, 128, 0, s>>>(static_cast<const T*>(qkv), heads, kv_heads, head_dim, batch, kv_pool, layer, kv,
+                                            static_cast<T*>(out));
             };
-            if (head_dim == 128) launch(attention_prefill_kernel<T, 128>);
-            else if (head_dim == 64) launch(attention_prefill_kernel<T, 64>);
-            else launch(attention_prefill_kernel<T, 0>);
+            auto with_bits = [&](auto bits) {
+                constexpr int B = decltype(bits)::value;
+                if (head_dim == 128) launch(attention_prefill_kernel<T, 128, B>);
+                else if (head_dim == 64) launch(attention_prefill_kernel<T, 64, B>);
+                else launch(attention_prefill_kernel<T, 0, B>);
+            };
+            if (kv.bits == 8) with_bits(std::integral_constant<int, 8>{});
+            else if (kv.bits == 4) with_bits(std::integral_constant<int, 4>{});
+            else with_bits(std::integral_constant<int, 0>{});
             }
         });
         launched("attention (prompt)");
@@ -453,6 +392,11 @@ void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int
     splits = (max_len + span - 1) / span;
     if (kv.block_size % 32 != 0) throw lumen::Error("attention: the KV block size must be a multiple of 32");
     const dim3 grid(unsigned(batch.num_tokens), unsigned(kv_heads), unsigned(splits));
+    if (kv.bits) {
+        attention_split_codes(t, qkv, heads, kv_heads, head_dim, batch, kv_pool, layer, kv, group, grid, span, split_stores, out, partial,
+                              tickets, s);
+        return;
+    }
     dispatch(t, [&](auto tag) {
         using T = decltype(tag);
         auto run = [&](auto g) {

@@ -13,7 +13,7 @@ using namespace detail;
 
 // Token n's dimensions `pair` and `pair + D/2` of `head` (a query, key or value head of the fused
 // q/k/v row): rotated as rope_store_kv_kernel rotates them (queries and keys), written at `at`
-// (and at `at + D/2`), and keys and values stored in the cache.
+// (and at `at + D/2`), and keys and values stored in the cache (one of codes: by attention).
 template <class T>
 __device__ __forceinline__ void rope_store_pair(const RopeStore& r, int t, int64_t head, int64_t pair, float a, float b, T* at) {
     const int32_t D = r.head_dim, half = D / 2;
@@ -28,7 +28,7 @@ __device__ __forceinline__ void rope_store_pair(const RopeStore& r, int t, int64
     const T ta = from_f<T>(a), tb = from_f<T>(b);
     at[0] = ta;
     at[half] = tb;
-    if (head < r.heads) return;
+    if (head < r.heads || r.kv.bits) return;
     const int32_t which = head < r.heads + r.kv_heads ? 0 : 1;
     const int32_t kvh = int32_t(head - r.heads - which * r.kv_heads), p = r.batch.positions[t];
     const int32_t block = r.batch.block_tables[int64_t(r.batch.token_seq[t]) * r.batch.max_blocks + p / r.kv.block_size];

@@ -39,12 +39,16 @@ struct Batch {
     int32_t max_blocks = 0;
 };
 
-// The paged KV pool: [block][layer][k|v][kv_head][slot][head_dim] of DataType.
+// The paged KV pool: [block][layer][k|v][kv_head] parts, each [slot][head_dim] of DataType, or with
+// `bits` 8 or 4 [slot] rows of head_dim · bits / 8 bytes of codes (4 bits: element 2i in the low
+// nibble of byte i) then [slot] (scale, zero) __half2 pairs: value = code · scale + zero
+// (kernels/kv_quant.cuh; CPU reference: engine/backend/kv_quant.cpp).
 struct KvLayout {
     int32_t num_layers = 0;
     int32_t num_kv_heads = 0;
     int32_t block_size = 64;
     int32_t head_dim = 0;
+    int32_t bits = 0;
 };
 
 void embed(DataType t, const void* table, int64_t hidden, const int32_t* ids, int32_t n, float* out, cudaStream_t s);
@@ -54,19 +58,20 @@ void rms_norm(DataType t, const float* x, const void* w, float eps, int64_t rows
 // over x's when it has fewer.
 void add_residual(DataType t, float* x, const void* delta, int64_t delta_rows, int64_t rows, int64_t cols, DataType scale_type,
                   const void* column_scale, cudaStream_t s);
-// Rotates q and k of every token in place (rotate-half RoPE) and stores k and v of `layer`.
+// Rotates q and k of every token in place (rotate-half RoPE) and stores k and v of `layer`; a cache
+// of codes (kv.bits) is left to attention, which quantizes the rows as it needs them.
 void rope_store_kv(DataType t, void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, float linear_factor,
                    const Batch& batch, void* kv_pool, int32_t layer, const KvLayout& kv, cudaStream_t s);
-// The most tokens a prompt query tile (Batch::query_tiles) may hold for this type, head size and KV
-// block size.
-int32_t prompt_query_rows(DataType t, int32_t head_dim, int32_t block_size);
+// The most tokens a prompt query tile (Batch::query_tiles) may hold for this type and KV cache.
+int32_t prompt_query_rows(DataType t, const KvLayout& kv);
 // Causal attention of each token over its sequence's cached keys and values (positions 0..p).
 // `max_len` bounds every token's position + 1; long contexts are split over several blocks whose
 // partial results go to `partial` (up to `partial_floats`, zeroed once when allocated: its end holds
 // counters that the kernel leaves at zero) and are merged by the last block of each token and head.
-// head_dim: a multiple of 8 up to 256; at most 8 query heads per key/value head.
+// head_dim: a multiple of 8 up to 256; at most 8 query heads per key/value head. With a cache of
+// codes the batch's keys and values (rotated in qkv) are quantized into it first.
 void attention(DataType t, const void* qkv, int32_t heads, int32_t kv_heads, int32_t head_dim, const Batch& batch,
-               const void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
+               void* kv_pool, int32_t layer, const KvLayout& kv, void* out, int32_t max_len, float* partial,
                int64_t partial_floats, cudaStream_t s);
 // out = silu(gate) * up, gate_up = [rows, 2 * inter].
 void silu_mul(DataType t, const void* gate_up, int64_t rows, int64_t inter, void* out, cudaStream_t s);

@@ -39,6 +39,7 @@ __global__ void rope_store_kv_kernel(T* qkv, int32_t heads, int32_t kv_heads, in
         head[i] = from_f<T>(a * cos_sh[i] - bb * sin_sh[i]);
         head[i + half] = from_f<T>(bb * cos_sh[i] + a * sin_sh[i]);
     }
+    if (kv.bits) return;  // attention quantizes them
     __syncthreads();
     const int32_t seq = b.token_seq[t], p = b.positions[t];
     const int32_t block = b.block_tables[int64_t(seq) * b.max_blocks + p / kv.block_size];

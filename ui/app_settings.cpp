@@ -34,6 +34,7 @@ ModelSettings AppSettings::model_settings(const QString& model_path) const {
     s.cache_share = settings_.value(k + "/cache_share", s.cache_share).toDouble();
     s.compute = settings_.value(k + "/compute", s.compute).toString();
     s.weights = settings_.value(k + "/weights", s.weights).toString();
+    s.kv_bits = settings_.value(k + "/kv_bits", s.kv_bits).toInt();
     return s;
 }
 
@@ -45,6 +46,7 @@ void AppSettings::set_model_settings(const QString& model_path, const ModelSetti
     settings_.setValue(k + "/cache_share", s.cache_share);
     settings_.setValue(k + "/compute", s.compute);
     settings_.setValue(k + "/weights", s.weights);
+    settings_.setValue(k + "/kv_bits", s.kv_bits);
 }
 
 ConversationSettings AppSettings::chat_preset(const QString& model_path) const {

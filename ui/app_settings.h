@@ -15,6 +15,7 @@ struct ModelSettings {
     double cache_share = 0.8;    // KV cache: share of free memory after the weights
     QString compute = "auto";    // activations and KV cache: auto (the weights' type) or float32
     QString weights = "auto";    // auto (as stored), int8 or int4: a 16-bit folder quantized at load
+    int kv_bits = 0;             // KV cache: 0 (the compute type), 8 or 4 bits (LMDeploy's quant_policy)
 
     bool operator==(const ModelSettings&) const = default;
 };

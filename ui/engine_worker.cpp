@@ -170,7 +170,8 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
                 if (reason > 0) device = device.left(reason + 1);
                 self->model_ = LoadedModel{model_dir, QDir(model_dir).dirName(), device, c.is_vision_language(),
                                            vision != nullptr, self->engine_->session_len(),
-                                           QString::fromStdString(self->engine_->weights())};
+                                           QString::fromStdString(self->engine_->weights()),
+                                           QString::fromStdString(self->engine_->kv_cache())};
                 emit self->loaded(self->model_);
             },
             Qt::QueuedConnection);

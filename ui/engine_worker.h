@@ -26,6 +26,7 @@ struct LoadedModel {
     bool sees_images = false;  // ... whose image encoder is loaded
     qint64 session_len = 0;
     QString weights;           // how they are held, in users' words ("4-bit (groups of 128) at load")
+    QString kv_cache;          // its format and room ("8-bit, 65536 tokens")
 };
 
 // A prompt with its images, ready for a GenerationRequest.

@@ -46,6 +46,8 @@ EngineOptions engine_options_for(const AppSettings& settings, const QString& mod
     o.session_len = m.session_len;
     o.cache_max_entry_count = m.cache_share;
     o.dtype = m.compute.toStdString();
+    // A setting from elsewhere that names no format: the 16-bit cache.
+    o.quant_policy = m.kv_bits == 8 || m.kv_bits == 4 ? m.kv_bits : 0;
     try {
         o.weights = WeightChoice::parse(m.weights.toStdString());
     } catch (const std::exception&) {
@@ -242,7 +244,8 @@ void MainWindow::on_loaded(const LoadedModel& model) {
     update_placeholder();
     update_regenerate_buttons();
     composer_->focus_text();
-    statusBar()->showMessage(tr("%1 is ready on %2, weights %3").arg(model.name, model.device, model.weights), 5000);
+    statusBar()->showMessage(tr("%1 is ready on %2, weights %3, KV cache %4").arg(model.name, model.device, model.weights, model.kv_cache),
+                             5000);
     // Images attached while the model was loading are prepared for it now.
     for (const ImageAttachment& image : composer_->images()) worker_.prefetch(image.bytes);
     if (!pending_prompt_.isEmpty()) {
@@ -611,7 +614,7 @@ QString MainWindow::author_name() const { return worker_.is_loaded() ? worker_.m
 void MainWindow::update_status() {
     if (worker_.is_loaded()) {
         model_label_->setText(worker_.model().name);
-        model_label_->setToolTip(tr("Weights: %1").arg(worker_.model().weights));
+        model_label_->setToolTip(tr("Weights: %1\nKV cache: %2").arg(worker_.model().weights, worker_.model().kv_cache));
         device_label_->setText(worker_.model().device);
     } else if (!worker_.loading()) {
         model_label_->setText(tr("No model loaded"));

@@ -34,8 +34,8 @@ uint64_t available_ram() {
 // What the model takes with one conversation as long as `context`: its weight files, and the keys
 // and values of every layer for each token (32-bit on the CPU, as stored on a GPU).
 struct MemoryNeed {
-    double weights = 0, per_token = 0;
-    int64_t own_context = 0;
+    double weights = 0, per_token = 0;  // per_token: values of keys and values per token
+    int64_t own_context = 0, head_dim = 0;
     double linear_parameters = 0;  // of the language model's products: what quantizing at load shrinks
     std::string stored;            // "16-bit", or how the folder is quantized
 };
@@ -46,6 +46,7 @@ MemoryNeed memory_need(const QString& model_path) {
         const ModelConfig c = load_model_config(model_path.toStdString());
         need.per_token = 2.0 * double(c.text.num_layers * c.text.num_kv_heads * c.text.head_dim);
         need.own_context = c.text.max_position_embeddings;
+        need.head_dim = c.text.head_dim;
         const TextConfig& t = c.text;
         const double q = double(t.num_heads * t.head_dim), kv = double(t.num_kv_heads * t.head_dim), h = double(t.hidden_size);
         need.linear_parameters = double(t.num_layers) * (h * (q + 2 * kv) + q * h + 3 * h * double(t.intermediate_size));
@@ -109,6 +110,15 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             weights_->setToolTip(tr("This folder is already quantized"));
         }
         weights_->setCurrentIndex(std::max(0, weights_->findData(m.weights)));
+        kv_cache_ = new QComboBox(page);
+        kv_cache_->setAccessibleName(tr("KV cache"));
+        kv_cache_->addItem(tr("16-bit"), 0);
+        kv_cache_->addItem(tr("8-bit (twice the conversation memory)"), 8);
+        kv_cache_->addItem(tr("4-bit (four times, at some cost in quality)"), 4);
+        kv_cache_->setToolTip(tr("How the model remembers the conversation so far. Fewer bits hold more and longer "
+                                 "conversations in the same memory and answer long ones faster on a GPU; 8-bit changes "
+                                 "replies hardly at all."));
+        kv_cache_->setCurrentIndex(std::max(0, kv_cache_->findData(m.kv_bits)));
         memory_ = new QLabel(page);
         memory_->setWordWrap(true);
         memory_->setAccessibleName(tr("Memory estimate"));
@@ -119,6 +129,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             form->addRow(tr("Runs on:"), new QLabel(tr("The CPU (no NVIDIA GPU was found)"), page));
         }
         form->addRow(tr("Weights:"), weights_);
+        form->addRow(tr("KV cache:"), kv_cache_);
         form->addRow(tr("Context length:"), session_len_);
         // The GPU's own choices are offered only where there is a GPU.
         if (gpu_available) {
@@ -132,8 +143,12 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         auto update_memory = [this, need, gpu_available, gpu_free_bytes] {
             const bool gpu = gpu_available && device_->currentData().toString() != "cpu";
             const int64_t context = session_len_->value() > 0 ? session_len_->value() : need.own_context;
-            const double bytes = gpu && compute_->currentData().toString() != "float32" ? 2.0 : 4.0;
-            const double kv = need.per_token * bytes * double(context);
+            // Per token: keys and values of every layer and head, or their codes and a 16-bit scale and
+            // zero per head.
+            const int bits = kv_cache_->currentData().toInt();
+            const double bytes = bits ? bits / 8.0 : gpu && compute_->currentData().toString() != "float32" ? 2.0 : 4.0;
+            const double per_token = need.per_token * bytes + (bits ? 4.0 * need.per_token / double(std::max<int64_t>(1, need.head_dim)) : 0.0);
+            const double kv = per_token * double(context);
             // Quantized at load: the products' weights at 1 byte (8-bit) or half a byte and a scale and
             // zero per 128 (4-bit) instead of 2.
             const QString choice = weights_->currentData().toString();
@@ -149,6 +164,9 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
                                      : tr("%1 of the computer's memory is free now"))
                                     .arg(size_text(free));
                 if (weights + kv > free) text += " — " + tr("too little: choose a shorter context or smaller weights");
+                else if (per_token > 0)
+                    text += "\n" + tr("The KV cache holds about %L1 tokens")
+                                       .arg(qint64(cache_share_->value() * (free - weights) / per_token));
             }
             memory_->setText(text);
         };
@@ -157,6 +175,8 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         connect(device_, &QComboBox::currentIndexChanged, this, update_memory);
         connect(compute_, &QComboBox::currentIndexChanged, this, update_memory);
         connect(weights_, &QComboBox::currentIndexChanged, this, update_memory);
+        connect(kv_cache_, &QComboBox::currentIndexChanged, this, update_memory);
+        connect(cache_share_, &QDoubleSpinBox::valueChanged, this, update_memory);
         tabs->addTab(page, tr("Model"));
     }
 
@@ -260,6 +280,7 @@ ModelSettings SettingsDialog::model_settings() const {
     m.cache_share = cache_share_->value();
     m.compute = compute_->currentData().toString();
     m.weights = weights_->currentData().toString();
+    m.kv_bits = kv_cache_->currentData().toInt();
     return m;
 }
 

@@ -38,6 +38,7 @@ private:
     QDoubleSpinBox* cache_share_ = nullptr;
     QComboBox* compute_ = nullptr;
     QComboBox* weights_ = nullptr;
+    QComboBox* kv_cache_ = nullptr;
     QLabel* memory_ = nullptr;
     QPlainTextEdit* system_;
     QDoubleSpinBox* temperature_;

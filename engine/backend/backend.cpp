@@ -87,6 +87,14 @@ Backend::OwnedWeight Backend::quantized_weight(const QuantizedParts& q) {
     return out;
 }
 
+void check_kv_cache_shape(const KvCacheShape& shape, const char* who) {
+    if (shape.bits != 0 && shape.bits != 4 && shape.bits != 8)
+        throw Error(std::string(who) + ": a KV cache holds 16-bit values or 8- or 4-bit codes (got " + std::to_string(shape.bits) + " bits)");
+    if (shape.bits != 0 && shape.head_dim % 8 != 0)
+        throw Error(std::string(who) + ": an " + std::to_string(shape.bits) + "-bit KV cache needs heads of a multiple of 8 (these have " +
+                    std::to_string(shape.head_dim) + ")");
+}
+
 void check_weight(const Weight& w, const char* who) {
     const auto fail = [&](const char* what) { throw Error(std::string(who) + ": " + what); };
     const bool float_scales = w.scales.dtype == DType::F32 || w.scales.dtype == DType::F16 || w.scales.dtype == DType::BF16;

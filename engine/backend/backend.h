@@ -54,7 +54,11 @@ struct BatchLayout {
 };
 
 // The paged KV cache: `num_blocks` blocks of `block_size` positions, each holding keys and values
-// of every layer: [block][layer][k|v][kv_head][slot][head_dim].
+// of every layer: [block][layer][k|v][kv_head], and in each of those [slot][head_dim] values of
+// `dtype`, or with `bits` 8 or 4 (LMDeploy's quant_policy) [slot] rows of head_dim · bits / 8 bytes
+// of unsigned codes (4 bits: element 2i in the low nibble of byte i) followed by [slot] (scale,
+// zero) fp16 pairs, one per row: value = code · scale + zero, set when the row is stored
+// (engine/backend/kv_quant.h).
 struct KvCacheShape {
     int32_t num_layers = 0;
     int32_t num_kv_heads = 0;
@@ -62,8 +66,12 @@ struct KvCacheShape {
     int32_t block_size = 64;
     int32_t num_blocks = 0;
     DType dtype = DType::F32;
+    int32_t bits = 0;
 
-    int64_t block_elements() const { return int64_t(num_layers) * 2 * num_kv_heads * block_size * head_dim; }
+    int64_t row_bytes() const { return bits ? int64_t(head_dim) * bits / 8 : int64_t(head_dim) * int64_t(dtype_size(dtype)); }
+    // One (layer, k|v, kv_head) part of a block.
+    int64_t head_bytes() const { return int64_t(block_size) * (row_bytes() + (bits ? 4 : 0)); }
+    int64_t block_bytes() const { return int64_t(num_layers) * 2 * num_kv_heads * head_bytes(); }
 };
 
 struct AttentionShape {
@@ -311,6 +319,8 @@ inline void Buffer::reset() {
 void check_patch_rows(const Tensor& planes, const Tensor& levels, int64_t patch, const Tensor& out, const char* who);
 void check_row_indices(std::span<const int32_t> values, int64_t rows, const char* who);
 void check_linear(const Tensor& x, const Weight& w, const Epilogue& epilogue, const Tensor& out, const char* who);
+// A KV cache of 8- or 4-bit codes has heads of a multiple of 8 (lumen::Error naming `who` otherwise).
+void check_kv_cache_shape(const KvCacheShape& shape, const char* who);
 // A weight's parts agree with its format (lumen::Error naming `who` otherwise).
 void check_weight(const Weight& w, const char* who);
 

@@ -11,6 +11,7 @@
 
 #include "engine/backend/backend.h"
 #include "engine/backend/cpu_math.h"
+#include "engine/backend/kv_quant.h"
 #include "engine/util/error.h"
 #include "engine/util/thread_pool.h"
 
@@ -119,9 +120,10 @@ public:
 
     void allocate_kv_cache(const KvCacheShape& shape) override {
         if (shape.dtype != DType::F32) throw Error("CPU backend: the KV cache is fp32");
+        check_kv_cache_shape(shape, "CPU backend");
         kv_shape_ = shape;
         // Left uninitialised: attention reads only slots it wrote, and untouched pages cost nothing.
-        kv_.reset(new float[std::size_t(shape.block_elements()) * std::size_t(shape.num_blocks)]);
+        kv_.reset(new std::byte[std::size_t(shape.block_bytes()) * std::size_t(shape.num_blocks)]);
     }
     const KvCacheShape& kv_cache_shape() const override { return kv_shape_; }
 
@@ -216,7 +218,7 @@ public:
         const auto& kv = kv_shape_;
         const std::size_t pairs = std::size_t(batch.num_tokens()) * std::size_t(H);
         ThreadPool::shared().parallel_for(pairs, grain_for(std::size_t(D) * 64), [&](std::size_t b, std::size_t e) {
-            std::vector<float> scores;
+            std::vector<float> scores, row(static_cast<std::size_t>(D));
             for (std::size_t pair = b; pair < e; ++pair) {
                 const int64_t t = int64_t(pair) / H;
                 const int32_t h = int32_t(pair % std::size_t(H));
@@ -228,7 +230,7 @@ public:
                 scores.resize(std::size_t(len));
                 float max_score = -INFINITY;
                 for (int32_t p = 0; p < len; ++p) {
-                    const float s = dot(q, kv_at(table[p / kv.block_size], layer, 0, kvh, p % kv.block_size), D) * scale;
+                    const float s = dot(q, kv_row(table[p / kv.block_size], layer, 0, kvh, p % kv.block_size, row.data()), D) * scale;
                     scores[std::size_t(p)] = s;
                     max_score = std::max(max_score, s);
                 }
@@ -238,7 +240,7 @@ public:
                 std::fill(o, o + D, 0.0f);
                 const float inv = 1.0f / sum;
                 for (int32_t p = 0; p < len; ++p)
-                    axpy(scores[std::size_t(p)] * inv, kv_at(table[p / kv.block_size], layer, 1, kvh, p % kv.block_size), o, D);
+                    axpy(scores[std::size_t(p)] * inv, kv_row(table[p / kv.block_size], layer, 1, kvh, p % kv.block_size, row.data()), o, D);
             }
         });
     }
@@ -374,7 +376,7 @@ public:
     }
 
     void copy_kv_block(int32_t from, int32_t to) override {
-        const auto n = std::size_t(kv_shape_.block_elements());
+        const auto n = std::size_t(kv_shape_.block_bytes());
         std::copy_n(kv_.get() + std::size_t(from) * n, n, kv_.get() + std::size_t(to) * n);
     }
 
@@ -433,8 +435,8 @@ private:
             const float* k = row + int64_t(shape.num_heads) * D;
             const float* v = k + int64_t(shape.num_kv_heads) * D;
             for (int32_t h = 0; h < shape.num_kv_heads; ++h) {
-                std::copy(k + int64_t(h) * D, k + int64_t(h + 1) * D, kv_at(block, layer, 0, h, slot));
-                std::copy(v + int64_t(h) * D, v + int64_t(h + 1) * D, kv_at(block, layer, 1, h, slot));
+                store_kv_row(k + int64_t(h) * D, block, layer, 0, h, slot);
+                store_kv_row(v + int64_t(h) * D, block, layer, 1, h, slot);
             }
         }
     }
@@ -449,17 +451,37 @@ private:
         }
     }
 
-    float* kv_at(int32_t block, int32_t layer, int32_t which, int32_t head, int32_t slot) {
+    // The (layer, k|v, head) part of a block, and the slot's row in it: fp32 values, or codes
+    // followed by the part's (scale, zero) pairs.
+    std::byte* kv_part(int32_t block, int32_t layer, int32_t which, int32_t head) {
         const auto& s = kv_shape_;
-        const int64_t index = (((int64_t(block) * s.num_layers + layer) * 2 + which) * s.num_kv_heads + head) * s.block_size + slot;
-        return kv_.get() + index * s.head_dim;
+        return kv_.get() + (((int64_t(block) * s.num_layers + layer) * 2 + which) * s.num_kv_heads + head) * s.head_bytes();
+    }
+    void store_kv_row(const float* x, int32_t block, int32_t layer, int32_t which, int32_t head, int32_t slot) {
+        const auto& s = kv_shape_;
+        std::byte* part = kv_part(block, layer, which, head);
+        if (s.bits == 0) {
+            std::memcpy(part + slot * s.row_bytes(), x, std::size_t(s.row_bytes()));
+            return;
+        }
+        quantize_kv_row(x, s.head_dim, s.bits, reinterpret_cast<uint8_t*>(part + slot * s.row_bytes()),
+                        reinterpret_cast<uint16_t*>(part + s.block_size * s.row_bytes()) + 2 * slot);
+    }
+    // A cached row as fp32: in place, or dequantized into `scratch` (head_dim floats).
+    const float* kv_row(int32_t block, int32_t layer, int32_t which, int32_t head, int32_t slot, float* scratch) {
+        const auto& s = kv_shape_;
+        std::byte* part = kv_part(block, layer, which, head);
+        if (s.bits == 0) return reinterpret_cast<const float*>(part + slot * s.row_bytes());
+        dequantize_kv_row(reinterpret_cast<const uint8_t*>(part + slot * s.row_bytes()),
+                          reinterpret_cast<const uint16_t*>(part + s.block_size * s.row_bytes()) + 2 * slot, s.head_dim, s.bits, scratch);
+        return scratch;
     }
 
     std::map<void*, std::unique_ptr<std::byte[]>> buffers_;
     const BatchLayout* batch_ = nullptr;  // the forward's, from begin_batch until the next
     RopeConfig rope_;
     KvCacheShape kv_shape_;
-    std::unique_ptr<float[]> kv_;
+    std::unique_ptr<std::byte[]> kv_;
 };
 
 }  // namespace

@@ -166,9 +166,10 @@ public:
     void allocate_kv_cache(const KvCacheShape& shape) override {
         device_.free(kv_);
         kv_ = nullptr;
+        check_kv_cache_shape(shape, "CUDA backend");
         kv_shape_ = shape;
         kv_shape_.dtype = compute_;
-        const uint64_t bytes = uint64_t(shape.block_elements()) * uint64_t(shape.num_blocks) * dtype_size(compute_);
+        const uint64_t bytes = uint64_t(kv_shape_.block_bytes()) * uint64_t(shape.num_blocks);
         try {
             kv_ = device_.allocate(bytes, "the KV cache");
         } catch (const Error&) {
@@ -216,7 +217,7 @@ public:
         // the prompt attention kernel takes.
         query_tiles_.clear();
         if (int32_t(T) > kGraphMaxTokens) {
-            const auto tile_rows = std::size_t(k::prompt_query_rows(kernel_type(compute_), kv_shape_.head_dim, kv_shape_.block_size));
+            const auto tile_rows = std::size_t(k::prompt_query_rows(kernel_type(compute_), kv_layout()));
             for (std::size_t i = 0; i < T;) {
                 std::size_t n = 1;
                 while (i + n < T && n < tile_rows && batch.token_seq[i + n] == batch.token_seq[i]) ++n;
@@ -406,7 +407,7 @@ public:
     }
 
     void copy_kv_block(int32_t from, int32_t to) override {
-        const std::size_t bytes = std::size_t(kv_shape_.block_elements()) * dtype_size(kv_shape_.dtype);
+        const auto bytes = std::size_t(kv_shape_.block_bytes());
         check(cudaMemcpyAsync(static_cast<std::byte*>(kv_) + std::size_t(to) * bytes, static_cast<std::byte*>(kv_) + std::size_t(from) * bytes,
                               bytes, cudaMemcpyDeviceToDevice, device_.stream()),
               "copying a KV block");
@@ -610,7 +611,9 @@ private:
                          1000.0 * v.first / v.second, 100.0 * v.first / all);
     }
 
-    k::KvLayout kv_layout() const { return k::KvLayout{kv_shape_.num_layers, kv_shape_.num_kv_heads, kv_shape_.block_size, kv_shape_.head_dim}; }
+    k::KvLayout kv_layout() const {
+        return k::KvLayout{kv_shape_.num_layers, kv_shape_.num_kv_heads, kv_shape_.block_size, kv_shape_.head_dim, kv_shape_.bits};
+    }
 
     CudaDevice device_;  // first: everything below lives on it
     void* gemm_workspace_;

@@ -52,8 +52,11 @@ public:
                        : t.rope_scaling.type == RopeScaling::Type::Dynamic ? int64_t(double(trained) * t.rope_scaling.factor)
                                                                            : trained;
         const int64_t bs = options.block_size;
-        const uint64_t block_bytes = uint64_t(t.num_layers) * 2 * uint64_t(t.num_kv_heads) * uint64_t(bs) *
-                                     uint64_t(t.head_dim) * dtype_size(backend_->compute_dtype());
+        if (options.quant_policy != 0 && options.quant_policy != 4 && options.quant_policy != 8)
+            throw Error("quant_policy must be 0 (a 16-bit KV cache), 8 or 4 (got " + std::to_string(options.quant_policy) + ")");
+        KvCacheShape shape{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), int32_t(bs), 0,
+                           backend_->compute_dtype(), options.quant_policy};
+        const auto block_bytes = uint64_t(shape.block_bytes());
         int64_t blocks;
         if (options.cache_max_entry_count >= 1) {
             // A number of blocks; what memory can hold is checked when the cache is made.
@@ -72,8 +75,7 @@ public:
         if (blocks < 1)
             throw Error("no memory is left for the KV cache (" + std::to_string(block_bytes >> 10) +
                         " KiB per block of " + std::to_string(bs) + " tokens)");
-        KvCacheShape shape{int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), int32_t(bs), int32_t(blocks),
-                           backend_->compute_dtype()};
+        shape.num_blocks = int32_t(blocks);
         backend_->allocate_kv_cache(shape);
         scheduler_ = std::make_unique<Scheduler>(*model_, tokenizer_.get(), options, int32_t(blocks), session_len_, encoder_.get());
         thread_ = std::thread([this] { run(); });
@@ -118,6 +120,11 @@ public:
     const Tokenizer& tokenizer() const override { return *tokenizer_; }
     const ModelConfig& model_config() const override { return model_->config(); }
     std::string weights() const override { return model_->weights_description(); }
+    std::string kv_cache() const override {
+        const KvCacheShape& kv = backend_->kv_cache_shape();
+        return std::to_string(kv.bits ? kv.bits : int(dtype_size(kv.dtype) * 8)) + "-bit, " +
+               std::to_string(int64_t(kv.num_blocks) * kv.block_size) + " tokens";
+    }
     std::string device_name() const override { return device_; }
     DeviceInfo device() const override { return backend_->device(); }
     int64_t session_len() const override { return session_len_; }

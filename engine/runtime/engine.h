@@ -66,6 +66,9 @@ struct EngineOptions {
     std::string dtype = "auto";
     // The linear weights: as stored, or a 16-bit folder quantized at load to 8 or 4 bits.
     WeightChoice weights;
+    // The KV cache: 0 holds keys and values in the compute type; 8 or 4 in 8- or 4-bit codes with a
+    // scale and zero per token and head (LMDeploy's quant_policy).
+    int32_t quant_policy = 0;
     int64_t session_len = 0;     // context per sequence; 0: the model's max_position_embeddings
     // KV cache size: a value below 1 is a share of the memory available after the weights (as
     // LMDeploy's cache_max_entry_count); 1 or more is a number of blocks.
@@ -105,6 +108,8 @@ public:
     virtual const ModelConfig& model_config() const = 0;
     // How the weights are held, in users' words ("AWQ 4-bit, groups of 128", "8-bit at load").
     virtual std::string weights() const = 0;
+    // How the KV cache holds keys and values and how many tokens it has room for ("8-bit, 65536 tokens").
+    virtual std::string kv_cache() const = 0;
     virtual std::string device_name() const = 0;
     // The device the model runs on, with its memory now; safe to ask from any thread.
     virtual DeviceInfo device() const = 0;

@@ -28,16 +28,6 @@ namespace {
 
 fs::path goldens() { return fs::path(LUMEN_SOURCE_DIR) / "tests/data/goldens/quantized"; }
 
-// lumen-cli perplexity of `model` on the TinyStories excerpt (../shared/data) on the CPU, with `options`.
-double excerpt_perplexity(const fs::path& data, const QString& model, const QStringList& options = {}) {
-    const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
-    const auto r = run_cli(QStringList{"perplexity", "--model", model, "--file", text, "--device", "cpu", "--json"} + options);
-    if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
-    const json out = json::parse(r.out.trimmed().split('\n').last().toStdString());
-    if (out["tokens"].get<int64_t>() < 15000) throw std::runtime_error("too few tokens scored");
-    return out["perplexity"].get<double>();
-}
-
 // rows x cols values of a normal distribution (std 0.05, seeded), and a dense fp32 weight over them.
 HostWeight normal_weight(std::vector<float>& values, int64_t rows, int64_t cols, uint32_t seed) {
     values.resize(std::size_t(rows * cols));

@@ -171,13 +171,13 @@ BatchLayout layout(const std::vector<std::pair<int32_t, int32_t>>& spans, const 
 
 // Attention over the paged cache: each sequence's positions before `spans` are stored first (a
 // q/k/v product over them), then the rows of `spans`; the op is the attention of those rows, whose
-// q/k/v it returns.
+// q/k/v it returns. `bits`: a cache of 8- or 4-bit codes, whose rows attention stores.
 Tensor attention_setup(OpRun& r, int32_t head_dim, int32_t group, const std::vector<std::pair<int32_t, int32_t>>& spans,
-                     const std::vector<std::vector<int32_t>>& tables, int32_t blocks, int32_t kv_heads = 2) {
+                     const std::vector<std::vector<int32_t>>& tables, int32_t blocks, int32_t kv_heads = 2, int32_t bits = 0) {
     const AttentionShape heads{kv_heads * group, kv_heads, head_dim};
     const int64_t width = int64_t(heads.num_heads + 2 * kv_heads) * head_dim, hidden = 64;
     const RopeConfig rope{head_dim, 10000.0, {}, 4096};
-    r.b.allocate_kv_cache({1, kv_heads, head_dim, 64, blocks, r.b.compute_dtype()});
+    r.b.allocate_kv_cache({1, kv_heads, head_dim, 64, blocks, r.b.compute_dtype(), bits});
     const Tensor w = r.weight(width, hidden, 0.3f);
     std::vector<std::pair<int32_t, int32_t>> before;
     for (const auto& s : spans) before.push_back({0, s.first});
@@ -186,6 +186,7 @@ Tensor attention_setup(OpRun& r, int32_t head_dim, int32_t group, const std::vec
         const Tensor x = r.act(prefix.num_tokens(), hidden, 1.0f), qkv = r.act(prefix.num_tokens(), width);
         r.begin(prefix, rope);
         r.b.linear(x, Weight::dense(w), Epilogue::rope_store_kv({}, heads, 0), qkv);
+        if (bits) r.b.attention(qkv, heads, 0, r.act(prefix.num_tokens(), int64_t(heads.num_heads) * head_dim));
     }
     const BatchLayout now = layout(spans, tables);
     const Tensor x = r.act(now.num_tokens(), hidden, 1.0f), qkv = r.act(now.num_tokens(), width);
@@ -353,6 +354,29 @@ std::vector<OpCase> test_cases() {
                     attention_setup(r, d, g, spans, singles, 64);
                 });
             }
+        // A cache of codes: the rows of a batch quantized as attention stores them (in a decode
+        // step by the split kernel itself), prompts and decode steps over them, head sizes with
+        // their own kernels (64, 128) and any other. A code the two backends round apart moves a
+        // value by a step: the tolerance is that of such moves, not of the type.
+        for (const int32_t bits : {8, 4})
+            for (int32_t d : {16, 64, 128})
+                for (int32_t g : {1, 2, 7}) {
+                    const std::string shape = " d" + std::to_string(d) + " gqa" + std::to_string(g) + ", " + std::to_string(bits) + "-bit KV";
+                    const double codes = dt == DType::F32 ? (bits == 8 ? 1e-6 : 1e-5) : (bits == 8 ? 5e-5 : 5e-4);
+                    const std::vector<std::vector<int32_t>> tables{{0, 1}, {2, 3, 4}, {5}};
+                    add("attention prefill 70+131+5" + shape, dt,
+                        [=](OpRun& r) { attention_setup(r, d, g, {{0, 70}, {0, 131}, {0, 5}}, tables, 6, 2, bits); }, codes);
+                    add("attention chunks after cached prefixes 64+67, 10+60" + shape, dt,
+                        [=](OpRun& r) { attention_setup(r, d, g, {{64, 67}, {10, 60}}, {tables[1], tables[0]}, 6, 2, bits); }, codes);
+                    add("attention decode 3 sequences at 70, 131, 5" + shape, dt,
+                        [=](OpRun& r) { attention_setup(r, d, g, {{70, 1}, {131, 1}, {5, 1}}, tables, 6, 2, bits); }, codes);
+                    add("attention decode 64 one-token sequences" + shape, dt, [=](OpRun& r) {
+                        std::vector<std::pair<int32_t, int32_t>> spans;
+                        std::vector<std::vector<int32_t>> singles;
+                        for (int32_t s = 0; s < 64; ++s) spans.push_back({0, 1}), singles.push_back({s});
+                        attention_setup(r, d, g, spans, singles, 64, 2, bits);
+                    }, codes);
+                }
         add("copy_kv_block then attention over the copy", dt, [](OpRun& r) {
             const Tensor qkv = attention_setup(r, 64, 2, {{40, 1}}, {{0}}, 2);
             const AttentionShape heads{4, 2, 64};

@@ -7,12 +7,14 @@
 
 namespace lumen::test {
 
-std::vector<float> prompt_logits(const std::filesystem::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice) {
+std::vector<float> prompt_logits(const std::filesystem::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice,
+                                 int32_t kv_bits) {
     auto backend = make_cpu_backend();
     Model model(dir, *backend, std::nullopt, choice);
     const auto& t = model.text();
     const BatchLayout batch = prompt_batch(prompt);
-    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::F32});
+    backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::F32,
+                               kv_bits});
     const Tensor logits = model.forward(batch);
     std::vector<float> out(std::size_t(t.vocab_size));
     backend->read(logits, out);

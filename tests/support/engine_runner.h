@@ -11,8 +11,10 @@
 
 namespace lumen::test {
 
-// The CPU backend's logits after one prefill of `prompt` (the model's weights as `choice` asks).
-std::vector<float> prompt_logits(const std::filesystem::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice = {});
+// The CPU backend's logits after one prefill of `prompt` (the model's weights as `choice` asks, a
+// KV cache of `kv_bits`; 0: fp32).
+std::vector<float> prompt_logits(const std::filesystem::path& dir, const std::vector<int32_t>& prompt, const WeightChoice& choice = {},
+                                 int32_t kv_bits = 0);
 
 struct Collected {
     std::vector<int32_t> ids;

@@ -1,6 +1,7 @@
 #include "tests/support/test_support.h"
 
 #include <cstring>
+#include <stdexcept>
 
 #include <QProcess>
 #include <QProcessEnvironment>
@@ -128,6 +129,15 @@ std::vector<TensorSpec> llama_tensors(int hidden, int layers, int heads, int kv_
     t.push_back({"model.norm.weight", dtype, {hidden}, {}});
     t.push_back({"lm_head.weight", dtype, {vocab, hidden}, {}});
     return t;
+}
+
+double excerpt_perplexity(const std::filesystem::path& data, const QString& model, const QStringList& options) {
+    const QString text = QString::fromStdString((data / "texts" / "tinystories-valid-excerpt.txt").string());
+    const auto r = run_cli(QStringList{"perplexity", "--model", model, "--file", text, "--device", "cpu", "--json"} + options);
+    if (r.exit_code != 0) throw std::runtime_error(r.err.toStdString());
+    const auto out = nlohmann::json::parse(r.out.trimmed().split('\n').last().toStdString());
+    if (out["tokens"].get<int64_t>() < 15000) throw std::runtime_error("too few tokens scored");
+    return out["perplexity"].get<double>();
 }
 
 }  // namespace lumen::test

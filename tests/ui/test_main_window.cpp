@@ -382,6 +382,51 @@ private slots:
         settings.set_chat_preset(model.path(), {});
     }
 
+    // Choosing an 8-bit KV cache reloads the model with one (the status bar says so), and the reply
+    // is lumen-cli chat --quant-policy 8's.
+    void eightBitKvCacheReloadsTheModel() {
+        QTemporaryDir dir;
+        const fs::path model = *shared_data() / "models" / "stories260K-hf";
+        const QString path = QString::fromStdString(model.string());
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        ChatSampling sampling;
+        sampling.max_new_tokens = 40;
+        sampling.temperature = 0;
+        settings.set_chat_preset(path, {{}, sampling});
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, model));
+        QVERIFY2(w.worker().model().kv_cache.startsWith("32-bit"), qPrintable(w.worker().model().kv_cache));
+
+        QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
+        bool chosen = false;
+        QTimer::singleShot(200, [&] {
+            auto* dialog = qobject_cast<SettingsDialog*>(QApplication::activeModalWidget());
+            if (!dialog) return;
+            for (auto* box : dialog->findChildren<QComboBox*>())
+                if (box->accessibleName() == "KV cache") box->setCurrentIndex(box->findData(8)), chosen = box->currentIndex() >= 0;
+            for (auto* label : dialog->findChildren<QLabel*>())
+                if (label->accessibleName() == "Memory estimate") chosen = chosen && label->text().contains("holds about");
+            dialog->accept();
+        });
+        w.open_settings();
+        QVERIFY(chosen);
+        QVERIFY(loaded.wait(60000));
+        QVERIFY2(w.worker().model().kv_cache.startsWith("8-bit"), qPrintable(w.worker().model().kv_cache));
+        QVERIFY2(w.statusBar()->currentMessage().contains("KV cache 8-bit"), qPrintable(w.statusBar()->currentMessage()));
+
+        QVERIFY(send(w, "Once upon a time"));
+        const auto r = run_cli({"chat", "--model", path, "--device", "cpu", "--quant-policy", "8", "--max-new-tokens", "40",
+                                "--temperature", "0", "--prompt", "Once upon a time"});
+        QCOMPARE(r.exit_code, 0);
+        QString expected = QString::fromUtf8(r.out);
+        expected.chop(1);
+        QCOMPARE(reply_of(w), expected);
+        settings.set_model_settings(path, ModelSettings{});
+        settings.set_chat_preset(path, {});
+    }
+
     void screenshotSelectionMapsToDevicePixels() {
         const QSize screen1(1920, 1080), screen2(3840, 2160);
         QCOMPARE(selection_to_device_pixels(QRect(100, 50, 300, 200), 1.0, screen1), QRect(100, 50, 300, 200));
