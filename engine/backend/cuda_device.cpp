@@ -142,8 +142,11 @@ void CudaDevice::run_recorded(const RecordingKey& key, bool second_time, std::in
         return;
     }
     if (!r.exec) {
+        // `always` goes in the recording's uses before capture starts (uses() notes only during
+        // one), so that freeing any of it drops the recording.
         recording_uses_.clear();
-        uses(always);
+        for (const void* p : always)
+            if (const void* base = p ? allocation_of(p) : nullptr) recording_uses_.insert(base);
         r.exec = capture(ops);
         r.uses.assign(recording_uses_.begin(), recording_uses_.end());
     }

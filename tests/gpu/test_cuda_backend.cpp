@@ -185,7 +185,8 @@ private slots:
 
     // A KV cache of 8- and 4-bit codes on the GPU against the CPU's, every tiny checkpoint: in fp32
     // the prompt's and a decode step's logits within 1e-4 (a code the two round apart moves a value
-    // by a step), and how many greedy ids agree through the engine is reported; in fp16 within 1e-2.
+    // by a step), and how many greedy ids agree through the engine is reported; in fp16 within 2e-2
+    // (8-bit) and 6e-2 (4-bit), where rounding to fp16 first moves codes by a step.
     void kvCodesOnTheGpu_data() {
         QTest::addColumn<int>("model");
         QTest::addColumn<int>("bits");
@@ -207,7 +208,7 @@ private slots:
             const auto [gpu_prefill, gpu_step] = prefill_and_step(path_of(tmp), "cuda", compute, {}, prompt, bits);
             const double prefill = relative_error(cpu_prefill, gpu_prefill), step = relative_error(cpu_step, gpu_step);
             qInfo("%s on the GPU against the CPU: prompt logits %.3g, decode step %.3g", std::string(dtype_name(compute)).c_str(), prefill, step);
-            const double bound = compute == DType::F32 ? 1e-4 : 1e-2;
+            const double bound = compute == DType::F32 ? 1e-4 : bits == 8 ? 2e-2 : 6e-2;
             QVERIFY(prefill < bound);
             QVERIFY(step < bound);
         }
