@@ -16,6 +16,7 @@ int run_chat(const std::vector<std::string>& args);
 int run_bench(const std::vector<std::string>& args);
 int run_perplexity(const std::vector<std::string>& args);
 int run_quantize(const std::vector<std::string>& args);
+int run_serve(const std::vector<std::string>& args);
 class Args;
 int run_bench_vision(const Args& args);  // bench --vision
 

@@ -30,6 +30,8 @@ Commands:
         How well a model predicts a text (sliding windows, as transformers' perplexity guide).
   quantize --model DIR --out DIR [--group-size 128] [--calib FILE] [--calib-samples N] [--calib-seqlen N]
         A 16-bit folder to 4 bits with AWQ, written as AutoAWQ writes it.
+  serve --model DIR [--host 127.0.0.1] [--port 23333] [--api-key KEY] [--max-batch N] [--device cpu|cuda|auto]
+        The OpenAI API (chat and completions, streamed or not, images as data: URLs) over the model.
   devices
         The NVIDIA GPUs this build can use.
 
@@ -54,6 +56,7 @@ int main(int argc, char** argv) {
         if (command == "bench") return lumen::cli::run_bench(args);
         if (command == "perplexity") return lumen::cli::run_perplexity(args);
         if (command == "quantize") return lumen::cli::run_quantize(args);
+        if (command == "serve") return lumen::cli::run_serve(args);
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {

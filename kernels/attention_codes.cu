@@ -21,42 +21,82 @@ __global__ void __launch_bounds__(32 * kAttentionWarps)
 attention_split_codes_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_runtime, Batch b, uint8_t* pool,
                              int32_t layer, KvLayout kv, int32_t span, int32_t stores, T* out, float* partial, int32_t* tickets) {
     let_next_start();
-    wait_for_previous();
     const int32_t D = DC > 0 ? DC : d_runtime;
     constexpr int kDims = DC > 0 ? (DC + 31) / 32 : kMaxHeadDim / 32;
-    // Heads of 64 and 128: the lanes of a warp split each value row in pieces of 8 codes.
+    // Heads of 64 and 128: the lanes of a warp split each value row in pieces of 8 codes, and each
+    // lane's key row comes in 16-byte loads.
     constexpr bool kRowPieces = DC == 64 || DC == 128;
     constexpr int kPieceLanes = kRowPieces ? DC / 8 : 1;
     constexpr int kRowsAtOnce = 32 / kPieceLanes;
     constexpr int kPieces = kRowPieces ? 32 / kRowsAtOnce : 1;
     constexpr int kAccDims = kRowPieces ? 8 : kDims;
+    constexpr int kChunks = kRowPieces ? DC * BITS / 8 / 16 : 1;
     using Piece = std::conditional_t<BITS == 8, uint2, uint32_t>;  // 8 codes
     const int32_t t = blockIdx.x, kvh = blockIdx.y, split = blockIdx.z;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    // The batch (positions, block tables) was copied before any kernel of this forward ran.
     const int32_t len = b.positions[t] + 1;
     const int32_t first = split * span, last = min(len, first + span);
     const int64_t width = int64_t(heads + 2 * kv_heads) * D;
     const int64_t row_bytes = int64_t(D) * BITS / 8;
     const int32_t* table = b.block_tables + int64_t(b.token_seq[t]) * b.max_blocks;
+    const int sub = lane / kPieceLanes, c = (lane % kPieceLanes) * 8;
 
-    if (stores && first <= len - 1 && len - 1 < first + span) {
-        if (warp < 2) {
-            const int32_t p = len - 1, slot = p % kv.block_size;
-            uint8_t* part = kv_part(pool, kv, table[p / kv.block_size], layer, warp, kvh);
-            quantize_row(qkv + int64_t(t) * width + int64_t(heads + warp * kv_heads + kvh) * D, D, BITS, part + slot * row_bytes,
-                         kv_params(part, kv) + slot, lane);
+    // This lane's key row and value pieces of the tile at hand; rows past the tile's end stay zero.
+    uint4 chunk[kChunks];
+    float2 key_params = make_float2(0.0f, 0.0f);
+    Piece pieces[kPieces];
+    __half2 piece_params[kPieces];
+    auto clear_tile = [&] {
+#pragma unroll
+        for (int i = 0; i < kPieces; ++i) pieces[i] = Piece{}, piece_params[i] = __floats2half2_rn(0.0f, 0.0f);
+    };
+    auto load_tile = [&](int32_t base, int32_t lo, int32_t hi) {  // rows [lo, hi) of the tile at `base`
+        const int32_t block = table[base / kv.block_size], slot0 = base % kv.block_size;
+        const uint8_t* k_part = kv_part(static_cast<const uint8_t*>(pool), kv, block, layer, 0, kvh);
+        const uint8_t* v_part = kv_part(static_cast<const uint8_t*>(pool), kv, block, layer, 1, kvh);
+        if constexpr (kRowPieces) {
+#pragma unroll
+            for (int i = 0; i < kPieces; ++i) {
+                const int row = i * kRowsAtOnce + sub;
+                if (row >= lo && row < hi) {
+                    pieces[i] = *reinterpret_cast<const Piece*>(v_part + (slot0 + row) * row_bytes + c * BITS / 8);
+                    piece_params[i] = kv_params(v_part, kv)[slot0 + row];
+                }
+            }
+            if (lane >= lo && lane < hi) {
+#pragma unroll
+                for (int i = 0; i < kChunks; ++i) chunk[i] = reinterpret_cast<const uint4*>(k_part + (slot0 + lane) * row_bytes)[i];
+                key_params = __half22float2(kv_params(k_part, kv)[slot0 + lane]);
+            }
         }
-        __syncthreads();  // the rows are read back by this block only
+    };
+    // A decode step: each warp's first tile, all but the token's own row (which this kernel stores),
+    // is loaded before waiting for the q/k/v product, so that those loads overlap it.
+    const int32_t base0 = first + warp * 32;
+    int32_t early = 0;
+    if (kRowPieces && stores && base0 < last) {
+        clear_tile();
+        early = min(len - 1 - base0, min(32, last - base0));
+        if (early > 0) load_tile(base0, 0, early);
     }
+    wait_for_previous();
+
     __shared__ __align__(16) float q_sh[G][DC > 0 ? DC : kMaxHeadDim];
     __shared__ float q_sum_sh[G];
     __shared__ float p_sh[kAttentionWarps][G][32];
+    if (stores && first <= len - 1 && len - 1 < first + span && warp < 2) {
+        const int32_t p = len - 1, slot = p % kv.block_size;
+        uint8_t* part = kv_part(pool, kv, table[p / kv.block_size], layer, warp, kvh);
+        quantize_row(qkv + int64_t(t) * width + int64_t(heads + warp * kv_heads + kvh) * D, D, BITS, part + slot * row_bytes,
+                     kv_params(part, kv) + slot, lane);
+    }
     const float scale = rsqrtf(float(D));
     for (int i = threadIdx.x; i < G * D; i += blockDim.x) {
         const int g = i / D, d = i % D;
         q_sh[g][d] = to_f(qkv[int64_t(t) * width + int64_t(kvh * G + g) * D + d]) * scale;
     }
-    __syncthreads();
+    __syncthreads();  // the stored rows are read back by this block only
     for (int g = warp; g < G; g += kAttentionWarps) {
         float sum = 0.0f;
         for (int d = lane; d < D; d += 32) sum += q_sh[g][d];
@@ -74,45 +114,29 @@ attention_split_codes_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int3
 #pragma unroll
         for (int j = 0; j < kAccDims; ++j) acc[g][j] = 0.0f;
     }
-    const int sub = lane / kPieceLanes, c = (lane % kPieceLanes) * 8;
-    for (int32_t base = first + warp * 32; base < last; base += kTile) {
+    for (int32_t base = base0; base < last; base += kTile) {
         const int32_t block = table[base / kv.block_size], slot0 = base % kv.block_size;
         const uint8_t* k_part = kv_part(static_cast<const uint8_t*>(pool), kv, block, layer, 0, kvh);
         const uint8_t* v_part = kv_part(static_cast<const uint8_t*>(pool), kv, block, layer, 1, kvh);
-        const __half2* k_params = kv_params(k_part, kv) + slot0;
         const __half2* v_params = kv_params(v_part, kv) + slot0;
         const int32_t count = min(32, last - base);
         const bool valid = lane < count;
-        // Values first, so that their loads are in flight with the keys'. Rows past `count` were
-        // never written: zeros instead.
-        Piece pieces[kPieces];
-        __half2 piece_params[kPieces];
-        if constexpr (kRowPieces) {
-#pragma unroll
-            for (int i = 0; i < kPieces; ++i) {
-                const int row = i * kRowsAtOnce + sub;
-                pieces[i] = Piece{};
-                piece_params[i] = __floats2half2_rn(0.0f, 0.0f);
-                if (row < count) {
-                    pieces[i] = *reinterpret_cast<const Piece*>(v_part + (slot0 + row) * row_bytes + c * BITS / 8);
-                    piece_params[i] = v_params[row];
-                }
-            }
+        // Values and keys in flight together (the first tile's early rows already here).
+        if (base == base0 && early > 0) {
+            load_tile(base, early, count);
+        } else {
+            clear_tile();
+            load_tile(base, 0, count);
         }
         float s[G];
 #pragma unroll
         for (int g = 0; g < G; ++g) s[g] = 0.0f;
         if (valid) {
-            const uint8_t* k = k_part + (slot0 + lane) * row_bytes;
-            const float2 kp = __half22float2(k_params[lane]);
+            const float2 kp = kRowPieces ? key_params : __half22float2(kv_params(k_part, kv)[slot0 + lane]);
             float dot[G];
 #pragma unroll
             for (int g = 0; g < G; ++g) dot[g] = 0.0f;
-            if constexpr (DC > 0) {
-                constexpr int kChunks = DC * BITS / 8 / 16;  // 16-byte loads of the row, all in flight
-                uint4 chunk[kChunks];
-#pragma unroll
-                for (int i = 0; i < kChunks; ++i) chunk[i] = reinterpret_cast<const uint4*>(k)[i];
+            if constexpr (kRowPieces) {
 #pragma unroll
                 for (int i = 0; i < kChunks; ++i) {
                     const uint32_t words[4] = {chunk[i].x, chunk[i].y, chunk[i].z, chunk[i].w};
@@ -127,6 +151,7 @@ attention_split_codes_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int3
                         }
                 }
             } else {
+                const uint8_t* k = k_part + (slot0 + lane) * row_bytes;
                 for (int d = 0; d < D; d += 8) {
                     float codes[8];
                     eight_codes<BITS>(k + d * BITS / 8, codes);

@@ -1,0 +1,561 @@
+#include "api/openai_server.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+#include "engine/model/chat_template_choice.h"
+#include "engine/model/generation_config.h"
+#include "engine/text/chat_template.h"
+#include "engine/text/tokenizer.h"
+#include "engine/util/error.h"
+#include "vision/encoder.h"
+#include "vision/image.h"
+#include "vision/prompt.h"
+#include "vision/vision_config.h"
+
+namespace lumen::api {
+namespace {
+
+using nlohmann::json;
+
+// A request the handler could not take, with the HTTP status and OpenAI's error fields.
+struct RequestError {
+    RequestError(int status_, std::string message_, std::string param_ = {}, std::string type_ = "invalid_request_error",
+                 std::string code_ = {})
+        : status(status_), message(std::move(message_)), param(std::move(param_)), type(std::move(type_)), code(std::move(code_)) {}
+    int status;
+    std::string message, param, type, code;
+};
+
+json error_body(const RequestError& e) {
+    json error{{"message", e.message}, {"type", e.type}, {"param", nullptr}, {"code", nullptr}};
+    if (!e.param.empty()) error["param"] = e.param;
+    if (!e.code.empty()) error["code"] = e.code;
+    return json{{"error", error}};
+}
+
+void send_error(httplib::Response& res, const RequestError& e) {
+    res.status = e.status;
+    res.set_content(error_body(e).dump(), "application/json");
+}
+
+// The events of the requests in flight, routed from the engine's one callback to each request's
+// handler. Events of a request whose handler has not registered yet wait for it.
+class EventRouter {
+public:
+    struct Channel {
+        std::deque<GenerationEvent> events;
+        bool finished = false;
+    };
+
+    void deliver(const GenerationEvent& e) {
+        {
+            std::lock_guard lock(mutex_);
+            auto it = open_.find(e.request);
+            Channel& c = it != open_.end() ? *it->second : early_[e.request];
+            c.events.push_back(e);
+            if (e.finish != FinishReason::None) c.finished = true;
+        }
+        ready_.notify_all();
+    }
+    std::shared_ptr<Channel> open(RequestId id) {
+        std::lock_guard lock(mutex_);
+        auto c = std::make_shared<Channel>();
+        if (auto it = early_.find(id); it != early_.end()) {
+            *c = std::move(it->second);
+            early_.erase(it);
+        }
+        open_[id] = c;
+        return c;
+    }
+    void close(RequestId id) {
+        std::lock_guard lock(mutex_);
+        open_.erase(id);
+        early_.erase(id);
+    }
+    // The events that arrived, waiting up to `timeout` for one.
+    std::deque<GenerationEvent> take(Channel& c, std::chrono::milliseconds timeout) {
+        std::unique_lock lock(mutex_);
+        ready_.wait_for(lock, timeout, [&] { return !c.events.empty(); });
+        return std::exchange(c.events, {});
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    std::map<RequestId, std::shared_ptr<Channel>> open_;
+    std::map<RequestId, Channel> early_;
+};
+
+// Prometheus counters and histograms of what the server did.
+class Metrics {
+public:
+    static constexpr std::array<double, 12> kBuckets{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};  // seconds
+
+    void request(const std::string& route, int status) {
+        std::lock_guard lock(mutex_);
+        ++requests_[route + "\",status=\"" + std::to_string(status)];
+    }
+    void finished(const Timings& t) {
+        std::lock_guard lock(mutex_);
+        prompt_tokens_ += t.prompt_tokens;
+        cached_tokens_ += t.reused_tokens;
+        generated_tokens_ += t.generated_tokens;
+        if (t.generated_tokens > 0) ttft_.add(t.first_token_ms / 1000);
+        if (t.generated_tokens > 1) itl_.add(t.decode_ms / 1000 / (t.generated_tokens - 1));
+    }
+    void running(int delta) { running_ += delta; }
+    std::string text() {
+        std::lock_guard lock(mutex_);
+        std::ostringstream o;
+        o << "# TYPE lumen_requests_total counter\n";
+        for (const auto& [key, n] : requests_) o << "lumen_requests_total{route=\"" << key << "\"} " << n << "\n";
+        o << "# TYPE lumen_requests_running gauge\nlumen_requests_running " << running_.load() << "\n";
+        o << "# TYPE lumen_prompt_tokens_total counter\nlumen_prompt_tokens_total " << prompt_tokens_ << "\n";
+        o << "# TYPE lumen_prompt_tokens_cached_total counter\nlumen_prompt_tokens_cached_total " << cached_tokens_ << "\n";
+        o << "# TYPE lumen_generation_tokens_total counter\nlumen_generation_tokens_total " << generated_tokens_ << "\n";
+        ttft_.write(o, "lumen_time_to_first_token_seconds");
+        itl_.write(o, "lumen_inter_token_latency_seconds");
+        return o.str();
+    }
+
+private:
+    struct Histogram {
+        std::array<uint64_t, kBuckets.size()> counts{};
+        uint64_t count = 0;
+        double sum = 0;
+        void add(double v) {
+            for (std::size_t i = 0; i < kBuckets.size(); ++i)
+                if (v <= kBuckets[i]) ++counts[i];
+            ++count;
+            sum += v;
+        }
+        void write(std::ostringstream& o, const char* name) const {
+            o << "# TYPE " << name << " histogram\n";
+            for (std::size_t i = 0; i < kBuckets.size(); ++i) o << name << "_bucket{le=\"" << kBuckets[i] << "\"} " << counts[i] << "\n";
+            o << name << "_bucket{le=\"+Inf\"} " << count << "\n" << name << "_sum " << sum << "\n" << name << "_count " << count << "\n";
+        }
+    };
+    std::mutex mutex_;
+    std::map<std::string, uint64_t> requests_;
+    std::atomic<int> running_{0};
+    uint64_t prompt_tokens_ = 0, cached_tokens_ = 0, generated_tokens_ = 0;
+    Histogram ttft_, itl_;
+};
+
+const char* finish_name(FinishReason r) {
+    switch (r) {
+    case FinishReason::Length: return "length";
+    case FinishReason::Cancelled: return "stop";
+    default: return "stop";
+    }
+}
+
+std::string base64_decode(std::string_view in) {
+    static const std::array<int, 256> table = [] {
+        std::array<int, 256> t{};
+        t.fill(-1);
+        const char* chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        for (int i = 0; i < 64; ++i) t[uint8_t(chars[i])] = i;
+        return t;
+    }();
+    std::string out;
+    out.reserve(in.size() / 4 * 3);
+    uint32_t bits = 0;
+    int count = 0;
+    for (const char ch : in) {
+        if (ch == '=' || ch == '\n' || ch == '\r') continue;
+        const int v = table[uint8_t(ch)];
+        if (v < 0) throw std::runtime_error("not base64");
+        bits = bits << 6 | uint32_t(v);
+        if (++count == 4) {
+            out.push_back(char(bits >> 16)), out.push_back(char(bits >> 8 & 0xff)), out.push_back(char(bits & 0xff));
+            bits = 0, count = 0;
+        }
+    }
+    if (count == 1) throw std::runtime_error("truncated base64");
+    if (count == 2) out.push_back(char(bits >> 4));
+    if (count == 3) out.push_back(char(bits >> 10)), out.push_back(char(bits >> 2 & 0xff));
+    return out;
+}
+
+// A sampling field of the request: absent or null keeps `fallback`; a value of another type is a 400.
+template <class T>
+T field(const json& body, const char* name, T fallback) {
+    const auto it = body.find(name);
+    if (it == body.end() || it->is_null()) return fallback;
+    if constexpr (std::is_same_v<T, bool>) {
+        if (!it->is_boolean()) throw RequestError{400, std::string("'") + name + "' must be true or false", name};
+    } else {
+        if (!it->is_number()) throw RequestError{400, std::string("'") + name + "' must be a number", name};
+    }
+    return it->get<T>();
+}
+
+}  // namespace
+
+struct OpenAiServer::State {
+    ServerOptions options;
+    std::filesystem::path dir;
+    std::string model_id;
+    EventRouter router;
+    Metrics metrics;
+    std::unique_ptr<Engine> engine;
+    std::optional<ChatTemplate> chat;
+    std::optional<vision::VisionConfig> vision;
+    SamplingParams defaults;
+    std::vector<int32_t> stop_ids;
+    httplib::Server http;
+    int port = 0;
+    std::atomic<uint64_t> next_id{1};
+    std::time_t created = std::time(nullptr);
+
+    // The request's images, decoded and prepared for the model.
+    vision::PreparedImage image(const std::string& url) {
+        std::vector<uint8_t> bytes;
+        const vision::DecodeLimits limits{options.max_image_pixels};
+        if (url.rfind("data:", 0) == 0) {
+            const auto comma = url.find(',');
+            if (comma == std::string::npos || url.substr(0, comma).find(";base64") == std::string::npos)
+                throw RequestError{400, "an image data: URL must be base64 (data:image/png;base64,...)", "messages"};
+            std::string raw;
+            try {
+                raw = base64_decode(std::string_view(url).substr(comma + 1));
+            } catch (const std::exception&) {
+                throw RequestError{400, "the image's data: URL is not valid base64", "messages"};
+            }
+            bytes.assign(raw.begin(), raw.end());
+        } else if (url.rfind("file://", 0) == 0) {
+            if (!options.allow_file_urls)
+                throw RequestError{400, "file:// image URLs are off on this server (lumen-cli serve --allow-file-urls turns them on)",
+                                   "messages"};
+            try {
+                bytes = vision::load_image_bytes(url.substr(7));
+            } catch (const Error& e) {
+                throw RequestError{400, e.what(), "messages"};
+            }
+        } else {
+            throw RequestError{400, "images must come as data: URLs (base64); this server fetches nothing from the network",
+                               "messages"};
+        }
+        try {
+            return vision::prepare_image(bytes, *vision, limits);
+        } catch (const Error& e) {
+            throw RequestError{400, std::string("the image could not be read: ") + e.what(), "messages"};
+        }
+    }
+
+    // The sampling, limits and stops every completion request takes.
+    void common(const json& body, GenerationRequest& r, std::size_t prompt_tokens) {
+        if (field<double>(body, "presence_penalty", 0) != 0 || field<double>(body, "frequency_penalty", 0) != 0)
+            throw RequestError{400, "presence_penalty and frequency_penalty are not supported yet (repetition_penalty is)",
+                               "presence_penalty"};
+        if (field<int64_t>(body, "n", 1) != 1) throw RequestError{400, "only n = 1 is supported yet", "n"};
+        if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && *it != false && *it != 0)
+            throw RequestError{400, "logprobs are not supported yet", "logprobs"};
+        r.sampling = defaults;
+        r.sampling.temperature = float(field<double>(body, "temperature", r.sampling.temperature));
+        r.sampling.top_p = float(field<double>(body, "top_p", r.sampling.top_p));
+        r.sampling.top_k = int32_t(field<int64_t>(body, "top_k", r.sampling.top_k));
+        r.sampling.min_p = float(field<double>(body, "min_p", r.sampling.min_p));
+        r.sampling.repetition_penalty = float(field<double>(body, "repetition_penalty", r.sampling.repetition_penalty));
+        r.sampling.seed = uint64_t(field<int64_t>(body, "seed", 0));
+        if (r.sampling.temperature < 0 || r.sampling.temperature > 100) throw RequestError{400, "temperature must be in [0, 100]", "temperature"};
+        if (!(r.sampling.top_p > 0 && r.sampling.top_p <= 1)) throw RequestError{400, "top_p must be in (0, 1]", "top_p"};
+        if (r.sampling.top_k < 0) throw RequestError{400, "top_k must not be negative", "top_k"};
+        const int64_t room = engine->session_len() - int64_t(prompt_tokens);
+        if (room < 1)
+            throw RequestError{400, "the prompt has " + std::to_string(prompt_tokens) + " tokens; this model's context is " +
+                                        std::to_string(engine->session_len()), "messages", "invalid_request_error",
+                               "context_length_exceeded"};
+        int64_t max_tokens = field<int64_t>(body, "max_completion_tokens", field<int64_t>(body, "max_tokens", room));
+        if (max_tokens < 1) throw RequestError{400, "max_tokens must be at least 1", "max_tokens"};
+        if (max_tokens > room)
+            throw RequestError{400, "max_tokens is " + std::to_string(max_tokens) + " but the context leaves room for " +
+                                        std::to_string(room) + " tokens after the prompt", "max_tokens"};
+        r.max_new_tokens = int32_t(max_tokens);
+        if (const auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+            if (it->is_string()) r.stop_strings.push_back(it->get<std::string>());
+            else if (it->is_array() && it->size() <= 16)
+                for (const auto& s : *it) {
+                    if (!s.is_string() || s.get<std::string>().empty()) throw RequestError{400, "each stop must be a non-empty string", "stop"};
+                    r.stop_strings.push_back(s.get<std::string>());
+                }
+            else throw RequestError{400, "stop must be a string or up to 16 strings", "stop"};
+        }
+        r.stop_ids = stop_ids;
+    }
+
+    GenerationRequest chat_request(const json& body) {
+        const auto messages = body.find("messages");
+        if (messages == body.end() || !messages->is_array() || messages->empty())
+            throw RequestError{400, "'messages' must be a non-empty array", "messages"};
+        if (int(messages->size()) > options.max_messages)
+            throw RequestError{400, "at most " + std::to_string(options.max_messages) + " messages", "messages"};
+        std::vector<ChatMessage> turns;
+        std::vector<vision::PreparedImage> images;
+        int image_parts = 0;
+        for (const auto& m : *messages) {
+            if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) throw RequestError{400, "each message needs a role", "messages"};
+            std::string role = m["role"].get<std::string>();
+            if (role == "developer") role = "system";
+            if (role != "system" && role != "user" && role != "assistant")
+                throw RequestError{400, "role '" + role + "' is not supported (system, user, assistant)", "messages"};
+            ChatMessage turn{role, "", 0};
+            const json content = m.value("content", json());
+            if (content.is_string()) {
+                turn.text = content.get<std::string>();
+            } else if (content.is_array()) {
+                for (const auto& part : content) {
+                    const std::string type = part.value("type", "");
+                    if (type == "text") {
+                        turn.text += part.value("text", "");
+                    } else if (type == "image_url") {
+                        if (++image_parts > options.max_images)
+                            throw RequestError{400, "at most " + std::to_string(options.max_images) + " images a request", "messages"};
+                        if (!vision)
+                            throw RequestError{400, model_id + " reads text only; send the image to a vision-language model", "messages"};
+                        const json& u = part.contains("image_url") ? part["image_url"] : json();
+                        const std::string url = u.is_string() ? u.get<std::string>() : u.is_object() ? u.value("url", "") : "";
+                        images.push_back(image(url));
+                        ++turn.images;
+                    } else {
+                        throw RequestError{400, "content parts of type '" + type + "' are not supported (text, image_url)", "messages"};
+                    }
+                }
+            } else if (!content.is_null()) {
+                throw RequestError{400, "a message's content must be a string or an array of parts", "messages"};
+            }
+            turns.push_back(std::move(turn));
+        }
+        const EncodeOptions encode{.add_special_tokens = chat->tokenize_with_special_tokens()};
+        GenerationRequest r;
+        const std::string text = chat->render(turns);
+        if (images.empty()) {
+            r.prompt = engine->tokenizer().encode(text, encode);
+        } else {
+            auto prepared = vision::expand_prompt(text, images, *vision, engine->tokenizer(), encode);
+            r.prompt = std::move(prepared.ids);
+            r.images = std::move(prepared.images);
+        }
+        common(body, r, r.prompt.size());
+        return r;
+    }
+
+    GenerationRequest completion_request(const json& body) {
+        const auto prompt = body.find("prompt");
+        std::string text;
+        if (prompt != body.end() && prompt->is_string()) text = prompt->get<std::string>();
+        else if (prompt != body.end() && prompt->is_array() && prompt->size() == 1 && (*prompt)[0].is_string()) text = (*prompt)[0].get<std::string>();
+        else throw RequestError{400, "'prompt' must be a string (one prompt a request)", "prompt"};
+        if (field<bool>(body, "echo", false)) throw RequestError{400, "echo is not supported", "echo"};
+        GenerationRequest r;
+        r.prompt = engine->tokenizer().encode(text);
+        common(body, r, r.prompt.size());
+        r.stop_ids.clear();  // a plain completion stops at the model's end of text only
+        return r;
+    }
+
+    json usage(const Timings& t) const {
+        return json{{"prompt_tokens", t.prompt_tokens},
+                    {"completion_tokens", t.generated_tokens},
+                    {"total_tokens", t.prompt_tokens + t.generated_tokens},
+                    {"prompt_tokens_details", {{"cached_tokens", t.reused_tokens}}}};
+    }
+
+    // Runs `r` and answers: one JSON object, or server-sent events with "stream": true.
+    void serve(const json& body, GenerationRequest r, bool chat_kind, httplib::Response& res) {
+        const bool stream = field<bool>(body, "stream", false);
+        const bool include_usage = stream && body.contains("stream_options") && body["stream_options"].is_object() &&
+                                   body["stream_options"].value("include_usage", false);
+        const std::string id = (chat_kind ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
+        const std::time_t now = std::time(nullptr);
+        const char* object = chat_kind ? (stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+        metrics.running(1);
+        const RequestId rid = engine->submit(std::move(r));
+        auto channel = router.open(rid);
+        if (!stream) {
+            std::string text;
+            GenerationEvent end;
+            for (bool done = false; !done;)
+                for (auto& e : router.take(*channel, std::chrono::milliseconds(200))) {
+                    text += e.text;
+                    if (e.finish != FinishReason::None) end = std::move(e), done = true;
+                }
+            router.close(rid);
+            metrics.running(-1);
+            if (end.finish == FinishReason::Error) throw RequestError{500, end.error, "", "server_error"};
+            metrics.finished(end.timings);
+            json choice{{"index", 0}, {"finish_reason", finish_name(end.finish)}, {"logprobs", nullptr}};
+            if (chat_kind) choice["message"] = {{"role", "assistant"}, {"content", text}};
+            else choice["text"] = text;
+            const json out{{"id", id}, {"object", object}, {"created", now}, {"model", model_id},
+                           {"choices", json::array({choice})}, {"usage", usage(end.timings)}};
+            res.set_content(out.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
+            return;
+        }
+        auto chunk = [=, this](json choice) {
+            json c{{"id", id}, {"object", object}, {"created", now}, {"model", model_id}, {"choices", json::array()}};
+            if (!choice.is_null()) c["choices"].push_back(std::move(choice));
+            if (include_usage) c["usage"] = nullptr;
+            return c;
+        };
+        auto started = std::make_shared<bool>(false);
+        res.set_header("Cache-Control", "no-cache");
+        res.set_chunked_content_provider(
+            "text/event-stream",
+            [this, channel, rid, chat_kind, include_usage, chunk, started](std::size_t, httplib::DataSink& sink) {
+                auto send = [&](const json& j) {
+                    const std::string line = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+                    return sink.write(line.data(), line.size());
+                };
+                if (!*started && chat_kind) {
+                    *started = true;
+                    if (!send(chunk({{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})))
+                        return false;
+                }
+                if (!sink.is_writable()) return false;  // the client went: the releaser cancels
+                for (auto& e : router.take(*channel, std::chrono::milliseconds(50))) {
+                    if (e.finish == FinishReason::Error) {
+                        send(error_body({500, e.error, "", "server_error"}));
+                        sink.done();
+                        return true;
+                    }
+                    if (!e.text.empty()) {
+                        json choice{{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
+                        if (chat_kind) choice["delta"] = {{"content", e.text}};
+                        else choice["text"] = e.text;
+                        if (!send(chunk(choice))) return false;
+                    }
+                    if (e.finish != FinishReason::None) {
+                        metrics.finished(e.timings);
+                        json choice{{"index", 0}, {"finish_reason", finish_name(e.finish)}, {"logprobs", nullptr}};
+                        if (chat_kind) choice["delta"] = json::object();
+                        else choice["text"] = "";
+                        send(chunk(choice));
+                        if (include_usage) {
+                            json u = chunk(nullptr);
+                            u["usage"] = usage(e.timings);
+                            send(u);
+                        }
+                        const std::string done = "data: [DONE]\n\n";
+                        sink.write(done.data(), done.size());
+                        sink.done();
+                        return true;
+                    }
+                }
+                return true;
+            },
+            [this, rid](bool) {
+                // Finished or not (a client that went away), the request leaves the engine's batch.
+                engine->cancel(rid);
+                router.close(rid);
+                metrics.running(-1);
+            });
+    }
+
+    // Wraps a route: the body parsed, errors answered in OpenAI's shape, the outcome counted.
+    httplib::Server::Handler route(const std::string& name, std::function<void(const json&, httplib::Response&)> handle) {
+        return [this, name, handle](const httplib::Request& req, httplib::Response& res) {
+            try {
+                json body;
+                if (!req.body.empty()) {
+                    body = json::parse(req.body, nullptr, false);
+                    if (body.is_discarded() || !body.is_object()) throw RequestError{400, "the request body is not a JSON object"};
+                }
+                handle(body, res);
+            } catch (const RequestError& e) {
+                send_error(res, e);
+            } catch (const json::exception& e) {
+                send_error(res, {400, std::string("a field has the wrong type: ") + e.what()});
+            } catch (const Error& e) {
+                send_error(res, {400, e.what()});
+            }
+            metrics.request(name, res.status == -1 ? 200 : res.status);
+        };
+    }
+};
+
+OpenAiServer::OpenAiServer(const std::filesystem::path& model_dir, EngineOptions engine_options, const ServerOptions& options)
+    : state_(std::make_unique<State>()) {
+    State& s = *state_;
+    s.options = options;
+    s.dir = model_dir;
+    s.model_id = std::filesystem::path(model_dir).lexically_normal().filename().string();
+    if (s.model_id.empty()) s.model_id = std::filesystem::path(model_dir).lexically_normal().parent_path().filename().string();
+    engine_options.image_encoder = vision::make_image_encoder;
+    s.engine = Engine::create(model_dir, engine_options, [&s](const GenerationEvent& e) { s.router.deliver(e); });
+    s.chat = chat_template_for(s.engine->model_config(), s.engine->tokenizer());
+    for (const auto& name : s.chat->stop_tokens())
+        if (const auto id = s.engine->tokenizer().token_id(name)) s.stop_ids.push_back(*id);
+    s.defaults = load_generation_config(model_dir);
+    if (s.engine->image_encoder()) s.vision = vision::load_vision_config(model_dir, s.engine->model_config(), &s.engine->tokenizer());
+
+    httplib::Server& http = s.http;
+    http.new_task_queue = [threads = options.threads] { return new httplib::ThreadPool(std::size_t(std::max(2, threads))); };
+    http.set_payload_max_length(options.max_body_bytes);
+    http.set_pre_routing_handler([&s](const httplib::Request& req, httplib::Response& res) {
+        if (s.options.api_key.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
+        if (req.get_header_value("Authorization") == "Bearer " + s.options.api_key) return httplib::Server::HandlerResponse::Unhandled;
+        send_error(res, {401, "Incorrect or missing API key (send 'Authorization: Bearer KEY')", "", "invalid_request_error", "invalid_api_key"});
+        s.metrics.request(req.path, 401);
+        return httplib::Server::HandlerResponse::Handled;
+    });
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return;
+        const std::string message = res.status == 404 ? "no route " + req.method + " " + req.path
+                                    : res.status == 413 ? "the request body is larger than this server takes"
+                                                        : "the request could not be served";
+        send_error(res, {res.status, message});
+    });
+    http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string message = "internal error";
+        try {
+            std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+            message = e.what();
+        } catch (...) {
+        }
+        send_error(res, {500, message, "", "server_error"});
+    });
+    http.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("{\"status\":\"ok\"}", "application/json"); });
+    http.Get("/metrics", [&s](const httplib::Request&, httplib::Response& res) {
+        res.set_content(s.metrics.text(), "text/plain; version=0.0.4");
+    });
+    http.Get("/v1/models", s.route("/v1/models", [&s](const json&, httplib::Response& res) {
+        const json model{{"id", s.model_id}, {"object", "model"}, {"created", s.created}, {"owned_by", "lumen"},
+                         {"max_model_len", s.engine->session_len()}};
+        res.set_content(json{{"object", "list"}, {"data", json::array({model})}}.dump(), "application/json");
+    }));
+    http.Post("/v1/chat/completions", s.route("/v1/chat/completions", [&s](const json& body, httplib::Response& res) {
+        s.serve(body, s.chat_request(body), true, res);
+    }));
+    http.Post("/v1/completions", s.route("/v1/completions", [&s](const json& body, httplib::Response& res) {
+        s.serve(body, s.completion_request(body), false, res);
+    }));
+    s.port = options.port == 0 ? http.bind_to_any_port(options.host) : (http.bind_to_port(options.host, options.port) ? options.port : -1);
+    if (s.port <= 0)
+        throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + " (in use, or not an address of this machine)");
+}
+
+OpenAiServer::~OpenAiServer() { stop(); }
+
+int OpenAiServer::port() const { return state_->port; }
+const std::string& OpenAiServer::model_id() const { return state_->model_id; }
+void OpenAiServer::run() { state_->http.listen_after_bind(); }
+void OpenAiServer::stop() { state_->http.stop(); }
+
+}  // namespace lumen::api
