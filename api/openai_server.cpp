@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "engine/model/chat_template_choice.h"
 #include "engine/model/generation_config.h"
@@ -213,7 +214,10 @@ struct OpenAiServer::State {
     std::string model_id;
     EventRouter router;
     Metrics metrics;
-    std::unique_ptr<Engine> engine;
+    std::shared_ptr<Engine> engine;
+    std::shared_ptr<std::atomic<OpenAiServer*>> own_engine_slot;  // with_own_engine: where its callback finds the server
+    std::thread listener;
+    std::atomic<bool> stopping{false};  // the connections end their requests and close
     std::optional<ChatTemplate> chat;
     std::optional<vision::VisionConfig> vision;
     SamplingParams defaults;
@@ -385,16 +389,24 @@ struct OpenAiServer::State {
         const std::time_t now = std::time(nullptr);
         const char* object = chat_kind ? (stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
         metrics.running(1);
+        r.tag = tag();
         const RequestId rid = engine->submit(std::move(r));
         auto channel = router.open(rid);
         if (!stream) {
             std::string text;
             GenerationEvent end;
-            for (bool done = false; !done;)
-                for (auto& e : router.take(*channel, std::chrono::milliseconds(200))) {
+            for (bool done = false; !done;) {
+                if (stopping) {
+                    engine->cancel(rid);
+                    router.close(rid);
+                    metrics.running(-1);
+                    throw RequestError{503, "the server is shutting down", "", "server_error"};
+                }
+                for (auto& e : router.take(*channel, std::chrono::milliseconds(100))) {
                     text += e.text;
                     if (e.finish != FinishReason::None) end = std::move(e), done = true;
                 }
+            }
             router.close(rid);
             metrics.running(-1);
             if (end.finish == FinishReason::Error) throw RequestError{500, end.error, "", "server_error"};
@@ -427,7 +439,7 @@ struct OpenAiServer::State {
                     if (!send(chunk({{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})))
                         return false;
                 }
-                if (!sink.is_writable()) return false;  // the client went: the releaser cancels
+                if (!sink.is_writable() || stopping) return false;  // the client went: the releaser cancels
                 for (auto& e : router.take(*channel, std::chrono::milliseconds(50))) {
                     if (e.finish == FinishReason::Error) {
                         send(error_body({500, e.error, "", "server_error"}));
@@ -467,6 +479,8 @@ struct OpenAiServer::State {
             });
     }
 
+    uint64_t tag() const { return uint64_t(reinterpret_cast<uintptr_t>(this)); }
+
     // Wraps a route: the body parsed, errors answered in OpenAI's shape, the outcome counted.
     httplib::Server::Handler route(const std::string& name, std::function<void(const json&, httplib::Response&)> handle) {
         return [this, name, handle](const httplib::Request& req, httplib::Response& res) {
@@ -489,15 +503,28 @@ struct OpenAiServer::State {
     }
 };
 
-OpenAiServer::OpenAiServer(const std::filesystem::path& model_dir, EngineOptions engine_options, const ServerOptions& options)
+std::unique_ptr<OpenAiServer> OpenAiServer::with_own_engine(const std::filesystem::path& model_dir, EngineOptions engine_options,
+                                                            const ServerOptions& options) {
+    engine_options.image_encoder = vision::make_image_encoder;
+    // Only the server submits, and only once it exists: the callback finds it in the slot.
+    auto slot = std::make_shared<std::atomic<OpenAiServer*>>(nullptr);
+    std::shared_ptr<Engine> engine = Engine::create(model_dir, engine_options, [slot](const GenerationEvent& e) {
+        if (OpenAiServer* server = slot->load()) server->deliver(e);
+    });
+    auto server = std::make_unique<OpenAiServer>(std::move(engine), model_dir, options);
+    server->state_->own_engine_slot = slot;
+    slot->store(server.get());
+    return server;
+}
+
+OpenAiServer::OpenAiServer(std::shared_ptr<Engine> engine, const std::filesystem::path& model_dir, const ServerOptions& options)
     : state_(std::make_unique<State>()) {
     State& s = *state_;
     s.options = options;
     s.dir = model_dir;
     s.model_id = std::filesystem::path(model_dir).lexically_normal().filename().string();
     if (s.model_id.empty()) s.model_id = std::filesystem::path(model_dir).lexically_normal().parent_path().filename().string();
-    engine_options.image_encoder = vision::make_image_encoder;
-    s.engine = Engine::create(model_dir, engine_options, [&s](const GenerationEvent& e) { s.router.deliver(e); });
+    s.engine = std::move(engine);
     s.chat = chat_template_for(s.engine->model_config(), s.engine->tokenizer());
     for (const auto& name : s.chat->stop_tokens())
         if (const auto id = s.engine->tokenizer().token_id(name)) s.stop_ids.push_back(*id);
@@ -551,11 +578,29 @@ OpenAiServer::OpenAiServer(const std::filesystem::path& model_dir, EngineOptions
         throw Error("cannot listen on " + options.host + ":" + std::to_string(options.port) + " (in use, or not an address of this machine)");
 }
 
-OpenAiServer::~OpenAiServer() { stop(); }
+OpenAiServer::~OpenAiServer() {
+    stop();
+    if (state_->listener.joinable()) state_->listener.join();
+    // A server with its own engine: the engine's last events (requests cut short) find no server.
+    if (state_->own_engine_slot) state_->own_engine_slot->store(nullptr);
+}
 
 int OpenAiServer::port() const { return state_->port; }
+std::string OpenAiServer::url() const { return "http://" + state_->options.host + ":" + std::to_string(state_->port) + "/v1"; }
 const std::string& OpenAiServer::model_id() const { return state_->model_id; }
+uint64_t OpenAiServer::tag() const { return state_->tag(); }
+bool OpenAiServer::deliver(const GenerationEvent& e) {
+    if (e.tag != state_->tag()) return false;
+    state_->router.deliver(e);
+    return true;
+}
 void OpenAiServer::run() { state_->http.listen_after_bind(); }
-void OpenAiServer::stop() { state_->http.stop(); }
+void OpenAiServer::start() {
+    if (!state_->listener.joinable()) state_->listener = std::thread([this] { state_->http.listen_after_bind(); });
+}
+void OpenAiServer::stop() {
+    state_->stopping = true;
+    state_->http.stop();
+}
 
 }  // namespace lumen::api

@@ -26,17 +26,28 @@ struct ServerOptions {
 
 class OpenAiServer {
 public:
-    // Loads the model folder (as Engine::create; throws lumen::Error) and binds host:port
-    // (throws lumen::Error naming them where it cannot).
-    OpenAiServer(const std::filesystem::path& model_dir, EngineOptions engine_options, const ServerOptions& options);
+    // Serves `engine`, loaded from `model_dir`, and binds host:port (throws lumen::Error naming
+    // them where it cannot). The engine's owner hands every event it gets to deliver(): the
+    // server's requests carry tag().
+    OpenAiServer(std::shared_ptr<Engine> engine, const std::filesystem::path& model_dir, const ServerOptions& options);
+    // Loads the model folder (as Engine::create; throws lumen::Error) for a server of its own.
+    static std::unique_ptr<OpenAiServer> with_own_engine(const std::filesystem::path& model_dir, EngineOptions engine_options,
+                                                         const ServerOptions& options);
+    // Stops listening and waits for the connections; the engine lives on with its other owners.
     ~OpenAiServer();
     OpenAiServer(const OpenAiServer&) = delete;
     OpenAiServer& operator=(const OpenAiServer&) = delete;
 
     int port() const;
+    std::string url() const;  // http://HOST:PORT/v1
     const std::string& model_id() const;
-    // Serves until stop() (from another thread or a signal handler's thread).
+    uint64_t tag() const;
+    // True when `e` belongs to one of the server's requests (which it then takes); any thread.
+    bool deliver(const GenerationEvent& e);
+    // Serves on this thread until stop() (from another thread or a signal handler's).
     void run();
+    // Serves on a thread of the server's own, until stop() or the server goes.
+    void start();
     void stop();
 
 private:

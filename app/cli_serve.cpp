@@ -57,7 +57,8 @@ int run_serve(const std::vector<std::string>& argv) {
     if (!loopback(options.host) && options.api_key.empty())
         std::fprintf(stderr, "\n*** WARNING: serving on %s without --api-key: anyone who can reach this machine can use the model. ***\n\n",
                      options.host.c_str());
-    api::OpenAiServer server(args.required("model"), engine, options);
+    const auto owned = api::OpenAiServer::with_own_engine(args.required("model"), engine, options);
+    api::OpenAiServer& server = *owned;
     g_server = &server;
     std::signal(SIGINT, on_stop_signal);
     std::signal(SIGTERM, on_stop_signal);

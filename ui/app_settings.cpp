@@ -65,6 +65,22 @@ void AppSettings::set_chat_preset(const QString& model_path, const ConversationS
 QString AppSettings::last_model() const { return settings_.value("models/last").toString(); }
 void AppSettings::set_last_model(const QString& path) { settings_.setValue("models/last", path); }
 
+ServerSettings AppSettings::server_settings() const {
+    ServerSettings s;
+    s.enabled = settings_.value("server/enabled", s.enabled).toBool();
+    s.port = std::clamp(settings_.value("server/port", s.port).toInt(), 0, 65535);
+    s.network = settings_.value("server/network", s.network).toBool();
+    s.api_key = settings_.value("server/api_key", s.api_key).toString();
+    return s;
+}
+
+void AppSettings::set_server_settings(const ServerSettings& s) {
+    settings_.setValue("server/enabled", s.enabled);
+    settings_.setValue("server/port", s.port);
+    settings_.setValue("server/network", s.network);
+    settings_.setValue("server/api_key", s.api_key);
+}
+
 QString AppSettings::theme() const { return settings_.value("appearance/theme", "system").toString(); }
 void AppSettings::set_theme(const QString& theme) { settings_.setValue("appearance/theme", theme); }
 

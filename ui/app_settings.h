@@ -20,6 +20,16 @@ struct ModelSettings {
     bool operator==(const ModelSettings&) const = default;
 };
 
+// Serving the loaded model over the OpenAI API to other programs (Settings > Server).
+struct ServerSettings {
+    bool enabled = false;
+    int port = 23333;     // 0: any free port
+    bool network = false;  // other computers may connect (all addresses, not only loopback)
+    QString api_key;      // empty: none asked
+
+    bool operator==(const ServerSettings&) const = default;
+};
+
 // A conversation's system prompt and sampling (a field left unset takes the model's default).
 struct ConversationSettings {
     QString system_prompt;
@@ -45,6 +55,9 @@ public:
 
     QString last_model() const;
     void set_last_model(const QString& path);
+
+    ServerSettings server_settings() const;
+    void set_server_settings(const ServerSettings& s);
 
     QString theme() const;  // "system", "light" or "dark"
     void set_theme(const QString& theme);

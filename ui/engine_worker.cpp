@@ -81,6 +81,7 @@ private:
 struct EngineWorker::EventSink {
     std::mutex mutex;
     EngineWorker* target;  // null once the engine's events are no longer wanted
+    api::OpenAiServer* server = nullptr;  // takes its own requests' events while it serves
 };
 
 EngineWorker::EngineWorker(QObject* parent) : QObject(parent), generation_(std::make_shared<std::atomic<int>>(0)) {
@@ -94,7 +95,30 @@ EngineWorker::~EngineWorker() {
     release_engine();  // no signals: the objects connected to them may be half destroyed
 }
 
+QString EngineWorker::serve(const api::ServerOptions& options) {
+    stop_serving();
+    if (!engine_) throw Error("load a model first: the server serves the loaded one");
+    auto server = std::make_unique<api::OpenAiServer>(engine_, model_.path.toStdString(), options);
+    {
+        std::lock_guard lock(sink_->mutex);
+        sink_->server = server.get();
+    }
+    server->start();
+    server_ = std::move(server);
+    return serving_url();
+}
+
+void EngineWorker::stop_serving() {
+    if (!server_) return;
+    {
+        std::lock_guard lock(sink_->mutex);  // an event being handed over finishes first
+        sink_->server = nullptr;
+    }
+    server_.reset();  // stops listening, waits for its connections (their requests are cancelled)
+}
+
 void EngineWorker::release_engine() {
+    stop_serving();
     if (sink_) {
         std::lock_guard lock(sink_->mutex);  // an event being emitted finishes first
         sink_->target = nullptr;
@@ -134,6 +158,7 @@ void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
         try {
             engine = Engine::create(model_dir.toStdString(), options, [sink](const GenerationEvent& e) {
                 std::lock_guard lock(sink->mutex);
+                if (sink->server && sink->server->deliver(e)) return;
                 EngineWorker* target = sink->target;
                 if (!target) return;
                 if (!e.text.empty() || !e.ids.empty())

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <memory>
 
+#include "api/openai_server.h"
 #include "engine/runtime/engine.h"
 #include "engine/text/tokenizer.h"
 
@@ -63,6 +64,12 @@ public:
     void prefetch(const QByteArray& image);
     // Images decoded and preprocessed for the loaded model so far (each once while it stays kept).
     int images_prepared() const;
+    // Serves the loaded model over the OpenAI API from the same engine as the chat (its requests
+    // join the same batch) until stop_serving() or the model goes. Returns the server's URL, or
+    // throws lumen::Error (no model loaded; the port taken).
+    QString serve(const api::ServerOptions& options);
+    void stop_serving();
+    QString serving_url() const { return server_ ? QString::fromStdString(server_->url()) : QString(); }
 
 signals:
     void load_started(const QString& path);
@@ -88,6 +95,7 @@ private:
     bool loading_ = false;
     std::shared_ptr<std::atomic<int>> generation_;  // bumps to abandon a load in flight
     std::shared_ptr<EventSink> sink_;
+    std::unique_ptr<api::OpenAiServer> server_;
     QThreadPool pool_;  // image preparations; waited for before the engine goes
 };
 

@@ -103,6 +103,10 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     device_label_ = new QLabel(this);
     memory_label_ = new QLabel(this);
     statusBar()->addWidget(model_label_, 1);
+    server_label_ = new QLabel(this);
+    server_label_->setAccessibleName(tr("Server"));
+    server_label_->hide();
+    statusBar()->addPermanentWidget(server_label_);
     statusBar()->addPermanentWidget(device_label_);
     statusBar()->addPermanentWidget(memory_label_);
 
@@ -246,6 +250,7 @@ void MainWindow::on_loaded(const LoadedModel& model) {
     composer_->focus_text();
     statusBar()->showMessage(tr("%1 is ready on %2, weights %3, KV cache %4").arg(model.name, model.device, model.weights, model.kv_cache),
                              5000);
+    apply_server();
     // Images attached while the model was loading are prepared for it now.
     for (const ImageAttachment& image : composer_->images()) worker_.prefetch(image.bytes);
     if (!pending_prompt_.isEmpty()) {
@@ -579,11 +584,36 @@ void MainWindow::open_settings() {
     if (conversation_) store_.set_conversation_settings(conversation_, c.system_prompt, c.sampling);
     else draft_ = c;
     if (dialog.use_for_new_chats() && !model.isEmpty()) settings_.set_chat_preset(model, c);
+    if (!(dialog.server_settings() == settings_.server_settings())) {
+        settings_.set_server_settings(dialog.server_settings());
+        apply_server();
+    }
     if (dialog.theme() != settings_.theme()) {
         settings_.set_theme(dialog.theme());
         apply_theme(dialog.theme());
     }
     settings_.sync();
+}
+
+void MainWindow::apply_server() {
+    const ServerSettings s = settings_.server_settings();
+    worker_.stop_serving();
+    server_label_->hide();
+    if (!s.enabled || !worker_.is_loaded()) return;
+    api::ServerOptions options;
+    options.host = s.network ? "0.0.0.0" : "127.0.0.1";
+    options.port = s.port;
+    options.api_key = s.api_key.toStdString();
+    try {
+        const QString url = worker_.serve(options);
+        server_label_->setText(tr("Serving %1").arg(url));
+        server_label_->setToolTip(tr("Other programs can use %1 at %2 (OpenAI API)%3")
+                                      .arg(worker_.model().name, url,
+                                           s.api_key.isEmpty() ? tr("; no API key is asked") : tr(" with the API key set in Settings")));
+        server_label_->show();
+    } catch (const std::exception& e) {
+        statusBar()->showMessage(tr("The model could not be served: %1").arg(QString::fromStdString(e.what())), 10000);
+    }
 }
 
 ChatSampling MainWindow::model_defaults() const {
@@ -612,6 +642,7 @@ void MainWindow::take_screenshot() {
 QString MainWindow::author_name() const { return worker_.is_loaded() ? worker_.model().name : tr("Model"); }
 
 void MainWindow::update_status() {
+    if (worker_.serving_url().isEmpty()) server_label_->hide();  // the model went, and its server with it
     if (worker_.is_loaded()) {
         model_label_->setText(worker_.model().name);
         model_label_->setToolTip(tr("Weights: %1\nKV cache: %2").arg(worker_.model().weights, worker_.model().kv_cache));

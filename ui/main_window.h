@@ -81,6 +81,8 @@ private:
     void on_loaded(const LoadedModel& model);
     void update_placeholder();
     void update_status();
+    // Serves the loaded model as Settings > Server says (or stops serving it).
+    void apply_server();
     void update_regenerate_buttons();
     ChatSampling model_defaults() const;
     QString author_name() const;
@@ -97,6 +99,7 @@ private:
     QLabel* model_label_;
     QLabel* device_label_;
     QLabel* memory_label_;
+    QLabel* server_label_;  // "Serving http://...": shown while the model is served
     QTimer* flush_timer_;
     QTimer* memory_timer_;
 

@@ -8,6 +8,7 @@
 #include <QFile>
 #include <QFormLayout>
 #include <QLabel>
+#include <QLineEdit>
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QSpinBox>
@@ -264,12 +265,55 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
     look_form->addRow(tr("Theme:"), theme_);
     tabs->addTab(look, tr("Appearance"));
 
+    const ServerSettings server = settings.server_settings();
+    auto* serving = new QWidget(tabs);
+    auto* serving_form = new QFormLayout(serving);
+    auto* serving_about = new QLabel(tr("Other programs (editors, scripts, anything that speaks the OpenAI API) can use the "
+                                        "loaded model while you chat with it."),
+                                     serving);
+    serving_about->setWordWrap(true);
+    serving_form->addRow(serving_about);
+    serve_ = new QCheckBox(tr("Serve the loaded model"), serving);
+    serve_->setAccessibleName(tr("Serve the loaded model"));
+    serve_->setChecked(server.enabled);
+    port_ = new QSpinBox(serving);
+    port_->setRange(0, 65535);
+    port_->setSpecialValueText(tr("Any free port"));
+    port_->setValue(server.port);
+    port_->setAccessibleName(tr("Port"));
+    network_ = new QCheckBox(tr("Let other computers on the network connect"), serving);
+    network_->setChecked(server.network);
+    api_key_ = new QLineEdit(server.api_key, serving);
+    api_key_->setEchoMode(QLineEdit::PasswordEchoOnEdit);
+    api_key_->setPlaceholderText(tr("None: anything that can connect may use the model"));
+    api_key_->setAccessibleName(tr("API key"));
+    auto* warning = new QLabel(serving);
+    warning->setWordWrap(true);
+    auto update_warning = [this, warning] {
+        warning->setText(network_->isChecked() && api_key_->text().isEmpty()
+                             ? tr("Without an API key anyone on the network can use the model.")
+                             : QString());
+    };
+    update_warning();
+    connect(network_, &QCheckBox::toggled, this, update_warning);
+    connect(api_key_, &QLineEdit::textChanged, this, update_warning);
+    serving_form->addRow(serve_);
+    serving_form->addRow(tr("Port:"), port_);
+    serving_form->addRow(network_);
+    serving_form->addRow(tr("API key:"), api_key_);
+    serving_form->addRow(warning);
+    tabs->addTab(serving, tr("Server"));
+
     auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, this);
     connect(buttons, &QDialogButtonBox::accepted, this, &QDialog::accept);
     connect(buttons, &QDialogButtonBox::rejected, this, &QDialog::reject);
     auto* layout = new QVBoxLayout(this);
     layout->addWidget(tabs);
     layout->addWidget(buttons);
+}
+
+ServerSettings SettingsDialog::server_settings() const {
+    return ServerSettings{serve_->isChecked(), port_->value(), network_->isChecked(), api_key_->text()};
 }
 
 ModelSettings SettingsDialog::model_settings() const {

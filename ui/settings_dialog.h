@@ -10,6 +10,7 @@
 class QCheckBox;
 class QComboBox;
 class QLabel;
+class QLineEdit;
 class QDoubleSpinBox;
 class QPlainTextEdit;
 class QSpinBox;
@@ -31,8 +32,13 @@ public:
     ConversationSettings conversation_settings() const;
     bool use_for_new_chats() const;  // the conversation settings become the model's preset
     QString theme() const;
+    ServerSettings server_settings() const;
 
 private:
+    QCheckBox* serve_ = nullptr;
+    QSpinBox* port_ = nullptr;
+    QCheckBox* network_ = nullptr;
+    QLineEdit* api_key_ = nullptr;
     QComboBox* device_ = nullptr;
     QSpinBox* session_len_ = nullptr;
     QDoubleSpinBox* cache_share_ = nullptr;

@@ -6,6 +6,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "engine/backend/backend_factory.h"
 #include "engine/util/error.h"
@@ -153,6 +154,8 @@ private:
                            scheduler_->has_work();
                 });
                 incoming.swap(incoming_);
+                for (const auto& r : incoming)
+                    if (r.request.tag) tags_[r.id] = r.request.tag;
                 if (stop_) {
                     lock.unlock();
                     shut_down(incoming, events);
@@ -188,8 +191,7 @@ private:
                 }
             }
             preemptions_ = scheduler_->preemptions();
-            for (const auto& e : events) callback_(e);
-            events.clear();
+            dispatch(events);
         }
     }
 
@@ -212,12 +214,24 @@ private:
         const std::string why = "the engine was shut down before the reply finished";
         for (const auto& r : incoming) events.push_back(final_event(r.id, FinishReason::Cancelled, why));
         scheduler_->end_all(FinishReason::Cancelled, why, events);
-        for (const auto& e : events) callback_(e);
+        dispatch(events);
+    }
+
+    // Hands the events to the callback, each with its request's tag.
+    void dispatch(std::vector<GenerationEvent>& events) {
+        for (auto& e : events) {
+            if (const auto it = tags_.find(e.request); it != tags_.end()) {
+                e.tag = it->second;
+                if (e.finish != FinishReason::None) tags_.erase(it);
+            }
+            callback_(e);
+        }
         events.clear();
     }
 
     EngineOptions options_;
     Callback callback_;
+    std::unordered_map<RequestId, uint64_t> tags_;  // of requests with a tag, until their final event (engine thread)
     std::string device_lost_;  // why, once the device has failed for good
     std::string device_;
     std::unique_ptr<Backend> backend_;

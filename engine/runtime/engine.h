@@ -34,6 +34,9 @@ struct GenerationRequest {
     std::optional<uint64_t> session;
     // Images whose embeddings replace runs of placeholder tokens in `prompt`, in prompt order.
     std::vector<PromptImage> images;
+    // The submitter's mark, copied into each of the request's events: submitters that share an
+    // engine (the chat window and the API server) tell theirs apart by it.
+    uint64_t tag = 0;
 };
 
 struct Timings {
@@ -57,6 +60,7 @@ struct GenerationEvent {
     FinishReason finish = FinishReason::None;  // set on the final event
     std::string error;         // for FinishReason::Error
     Timings timings;           // complete on the final event
+    uint64_t tag = 0;          // the request's GenerationRequest::tag
 };
 
 struct EngineOptions {

@@ -12,11 +12,13 @@
 #include <QToolButton>
 #include <QMimeData>
 #include <QProcess>
+#include <QStandardPaths>
 #include <QPushButton>
 #include <QSignalSpy>
 #include <QtTest>
 #include <sys/stat.h>
 #include <csignal>
+#include <nlohmann/json.hpp>
 
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
@@ -425,6 +427,45 @@ private slots:
         QCOMPARE(reply_of(w), expected);
         settings.set_model_settings(path, ModelSettings{});
         settings.set_chat_preset(path, {});
+    }
+
+    // Settings > Server serves the loaded model from the chat's own engine: a client's chat
+    // completion over HTTP equals lumen-cli chat's reply, the status bar says where, and a wrong
+    // key is refused.
+    void servesTheLoadedModel() {
+        const QString curl = QStandardPaths::findExecutable("curl");
+        if (curl.isEmpty()) QSKIP("curl is not installed");
+        QTemporaryDir dir;
+        const fs::path model = *shared_data() / "models" / "stories260K-hf";
+        HistoryStore store(dir.filePath("h.sqlite3"));
+        AppSettings settings;
+        settings.set_server_settings({true, 0, false, "app-key"});
+        MainWindow w(settings, store);
+        w.show();
+        QVERIFY(load(w, model));
+        const QString url = w.worker().serving_url();
+        QVERIFY2(url.startsWith("http://127.0.0.1:"), qPrintable(url));
+        bool shown = false;
+        for (auto* label : w.statusBar()->findChildren<QLabel*>())
+            if (label->accessibleName() == "Server") shown = label->isVisible() && label->text().contains(url);
+        QVERIFY(shown);
+
+        const QString body = R"({"model":"m","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":24,"temperature":0})";
+        auto ask = [&](const QString& key) {
+            QProcess p;
+            p.start(curl, {"-s", "-H", "Authorization: Bearer " + key, "-d", body, url + "/chat/completions"});
+            p.waitForFinished(60000);
+            return nlohmann::json::parse(p.readAllStandardOutput().toStdString());
+        };
+        const auto reply = ask("app-key");
+        const auto r = run_cli({"chat", "--model", QString::fromStdString(model.string()), "--device", "cpu", "--max-new-tokens", "24",
+                                "--temperature", "0", "--prompt", "Once upon a time"});
+        QCOMPARE(r.exit_code, 0);
+        QString expected = QString::fromUtf8(r.out);
+        expected.chop(1);
+        QCOMPARE(QString::fromStdString(reply["choices"][0]["message"]["content"].get<std::string>()), expected);
+        QCOMPARE(QString::fromStdString(ask("wrong")["error"]["code"].get<std::string>()), QString("invalid_api_key"));
+        settings.set_server_settings({});
     }
 
     void screenshotSelectionMapsToDevicePixels() {
