@@ -119,9 +119,14 @@ public:
         if (t.generated_tokens > 1) itl_.add(t.decode_ms / 1000 / (t.generated_tokens - 1));
     }
     void running(int delta) { running_ += delta; }
-    std::string text() {
+    std::string text(const EngineStats& engine) {
         std::lock_guard lock(mutex_);
         std::ostringstream o;
+        o << "# TYPE lumen_engine_steps_total counter\nlumen_engine_steps_total " << engine.steps << "\n";
+        o << "# TYPE lumen_engine_step_sequences_total counter\nlumen_engine_step_sequences_total " << engine.step_sequences << "\n";
+        o << "# TYPE lumen_batch_size gauge\nlumen_batch_size " << engine.last_batch << "\n";
+        o << "# TYPE lumen_kv_cache_blocks_used gauge\nlumen_kv_cache_blocks_used " << engine.kv_blocks_used << "\n";
+        o << "# TYPE lumen_kv_cache_blocks gauge\nlumen_kv_cache_blocks " << engine.kv_blocks << "\n";
         o << "# TYPE lumen_requests_total counter\n";
         for (const auto& [key, n] : requests_) o << "lumen_requests_total{route=\"" << key << "\"} " << n << "\n";
         o << "# TYPE lumen_requests_running gauge\nlumen_requests_running " << running_.load() << "\n";
@@ -560,7 +565,7 @@ OpenAiServer::OpenAiServer(std::shared_ptr<Engine> engine, const std::filesystem
     });
     http.Get("/health", [](const httplib::Request&, httplib::Response& res) { res.set_content("{\"status\":\"ok\"}", "application/json"); });
     http.Get("/metrics", [&s](const httplib::Request&, httplib::Response& res) {
-        res.set_content(s.metrics.text(), "text/plain; version=0.0.4");
+        res.set_content(s.metrics.text(s.engine->stats()), "text/plain; version=0.0.4");
     });
     http.Get("/v1/models", s.route("/v1/models", [&s](const json&, httplib::Response& res) {
         const json model{{"id", s.model_id}, {"object", "model"}, {"created", s.created}, {"owned_by", "lumen"},

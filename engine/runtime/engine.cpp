@@ -131,6 +131,10 @@ public:
     int64_t session_len() const override { return session_len_; }
     int32_t kv_blocks() const override { return backend_->kv_cache_shape().num_blocks; }
     int32_t preemptions() const override { return preemptions_.load(); }
+    EngineStats stats() const override {
+        std::lock_guard lock(stats_mutex_);
+        return stats_;
+    }
     const ImageEncoder* image_encoder() const override { return encoder_.get(); }
 
 private:
@@ -182,8 +186,10 @@ private:
                     note_device_fault(e);
                 }
             }
+            bool stepped = false;
             if (scheduler_->has_work()) {
                 try {
+                    stepped = true;
                     scheduler_->step(events);
                 } catch (const std::exception& e) {
                     note_device_fault(e);
@@ -191,6 +197,14 @@ private:
                 }
             }
             preemptions_ = scheduler_->preemptions();
+            {
+                std::lock_guard lock(stats_mutex_);
+                const auto& step = scheduler_->last_step();
+                if (stepped && step.sequences > 0) ++stats_.steps, stats_.step_sequences += step.sequences;
+                stats_.last_batch = stepped ? step.sequences : 0;
+                stats_.kv_blocks = scheduler_->blocks().num_blocks();
+                stats_.kv_blocks_used = stats_.kv_blocks - scheduler_->blocks().available();
+            }
             dispatch(events);
         }
     }
@@ -231,7 +245,9 @@ private:
 
     EngineOptions options_;
     Callback callback_;
-    std::unordered_map<RequestId, uint64_t> tags_;  // of requests with a tag, until their final event (engine thread)
+    std::unordered_map<RequestId, uint64_t> tags_;
+    mutable std::mutex stats_mutex_;
+    EngineStats stats_;  // of requests with a tag, until their final event (engine thread)
     std::string device_lost_;  // why, once the device has failed for good
     std::string device_;
     std::unique_ptr<Backend> backend_;

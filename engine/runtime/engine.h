@@ -63,6 +63,15 @@ struct GenerationEvent {
     uint64_t tag = 0;          // the request's GenerationRequest::tag
 };
 
+// What the engine's batch holds, as of its last step (for servers' metrics).
+struct EngineStats {
+    int64_t steps = 0;                 // forward steps so far
+    int64_t step_sequences = 0;        // sequences summed over those steps (their mean is the batch size)
+    int32_t last_batch = 0;            // sequences in the last step
+    int32_t kv_blocks_used = 0;        // held by sequences (cached prefixes that may be evicted not counted)
+    int32_t kv_blocks = 0;
+};
+
 struct EngineOptions {
     std::string device = "cpu";  // "cpu", "cuda" or "auto"
     // Activations and KV cache on a GPU: "auto" (the weights' type), "float32", "bfloat16" or
@@ -123,6 +132,8 @@ public:
     virtual int32_t kv_blocks() const = 0;
     // Sequences preempted (blocks freed, recomputed later) since the engine started.
     virtual int32_t preemptions() const = 0;
+    // Safe from any thread.
+    virtual EngineStats stats() const = 0;
 };
 
 }  // namespace lumen

@@ -32,5 +32,10 @@ for (const [name, promise, status] of refusals) {
   const res = await promise.catch((e) => ({ status: String(e) }));
   if (res.status !== status) failed.push(`${name}: status ${res.status}, expected ${status}`);
 }
-console.log(JSON.stringify({ streams: texts.length, expected, failed }));
+// The streams were decoded together: more than one sequence per step on average.
+const metrics = await (await fetch(`${base.replace(/\/v1$/, "")}/metrics`, { headers })).text();
+const total = (name) => Number(metrics.match(new RegExp(`^${name} (\\S+)$`, "m"))?.[1] ?? NaN);
+const meanBatch = total("lumen_engine_step_sequences_total") / total("lumen_engine_steps_total");
+if (!(meanBatch > 1)) failed.push(`mean batch ${meanBatch}: the streams were not batched`);
+console.log(JSON.stringify({ streams: texts.length, expected, mean_batch: meanBatch, failed }));
 process.exit(failed.length ? 1 : 0);

@@ -131,8 +131,8 @@ private slots:
         QCOMPARE(last_json_line(r.out)["streams"].get<int>(), 64);
     }
 
-    // A client that disconnects mid-stream: its request leaves the batch (the running gauge falls
-    // to zero) while the reply it asked for would still be going.
+    // A client that disconnects mid-stream: its request leaves the batch and its KV blocks are
+    // freed (both gauges fall to zero) while the reply it asked for would still be going.
     void aClientThatGoesAwayIsCancelled() {
         Server server(QString::fromStdString((*shared_data() / "models" / "stories260K-hf").string()));
         QVERIFY2(!server.url().isEmpty(), qPrintable(server.errors()));
@@ -148,12 +148,13 @@ private slots:
         QString text;
         for (int i = 0; i < 40; ++i) {
             text = run(curl, {"-s", "-H", QString("Authorization: Bearer ") + kKey, metrics}, ".", 10000).out;
-            if (text.contains("lumen_requests_running 0")) break;
+            if (text.contains("lumen_requests_running 0") && text.contains("lumen_kv_cache_blocks_used 0")) break;
             QTest::qWait(50);
         }
         QVERIFY2(text.contains("lumen_requests_running 0"), qPrintable(text));
         // It did not run to its 400 tokens.
         QVERIFY2(!text.contains("lumen_generation_tokens_total 400"), qPrintable(text));
+        QVERIFY2(text.contains("lumen_kv_cache_blocks_used 0"), qPrintable(text));
     }
 };
 
