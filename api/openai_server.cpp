@@ -272,7 +272,7 @@ struct OpenAiServer::State {
         if (field<double>(body, "presence_penalty", 0) != 0 || field<double>(body, "frequency_penalty", 0) != 0)
             throw RequestError{400, "presence_penalty and frequency_penalty are not supported yet (repetition_penalty is)",
                                "presence_penalty"};
-        if (field<int64_t>(body, "n", 1) != 1) throw RequestError{400, "only n = 1 is supported yet", "n"};
+        if (const int64_t n = field<int64_t>(body, "n", 1); n < 1 || n > 16) throw RequestError{400, "n must be between 1 and 16", "n"};
         if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && *it != false && *it != 0)
             throw RequestError{400, "logprobs are not supported yet", "logprobs"};
         r.sampling = defaults;
@@ -386,41 +386,74 @@ struct OpenAiServer::State {
     }
 
     // Runs `r` and answers: one JSON object, or server-sent events with "stream": true.
+    // Runs `r` (n times, for n choices) and answers: one JSON object, or server-sent events with
+    // "stream": true.
     void serve(const json& body, GenerationRequest r, bool chat_kind, httplib::Response& res) {
         const bool stream = field<bool>(body, "stream", false);
         const bool include_usage = stream && body.contains("stream_options") && body["stream_options"].is_object() &&
                                    body["stream_options"].value("include_usage", false);
+        const auto n = std::size_t(field<int64_t>(body, "n", 1));
         const std::string id = (chat_kind ? "chatcmpl-" : "cmpl-") + std::to_string(next_id++);
         const std::time_t now = std::time(nullptr);
         const char* object = chat_kind ? (stream ? "chat.completion.chunk" : "chat.completion") : "text_completion";
-        metrics.running(1);
-        r.tag = tag();
-        const RequestId rid = engine->submit(std::move(r));
-        auto channel = router.open(rid);
-        if (!stream) {
+        // One engine request per choice; a fixed seed gives each its own stream (seed, seed + 1, ...).
+        struct Choice {
+            RequestId rid;
+            std::shared_ptr<EventRouter::Channel> channel;
             std::string text;
             GenerationEvent end;
-            for (bool done = false; !done;) {
+            bool done = false;
+        };
+        auto choices = std::make_shared<std::vector<Choice>>();
+        r.tag = tag();
+        for (std::size_t i = 0; i < n; ++i) {
+            GenerationRequest copy = r;
+            if (copy.sampling.seed != 0) copy.sampling.seed += i;
+            const RequestId rid = engine->submit(std::move(copy));
+            choices->push_back({rid, router.open(rid), {}, {}, false});
+        }
+        metrics.running(1);
+        auto cancel_all = [this, choices] {
+            for (const Choice& c : *choices) {
+                engine->cancel(c.rid);
+                router.close(c.rid);
+            }
+            metrics.running(-1);
+        };
+        auto total = [choices] {
+            Timings t;
+            for (const Choice& c : *choices) {
+                t.prompt_tokens = c.end.timings.prompt_tokens;
+                t.reused_tokens = c.end.timings.reused_tokens;
+                t.generated_tokens += c.end.timings.generated_tokens;
+            }
+            return t;
+        };
+        if (!stream) {
+            for (std::size_t left = n; left > 0;) {
                 if (stopping) {
-                    engine->cancel(rid);
-                    router.close(rid);
-                    metrics.running(-1);
+                    cancel_all();
                     throw RequestError{503, "the server is shutting down", "", "server_error"};
                 }
-                for (auto& e : router.take(*channel, std::chrono::milliseconds(100))) {
-                    text += e.text;
-                    if (e.finish != FinishReason::None) end = std::move(e), done = true;
-                }
+                for (Choice& c : *choices)
+                    for (auto& e : router.take(*c.channel, std::chrono::milliseconds(c.done ? 0 : 20))) {
+                        c.text += e.text;
+                        if (e.finish != FinishReason::None) c.end = std::move(e), c.done = true, --left;
+                    }
             }
-            router.close(rid);
-            metrics.running(-1);
-            if (end.finish == FinishReason::Error) throw RequestError{500, end.error, "", "server_error"};
-            metrics.finished(end.timings);
-            json choice{{"index", 0}, {"finish_reason", finish_name(end.finish)}, {"logprobs", nullptr}};
-            if (chat_kind) choice["message"] = {{"role", "assistant"}, {"content", text}};
-            else choice["text"] = text;
+            cancel_all();  // all finished: only closes their channels
+            json out_choices = json::array();
+            for (std::size_t i = 0; i < n; ++i) {
+                const Choice& c = (*choices)[i];
+                if (c.end.finish == FinishReason::Error) throw RequestError{500, c.end.error, "", "server_error"};
+                metrics.finished(c.end.timings);
+                json choice{{"index", i}, {"finish_reason", finish_name(c.end.finish)}, {"logprobs", nullptr}};
+                if (chat_kind) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+                else choice["text"] = c.text;
+                out_choices.push_back(std::move(choice));
+            }
             const json out{{"id", id}, {"object", object}, {"created", now}, {"model", model_id},
-                           {"choices", json::array({choice})}, {"usage", usage(end.timings)}};
+                           {"choices", out_choices}, {"usage", usage(total())}};
             res.set_content(out.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
             return;
         }
@@ -434,54 +467,58 @@ struct OpenAiServer::State {
         res.set_header("Cache-Control", "no-cache");
         res.set_chunked_content_provider(
             "text/event-stream",
-            [this, channel, rid, chat_kind, include_usage, chunk, started](std::size_t, httplib::DataSink& sink) {
+            [this, choices, chat_kind, include_usage, chunk, started, total](std::size_t, httplib::DataSink& sink) {
                 auto send = [&](const json& j) {
                     const std::string line = "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
                     return sink.write(line.data(), line.size());
                 };
                 if (!*started && chat_kind) {
                     *started = true;
-                    if (!send(chunk({{"index", 0}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})))
-                        return false;
+                    for (std::size_t i = 0; i < choices->size(); ++i)
+                        if (!send(chunk({{"index", i}, {"delta", {{"role", "assistant"}, {"content", ""}}}, {"finish_reason", nullptr}})))
+                            return false;
                 }
                 if (!sink.is_writable() || stopping) return false;  // the client went: the releaser cancels
-                for (auto& e : router.take(*channel, std::chrono::milliseconds(50))) {
-                    if (e.finish == FinishReason::Error) {
-                        send(error_body({500, e.error, "", "server_error"}));
-                        sink.done();
-                        return true;
-                    }
-                    if (!e.text.empty()) {
-                        json choice{{"index", 0}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
-                        if (chat_kind) choice["delta"] = {{"content", e.text}};
-                        else choice["text"] = e.text;
-                        if (!send(chunk(choice))) return false;
-                    }
-                    if (e.finish != FinishReason::None) {
-                        metrics.finished(e.timings);
-                        json choice{{"index", 0}, {"finish_reason", finish_name(e.finish)}, {"logprobs", nullptr}};
-                        if (chat_kind) choice["delta"] = json::object();
-                        else choice["text"] = "";
-                        send(chunk(choice));
-                        if (include_usage) {
-                            json u = chunk(nullptr);
-                            u["usage"] = usage(e.timings);
-                            send(u);
+                std::size_t left = 0;
+                for (std::size_t i = 0; i < choices->size(); ++i) {
+                    Choice& c = (*choices)[i];
+                    if (c.done) continue;
+                    for (auto& e : router.take(*c.channel, std::chrono::milliseconds(50 / choices->size()))) {
+                        if (e.finish == FinishReason::Error) {
+                            send(error_body({500, e.error, "", "server_error"}));
+                            sink.done();
+                            return true;
                         }
-                        const std::string done = "data: [DONE]\n\n";
-                        sink.write(done.data(), done.size());
-                        sink.done();
-                        return true;
+                        if (!e.text.empty()) {
+                            json choice{{"index", i}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
+                            if (chat_kind) choice["delta"] = {{"content", e.text}};
+                            else choice["text"] = e.text;
+                            if (!send(chunk(choice))) return false;
+                        }
+                        if (e.finish != FinishReason::None) {
+                            metrics.finished(e.timings);
+                            json choice{{"index", i}, {"finish_reason", finish_name(e.finish)}, {"logprobs", nullptr}};
+                            if (chat_kind) choice["delta"] = json::object();
+                            else choice["text"] = "";
+                            send(chunk(choice));
+                            c.end = std::move(e), c.done = true;
+                        }
                     }
+                    if (!c.done) ++left;
                 }
+                if (left > 0) return true;
+                if (include_usage) {
+                    json u = chunk(nullptr);
+                    u["usage"] = usage(total());
+                    send(u);
+                }
+                const std::string done = "data: [DONE]\n\n";
+                sink.write(done.data(), done.size());
+                sink.done();
                 return true;
             },
-            [this, rid](bool) {
-                // Finished or not (a client that went away), the request leaves the engine's batch.
-                engine->cancel(rid);
-                router.close(rid);
-                metrics.running(-1);
-            });
+            // Finished or not (a client that went away), the requests leave the engine's batch.
+            [cancel_all](bool) { cancel_all(); });
     }
 
     uint64_t tag() const { return uint64_t(reinterpret_cast<uintptr_t>(this)); }

@@ -116,6 +116,16 @@ await check("seed", async () => {
   await sampled(99); // must succeed; its text may or may not differ
 });
 
+// n choices: each its own sampled stream (a fixed seed gives seed, seed + 1, ...).
+await check("n", async () => {
+  const r = await client.chat.completions.create({
+    model, messages: [{ role: "user", content: "Once upon a time" }], max_tokens: 12, temperature: 1, seed: 7, n: 3,
+  });
+  assert(r.choices.length === 3, `expected 3 choices, got ${r.choices.length}`);
+  r.choices.forEach((c, i) => assert(c.index === i && typeof c.message.content === "string", `choice ${i} malformed`));
+  assert(r.usage.completion_tokens <= 36, `usage counts ${r.usage.completion_tokens} tokens for 3 x 12`);
+});
+
 await check("completions", async () => {
   const res = await client.completions.create({
     model, prompt: "Once upon a time", max_tokens: 16, temperature: 0,
