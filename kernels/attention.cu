@@ -153,15 +153,10 @@ attention_split_kernel(const T* qkv, int32_t heads, int32_t kv_heads, int32_t d_
         }
 #pragma unroll
         for (int g = 0; g < G; ++g) {
-            const float tile_max = warp_max(valid ? s[g] : -INFINITY);
-            const float m_new = fmaxf(m[g], tile_max);
-            const float pr = valid ? __expf(s[g] - m_new) : 0.0f;
-            const float correction = __expf(m[g] - m_new);
-            l[g] = l[g] * correction + warp_sum(pr);
+            float correction;
+            p_sh[warp][g][lane] = softmax_step(s[g], valid, m[g], l[g], correction);
 #pragma unroll
             for (int j = 0; j < kAccDims; ++j) acc[g][j] *= correction;
-            m[g] = m_new;
-            p_sh[warp][g][lane] = pr;
         }
         __syncwarp();
         if constexpr (kRowPieces) {

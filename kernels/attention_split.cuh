@@ -12,6 +12,17 @@ constexpr int kMaxGroup = 8;  // query heads per key/value head handled together
 constexpr int64_t kAttentionTickets = 1024;  // split-attention counters, one per (token, key/value head)
 constexpr int kMaxSplits = 64;  // splits of one token's keys (their weights are merged in shared memory)
 
+// One tile's scores (a position per lane, `valid` lanes) folded into a warp's running softmax
+// (m, l): returns the lane's weight; `correction` is what the accumulators are scaled by.
+__device__ __forceinline__ float softmax_step(float s, bool valid, float& m, float& l, float& correction) {
+    const float m_new = fmaxf(m, warp_max(valid ? s : -INFINITY));
+    const float pr = valid ? __expf(s - m_new) : 0.0f;
+    correction = __expf(m - m_new);
+    l = l * correction + warp_sum(pr);
+    m = m_new;
+    return pr;
+}
+
 // The end of a split-attention block (token blockIdx.x, key/value head blockIdx.y, split blockIdx.z
 // of gridDim.z): its warps' softmax states (m, l, acc) merged; with one split the output written,
 // otherwise the block's partial, and the last block of the token's head to finish merges them all.

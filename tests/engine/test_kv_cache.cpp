@@ -18,20 +18,6 @@
 using namespace lumen;
 using namespace lumen::test;
 
-namespace {
-
-// max |a - b| / max |a|.
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-    double scale = 1e-30, worst = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        scale = std::max(scale, double(std::fabs(a[i])));
-        worst = std::max(worst, double(std::fabs(a[i] - b[i])));
-    }
-    return worst / scale;
-}
-
-}  // namespace
-
 class TestKvCache : public QObject {
     Q_OBJECT
 

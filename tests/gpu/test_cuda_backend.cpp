@@ -34,15 +34,6 @@ namespace {
 
 constexpr int kSkip = 77;
 
-// max |a - b| / max |a|.
-double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
-    double scale = 1e-30, worst = 0;
-    for (std::size_t i = 0; i < a.size(); ++i) {
-        scale = std::max(scale, double(std::fabs(a[i])));
-        worst = std::max(worst, double(std::fabs(a[i] - b[i])));
-    }
-    return worst / scale;
-}
 
 std::vector<float> read_all(Backend& b, const Tensor& t) {
     std::vector<float> out(std::size_t(t.rows * t.cols));

@@ -1,5 +1,7 @@
 #include "tests/support/test_support.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -138,6 +140,15 @@ double excerpt_perplexity(const std::filesystem::path& data, const QString& mode
     const auto out = nlohmann::json::parse(r.out.trimmed().split('\n').last().toStdString());
     if (out["tokens"].get<int64_t>() < 15000) throw std::runtime_error("too few tokens scored");
     return out["perplexity"].get<double>();
+}
+
+double relative_error(const std::vector<float>& a, const std::vector<float>& b) {
+    double scale = 1e-30, worst = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        scale = std::max(scale, double(std::fabs(a[i])));
+        worst = std::max(worst, double(std::fabs(a[i] - b[i])));
+    }
+    return worst / scale;
 }
 
 }  // namespace lumen::test

@@ -53,6 +53,9 @@ std::string llama_config_json(int hidden, int layers, int heads, int kv_heads, i
 std::vector<TensorSpec> llama_tensors(int hidden, int layers, int heads, int kv_heads, int vocab, int intermediate,
                                       DType dtype = DType::F32);
 
+// max |a - b| / max |a|: how far `b` is from `a`, relative to a's largest value.
+double relative_error(const std::vector<float>& a, const std::vector<float>& b);
+
 // lumen-cli perplexity of `model` on ../shared/data's TinyStories excerpt on the CPU, with `options`
 // (throws std::runtime_error with its message where it fails or scores too few tokens).
 double excerpt_perplexity(const std::filesystem::path& data, const QString& model, const QStringList& options = {});

@@ -18,6 +18,7 @@
 #include <QtTest>
 #include <sys/stat.h>
 #include <csignal>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "tests/support/test_support.h"
@@ -71,6 +72,22 @@ private:
         QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
         w.load_model(QString::fromStdString(model.string()));
         return loaded.wait(60000);
+    }
+    // Opens Settings, sets the combo box named `box` to the item with `data`, checks the open
+    // dialog with `check` when given, and accepts it: whether the item was there (and the check held).
+    bool choose_in_settings(MainWindow& w, const QString& box, const QVariant& data,
+                            const std::function<bool(SettingsDialog&)>& check = {}) {
+        bool chosen = false;
+        QTimer::singleShot(200, [&] {
+            auto* dialog = qobject_cast<SettingsDialog*>(QApplication::activeModalWidget());
+            if (!dialog) return;
+            for (auto* combo : dialog->findChildren<QComboBox*>())
+                if (combo->accessibleName() == box) combo->setCurrentIndex(combo->findData(data)), chosen = combo->currentIndex() >= 0;
+            if (check) chosen = chosen && check(*dialog);
+            dialog->accept();
+        });
+        w.open_settings();
+        return chosen;
     }
     bool send(MainWindow& w, const QString& text, int timeout_ms = 60000) {
         QSignalSpy done(&w, &MainWindow::reply_finished);
@@ -355,16 +372,7 @@ private slots:
         QCOMPARE(w.worker().model().weights, QString("16-bit"));
 
         QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
-        bool chosen = false;
-        QTimer::singleShot(200, [&] {
-            auto* dialog = qobject_cast<SettingsDialog*>(QApplication::activeModalWidget());
-            if (!dialog) return;
-            for (auto* box : dialog->findChildren<QComboBox*>())
-                if (box->accessibleName() == "Weights") box->setCurrentIndex(box->findData("int4")), chosen = box->currentIndex() >= 0;
-            dialog->accept();
-        });
-        w.open_settings();
-        QVERIFY(chosen);
+        QVERIFY(choose_in_settings(w, "Weights", "int4"));
         QVERIFY(loaded.wait(60000));
         QCOMPARE(w.worker().model().weights, QString("4-bit (groups of 128) at load"));
         QVERIFY2(w.statusBar()->currentMessage().contains("4-bit"), qPrintable(w.statusBar()->currentMessage()));
@@ -402,18 +410,12 @@ private slots:
         QVERIFY2(w.worker().model().kv_cache.startsWith("32-bit"), qPrintable(w.worker().model().kv_cache));
 
         QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
-        bool chosen = false;
-        QTimer::singleShot(200, [&] {
-            auto* dialog = qobject_cast<SettingsDialog*>(QApplication::activeModalWidget());
-            if (!dialog) return;
-            for (auto* box : dialog->findChildren<QComboBox*>())
-                if (box->accessibleName() == "KV cache") box->setCurrentIndex(box->findData(8)), chosen = box->currentIndex() >= 0;
-            for (auto* label : dialog->findChildren<QLabel*>())
-                if (label->accessibleName() == "Memory estimate") chosen = chosen && label->text().contains("holds about");
-            dialog->accept();
-        });
-        w.open_settings();
-        QVERIFY(chosen);
+        // The memory estimate says how many tokens the cache holds.
+        QVERIFY(choose_in_settings(w, "KV cache", 8, [](SettingsDialog& dialog) {
+            for (auto* label : dialog.findChildren<QLabel*>())
+                if (label->accessibleName() == "Memory estimate") return label->text().contains("holds about");
+            return false;
+        }));
         QVERIFY(loaded.wait(60000));
         QVERIFY2(w.worker().model().kv_cache.startsWith("8-bit"), qPrintable(w.worker().model().kv_cache));
         QVERIFY2(w.statusBar()->currentMessage().contains("KV cache 8-bit"), qPrintable(w.statusBar()->currentMessage()));
