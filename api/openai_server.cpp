@@ -59,7 +59,6 @@ class EventRouter {
 public:
     struct Channel {
         std::deque<GenerationEvent> events;
-        bool finished = false;
     };
 
     void deliver(const GenerationEvent& e) {
@@ -68,7 +67,6 @@ public:
             auto it = open_.find(e.request);
             Channel& c = it != open_.end() ? *it->second : early_[e.request];
             c.events.push_back(e);
-            if (e.finish != FinishReason::None) c.finished = true;
         }
         ready_.notify_all();
     }
@@ -162,13 +160,8 @@ private:
     Histogram ttft_, itl_;
 };
 
-const char* finish_name(FinishReason r) {
-    switch (r) {
-    case FinishReason::Length: return "length";
-    case FinishReason::Cancelled: return "stop";
-    default: return "stop";
-    }
-}
+// OpenAI's finish_reason: "length" at max_tokens or the context's end, "stop" otherwise.
+const char* finish_name(FinishReason r) { return r == FinishReason::Length ? "length" : "stop"; }
 
 std::string base64_decode(std::string_view in) {
     static const std::array<int, 256> table = [] {
