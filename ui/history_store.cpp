@@ -1,5 +1,10 @@
 #include "ui/history_store.h"
 
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
 #include <QCryptographicHash>
 #include <QDir>
 #include <QJsonDocument>
@@ -53,6 +58,77 @@ QString text_value(const QString& s) { return s.isNull() ? QString("") : s; }
 
 }  // namespace
 
+// Copies the write-ahead log into the database on a thread of its own, once writing pauses. A
+// checkpoint is where SQLite waits for the disk (fsync): done by the committing connection, as
+// SQLite does by default, it stalled the window for up to a third of a second on a busy disk while
+// a reply streamed; run beside the window's writes it slowed each of them as much. So it waits for
+// a pause (a reply streams, saving once a second, then ends), unless the log has grown large.
+class HistoryStore::Checkpointer {
+public:
+    static constexpr auto kQuiet = std::chrono::seconds(2);
+    static constexpr qint64 kMaxLogBytes = 32 << 20;
+
+    explicit Checkpointer(const QString& path) : thread_([this, path] { run(path); }) {}
+    ~Checkpointer() {
+        {
+            std::lock_guard lock(mutex_);
+            stop_ = true;
+        }
+        wake_.notify_one();
+        thread_.join();
+    }
+    Checkpointer(const Checkpointer&) = delete;
+    Checkpointer& operator=(const Checkpointer&) = delete;
+
+    void wrote(qint64 bytes) {
+        {
+            std::lock_guard lock(mutex_);
+            logged_ += bytes;
+            last_write_ = std::chrono::steady_clock::now();
+        }
+        wake_.notify_one();
+    }
+    int done() const {
+        std::lock_guard lock(mutex_);
+        return done_;
+    }
+
+private:
+    void run(const QString& path) {
+        const QString name = "history-checkpoint-" + QUuid::createUuid().toString(QUuid::WithoutBraces);
+        {
+            QSqlDatabase db = QSqlDatabase::addDatabase("QSQLITE", name);
+            db.setDatabaseName(path);
+            const bool open = db.open();
+            std::unique_lock lock(mutex_);
+            for (;;) {
+                wake_.wait(lock, [this] { return stop_ || logged_ > 0; });
+                while (!stop_ && logged_ < kMaxLogBytes && std::chrono::steady_clock::now() < last_write_ + kQuiet)
+                    wake_.wait_until(lock, last_write_ + kQuiet);
+                if (stop_) break;
+                logged_ = 0;
+                lock.unlock();
+                // PASSIVE: never blocks the window's reads or writes; what a reader still holds is
+                // copied by the next one.
+                if (open) QSqlQuery(db).exec("PRAGMA wal_checkpoint(PASSIVE)");
+                lock.lock();
+                ++done_;
+            }
+            lock.unlock();
+            db.close();
+        }
+        QSqlDatabase::removeDatabase(name);
+    }
+
+    mutable std::mutex mutex_;
+    std::condition_variable wake_;
+    bool stop_ = false;
+    qint64 logged_ = 0;  // bytes written since the last checkpoint, about
+    std::chrono::steady_clock::time_point last_write_;
+    int done_ = 0;
+    std::thread thread_;  // last: starts once the members above exist
+};
+
 QString HistoryStore::default_path() {
     const QString dir = QStandardPaths::writableLocation(QStandardPaths::AppDataLocation);
     QDir().mkpath(dir);
@@ -74,10 +150,14 @@ HistoryStore::HistoryStore(const QString& path) : connection_("history-" + QUuid
     exec("PRAGMA journal_mode=WAL");
     exec("PRAGMA synchronous=NORMAL");
     exec("PRAGMA foreign_keys=ON");
+    exec("PRAGMA wal_autocheckpoint=0");      // the checkpointer's thread does it
+    exec("PRAGMA journal_size_limit=4194304");  // the log file shrinks back after a long reply
     migrate();
+    if (ok()) checkpointer_ = std::make_unique<Checkpointer>(path);
 }
 
 HistoryStore::~HistoryStore() {
+    checkpointer_.reset();
     {
         QSqlDatabase db = QSqlDatabase::database(connection_, false);
         if (db.isOpen()) db.close();
@@ -91,6 +171,12 @@ bool HistoryStore::exec(const QString& sql) const {
     const_cast<HistoryStore*>(this)->error_ = q.lastError().text();
     return false;
 }
+
+void HistoryStore::written(qint64 bytes) {
+    if (checkpointer_) checkpointer_->wrote(bytes);
+}
+
+int HistoryStore::checkpoints() const { return checkpointer_ ? checkpointer_->done() : 0; }
 
 int HistoryStore::schema_version() const {
     QSqlQuery q(QSqlDatabase::database(connection_));
@@ -163,6 +249,7 @@ qint64 HistoryStore::create_conversation(const QString& title, const QString& sy
         error_ = q.lastError().text();
         return 0;
     }
+    written();
     return q.lastInsertId().toLongLong();
 }
 
@@ -172,6 +259,7 @@ void HistoryStore::rename_conversation(qint64 id, const QString& title) {
     q.addBindValue(text_value(title));
     q.addBindValue(id);
     q.exec();
+    written();
 }
 
 void HistoryStore::set_conversation_settings(qint64 id, const QString& system_prompt, const ChatSampling& sampling) {
@@ -181,6 +269,7 @@ void HistoryStore::set_conversation_settings(qint64 id, const QString& system_pr
     q.addBindValue(json_text(sampling.to_json()));
     q.addBindValue(id);
     q.exec();
+    written();
 }
 
 void HistoryStore::delete_conversation(qint64 id) {
@@ -192,6 +281,7 @@ void HistoryStore::delete_conversation(qint64 id) {
     q.exec();
     drop_unused_images();
     db.commit();
+    written();
 }
 
 QList<StoredMessage> HistoryStore::messages(qint64 conversation) const { return select_messages("conversation_id", conversation); }
@@ -254,6 +344,9 @@ qint64 HistoryStore::add_message(qint64 conversation, const QString& role, const
     }
     touch(conversation);
     db.commit();
+    qint64 bytes = text.size();
+    for (const QByteArray& image : images) bytes += image.size();
+    written(bytes);
     return id;
 }
 
@@ -265,6 +358,7 @@ void HistoryStore::update_message(qint64 message, const QString& text, bool comp
     q.addBindValue(json_text(stats));
     q.addBindValue(message);
     q.exec();
+    written(text.size());
 }
 
 void HistoryStore::set_message_model(qint64 message, const QString& model) {
@@ -273,6 +367,7 @@ void HistoryStore::set_message_model(qint64 message, const QString& model) {
     q.addBindValue(text_value(model));
     q.addBindValue(message);
     q.exec();
+    written();
 }
 
 void HistoryStore::delete_from(qint64 message) {
@@ -284,6 +379,7 @@ void HistoryStore::delete_from(qint64 message) {
     q.exec();
     drop_unused_images();
     db.commit();
+    written();
 }
 
 void HistoryStore::delete_message(qint64 message) {
@@ -295,6 +391,7 @@ void HistoryStore::delete_message(qint64 message) {
     q.exec();
     drop_unused_images();
     db.commit();
+    written();
 }
 
 QByteArray HistoryStore::image(const QString& hash) const {

@@ -2,6 +2,8 @@
 // Conversations kept in SQLite (Qt SQL) in the app data folder: WAL mode, a transaction per
 // message, images stored once by content hash, a streamed reply updated as it grows, and a
 // versioned schema migrated forward on open.
+#include <memory>
+
 #include <QByteArray>
 #include <QDateTime>
 #include <QJsonObject>
@@ -67,16 +69,22 @@ public:
     QByteArray image(const QString& hash) const;
 
     static QString hash_of(const QByteArray& bytes);
+    // Checkpoints the background thread has finished (tests wait for one).
+    int checkpoints() const;
 
 private:
+    class Checkpointer;
+
     bool exec(const QString& sql) const;
     QList<StoredMessage> select_messages(const char* column, qint64 value) const;  // messages where column = value
     void migrate();
     void touch(qint64 conversation);
     void drop_unused_images();
+    void written(qint64 bytes = 4096);  // about what the log gained
 
     QString connection_;
     QString error_;
+    std::unique_ptr<Checkpointer> checkpointer_;
 };
 
 }  // namespace lumen::ui

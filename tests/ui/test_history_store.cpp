@@ -1,5 +1,6 @@
 // The conversation history: what is stored comes back, images are kept once, a streamed reply is
-// updated in place, the schema is versioned, and the file survives the process being killed.
+// updated in place, the schema is versioned, the file survives the process being killed, and the
+// disk waits (checkpoints) happen off the window's thread.
 #include <QProcess>
 #include <QSqlDatabase>
 #include <QSqlError>
@@ -98,6 +99,33 @@ private slots:
 
     // A history written by the first schema (before replies kept their model) opens migrated,
     // with every message, and takes the model of new replies.
+    void checkpointsOffTheWritingThreadOnceWritingPauses() {
+        QTemporaryDir dir;
+        const QString path = dir.filePath("h.sqlite3");
+        HistoryStore store(path);
+        QVERIFY2(store.ok(), qPrintable(store.error()));
+        const qint64 chat = store.create_conversation("Long");
+        const qint64 reply = store.add_message(chat, "assistant", "", {}, false);
+        // A long reply saved as it grows: the log holds every version until writing pauses...
+        QString text;
+        for (int i = 0; i < 100; ++i) {
+            text += QString(1000, QChar('a' + i % 26));
+            store.update_message(reply, text, false);
+        }
+        QCOMPARE(store.checkpoints(), 0);
+        const qint64 grown = QFileInfo(path + "-wal").size();
+        QVERIFY2(grown > 5'000'000, qPrintable(QString::number(grown)));
+        // ...then the store's own thread copies it into the database, and the next write starts
+        // the log again, cut back to its limit.
+        QTRY_VERIFY_WITH_TIMEOUT(store.checkpoints() == 1, 10000);
+        store.update_message(reply, text + "!", true);
+        const qint64 after = QFileInfo(path + "-wal").size();
+        qInfo("write-ahead log: %lld bytes after 100 saves of up to 100,000 characters, %lld after the checkpoint", grown,
+              after);
+        QVERIFY2(after <= 4 << 20, qPrintable(QString::number(after)));
+        QCOMPARE(store.message(reply).text, text + "!");
+    }
+
     void migratesAVersionOneHistory() {
         QTemporaryDir dir;
         const QString path = dir.filePath("h.sqlite3");

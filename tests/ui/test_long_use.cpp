@@ -4,6 +4,8 @@
 // context, a new chat keeps its settings, and messages keep what they were through a restart,
 // an undone delete and a cancelled edit.
 // Over 600 lines: one scenario a test, each needing the window, the engine and the store together.
+#include <ctime>
+
 #include <QAccessible>
 #include <QApplication>
 #include <QCheckBox>
@@ -49,25 +51,41 @@ fs::path build_endless_model(const fs::path& dir, int hidden, int layers, int he
     return dir;
 }
 
-// The longest gap between ticks of a 5 ms timer while it runs: how long the event loop stalled.
+// The longest gap between ticks of a 5 ms timer while it runs: how long the event loop stalled,
+// and how much of that the GUI thread spent working (the rest it waited: for the disk, a lock, or
+// a CPU the machine gave to something else).
 class StallMeter {
 public:
     StallMeter() {
         tick_.setInterval(5);
         QObject::connect(&tick_, &QTimer::timeout, [this] {
             const qint64 now = clock_.elapsed();
-            worst_ = std::max(worst_, now - last_);
+            const double cpu = thread_cpu_ms();
+            if (now - last_ > worst_) {
+                worst_ = now - last_;
+                worst_cpu_ = cpu - last_cpu_;
+            }
             last_ = now;
+            last_cpu_ = cpu;
         });
         clock_.start();
+        last_cpu_ = thread_cpu_ms();
         tick_.start();
     }
     qint64 worst() const { return worst_; }
+    double worst_cpu() const { return worst_cpu_; }
 
 private:
+    static double thread_cpu_ms() {
+        timespec t{};
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+        return double(t.tv_sec) * 1e3 + double(t.tv_nsec) / 1e6;
+    }
+
     QTimer tick_;
     QElapsedTimer clock_;
     qint64 last_ = 0, worst_ = 0;
+    double last_cpu_ = 0, worst_cpu_ = 0;
 };
 
 // The last message's last line and its footer are inside the viewport, and painted: the pixels
@@ -208,10 +226,10 @@ private slots:
         QVERIFY(w.composer()->text().size() > 100);
         QCOMPARE(FinishReason(done.last().at(0).toInt()), FinishReason::Length);
         const QString reply = w.chat_view()->messages().last().text;
-        qInfo("30,000 tokens (%lld characters) in %lld ms; longest event-loop stall %lld ms, slowest key press %lld ms; "
-              "%d blocks laid out",
-              qint64(reply.size()), clock.elapsed(), worst, worst_key, w.chat_view()->laid_out_blocks());
-        QVERIFY2(worst <= 50, qPrintable(QString("event loop stalled %1 ms").arg(worst)));
+        qInfo("30,000 tokens (%lld characters) in %lld ms; longest event-loop stall %lld ms (%.0f ms of it working), "
+              "slowest key press %lld ms; %d blocks laid out",
+              qint64(reply.size()), clock.elapsed(), worst, stall.worst_cpu(), worst_key, w.chat_view()->laid_out_blocks());
+        QVERIFY2(worst <= 50, qPrintable(QString("event loop stalled %1 ms, %2 ms of it working").arg(worst).arg(stall.worst_cpu(), 0, 'f', 0)));
         QTest::qWait(100);
         verify_end_drawn(w.chat_view());
         // Only what is near the viewport holds a text layout.
