@@ -16,6 +16,7 @@
 #include <optional>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "engine/model/chat_template_choice.h"
 #include "engine/model/generation_config.h"
@@ -52,6 +53,67 @@ void send_error(httplib::Response& res, const RequestError& e) {
     res.status = e.status;
     res.set_content(error_body(e).dump(), "application/json");
 }
+
+// One choice's token log-probabilities in OpenAI's two shapes: chat's list of entries (token,
+// logprob, bytes, top_logprobs) and completions' parallel arrays (tokens, token_logprobs,
+// top_logprobs, text_offset). A token's text is what it adds after the token before it (alone, a
+// SentencePiece token would lose its leading space).
+class LogprobsOut {
+public:
+    LogprobsOut(const Tokenizer& tokenizer, int32_t previous, bool chat) : tokenizer_(tokenizer), previous_(previous), chat_(chat) {}
+
+    void add(const TokenLogprobs& lp) {
+        const std::string text = text_of(lp.chosen.id);
+        if (chat_) {
+            json top = json::array();
+            for (const TokenLogprob& t : lp.top) top.push_back(entry(text_of(t.id), t.logprob));
+            json e = entry(text, lp.chosen.logprob);
+            e["top_logprobs"] = std::move(top);
+            content_.push_back(std::move(e));
+        } else {
+            json top = json::object();
+            for (const TokenLogprob& t : lp.top) top[text_of(t.id)] = t.logprob;
+            tokens_.push_back(text);
+            token_logprobs_.push_back(lp.chosen.logprob);
+            top_.push_back(std::move(top));
+            offsets_.push_back(offset_);
+            offset_ += text.size();
+        }
+        previous_ = lp.chosen.id;
+        ++pending_;
+    }
+    bool pending() const { return pending_ > 0; }
+    // What was added since the last take.
+    json take() {
+        pending_ = 0;
+        if (chat_) return json{{"content", std::exchange(content_, json::array())}, {"refusal", nullptr}};
+        return json{{"tokens", std::exchange(tokens_, json::array())},
+                    {"token_logprobs", std::exchange(token_logprobs_, json::array())},
+                    {"top_logprobs", std::exchange(top_, json::array())},
+                    {"text_offset", std::exchange(offsets_, json::array())}};
+    }
+
+private:
+    static json entry(const std::string& text, float logprob) {
+        return json{{"token", text}, {"logprob", logprob}, {"bytes", std::vector<uint8_t>(text.begin(), text.end())}};
+    }
+    std::string text_of(int32_t id) const {
+        if (previous_ < 0) return tokenizer_.decode(std::span(&id, 1));
+        const std::string before = tokenizer_.decode(std::span(&previous_, 1));
+        const std::array<int32_t, 2> pair{previous_, id};
+        const std::string both = tokenizer_.decode(pair);
+        if (both.compare(0, before.size(), before) == 0) return both.substr(before.size());
+        return tokenizer_.decode(std::span(&id, 1));
+    }
+
+    const Tokenizer& tokenizer_;
+    int32_t previous_;
+    bool chat_;
+    json content_ = json::array(), tokens_ = json::array(), token_logprobs_ = json::array(), top_ = json::array(),
+         offsets_ = json::array();
+    std::size_t offset_ = 0;
+    int pending_ = 0;
+};
 
 // The events of the requests in flight, routed from the engine's one callback to each request's
 // handler. Events of a request whose handler has not registered yet wait for it.
@@ -262,13 +324,13 @@ struct OpenAiServer::State {
 
     // The sampling, limits and stops every completion request takes.
     void common(const json& body, GenerationRequest& r, std::size_t prompt_tokens) {
-        if (field<double>(body, "presence_penalty", 0) != 0 || field<double>(body, "frequency_penalty", 0) != 0)
-            throw RequestError{400, "presence_penalty and frequency_penalty are not supported yet (repetition_penalty is)",
-                               "presence_penalty"};
         if (const int64_t n = field<int64_t>(body, "n", 1); n < 1 || n > 16) throw RequestError{400, "n must be between 1 and 16", "n"};
-        if (const auto it = body.find("logprobs"); it != body.end() && !it->is_null() && *it != false && *it != 0)
-            throw RequestError{400, "logprobs are not supported yet", "logprobs"};
         r.sampling = defaults;
+        r.sampling.presence_penalty = float(field<double>(body, "presence_penalty", 0));
+        r.sampling.frequency_penalty = float(field<double>(body, "frequency_penalty", 0));
+        for (const char* name : {"presence_penalty", "frequency_penalty"})
+            if (const double v = field<double>(body, name, 0); !(v >= -2 && v <= 2))
+                throw RequestError{400, std::string(name) + " must be in [-2, 2]", name};
         r.sampling.temperature = float(field<double>(body, "temperature", r.sampling.temperature));
         r.sampling.top_p = float(field<double>(body, "top_p", r.sampling.top_p));
         r.sampling.top_k = int32_t(field<int64_t>(body, "top_k", r.sampling.top_k));
@@ -299,6 +361,21 @@ struct OpenAiServer::State {
             else throw RequestError{400, "stop must be a string or up to 16 strings", "stop"};
         }
         r.stop_ids = stop_ids;
+    }
+
+    // Chat: "logprobs": true with "top_logprobs": 0-20; completions: "logprobs": 0-20.
+    static int32_t logprobs_wanted(const json& body, bool chat_kind) {
+        const auto top = [&](const char* name) {
+            const int64_t n = field<int64_t>(body, name, 0);
+            if (n < 0 || n > kMaxTopLogprobs)
+                throw RequestError{400, std::string(name) + " must be between 0 and " + std::to_string(kMaxTopLogprobs), name};
+            return int32_t(n);
+        };
+        if (!chat_kind) return body.contains("logprobs") && !body["logprobs"].is_null() ? top("logprobs") : -1;
+        if (field<bool>(body, "logprobs", false)) return top("top_logprobs");
+        if (body.contains("top_logprobs") && !body["top_logprobs"].is_null())
+            throw RequestError{400, "top_logprobs needs \"logprobs\": true", "top_logprobs"};
+        return -1;
     }
 
     GenerationRequest chat_request(const json& body) {
@@ -354,6 +431,7 @@ struct OpenAiServer::State {
             r.images = std::move(prepared.images);
         }
         common(body, r, r.prompt.size());
+        r.logprobs = logprobs_wanted(body, true);
         return r;
     }
 
@@ -367,6 +445,7 @@ struct OpenAiServer::State {
         GenerationRequest r;
         r.prompt = engine->tokenizer().encode(text);
         common(body, r, r.prompt.size());
+        r.logprobs = logprobs_wanted(body, false);
         r.stop_ids.clear();  // a plain completion stops at the model's end of text only
         return r;
     }
@@ -396,6 +475,7 @@ struct OpenAiServer::State {
             std::string text;
             GenerationEvent end;
             bool done = false;
+            std::optional<LogprobsOut> logprobs;
         };
         auto choices = std::make_shared<std::vector<Choice>>();
         r.tag = tag();
@@ -403,7 +483,8 @@ struct OpenAiServer::State {
             GenerationRequest copy = r;
             if (copy.sampling.seed != 0) copy.sampling.seed += i;
             const RequestId rid = engine->submit(std::move(copy));
-            choices->push_back({rid, router.open(rid), {}, {}, false});
+            choices->push_back({rid, router.open(rid), {}, {}, false, {}});
+            if (r.logprobs >= 0) choices->back().logprobs.emplace(engine->tokenizer(), r.prompt.empty() ? -1 : r.prompt.back(), chat_kind);
         }
         metrics.running(1);
         auto cancel_all = [this, choices] {
@@ -431,16 +512,19 @@ struct OpenAiServer::State {
                 for (Choice& c : *choices)
                     for (auto& e : router.take(*c.channel, std::chrono::milliseconds(c.done ? 0 : 20))) {
                         c.text += e.text;
+                        if (c.logprobs)
+                            for (const TokenLogprobs& lp : e.logprobs) c.logprobs->add(lp);
                         if (e.finish != FinishReason::None) c.end = std::move(e), c.done = true, --left;
                     }
             }
             cancel_all();  // all finished: only closes their channels
             json out_choices = json::array();
             for (std::size_t i = 0; i < n; ++i) {
-                const Choice& c = (*choices)[i];
+                Choice& c = (*choices)[i];
                 if (c.end.finish == FinishReason::Error) throw RequestError{500, c.end.error, "", "server_error"};
                 metrics.finished(c.end.timings);
                 json choice{{"index", i}, {"finish_reason", finish_name(c.end.finish)}, {"logprobs", nullptr}};
+                if (c.logprobs) choice["logprobs"] = c.logprobs->take();
                 if (chat_kind) choice["message"] = {{"role", "assistant"}, {"content", c.text}};
                 else choice["text"] = c.text;
                 out_choices.push_back(std::move(choice));
@@ -482,8 +566,12 @@ struct OpenAiServer::State {
                             sink.done();
                             return true;
                         }
+                        // A token's log-probabilities go with the chunk that first carries its text.
+                        if (c.logprobs)
+                            for (const TokenLogprobs& lp : e.logprobs) c.logprobs->add(lp);
                         if (!e.text.empty()) {
                             json choice{{"index", i}, {"finish_reason", nullptr}, {"logprobs", nullptr}};
+                            if (c.logprobs) choice["logprobs"] = c.logprobs->take();
                             if (chat_kind) choice["delta"] = {{"content", e.text}};
                             else choice["text"] = e.text;
                             if (!send(chunk(choice))) return false;
@@ -491,6 +579,7 @@ struct OpenAiServer::State {
                         if (e.finish != FinishReason::None) {
                             metrics.finished(e.timings);
                             json choice{{"index", i}, {"finish_reason", finish_name(e.finish)}, {"logprobs", nullptr}};
+                            if (c.logprobs && c.logprobs->pending()) choice["logprobs"] = c.logprobs->take();
                             if (chat_kind) choice["delta"] = json::object();
                             else choice["text"] = "";
                             send(chunk(choice));

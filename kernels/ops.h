@@ -81,11 +81,17 @@ struct SampleParams {
     float temperature = 1.0f, top_p = 1.0f, min_p = 0.0f, repetition_penalty = 1.0f;
     int32_t top_k = 0;
     int32_t penalized_begin = 0, penalized_count = 0;  // the row's ids in the penalized array
+    int32_t lowered_begin = 0, lowered_count = 0;      // the row's entries in the lowered array
     double u = 0;                                      // the row's uniform draw
 };
+// A logit lowered by the presence and frequency penalties (the engine's LoweredLogit).
+struct LoweredLogit {
+    int32_t id;
+    float by;
+};
 // One token per row of fp32 logits (modified in place); greedy rows take the first maximum.
-void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams* params, const int32_t* penalized, int32_t* out,
-                 cudaStream_t s);
+void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams* params, const int32_t* penalized,
+                 const LoweredLogit* lowered, int32_t* out, cudaStream_t s);
 // First index of the maximum of each row (NaNs ignored; 0 for a row of NaNs); `keys` is room for
 // one 64-bit value per row.
 void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, unsigned long long* keys, cudaStream_t s);

@@ -1,4 +1,5 @@
-// Sampling on the GPU: one block per row of logits applies the repetition penalty, temperature,
+// Sampling on the GPU: one block per row of logits applies the repetition, presence and frequency
+// penalties, temperature,
 // top-k, top-p and min-p as sample_logits does on the host, and draws a token with the row's
 // uniform value, walking the kept tokens in id order. Thresholds are found by radix selection
 // over the logits' bits (eight bits a pass), so the vocabulary is never sorted; when top-k leaves
@@ -181,7 +182,8 @@ __device__ void finish(const Row& row, const SampleParams& P, float cut, float m
 }
 
 __global__ void __launch_bounds__(kThreads)
-sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const int32_t* penalized, int32_t* out) {
+sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const int32_t* penalized, const LoweredLogit* lowered,
+              int32_t* out) {
     __shared__ Shared sh;
     const SampleParams P = params[blockIdx.x];
     float* l = logits + int64_t(blockIdx.x) * vocab;
@@ -194,6 +196,12 @@ sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const in
             const float v = l[id];
             l[id] = v > 0 ? v / P.repetition_penalty : v * P.repetition_penalty;
         }
+    __syncthreads();
+    // After the repetition penalty, as on the host: an id may be in both lists.
+    for (int i = tid; i < P.lowered_count; i += kThreads) {
+        const LoweredLogit t = lowered[P.lowered_begin + i];
+        if (t.id >= 0 && t.id < vocab) l[t.id] -= t.by;
+    }
     __syncthreads();
 
     auto fmax_op = [](float a, float b) { return fmaxf(a, b); };
@@ -302,10 +310,10 @@ sample_kernel(float* logits, int64_t vocab, const SampleParams* params, const in
 
 }  // namespace
 
-void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams* params, const int32_t* penalized, int32_t* out,
-                 cudaStream_t s) {
+void sample_rows(float* logits, int32_t rows, int64_t vocab, const SampleParams* params, const int32_t* penalized,
+                 const LoweredLogit* lowered, int32_t* out, cudaStream_t s) {
     if (rows == 0) return;
-    sample_kernel<<<unsigned(rows), kThreads, 0, s>>>(logits, vocab, params, penalized, out);
+    sample_kernel<<<unsigned(rows), kThreads, 0, s>>>(logits, vocab, params, penalized, lowered, out);
     launched("sample_rows");
 }
 

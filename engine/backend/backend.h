@@ -257,8 +257,9 @@ public:
     // sample_logits does; only the chosen ids leave the device.
     struct SampleRow {
         SamplingParams params;
-        std::vector<int32_t> penalized;  // distinct earlier tokens, for the repetition penalty
-        double u = 0;                    // the row's uniform draw in [0, 1)
+        std::vector<int32_t> penalized;     // distinct earlier tokens, for the repetition penalty
+        std::vector<LoweredLogit> lowered;  // the presence and frequency penalties
+        double u = 0;                       // the row's uniform draw in [0, 1)
     };
     virtual void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) = 0;
 

@@ -107,7 +107,7 @@ public:
         ThreadPool::shared().parallel_for(rows.size(), 1, [&](std::size_t begin, std::size_t end) {
             for (std::size_t r = begin; r < end; ++r)
                 out[r] = sample_logits(std::span<float>(frow(logits, int64_t(r)), std::size_t(logits.cols)), rows[r].params,
-                                       rows[r].penalized, rows[r].u);
+                                       rows[r].penalized, rows[r].lowered, rows[r].u);
         });
     }
 

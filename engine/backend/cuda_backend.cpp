@@ -428,26 +428,31 @@ public:
     void sample_rows(const Tensor& logits, std::span<const SampleRow> rows, std::span<int32_t> out) override {
         const OpScope op(*this, "sample", {logits.data});
         if (int64_t(rows.size()) != logits.rows || out.size() != rows.size()) throw Error("CUDA backend: one sampling row per logits row");
-        // Parameters and penalized ids go up in one copy; only the chosen ids come back.
+        // Parameters, penalized ids and lowered logits go up in one copy; only the chosen ids come back.
         const std::size_t n = rows.size(), ids_offset = (n * 4 + 15) / 16 * 16, params_bytes = n * sizeof(k::SampleParams);
-        std::size_t penalized = 0;
-        for (const auto& r : rows) penalized += r.penalized.size();
-        sample_host_.assign(params_bytes + penalized * 4, std::byte{0});
+        std::size_t penalized = 0, lowered = 0;
+        for (const auto& r : rows) penalized += r.penalized.size(), lowered += r.lowered.size();
+        const std::size_t lowered_offset = params_bytes + penalized * 4;
+        sample_host_.assign(lowered_offset + lowered * sizeof(k::LoweredLogit), std::byte{0});
         auto* params = reinterpret_cast<k::SampleParams*>(sample_host_.data());
         auto* ids = reinterpret_cast<int32_t*>(sample_host_.data() + params_bytes);
-        int32_t next = 0;
+        auto* lowered_logits = reinterpret_cast<k::LoweredLogit*>(sample_host_.data() + lowered_offset);
+        int32_t next = 0, next_lowered = 0;
         for (std::size_t i = 0; i < n; ++i) {
             const SamplingParams& p = rows[i].params;
-            params[i] = {p.temperature, p.top_p, p.min_p, p.repetition_penalty, p.top_k, next, int32_t(rows[i].penalized.size()), rows[i].u};
+            params[i] = {p.temperature, p.top_p, p.min_p, p.repetition_penalty, p.top_k, next, int32_t(rows[i].penalized.size()),
+                         next_lowered, int32_t(rows[i].lowered.size()), rows[i].u};
             std::copy(rows[i].penalized.begin(), rows[i].penalized.end(), ids + next);
             next += int32_t(rows[i].penalized.size());
+            for (const LoweredLogit& t : rows[i].lowered) lowered_logits[next_lowered++] = {t.id, t.by};
         }
         cudaStream_t s = device_.stream();
         auto* device = static_cast<std::byte*>(device_.scratch(ids_offset + sample_host_.size()));
         check(cudaMemcpyAsync(device + ids_offset, sample_host_.data(), sample_host_.size(), cudaMemcpyHostToDevice, s),
               "copying sampling parameters");
         k::sample_rows(f32(logits), int32_t(n), logits.cols, reinterpret_cast<const k::SampleParams*>(device + ids_offset),
-                       reinterpret_cast<const int32_t*>(device + ids_offset + params_bytes), reinterpret_cast<int32_t*>(device), s);
+                       reinterpret_cast<const int32_t*>(device + ids_offset + params_bytes),
+                       reinterpret_cast<const k::LoweredLogit*>(device + ids_offset + lowered_offset), reinterpret_cast<int32_t*>(device), s);
         check(cudaMemcpyAsync(out.data(), device, n * 4, cudaMemcpyDeviceToHost, s), "reading ids");
         check(cudaStreamSynchronize(s), "cudaStreamSynchronize");
     }

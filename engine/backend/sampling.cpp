@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <unordered_map>
 #include <unordered_set>
 
 namespace lumen {
@@ -15,7 +16,38 @@ std::vector<int32_t> distinct_tokens(std::span<const int32_t> history) {
     return out;
 }
 
-int32_t sample_logits(std::span<float> logits, const SamplingParams& params, std::span<const int32_t> penalized, double u) {
+std::vector<TokenLogprob> log_softmax_top(std::span<float> row, int32_t n) {
+    if (row.empty()) return {};
+    const float max = *std::max_element(row.begin(), row.end());
+    double sum = 0;
+    for (float v : row) sum += std::exp(double(v) - double(max));
+    const double log_sum = double(max) + std::log(sum);
+    for (float& v : row) v = float(double(v) - log_sum);
+    std::vector<TokenLogprob> top;
+    const std::size_t k = std::min(std::size_t(std::max(n, 0)), row.size());
+    if (k == 0) return top;
+    std::vector<int32_t> ids(row.size());
+    for (std::size_t i = 0; i < ids.size(); ++i) ids[i] = int32_t(i);
+    auto better = [&](int32_t a, int32_t b) { return row[std::size_t(a)] > row[std::size_t(b)] || (row[std::size_t(a)] == row[std::size_t(b)] && a < b); };
+    std::partial_sort(ids.begin(), ids.begin() + std::ptrdiff_t(k), ids.end(), better);
+    for (std::size_t i = 0; i < k; ++i) top.push_back({ids[i], row[std::size_t(ids[i])]});
+    return top;
+}
+
+std::vector<LoweredLogit> lowered_logits(std::span<const int32_t> reply, const SamplingParams& params) {
+    std::vector<LoweredLogit> out;
+    if (params.presence_penalty == 0.0f && params.frequency_penalty == 0.0f) return out;
+    std::unordered_map<int32_t, std::size_t> at;
+    for (int32_t id : reply) {
+        const auto [it, fresh] = at.try_emplace(id, out.size());
+        if (fresh) out.push_back({id, params.presence_penalty});
+        out[it->second].by += params.frequency_penalty;
+    }
+    return out;
+}
+
+int32_t sample_logits(std::span<float> logits, const SamplingParams& params, std::span<const int32_t> penalized,
+                      std::span<const LoweredLogit> lowered, double u) {
     if (params.repetition_penalty != 1.0f) {
         // Positive logits are divided, negative multiplied.
         for (int32_t id : penalized) {
@@ -24,6 +56,8 @@ int32_t sample_logits(std::span<float> logits, const SamplingParams& params, std
             l = l > 0 ? l / params.repetition_penalty : l * params.repetition_penalty;
         }
     }
+    for (const LoweredLogit& t : lowered)
+        if (t.id >= 0 && std::size_t(t.id) < logits.size()) logits[std::size_t(t.id)] -= t.by;
     if (params.greedy()) return int32_t(std::max_element(logits.begin(), logits.end()) - logits.begin());
 
     // Candidates as (logit / temperature, id). Vocabularies run to 150k entries: only the part

@@ -37,7 +37,17 @@ struct GenerationRequest {
     // The submitter's mark, copied into each of the request's events: submitters that share an
     // engine (the chat window and the API server) tell theirs apart by it.
     uint64_t tag = 0;
+    // From 0 to kMaxTopLogprobs: each new token comes with its log-probability and that many of
+    // the most likely tokens' (GenerationEvent::logprobs); -1: none.
+    int32_t logprobs = -1;
 };
+
+// A new token's log-probability and the most likely tokens' at its step (see log_softmax_top).
+struct TokenLogprobs {
+    TokenLogprob chosen;
+    std::vector<TokenLogprob> top;  // the most likely first (ties: the lower id)
+};
+inline constexpr int32_t kMaxTopLogprobs = 20;
 
 struct Timings {
     int32_t prompt_tokens = 0;
@@ -57,6 +67,7 @@ struct GenerationEvent {
     RequestId request = 0;
     std::vector<int32_t> ids;  // new token ids (the stop token included when it ended the reply)
     std::string text;          // new text, whole characters only
+    std::vector<TokenLogprobs> logprobs;  // for each id of `ids` but a stop token, when the request asked
     FinishReason finish = FinishReason::None;  // set on the final event
     std::string error;         // for FinishReason::Error
     Timings timings;           // complete on the final event

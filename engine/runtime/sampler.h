@@ -13,15 +13,16 @@ class Sampler {
 public:
     explicit Sampler(const SamplingParams& params);
 
-    // `logits` is modified. `history` is every token of the sequence so far (prompt and output),
-    // which the repetition penalty looks at.
-    int32_t sample(std::span<float> logits, std::span<const int32_t> history);
+    // `logits` is modified. `history` is every token of the sequence so far (prompt and reply),
+    // which the repetition penalty looks at; `reply` its generated part, which the presence and
+    // frequency penalties look at.
+    int32_t sample(std::span<float> logits, std::span<const int32_t> history, std::span<const int32_t> reply = {});
     // The next uniform value in [0, 1) of this sequence's stream.
     double draw();
 
     const SamplingParams& params() const { return params_; }
-    // True when the next token is simply the largest logit (greedy, no repetition penalty).
-    bool argmax_only() const { return params_.greedy() && params_.repetition_penalty == 1.0f; }
+    // True when the next token is simply the largest logit (greedy, no penalties).
+    bool argmax_only() const { return params_.greedy() && !params_.penalizes(); }
 
 private:
     SamplingParams params_;

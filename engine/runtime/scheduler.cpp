@@ -120,7 +120,8 @@ void Scheduler::preempt(Sequence& s) {
     ++preemptions_;
 }
 
-void Scheduler::deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>& events) {
+void Scheduler::deliver(Sequence& s, int32_t token, const std::optional<TokenLogprobs>& logprobs,
+                        std::vector<GenerationEvent>& events) {
     const auto now = Clock::now();
     s.tokens.push_back(token);
     if (s.timings.generated_tokens++ == 0) {
@@ -139,6 +140,7 @@ void Scheduler::deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>
     if (stop_token) {
         reason = FinishReason::Stop;
     } else {
+        if (logprobs) e.logprobs.push_back(*logprobs);
         e.text = s.reply.push(s.detok ? s.detok->push(token) : std::string());
         if (s.reply.stopped()) reason = FinishReason::Stop;
     }
@@ -328,16 +330,37 @@ Tensor Scheduler::forward(Batch& batch) {
     return model_.forward(layout);
 }
 
-std::vector<int32_t> Scheduler::sample(const Batch& batch, const Tensor& logits) {
-    std::vector<int32_t> chosen(batch.layout.logit_rows.size());
-    if (logits.empty()) return chosen;
+Scheduler::Sampled Scheduler::sample(const Batch& batch, const Tensor& logits) {
+    Sampled out;
+    std::vector<int32_t>& chosen = out.ids;
+    chosen.resize(batch.layout.logit_rows.size());
+    out.logprobs.resize(chosen.size());
+    if (logits.empty()) return out;
+    // Rows whose request wants log-probabilities come to the host as the model gave them, before
+    // sampling changes them; the chosen token's is read once it is known.
+    std::vector<std::pair<int32_t, std::vector<float>>> raw;  // (logit row, log-probabilities)
+    for (const auto& p : batch.parts) {
+        if (p.logit_row < 0 || p.seq->request.logprobs < 0) continue;
+        std::vector<float> row(static_cast<std::size_t>(logits.cols));
+        model_.backend().read(logits.rows_view(p.logit_row, 1), row);
+        TokenLogprobs& lp = out.logprobs[std::size_t(p.logit_row)].emplace();
+        lp.top = log_softmax_top(row, std::min(p.seq->request.logprobs, kMaxTopLogprobs));
+        raw.emplace_back(p.logit_row, std::move(row));
+    }
+    auto read_chosen = [&] {
+        for (const auto& [row, values] : raw) {
+            const int32_t id = chosen[std::size_t(row)];
+            out.logprobs[std::size_t(row)]->chosen = {id, id >= 0 && std::size_t(id) < values.size() ? values[std::size_t(id)] : 0.0f};
+        }
+    };
     // Plain greedy rows are decided where the logits are; only rows that need the sampler's
     // processors come to the host.
     const bool all_argmax = std::all_of(batch.parts.begin(), batch.parts.end(),
                                         [](const Batch::Part& p) { return p.logit_row < 0 || p.seq->sampler.argmax_only(); });
     if (all_argmax) {
         model_.backend().argmax_rows(logits, chosen);
-        return chosen;
+        read_chosen();
+        return out;
     }
     // Sampled where the logits are; each sequence draws from its own stream.
     std::vector<Backend::SampleRow> rows(batch.layout.logit_rows.size());
@@ -346,18 +369,21 @@ std::vector<int32_t> Scheduler::sample(const Batch& batch, const Tensor& logits)
         Backend::SampleRow& r = rows[std::size_t(p.logit_row)];
         r.params = p.seq->sampler.params();
         if (r.params.repetition_penalty != 1.0f) r.penalized = distinct_tokens(p.seq->tokens);
+        r.lowered = lowered_logits(std::span(p.seq->tokens).subspan(p.seq->prompt_len), r.params);
         r.u = p.seq->sampler.draw();
     }
     model_.backend().sample_rows(logits, rows, chosen);
-    return chosen;
+    read_chosen();
+    return out;
 }
 
-void Scheduler::take_tokens(const Batch& batch, const std::vector<int32_t>& chosen, std::vector<GenerationEvent>& events) {
+void Scheduler::take_tokens(const Batch& batch, const Sampled& sampled, std::vector<GenerationEvent>& events) {
     for (const auto& p : batch.parts) {
         Sequence& s = *p.seq;
         s.computed += p.count;
         sequences_.register_full_blocks(s);
-        if (p.logit_row >= 0) deliver(s, chosen[std::size_t(p.logit_row)], events);
+        if (p.logit_row >= 0)
+            deliver(s, sampled.ids[std::size_t(p.logit_row)], sampled.logprobs[std::size_t(p.logit_row)], events);
     }
 }
 

@@ -63,8 +63,13 @@ private:
     void admit(std::vector<GenerationEvent>& events);
     Batch build_batch(std::vector<GenerationEvent>& events);
     Tensor forward(Batch& batch);
-    std::vector<int32_t> sample(const Batch& batch, const Tensor& logits);
-    void take_tokens(const Batch& batch, const std::vector<int32_t>& chosen, std::vector<GenerationEvent>& events);
+    // One token for each logits row, with its log-probabilities where the request asked.
+    struct Sampled {
+        std::vector<int32_t> ids;
+        std::vector<std::optional<TokenLogprobs>> logprobs;
+    };
+    Sampled sample(const Batch& batch, const Tensor& logits);
+    void take_tokens(const Batch& batch, const Sampled& sampled, std::vector<GenerationEvent>& events);
     void retire_finished();
 
     // Parts of build_batch for running_[i] and its next `n` tokens.
@@ -74,7 +79,7 @@ private:
     void requeue_preempted();
 
     void preempt(Sequence& s);
-    void deliver(Sequence& s, int32_t token, std::vector<GenerationEvent>& events);
+    void deliver(Sequence& s, int32_t token, const std::optional<TokenLogprobs>& logprobs, std::vector<GenerationEvent>& events);
     void finish(Sequence& s, FinishReason reason, std::vector<GenerationEvent>& events, const std::string& error = {});
 
     Model& model_;

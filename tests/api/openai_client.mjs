@@ -126,6 +126,57 @@ await check("n", async () => {
   assert(r.usage.completion_tokens <= 36, `usage counts ${r.usage.completion_tokens} tokens for 3 x 12`);
 });
 
+// Log-probabilities: greedy picks the most likely token, so each chosen token is its step's first
+// alternative; the tokens spell the reply, streamed or not.
+await check("logprobs", async () => {
+  assert(greedy, "needs the result of the chat check");
+  const res = await client.chat.completions.create({ ...chatRequest, logprobs: true, top_logprobs: 3 });
+  const choice = res.choices[0];
+  const content = choice.logprobs?.content;
+  assert(Array.isArray(content) && content.length > 0, `no logprobs.content: ${JSON.stringify(choice.logprobs)}`);
+  assert(choice.message.content === greedy.choices[0].message.content, "logprobs changed the greedy reply");
+  for (const t of content) {
+    assert(typeof t.token === "string" && typeof t.logprob === "number" && t.logprob <= 0, `bad entry ${JSON.stringify(t)}`);
+    assert(Array.isArray(t.bytes) && Buffer.from(t.bytes).toString("utf8") === t.token, `bytes do not spell ${JSON.stringify(t.token)}`);
+    assert(t.top_logprobs.length === 3, `top_logprobs has ${t.top_logprobs.length} entries`);
+    assert(t.top_logprobs[0].token === t.token && Math.abs(t.top_logprobs[0].logprob - t.logprob) < 1e-6,
+      `greedy chose ${JSON.stringify(t.token)} over ${JSON.stringify(t.top_logprobs[0])}`);
+    for (let i = 1; i < 3; ++i) assert(t.top_logprobs[i].logprob <= t.top_logprobs[i - 1].logprob, "top_logprobs out of order");
+    const mass = t.top_logprobs.reduce((sum, a) => sum + Math.exp(a.logprob), 0);
+    assert(mass <= 1 + 1e-4, `top_logprobs hold probability ${mass}`);
+  }
+  const spelled = content.map((t) => t.token).join("");
+  assert(spelled.startsWith(choice.message.content), `tokens spell ${JSON.stringify(spelled)}`);
+
+  const stream = await client.chat.completions.create({ ...chatRequest, logprobs: true, top_logprobs: 1, stream: true });
+  const streamed = [];
+  for await (const chunk of stream) streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+  assert(JSON.stringify(streamed.map((t) => [t.token, t.logprob])) === JSON.stringify(content.map((t) => [t.token, t.logprob])),
+    "streamed logprobs differ from the non-streamed ones");
+
+  const plain = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 8, temperature: 0, logprobs: 2 });
+  const lp = plain.choices[0].logprobs;
+  assert(lp && lp.tokens.length === lp.token_logprobs.length && lp.tokens.length === lp.top_logprobs.length &&
+    lp.tokens.length === lp.text_offset.length && lp.tokens.length > 0, `completions logprobs malformed: ${JSON.stringify(lp)}`);
+  assert(lp.tokens.join("") === plain.choices[0].text, `completion tokens spell ${JSON.stringify(lp.tokens.join(""))}`);
+  assert(lp.text_offset[0] === 0 && Object.keys(lp.top_logprobs[0]).length <= 2, "completions offsets or alternatives wrong");
+});
+
+// Presence and frequency penalties (OpenAI's definitions): a strong frequency penalty keeps the
+// greedy reply from repeating any token as often.
+await check("penalties", async () => {
+  const ask = (extra) => client.completions.create({ model, prompt: "Once upon a time", max_tokens: 48, temperature: 0, ...extra })
+    .then((r) => r.choices[0].text);
+  const words = (t) => t.split(/\s+/).filter(Boolean);
+  const mostRepeated = (t) => Math.max(...Object.values(words(t).reduce((m, w) => ((m[w] = (m[w] ?? 0) + 1), m), {})));
+  const plainText = await ask({});
+  const penalized = await ask({ frequency_penalty: 2, presence_penalty: 1 });
+  assert(penalized !== plainText, "the penalties changed nothing");
+  assert(mostRepeated(penalized) <= mostRepeated(plainText),
+    `penalized text repeats a word ${mostRepeated(penalized)} times, plain ${mostRepeated(plainText)}`);
+  await expectStatus(400, () => ask({ presence_penalty: 3 }));
+});
+
 await check("completions", async () => {
   const res = await client.completions.create({
     model, prompt: "Once upon a time", max_tokens: 16, temperature: 0,

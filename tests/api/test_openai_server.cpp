@@ -1,5 +1,6 @@
 // lumen-cli serve driven by clients no one here wrote: the official `openai` npm package
-// (tests/api/openai_client.mjs: models, chat streamed and not, stop strings, seeds, n choices, completions,
+// (tests/api/openai_client.mjs: models, chat streamed and not, stop strings, seeds, n choices, logprobs,
+// presence and frequency penalties, completions,
 // the API key, images) on stories260K and a tiny vision-language model, 64 concurrent streams with
 // oversized requests refused beside them (load.mjs), and a client that goes away mid-stream.
 // Skips with a message where node, npm's registry or ../shared/data is absent.
@@ -105,7 +106,7 @@ private slots:
         const Run r = run(node_, {"openai_client.mjs", server.url(), kKey, "stories260K-hf", image}, scripts_, 180000);
         QVERIFY2(r.exit_code == 0, qPrintable(r.out + r.err));
         const json result = last_json_line(r.out);
-        QCOMPARE(result["passed"].size(), std::size_t(11));
+        QCOMPARE(result["passed"].size(), std::size_t(13));
         // A text-only model says so about an image, with a 400.
         QVERIFY(result["passed"].dump().find("image (refused") != std::string::npos);
     }

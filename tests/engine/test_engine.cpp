@@ -4,6 +4,7 @@
 #include <QtTest>
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <thread>
 
@@ -392,6 +393,45 @@ private slots:
         const auto a = r.run(request(133742)).ids;
         QCOMPARE(r.run(request(133742)).ids, a);
         QVERIFY(r.run(request(7)).ids != a);
+    }
+
+    void logprobsAreTheModelsOwn() {
+        EngineRunner r(stories_);
+        GenerationRequest g = greedy(encode(r, "Once upon"), 12);
+        g.logprobs = 5;
+        const Collected greedy_run = r.run(g);
+        QCOMPARE(greedy_run.logprobs.size(), greedy_run.ids.size());
+        for (std::size_t i = 0; i < greedy_run.ids.size(); ++i) {
+            const TokenLogprobs& lp = greedy_run.logprobs[i];
+            QCOMPARE(lp.chosen.id, greedy_run.ids[i]);
+            QCOMPARE(lp.top.size(), std::size_t(5));
+            // Greedy takes the most likely token.
+            QCOMPARE(lp.top[0].id, lp.chosen.id);
+            QCOMPARE(lp.top[0].logprob, lp.chosen.logprob);
+            double mass = 0;
+            for (std::size_t k = 0; k < lp.top.size(); ++k) {
+                QVERIFY(lp.top[k].logprob <= 0);
+                if (k > 0) QVERIFY(lp.top[k].logprob <= lp.top[k - 1].logprob);
+                mass += std::exp(double(lp.top[k].logprob));
+            }
+            QVERIFY(mass <= 1.0 + 1e-5);
+        }
+        // The model's distribution, whatever the sampling settings: the first step (same prompt)
+        // reports the same alternatives at any temperature and penalty.
+        g.sampling.temperature = 1.7f;
+        g.sampling.repetition_penalty = 1.3f;
+        g.sampling.frequency_penalty = 1.0f;
+        g.sampling.seed = 11;
+        const Collected sampled = r.run(g);
+        QCOMPARE(sampled.logprobs.size(), sampled.ids.size());
+        for (std::size_t k = 0; k < 5; ++k) {
+            QCOMPARE(sampled.logprobs[0].top[k].id, greedy_run.logprobs[0].top[k].id);
+            QCOMPARE(sampled.logprobs[0].top[k].logprob, greedy_run.logprobs[0].top[k].logprob);
+        }
+        for (std::size_t i = 0; i < sampled.ids.size(); ++i) QCOMPARE(sampled.logprobs[i].chosen.id, sampled.ids[i]);
+        // Asked for none, none come.
+        g.logprobs = -1;
+        QVERIFY(r.run(g).logprobs.empty());
     }
 
     void stopStringsEndTheReplyBeforeThem() {

@@ -53,6 +53,30 @@ private slots:
         QCOMPARE(l[0], -2.0f);
     }
 
+    void presenceAndFrequencyPenaltiesLowerWhatTheReplyHolds() {
+        SamplingParams p;
+        p.temperature = 0;
+        p.presence_penalty = 0.5f;
+        p.frequency_penalty = 0.25f;
+        Sampler s(p);
+        // OpenAI's definition: logit - presence (once a token appears) - frequency x count, over the
+        // reply only; the prompt's tokens (history without reply) are not lowered.
+        std::vector<float> l{1.0f, 4.0f, 0.0f, 3.0f};
+        const std::vector<int32_t> history{0, 0, 3, 1, 1, 1, 1};
+        QCOMPARE(s.sample(l, history, std::span(history).subspan(3)), 3);
+        QCOMPARE(l[1], 4.0f - 0.5f - 4 * 0.25f);
+        QCOMPARE(l[3], 3.0f);
+        QCOMPARE(l[0], 1.0f);
+        // With the repetition penalty too: divided first, then lowered (vLLM's order).
+        p.repetition_penalty = 2.0f;
+        Sampler both(p);
+        l = {1.0f, 4.0f, 0.0f, 3.0f};
+        both.sample(l, history, std::span(history).subspan(3));
+        QCOMPARE(l[1], 2.0f - 0.5f - 4 * 0.25f);
+        QCOMPARE(l[3], 1.5f);
+        QVERIFY(!both.argmax_only());
+    }
+
     void topKKeepsOnlyTheBest() {
         SamplingParams p;
         p.top_k = 2;

@@ -402,27 +402,39 @@ std::vector<OpCase> test_cases() {
         // would tie everywhere, and the two backends need not break ties inside top-p alike).
         if (dt == DType::F32)
             for (int64_t vocab : {1000, 151936})
-                add("sample_rows 9 processors x 4 draws, vocabulary " + std::to_string(vocab), dt, [vocab](OpRun& r) {
+                add("sample_rows 10 processors x 4 draws, vocabulary " + std::to_string(vocab), dt, [vocab](OpRun& r) {
                     auto rows = std::make_shared<std::vector<Backend::SampleRow>>();
                     std::uniform_real_distribution<double> uniform(0.0, 1.0);
-                    auto sample = [&](float temperature, int32_t top_k, float top_p, float min_p, float penalty) {
+                    auto sample = [&](float temperature, int32_t top_k, float top_p, float min_p, float penalty, float presence = 0.0f,
+                                      float frequency = 0.0f) {
                         for (int draw = 0; draw < 4; ++draw) {
                             Backend::SampleRow row;
-                            row.params = {temperature, top_k, top_p, min_p, penalty, 0};
+                            row.params.temperature = temperature;
+                            row.params.top_k = top_k;
+                            row.params.top_p = top_p;
+                            row.params.min_p = min_p;
+                            row.params.repetition_penalty = penalty;
+                            row.params.presence_penalty = presence;
+                            row.params.frequency_penalty = frequency;
                             if (penalty != 1.0f)
                                 for (int i = 0; i < 300; ++i) row.penalized.push_back(int32_t((i * 7919) % vocab));
+                            // A reply whose tokens repeat: some of them also repetition-penalized.
+                            std::vector<int32_t> reply;
+                            for (int i = 0; i < 400; ++i) reply.push_back(int32_t((i % 150) * 7919 % vocab));
+                            row.lowered = lowered_logits(reply, row.params);
                             row.u = uniform(r.rng());
                             rows->push_back(std::move(row));
                         }
                     };
                     sample(0.0f, 0, 1.0f, 0.0f, 1.0f);
                     sample(0.0f, 0, 1.0f, 0.0f, 1.3f);
+                    sample(0.0f, 0, 1.0f, 0.0f, 1.0f, 2.0f, 1.5f);
                     sample(1.0f, 0, 1.0f, 0.0f, 1.0f);
                     sample(0.7f, 50, 1.0f, 0.0f, 1.0f);
                     sample(0.8f, 0, 0.9f, 0.0f, 1.0f);
                     sample(1.5f, 0, 0.3f, 0.0f, 1.0f);
                     sample(1.0f, 0, 1.0f, 0.05f, 1.0f);
-                    sample(0.8f, 40, 0.8f, 0.02f, 1.1f);
+                    sample(0.8f, 40, 0.8f, 0.02f, 1.1f, 0.5f, 0.3f);
                     sample(1.0f, 7, 1.0f, 0.0f, 1.0f);
                     const Tensor logits = r.f32(int64_t(rows->size()), vocab, 12.0f);
                     r.op = [&r, logits, rows] {

@@ -28,6 +28,7 @@ EngineRunner::EngineRunner(const std::filesystem::path& model, EngineOptions opt
         std::lock_guard lock(mutex_);
         Collected& c = results_[e.request];
         c.ids.insert(c.ids.end(), e.ids.begin(), e.ids.end());
+        c.logprobs.insert(c.logprobs.end(), e.logprobs.begin(), e.logprobs.end());
         if (!e.text.empty()) c.deltas.push_back(e.text);
         c.text += e.text;
         if (e.finish != FinishReason::None) {

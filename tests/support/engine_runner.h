@@ -18,6 +18,7 @@ std::vector<float> prompt_logits(const std::filesystem::path& dir, const std::ve
 
 struct Collected {
     std::vector<int32_t> ids;
+    std::vector<TokenLogprobs> logprobs;
     std::vector<std::string> deltas;
     std::string text;
     GenerationEvent final_event;
