@@ -337,6 +337,7 @@ struct OpenAiServer::State {
         r.sampling.min_p = float(field<double>(body, "min_p", r.sampling.min_p));
         r.sampling.repetition_penalty = float(field<double>(body, "repetition_penalty", r.sampling.repetition_penalty));
         r.sampling.seed = uint64_t(field<int64_t>(body, "seed", 0));
+        r.ignore_eos = field<bool>(body, "ignore_eos", false);  // vLLM's extension, for benchmarks
         if (r.sampling.temperature < 0 || r.sampling.temperature > 100) throw RequestError{400, "temperature must be in [0, 100]", "temperature"};
         if (!(r.sampling.top_p > 0 && r.sampling.top_p <= 1)) throw RequestError{400, "top_p must be in (0, 1]", "top_p"};
         if (r.sampling.top_k < 0) throw RequestError{400, "top_k must not be negative", "top_k"};

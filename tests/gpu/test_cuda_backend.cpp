@@ -4,6 +4,7 @@
 // transformers, and a lost device: requests fail with its message and what to do next.
 // Without a usable GPU the suite exits with CTest's skip code, so it is reported as skipped.
 #include <QtTest>
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -307,6 +308,23 @@ private slots:
         // llama2.c's story, on the GPU.
         const Collected story = gpu.run(greedy(tok.encode(""), 200));
         QVERIFY(story.text.rfind("Once upon a time, there was a little girl named Lily.", 0) == 0);
+        // Presence and frequency penalties (the GPU's sampling kernel) and log-probabilities.
+        GenerationRequest penalized = greedy(tok.encode("Once upon a time"), 60);
+        penalized.sampling.presence_penalty = 0.6f;
+        penalized.sampling.frequency_penalty = 0.4f;
+        penalized.logprobs = 5;
+        const Collected on_gpu = gpu.run(penalized), on_cpu = cpu.run(penalized);
+        QCOMPARE(on_gpu.ids, on_cpu.ids);
+        QVERIFY(on_gpu.ids != cpu.run(greedy(tok.encode("Once upon a time"), 60)).ids);
+        QCOMPARE(on_gpu.logprobs.size(), on_cpu.logprobs.size());
+        double worst = 0;
+        for (std::size_t i = 0; i < on_gpu.logprobs.size(); ++i) {
+            worst = std::max(worst, std::abs(double(on_gpu.logprobs[i].chosen.logprob - on_cpu.logprobs[i].chosen.logprob)));
+            for (std::size_t k = 0; k < 5; ++k)
+                worst = std::max(worst, std::abs(double(on_gpu.logprobs[i].top[k].logprob - on_cpu.logprobs[i].top[k].logprob)));
+        }
+        qInfo("log-probabilities: GPU against CPU within %.2e", worst);
+        QVERIFY2(worst < 1e-3, qPrintable(QString::number(worst)));
     }
 
     // Sessions, prefix sharing and preemption move KV blocks around; on the GPU they must give
