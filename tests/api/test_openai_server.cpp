@@ -157,6 +157,21 @@ private slots:
         QVERIFY2(!text.contains("lumen_generation_tokens_total 400"), qPrintable(text));
         QVERIFY2(text.contains("lumen_kv_cache_blocks_used 0"), qPrintable(text));
     }
+
+    // A second server on a port in use says so (it does not quietly share the port), and the
+    // first keeps answering.
+    void aPortInUseIsRefused() {
+        const QString stories = QString::fromStdString((*shared_data() / "models" / "stories260K-hf").string());
+        Server server(stories);
+        QVERIFY2(!server.url().isEmpty(), qPrintable(server.errors()));
+        const QString port = server.url().section(':', 2).section('/', 0, 0);
+        const Run second = run(LUMEN_CLI_PATH, {"serve", "--model", stories, "--device", "cpu", "--port", port}, ".", 60000);
+        QCOMPARE(second.exit_code, 1);
+        QVERIFY2(second.err.contains("cannot listen on 127.0.0.1:" + port + " (in use"), qPrintable(second.err));
+        const QString curl = QStandardPaths::findExecutable("curl");
+        if (curl.isEmpty()) QSKIP("curl is not installed");
+        QVERIFY(run(curl, {"-sf", server.url().chopped(3) + "/health"}, ".", 10000).out.contains("ok"));
+    }
 };
 
 QTEST_GUILESS_MAIN(TestOpenAiServer)
