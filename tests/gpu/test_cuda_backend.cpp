@@ -365,22 +365,40 @@ private slots:
         if (dir.isEmpty()) QSKIP("LUMEN_REAL_SHAPE_DIR is not set (tests/reference/make_real_shape.py makes one)");
         const fs::path folder = dir.toStdString();
         const json ref = json::parse(*read_test_file(folder / "reference.json"));
-        auto backend = make_backend("cuda");
-        Model model(folder, *backend);
-        const auto& t = model.text();
         const auto prompt = ref["prompt_ids"].get<std::vector<int32_t>>();
         const BatchLayout batch = prompt_batch(prompt);
-        backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::BF16});
-        const auto got = read_all(*backend, model.forward(batch));
         const std::string raw = *read_test_file(folder / "reference.logits");
         std::vector<float> expected(raw.size() / 4);
         std::memcpy(expected.data(), raw.data(), raw.size());
+        auto logits = [&](const WeightChoice& weights) {
+            auto backend = make_backend("cuda");
+            Model model(folder, *backend, std::nullopt, weights);
+            const auto& t = model.text();
+            backend->allocate_kv_cache({int32_t(t.num_layers), int32_t(t.num_kv_heads), int32_t(t.head_dim), 64, batch.max_blocks, DType::BF16});
+            return read_all(*backend, model.forward(batch));
+        };
+        auto cosine = [](const std::vector<float>& a, const std::vector<float>& b) {
+            double dot = 0, a2 = 0, b2 = 0;
+            for (std::size_t i = 0; i < a.size(); ++i) dot += double(a[i]) * b[i], a2 += double(a[i]) * a[i], b2 += double(b[i]) * b[i];
+            return dot / std::sqrt(a2 * b2);
+        };
+        auto max_error = [](const std::vector<float>& a, const std::vector<float>& b) {  // relative to b's largest logit
+            double worst = 0, largest = 0;
+            for (std::size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::abs(double(a[i]) - b[i])), largest = std::max(largest, std::abs(double(b[i])));
+            return worst / largest;
+        };
+        const auto got = logits({});
         QCOMPARE(got.size(), expected.size());
-        double dot = 0, a2 = 0, b2 = 0;
-        for (std::size_t i = 0; i < got.size(); ++i) dot += double(got[i]) * expected[i], a2 += double(got[i]) * got[i], b2 += double(expected[i]) * expected[i];
-        const double cosine = dot / std::sqrt(a2 * b2);
-        qInfo("real-shape logits: cosine similarity %.6f with transformers", cosine);
-        QVERIFY(cosine >= 0.999);
+        qInfo("real-shape logits: cosine similarity %.6f with transformers", cosine(got, expected));
+        QVERIFY(cosine(got, expected) >= 0.999);
+        // The weight formats at these shapes, against transformers' fp32 run of the 16-bit weights
+        // (what quantization costs here: random weights, normal with std 0.02).
+        for (const char* name : {"int8", "int4"}) {
+            const auto q = logits(WeightChoice::parse(name));
+            qInfo("real-shape logits, %s at load: cosine similarity %.6f, largest error %.4f of the largest logit "
+                  "(16-bit: %.6f, %.4f)", name, cosine(q, expected), max_error(q, expected), cosine(got, expected), max_error(got, expected));
+            QVERIFY(cosine(q, expected) >= (std::string(name) == "int8" ? 0.999 : 0.98));
+        }
     }
 
     // A real sticky error mid-batch (a token id far past the embedding table: an illegal address):

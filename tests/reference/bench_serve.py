@@ -15,8 +15,8 @@ tokens. Standard library only: it runs where the server runs.
 import argparse
 import http.client
 import json
+import multiprocessing
 import statistics
-import threading
 import time
 import urllib.parse
 
@@ -63,26 +63,30 @@ def one_request(url, model, prompt, max_tokens):
             "latency": end - start}
 
 
+def client_process(url, model, requests, prompt, max_tokens, out):
+    for _ in range(requests):
+        try:
+            out.put(("ok", one_request(url, model, prompt, max_tokens)))
+        except Exception as e:  # noqa: BLE001 (reported below)
+            out.put(("error", str(e)))
+
+
 def run_level(url, model, clients, requests_per_client, prompt, max_tokens):
-    results, errors = [], []
-    lock = threading.Lock()
-
-    def client():
-        for _ in range(requests_per_client):
-            try:
-                r = one_request(url, model, prompt, max_tokens)
-                with lock:
-                    results.append(r)
-            except Exception as e:  # noqa: BLE001 (reported below)
-                with lock:
-                    errors.append(str(e))
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
+    # A process per client: threads sharing one interpreter lock would delay reading the streams
+    # and count that delay as the server's latency.
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=client_process, args=(url, model, requests_per_client, prompt, max_tokens, queue))
+             for _ in range(clients)]
     start = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    for p in procs:
+        p.start()
+    results, errors = [], []
+    for _ in range(clients * requests_per_client):
+        kind, value = queue.get()
+        (results if kind == "ok" else errors).append(value)
+    for p in procs:
+        p.join()
     wall = time.perf_counter() - start
     gaps = [g for r in results for g in r["gaps"]]
     ttft = [r["ttft"] for r in results]
