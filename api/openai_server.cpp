@@ -380,7 +380,19 @@ struct OpenAiServer::State {
         return -1;
     }
 
+    // A request for another model than this server's is refused as OpenAI and vLLM refuse it, so
+    // that a client whose model went away is told so; no "model" at all takes this one.
+    void check_model(const json& body) const {
+        const auto it = body.find("model");
+        if (it == body.end() || it->is_null()) return;
+        if (!it->is_string()) throw RequestError{400, "'model' must be a string", "model"};
+        if (it->get<std::string>() != model_id)
+            throw RequestError{404, "the model '" + it->get<std::string>() + "' does not exist here; this server serves '" + model_id + "'",
+                               "model", "invalid_request_error", "model_not_found"};
+    }
+
     GenerationRequest chat_request(const json& body) {
+        check_model(body);
         const auto messages = body.find("messages");
         if (messages == body.end() || !messages->is_array() || messages->empty())
             throw RequestError{400, "'messages' must be a non-empty array", "messages"};
@@ -438,6 +450,7 @@ struct OpenAiServer::State {
     }
 
     GenerationRequest completion_request(const json& body) {
+        check_model(body);
         const auto prompt = body.find("prompt");
         std::string text;
         if (prompt != body.end() && prompt->is_string()) text = prompt->get<std::string>();

@@ -10,6 +10,7 @@
 #include <QtTest>
 #include <nlohmann/json.hpp>
 
+#include "tests/support/serve_process.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
 
@@ -21,30 +22,10 @@ namespace {
 
 constexpr const char* kKey = "test-key";
 
-// A lumen-cli serve process on a free port, stopped when this goes.
-class Server {
+// A lumen-cli serve process with the tests' key.
+class Server : public ServeProcess {
 public:
-    explicit Server(const QString& model) {
-        process_.start(LUMEN_CLI_PATH, {"serve", "--model", model, "--device", "cpu", "--port", "0", "--api-key", kKey});
-        while (process_.waitForReadyRead(60000)) {
-            const QString line = QString::fromUtf8(process_.readLine());
-            const auto at = line.indexOf("http://");
-            if (at >= 0) {
-                url_ = line.mid(at).trimmed();
-                return;
-            }
-        }
-    }
-    ~Server() {
-        process_.terminate();
-        if (!process_.waitForFinished(10000)) process_.kill();
-    }
-    const QString& url() const { return url_; }  // http://127.0.0.1:PORT/v1, empty if it did not start
-    QString errors() { return QString::fromUtf8(process_.readAllStandardError()); }
-
-private:
-    QProcess process_;
-    QString url_;
+    explicit Server(const QString& model) : ServeProcess(model, kKey) {}
 };
 
 struct Run {
@@ -139,7 +120,7 @@ private slots:
         QVERIFY2(!server.url().isEmpty(), qPrintable(server.errors()));
         const QString curl = QStandardPaths::findExecutable("curl");
         if (curl.isEmpty()) QSKIP("curl is not installed");
-        const QString body = R"({"model":"m","messages":[{"role":"user","content":"Once"}],"max_tokens":400,"temperature":0,"stream":true})";
+        const QString body = R"({"model":"stories260K-hf","messages":[{"role":"user","content":"Once"}],"max_tokens":400,"temperature":0,"stream":true})";
         QProcess client;
         client.start(curl, {"-sN", "-H", QString("Authorization: Bearer ") + kKey, "-d", body, server.url() + "/chat/completions"});
         QVERIFY(client.waitForReadyRead(30000));  // streaming

@@ -452,7 +452,7 @@ private slots:
             if (label->accessibleName() == "Server") shown = label->isVisible() && label->text().contains(url);
         QVERIFY(shown);
 
-        const QString body = R"({"model":"m","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":24,"temperature":0})";
+        const QString body = R"({"messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":24,"temperature":0})";
         auto ask = [&](const QString& key) {
             QProcess p;
             p.start(curl, {"-s", "-H", "Authorization: Bearer " + key, "-d", body, url + "/chat/completions"});

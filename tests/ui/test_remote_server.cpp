@@ -1,0 +1,163 @@
+// The app as a client of an OpenAI-compatible server (ui/remote_server), against a `lumen-cli
+// serve` started here: the model list, a streamed chat equal to `lumen-cli chat`'s reply, an
+// image to a vision-language model, cancelling, and what users are told when the server is not
+// there, refuses the key, or lacks the model. Skips with a message where ../shared/data is absent.
+#include <QProcess>
+#include <QSignalSpy>
+#include <QTcpServer>
+#include <QtTest>
+
+#include "tests/support/serve_process.h"
+#include "tests/support/test_support.h"
+#include "tests/support/tiny_models.h"
+#include "ui/remote_server.h"
+
+using namespace lumen;
+using namespace lumen::test;
+using namespace lumen::ui;
+
+namespace {
+
+constexpr const char* kKey = "remote-key";
+
+struct Reply {
+    QString text;
+    int reason = -1;
+    QString error;
+    Timings timings;
+};
+
+Reply wait_reply(RemoteServer& server, quint64 id, int timeout_ms = 120000) {
+    Reply r;
+    QObject::connect(&server, &RemoteServer::delta, [&](quint64 request, const QString& text, int) {
+        if (request == id) r.text += text;
+    });
+    QSignalSpy done(&server, &RemoteServer::finished);
+    QElapsedTimer clock;
+    clock.start();
+    while (clock.elapsed() < timeout_ms) {
+        for (const auto& args : done)
+            if (args.at(0).toULongLong() == id) {
+                r.reason = args.at(1).toInt();
+                r.error = args.at(2).toString();
+                r.timings = args.at(3).value<Timings>();
+                return r;
+            }
+        done.wait(100);
+    }
+    return r;
+}
+
+QByteArray read_bytes(const std::filesystem::path& p) {
+    QFile f(QString::fromStdString(p.string()));
+    return f.open(QIODevice::ReadOnly) ? f.readAll() : QByteArray();
+}
+
+}  // namespace
+
+class TestRemoteServer : public QObject {
+    Q_OBJECT
+private:
+    QString stories_;
+
+private slots:
+    void initTestCase() {
+        qRegisterMetaType<lumen::Timings>("lumen::Timings");
+        const auto data = shared_data();
+        if (!data) QSKIP("../shared/data is absent; these tests serve stories260K and a tiny vision-language model");
+        stories_ = QString::fromStdString((*data / "models" / "stories260K-hf").string());
+    }
+
+    void modelsAndAStreamedChat() {
+        ServeProcess serve(stories_, kKey);
+        QVERIFY2(!serve.url().isEmpty(), qPrintable(serve.errors()));
+        // Pasted without /v1 and with a trailing slash, as users do.
+        RemoteServer server(serve.url().chopped(3) + "/", kKey);
+        QCOMPARE(server.base_url().toString(), serve.url());
+        QSignalSpy listed(&server, &RemoteServer::models_listed);
+        server.list_models();
+        QVERIFY(listed.wait(10000));
+        QCOMPARE(listed.first().at(0).toStringList(), QStringList{"stories260K-hf"});
+
+        const quint64 id = server.chat("stories260K-hf", {{"user", "Once upon a time", {}}}, {0.0, -1, 40});
+        const Reply r = wait_reply(server, id);
+        QVERIFY2(r.error.isEmpty(), qPrintable(r.error));
+        QCOMPARE(FinishReason(r.reason), FinishReason::Length);
+        QCOMPARE(r.timings.generated_tokens, 40);
+        QVERIFY(r.timings.prompt_tokens > 0 && r.timings.first_token_ms > 0 && r.timings.decode_tokens_per_second > 0);
+        // The same reply as the terminal's chat gives for the same message.
+        QProcess chat;
+        chat.start(LUMEN_CLI_PATH, {"chat", "--model", stories_, "--device", "cpu", "--prompt", "Once upon a time",
+                                    "--temperature", "0", "--max-new-tokens", "40"});
+        QVERIFY(chat.waitForFinished(60000));
+        QCOMPARE(r.text, QString::fromUtf8(chat.readAllStandardOutput()).trimmed());
+    }
+
+    void anImageReachesAVisionModel() {
+        const TinyVlmSpec spec = load_tiny_vlm_spec();
+        QTemporaryDir dir;
+        build_tiny_vlm(spec, spec.models.front(), *shared_data() / "tokenizers", path_of(dir));
+        ServeProcess serve(dir.path(), kKey);
+        QVERIFY2(!serve.url().isEmpty(), qPrintable(serve.errors()));
+        RemoteServer server(serve.url(), kKey);
+        const QByteArray png = read_bytes(*shared_data() / "images" / "view336.png");
+        QVERIFY(!png.isEmpty());
+        const QString model = QDir(dir.path()).dirName();
+        const quint64 id = server.chat(model, {{"user", "What is in the picture?", {png}}}, {0.0, -1, 8});
+        const Reply r = wait_reply(server, id);
+        QVERIFY2(r.error.isEmpty(), qPrintable(r.error));
+        QVERIFY(r.timings.prompt_tokens > 100);  // the image's tokens are in the prompt
+        // A file that is not an image is the server's to refuse, and the app says what it said.
+        const quint64 bad = server.chat(model, {{"user", "And this?", {QByteArray("not an image at all")}}}, {0.0, -1, 8});
+        const Reply refused = wait_reply(server, bad);
+        QCOMPARE(FinishReason(refused.reason), FinishReason::Error);
+        QVERIFY2(refused.error.contains("HTTP 400") && refused.error.contains("image"), qPrintable(refused.error));
+    }
+
+    void cancellingEndsTheReply() {
+        ServeProcess serve(stories_, kKey);
+        QVERIFY2(!serve.url().isEmpty(), qPrintable(serve.errors()));
+        RemoteServer server(serve.url(), kKey);
+        const quint64 id = server.chat("stories260K-hf", {{"user", "Once", {}}}, {0.0, -1, 400});
+        QSignalSpy deltas(&server, &RemoteServer::delta);
+        QSignalSpy done(&server, &RemoteServer::finished);
+        QVERIFY(deltas.wait(30000));
+        server.cancel(id);  // ends it at once: nothing more comes for it
+        QCOMPARE(done.size(), 1);
+        QCOMPARE(FinishReason(done.first().at(1).toInt()), FinishReason::Cancelled);
+        const auto seen = deltas.size();
+        QTest::qWait(300);
+        QCOMPARE(deltas.size(), seen);
+    }
+
+    void failuresAreExplained() {
+        ServeProcess serve(stories_, kKey);
+        QVERIFY2(!serve.url().isEmpty(), qPrintable(serve.errors()));
+        // A wrong key.
+        RemoteServer wrong(serve.url(), "not-the-key");
+        QSignalSpy failed(&wrong, &RemoteServer::failed);
+        wrong.list_models();
+        QVERIFY(failed.wait(10000));
+        QVERIFY2(failed.first().at(0).toString().contains("did not accept the API key"), qPrintable(failed.first().at(0).toString()));
+        const Reply refused = wait_reply(wrong, wrong.chat("stories260K-hf", {{"user", "Once", {}}}));
+        QCOMPARE(FinishReason(refused.reason), FinishReason::Error);
+        QVERIFY2(refused.error.contains("did not accept the API key"), qPrintable(refused.error));
+        // A model the server does not have.
+        RemoteServer right(serve.url(), kKey);
+        const Reply missing = wait_reply(right, right.chat("no-such-model", {{"user", "Once", {}}}));
+        QVERIFY2(missing.error.contains("does not have that") && missing.error.contains("no-such-model"), qPrintable(missing.error));
+        // Nothing listening: a port taken and let go again.
+        QTcpServer probe;
+        QVERIFY(probe.listen(QHostAddress::LocalHost));
+        const quint16 port = probe.serverPort();
+        probe.close();
+        RemoteServer nobody(QString("127.0.0.1:%1").arg(port), {});
+        QSignalSpy unreachable(&nobody, &RemoteServer::failed);
+        nobody.list_models();
+        QVERIFY(unreachable.wait(10000));
+        QVERIFY2(unreachable.first().at(0).toString().contains("nothing is listening"), qPrintable(unreachable.first().at(0).toString()));
+    }
+};
+
+QTEST_GUILESS_MAIN(TestRemoteServer)
+#include "test_remote_server.moc"
