@@ -117,27 +117,35 @@ private:
 };
 
 // The events of the requests in flight, routed from the engine's one callback to each request's
-// handler. Events of a request whose handler has not registered yet wait for it.
+// handler. Events of a request whose handler has not registered yet wait for it. Each channel has
+// its own condition variable: an event wakes only its request's handler (one shared one woke every
+// handler for every event, 64 x 64 wake-ups a step at 64 clients, each taking the lock the engine's
+// thread needs for the next event).
 class EventRouter {
 public:
     struct Channel {
         std::deque<GenerationEvent> events;
+        std::condition_variable ready;
     };
 
     void deliver(const GenerationEvent& e) {
+        std::shared_ptr<Channel> waiting;
         {
             std::lock_guard lock(mutex_);
-            auto it = open_.find(e.request);
-            Channel& c = it != open_.end() ? *it->second : early_[e.request];
-            c.events.push_back(e);
+            if (auto it = open_.find(e.request); it != open_.end()) {
+                waiting = it->second;
+                waiting->events.push_back(e);
+            } else {
+                early_[e.request].push_back(e);
+            }
         }
-        ready_.notify_all();
+        if (waiting) waiting->ready.notify_one();
     }
     std::shared_ptr<Channel> open(RequestId id) {
         std::lock_guard lock(mutex_);
         auto c = std::make_shared<Channel>();
         if (auto it = early_.find(id); it != early_.end()) {
-            *c = std::move(it->second);
+            c->events = std::move(it->second);
             early_.erase(it);
         }
         open_[id] = c;
@@ -151,15 +159,14 @@ public:
     // The events that arrived, waiting up to `timeout` for one.
     std::deque<GenerationEvent> take(Channel& c, std::chrono::milliseconds timeout) {
         std::unique_lock lock(mutex_);
-        ready_.wait_for(lock, timeout, [&] { return !c.events.empty(); });
+        c.ready.wait_for(lock, timeout, [&] { return !c.events.empty(); });
         return std::exchange(c.events, {});
     }
 
 private:
     std::mutex mutex_;
-    std::condition_variable ready_;
     std::map<RequestId, std::shared_ptr<Channel>> open_;
-    std::map<RequestId, Channel> early_;
+    std::map<RequestId, std::deque<GenerationEvent>> early_;
 };
 
 // Prometheus counters and histograms of what the server did.
