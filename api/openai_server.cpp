@@ -64,16 +64,18 @@ public:
     LogprobsOut(const Tokenizer& tokenizer, int32_t previous, bool chat) : tokenizer_(tokenizer), previous_(previous), chat_(chat) {}
 
     void add(const TokenLogprobs& lp) {
-        const std::string text = text_of(lp.chosen.id);
+        // The token before, decoded once for the chosen token and every alternative.
+        const std::string before = previous_ < 0 ? std::string() : tokenizer_.decode(std::span(&previous_, 1));
+        const std::string text = text_of(before, lp.chosen.id);
         if (chat_) {
             json top = json::array();
-            for (const TokenLogprob& t : lp.top) top.push_back(entry(text_of(t.id), t.logprob));
+            for (const TokenLogprob& t : lp.top) top.push_back(entry(text_of(before, t.id), t.logprob));
             json e = entry(text, lp.chosen.logprob);
             e["top_logprobs"] = std::move(top);
             content_.push_back(std::move(e));
         } else {
             json top = json::object();
-            for (const TokenLogprob& t : lp.top) top[text_of(t.id)] = t.logprob;
+            for (const TokenLogprob& t : lp.top) top[text_of(before, t.id)] = t.logprob;
             tokens_.push_back(text);
             token_logprobs_.push_back(lp.chosen.logprob);
             top_.push_back(std::move(top));
@@ -98,9 +100,8 @@ private:
     static json entry(const std::string& text, float logprob) {
         return json{{"token", text}, {"logprob", logprob}, {"bytes", std::vector<uint8_t>(text.begin(), text.end())}};
     }
-    std::string text_of(int32_t id) const {
+    std::string text_of(const std::string& before, int32_t id) const {
         if (previous_ < 0) return tokenizer_.decode(std::span(&id, 1));
-        const std::string before = tokenizer_.decode(std::span(&previous_, 1));
         const std::array<int32_t, 2> pair{previous_, id};
         const std::string both = tokenizer_.decode(pair);
         if (both.compare(0, before.size(), before) == 0) return both.substr(before.size());
