@@ -63,7 +63,44 @@ void AppSettings::set_chat_preset(const QString& model_path, const ConversationS
 }
 
 QString AppSettings::last_model() const { return settings_.value("models/last").toString(); }
-void AppSettings::set_last_model(const QString& path) { settings_.setValue("models/last", path); }
+void AppSettings::set_last_model(const QString& path) {
+    settings_.setValue("models/last", path);
+    settings_.remove("models/last_remote");
+}
+
+QString AppSettings::last_remote_server() const { return settings_.value("models/last_remote/server").toString(); }
+QString AppSettings::last_remote_model() const { return settings_.value("models/last_remote/model").toString(); }
+void AppSettings::set_last_remote(const QString& server_url, const QString& model) {
+    settings_.remove("models/last");
+    settings_.setValue("models/last_remote/server", server_url);
+    settings_.setValue("models/last_remote/model", model);
+}
+
+QList<RemoteEntry> AppSettings::remote_servers() const {
+    QList<RemoteEntry> out;
+    const int n = settings_.beginReadArray("remote_servers");
+    for (int i = 0; i < n; ++i) {
+        settings_.setArrayIndex(i);
+        RemoteEntry e{settings_.value("url").toString(), settings_.value("key_store").toString(),
+                      settings_.value("api_key").toString()};
+        if (!e.url.isEmpty()) out << e;
+    }
+    settings_.endArray();
+    return out;
+}
+
+void AppSettings::set_remote_servers(const QList<RemoteEntry>& servers) {
+    settings_.remove("remote_servers");
+    settings_.beginWriteArray("remote_servers", int(servers.size()));
+    for (int i = 0; i < servers.size(); ++i) {
+        settings_.setArrayIndex(i);
+        settings_.setValue("url", servers[i].url);
+        settings_.setValue("key_store", servers[i].key_store);
+        // Only a key no keychain would take is written here.
+        if (servers[i].key_store == "settings") settings_.setValue("api_key", servers[i].key_in_settings);
+    }
+    settings_.endArray();
+}
 
 ServerSettings AppSettings::server_settings() const {
     ServerSettings s;

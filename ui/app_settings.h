@@ -30,6 +30,15 @@ struct ServerSettings {
     bool operator==(const ServerSettings&) const = default;
 };
 
+// A remote OpenAI-compatible server the user added (see RemoteEntries).
+struct RemoteEntry {
+    QString url;              // as RemoteServer::normalized() gives it: "http://host:port/v1"
+    QString key_store;        // where its API key is: "" (none), "keychain" or "settings"
+    QString key_in_settings;  // the key, when key_store is "settings"
+
+    bool operator==(const RemoteEntry&) const = default;
+};
+
 // A conversation's system prompt and sampling (a field left unset takes the model's default).
 struct ConversationSettings {
     QString system_prompt;
@@ -53,8 +62,15 @@ public:
     ConversationSettings chat_preset(const QString& model_path) const;
     void set_chat_preset(const QString& model_path, const ConversationSettings& preset);
 
+    // The model chosen last: a folder, or a remote server's model (choosing one forgets the other).
     QString last_model() const;
     void set_last_model(const QString& path);
+    QString last_remote_server() const;
+    QString last_remote_model() const;
+    void set_last_remote(const QString& server_url, const QString& model);
+
+    QList<RemoteEntry> remote_servers() const;
+    void set_remote_servers(const QList<RemoteEntry>& servers);
 
     ServerSettings server_settings() const;
     void set_server_settings(const ServerSettings& s);
@@ -71,6 +87,7 @@ public:
     void set_window_state(const QByteArray& state);
 
     void sync() { settings_.sync(); }
+    QString file_name() const { return settings_.fileName(); }
 
 private:
     static QString model_key(const QString& model_path);

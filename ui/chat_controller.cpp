@@ -71,7 +71,13 @@ void ChatController::set_model(const ChatTemplate& chat_template, const Tokenize
     context_ = context;
 }
 
+void ChatController::set_remote_model() {
+    clear_model();
+    remote_ = true;
+}
+
 void ChatController::clear_model() {
+    remote_ = false;
     template_.reset();
     tokenizer_ = nullptr;
     context_ = 0;
@@ -85,11 +91,27 @@ void ChatController::message_deleted(qint64 id) {
 ChatController::Turn ChatController::begin_reply(qint64 conversation, const ChatSampling& model_defaults, bool resample,
                                                  bool continuing, const QJsonArray& versions, const QString& model_name) {
     Turn turn;
-    if (!template_) {
+    if (!has_model()) {
         turn.problem = QObject::tr("No model is loaded.");
         return turn;
     }
     const ConversationInfo info = store_.conversation(conversation);
+    if (remote_) {
+        if (continuing) {
+            // OpenAI's API has no way to ask for more of a reply.
+            turn.problem = QObject::tr("A remote server cannot continue a reply; regenerate it instead.");
+            return turn;
+        }
+        messages_ = store_.messages(conversation);
+        continuing_ = false;
+        end_ = int(messages_.size());
+        system_ = info.system_prompt;
+        set_start(0);
+        turn.remote = remote_turn(info, resample);
+        prompt_tokens_ = 0;
+        begin_reply_message(conversation, versions, model_name);
+        return turn;
+    }
     const ChatSampling sampling = info.sampling.over(model_defaults);
     GenerationRequest request;
     request.sampling = sampling.params();
@@ -143,8 +165,37 @@ ChatController::Turn ChatController::begin_reply(qint64 conversation, const Chat
         return turn;
     }
     set_start(start);
+    begin_reply_message(conversation, versions, model_name);
+    prompt_tokens_ = int(request.prompt.size());
+    if (turns.images.isEmpty()) {
+        turn.request = std::move(request);
+    } else {
+        pending_ = std::move(request);
+        turn.images_to_prepare = std::move(turns);
+    }
+    return turn;
+}
 
-    if (continuing) {
+ChatController::RemoteTurn ChatController::remote_turn(const ConversationInfo& info, bool resample) const {
+    RemoteTurn turn;
+    turn.sampling = info.sampling;
+    if (resample) {
+        // Regenerate means another answer, as for a local model.
+        if (turn.sampling.temperature.value_or(0) <= 0) turn.sampling.temperature = 0.7;
+        turn.sampling.seed.reset();
+    }
+    if (!system_.trimmed().isEmpty()) turn.messages << RemoteMessage{"system", system_, {}};
+    for (int i = 0; i < end_; ++i) {
+        const StoredMessage& m = messages_[i];
+        RemoteMessage r{m.role, m.text, {}};
+        for (const QString& hash : m.images) r.images << store_.image(hash);
+        turn.messages << r;
+    }
+    return turn;
+}
+
+void ChatController::begin_reply_message(qint64 conversation, const QJsonArray& versions, const QString& model_name) {
+    if (continuing_) {
         reply_ = messages_[end_].id;
         reply_text_ = messages_[end_].text;
     } else {
@@ -157,14 +208,6 @@ ChatController::Turn ChatController::begin_reply(qint64 conversation, const Chat
     reply_clock_.start();
     first_token_ms_ = -1;
     reply_tokens_ = 0;
-    prompt_tokens_ = int(request.prompt.size());
-    if (turns.images.isEmpty()) {
-        turn.request = std::move(request);
-    } else {
-        pending_ = std::move(request);
-        turn.images_to_prepare = std::move(turns);
-    }
-    return turn;
 }
 
 std::optional<RenderedTurns> ChatController::drop_turn_if_too_long(std::size_t prompt_tokens) {

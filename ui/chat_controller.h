@@ -1,8 +1,9 @@
 #pragma once
 // A conversation's turns on the history's side, apart from any widget. The request for a reply
-// is built from the conversation as stored: its messages rendered with the model's chat template,
-// the oldest whole turns dropped when they outgrow the context (the system prompt and the
-// question being answered always stay). The reply is kept in the history as it is written, with
+// is built from the conversation as stored: for a local model, its messages rendered with the
+// model's chat template, the oldest whole turns dropped when they outgrow the context (the system
+// prompt and the question being answered always stay); for a remote server's model, the messages
+// themselves, which the server renders and fits to its context. The reply is kept in the history as it is written, with
 // how it ended, its timings and its earlier versions. The window shows what this says and passes
 // the engine's events to it.
 #include <QByteArray>
@@ -19,6 +20,7 @@
 #include "ui/chat_sampling.h"
 #include "ui/engine_worker.h"
 #include "ui/history_store.h"
+#include "ui/remote_server.h"
 
 namespace lumen::ui {
 
@@ -51,8 +53,10 @@ public:
 
     // The model that writes the replies; `tokenizer` must stay alive until clear_model().
     void set_model(const ChatTemplate& chat_template, const Tokenizer& tokenizer, int64_t context);
+    // Replies come from a remote server's model.
+    void set_remote_model();
     void clear_model();
-    bool has_model() const { return template_.has_value(); }
+    bool has_model() const { return template_.has_value() || remote_; }
 
     // A stored conversation as the transcript shows it.
     QList<TranscriptMessage> transcript(qint64 conversation) const;
@@ -63,10 +67,15 @@ public:
     void forget_context_start() { context_start_ = 0; }
     void message_deleted(qint64 id);
 
+    struct RemoteTurn {
+        QList<RemoteMessage> messages;
+        ChatSampling sampling;  // what the conversation sets; the server's defaults elsewhere
+    };
     struct Turn {
         QString problem;           // why no reply can be asked for; nothing else is set then
         GenerationRequest request;  // ready to submit, unless images must be prepared first
         std::optional<RenderedTurns> images_to_prepare;
+        std::optional<RemoteTurn> remote;  // instead of the above, for a remote server's model
     };
     // Starts a reply to the last question of `conversation`, or, `continuing`, writes on its last
     // reply. The reply's message is in the history once this succeeds. `resample`: another answer
@@ -98,6 +107,9 @@ public:
     std::optional<ReplyVersion> show_version(qint64 id, int step);
 
 private:
+    RemoteTurn remote_turn(const ConversationInfo& info, bool resample) const;
+    // Adds the reply's message to the history (or takes the reply continued) and starts its clocks.
+    void begin_reply_message(qint64 conversation, const QJsonArray& versions, const QString& model_name);
     RenderedTurns render_from(int start) const;
     int next_turn(int start) const;  // the next question after `start` that may lead; -1: none
     void set_start(int start);
@@ -105,6 +117,7 @@ private:
 
     HistoryStore& store_;
     std::optional<ChatTemplate> template_;
+    bool remote_ = false;
     const Tokenizer* tokenizer_ = nullptr;
     int64_t context_ = 0;
     qint64 context_start_ = 0;

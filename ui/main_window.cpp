@@ -33,6 +33,8 @@
 #include "ui/model_list_model.h"
 #include "ui/model_picker.h"
 #include "ui/notice_bar.h"
+#include "ui/remote_entries.h"
+#include "ui/remote_server.h"
 #include "ui/screenshot.h"
 #include "ui/settings_dialog.h"
 #include "ui/theme.h"
@@ -117,7 +119,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     file->addAction(tr("&Quit"), QKeySequence::Quit, qApp, &QApplication::quit);
     auto* model = menuBar()->addMenu(tr("&Model"));
     model->addAction(tr("&Choose model…"), QKeySequence("Ctrl+Shift+M"), this, &MainWindow::open_model_picker);
-    model->addAction(tr("&Unload"), &worker_, &EngineWorker::unload);
+    model->addAction(tr("&Unload"), this, &MainWindow::unload_model);
     auto* view = menuBar()->addMenu(tr("&View"));
     QAction* zoom_in = view->addAction(tr("Zoom &in"), this, [this] { set_zoom(settings_.zoom() + 10); });
     zoom_in->setShortcuts({QKeySequence::ZoomIn, QKeySequence("Ctrl+=")});
@@ -166,8 +168,14 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     connect(chat_, &ChatView::edit_requested, this, &MainWindow::edit);
     connect(chat_, &ChatView::delete_requested, this, &MainWindow::remove_message);
     connect(chat_, &ChatView::image_opened, this, [this](const QByteArray& image) { show_image_window(image, this); });
-    connect(&worker_, &EngineWorker::delta, this, &MainWindow::on_delta);
-    connect(&worker_, &EngineWorker::finished, this, &MainWindow::on_finished);
+    // A local request's events; one queued before a switch to a remote model is not for its requests.
+    connect(&worker_, &EngineWorker::delta, this, [this](quint64 request, const QString& text, int tokens) {
+        if (!remote_) on_delta(request, text, tokens);
+    });
+    connect(&worker_, &EngineWorker::finished, this,
+            [this](quint64 request, int reason, const QString& error, const lumen::Timings& timings) {
+                if (!remote_) on_finished(request, reason, error, timings);
+            });
     connect(&worker_, &EngineWorker::prepared, this, &MainWindow::on_prepared);
     connect(&worker_, &EngineWorker::preparation_failed, this, [this](quint64 ticket, const QString& error) {
         if (ticket != preparing_) return;
@@ -176,6 +184,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     });
     connect(&worker_, &EngineWorker::loaded, this, &MainWindow::on_loaded);
     connect(&worker_, &EngineWorker::load_started, this, [this](const QString& path) {
+        drop_remote();
         model_label_->setText(tr("Loading %1…").arg(QDir(path).dirName()));
         update_placeholder();
     });
@@ -202,9 +211,10 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     for (const auto& f : settings_.model_folders()) folders.emplace_back(f.toStdString());
     scan_found_models_ = !scan_models(folders, settings_.scan_hf_cache()).empty();
     update_placeholder();
-    // The last model loads again, in the background.
+    // The last model loads again, in the background (or the remote one is used again).
     const QString last = settings_.last_model();
     if (!last.isEmpty() && QDir(last).exists()) load_model(last);
+    else if (!settings_.last_remote_model().isEmpty()) use_remote(settings_.last_remote_server(), settings_.last_remote_model());
 }
 
 MainWindow::~MainWindow() {
@@ -221,7 +231,7 @@ void MainWindow::set_zoom(int percent) {
 }
 
 void MainWindow::send_when_ready(const QString& text) {
-    if (worker_.is_loaded()) {
+    if (has_model()) {
         composer_->set_text(text);
         send();
     } else {
@@ -243,20 +253,69 @@ void MainWindow::on_loaded(const LoadedModel& model) {
         chat_template = ChatTemplate::by_name("plain");
     }
     controller_.set_model(*chat_template, engine.tokenizer(), model.session_len);
-    composer_->show_problem({});  // "choose a model first" and the like no longer hold
-    update_status();
-    update_placeholder();
-    update_regenerate_buttons();
-    composer_->focus_text();
     statusBar()->showMessage(tr("%1 is ready on %2, weights %3, KV cache %4").arg(model.name, model.device, model.weights, model.kv_cache),
                              5000);
     apply_server();
     // Images attached while the model was loading are prepared for it now.
     for (const ImageAttachment& image : composer_->images()) worker_.prefetch(image.bytes);
+    model_ready();
+}
+
+void MainWindow::model_ready() {
+    composer_->show_problem({});  // "choose a model first" and the like no longer hold
+    update_status();
+    update_placeholder();
+    update_regenerate_buttons();
+    composer_->focus_text();
     if (!pending_prompt_.isEmpty()) {
         composer_->set_text(pending_prompt_);
         pending_prompt_.clear();
         send();
+    }
+}
+
+void MainWindow::use_remote(const QString& server, const QString& model) {
+    if (worker_.is_loaded() || worker_.loading()) worker_.unload();  // the window chats with one model
+    drop_remote();
+    settings_.set_last_remote(server, model);
+    model_label_->setText(tr("Connecting to %1…").arg(model));
+    auto* entries = new RemoteEntries(settings_, this);
+    entries->read_key(server, [this, entries, server, model](const QString& key, const QString& problem) {
+        entries->deleteLater();
+        if (settings_.last_remote_server() != server || settings_.last_remote_model() != model) return;  // chosen otherwise meanwhile
+        if (!problem.isEmpty()) {
+            model_label_->setText(tr("%1 cannot be used").arg(model));
+            if (isVisible()) QMessageBox::warning(this, tr("The server's API key is missing"), problem);
+            return;
+        }
+        remote_ = new RemoteServer(server, key, this);
+        remote_model_ = model;
+        connect(remote_, &RemoteServer::delta, this, &MainWindow::on_delta);
+        connect(remote_, &RemoteServer::finished, this, &MainWindow::on_finished);
+        controller_.set_remote_model();
+        statusBar()->showMessage(tr("Chatting with %1 on the server at %2").arg(model, remote_->base_url().toString()), 5000);
+        model_ready();
+    });
+}
+
+void MainWindow::drop_remote() {
+    if (!remote_) return;
+    interrupt_reply();
+    remote_->deleteLater();
+    remote_ = nullptr;
+    remote_model_.clear();
+    controller_.clear_model();
+    update_status();
+    update_placeholder();
+    update_regenerate_buttons();
+}
+
+void MainWindow::unload_model() {
+    if (remote_) {
+        drop_remote();
+        settings_.set_last_remote({}, {});
+    } else {
+        worker_.unload();
     }
 }
 
@@ -296,7 +355,7 @@ void MainWindow::send() {
     const QString text = composer_->text().trimmed();
     const QList<ImageAttachment> images = composer_->images();
     if (text.isEmpty() && images.isEmpty()) return;
-    if (!worker_.is_loaded()) {
+    if (!has_model()) {
         composer_->show_problem(worker_.loading() ? tr("The model is still loading; send again when it is ready.")
                                                   : tr("Choose a model first (Model ▸ Choose model…, Ctrl+Shift+M)."));
         if (!worker_.loading()) open_model_picker();
@@ -306,7 +365,8 @@ void MainWindow::send() {
     bool earlier_images = false;
     for (const TranscriptMessage& m : chat_->messages())
         earlier_images = earlier_images || (!m.images.isEmpty() && (!editing_ || m.id < editing_));
-    if ((!images.isEmpty() || earlier_images) && !worker_.model().sees_images) {
+    // A remote server says for itself whether its model reads images.
+    if ((!images.isEmpty() || earlier_images) && !remote_ && !worker_.model().sees_images) {
         const QString name = worker_.model().name;
         if (worker_.model().vision)
             composer_->show_problem(tr("%1 is a vision model, but its image encoder could not be loaded.").arg(name));
@@ -327,7 +387,7 @@ void MainWindow::send() {
     }
     if (conversation_ == 0) {
         // A new chat starts from the settings chosen for it, else from the model's preset.
-        const ConversationSettings c = draft_ ? *draft_ : settings_.chat_preset(worker_.model().path);
+        const ConversationSettings c = draft_ ? *draft_ : remote_ ? ConversationSettings{} : settings_.chat_preset(worker_.model().path);
         conversation_ = store_.create_conversation(title_from(text), c.system_prompt, c.sampling);
         draft_.reset();
         list_->reload();
@@ -345,9 +405,9 @@ void MainWindow::send() {
 }
 
 void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& versions) {
-    if (!worker_.is_loaded() || !controller_.has_model()) return;
+    if (!has_model() || !controller_.has_model()) return;
     ChatController::Turn turn =
-        controller_.begin_reply(conversation_, model_defaults(), resample, continuing, versions, worker_.model().name);
+        controller_.begin_reply(conversation_, model_defaults(), resample, continuing, versions, author_name());
     if (!turn.problem.isEmpty()) {
         composer_->show_problem(turn.problem);
         update_regenerate_buttons();
@@ -366,7 +426,9 @@ void MainWindow::start_reply(bool resample, bool continuing, const QJsonArray& v
     }
     chat_->scroll_to_end();
     reply_dirty_ = false;
-    if (turn.images_to_prepare) {
+    if (turn.remote) {
+        request_ = remote_->chat(remote_model_, turn.remote->messages, turn.remote->sampling);
+    } else if (turn.images_to_prepare) {
         // Decoding and preprocessing happen off the GUI thread; the request goes when they are done.
         const RenderedTurns& p = *turn.images_to_prepare;
         preparing_ = worker_.prepare(p.text, p.images, p.encode);
@@ -445,13 +507,20 @@ void MainWindow::finish_reply(int reason, const QString& error, const Timings& t
 
 void MainWindow::interrupt_reply() {
     if (!generating()) return;
-    if (request_) worker_.cancel(request_);
+    // Ended here, not by the (possibly immediate) event the cancel brings.
+    const RequestId request = std::exchange(request_, 0);
+    if (request) cancel_request(request);
     finish_reply(int(FinishReason::Cancelled), {}, controller_.timings_so_far(), true);
+}
+
+void MainWindow::cancel_request(RequestId id) {
+    if (remote_) remote_->cancel(id);
+    else worker_.cancel(id);
 }
 
 void MainWindow::stop() {
     if (request_) {
-        worker_.cancel(request_);
+        cancel_request(request_);
     } else if (preparing_) {
         preparing_ = 0;
         finish_reply(int(FinishReason::Cancelled), {}, {});
@@ -459,7 +528,7 @@ void MainWindow::stop() {
 }
 
 void MainWindow::regenerate(qint64 id) {
-    if (generating() || !worker_.is_loaded()) return;
+    if (generating() || !has_model()) return;
     const int index = chat_->index_of(id);
     if (index < 0) return;
     commit_pending_delete();
@@ -473,7 +542,8 @@ void MainWindow::regenerate(qint64 id) {
 }
 
 void MainWindow::continue_reply() {
-    if (generating() || !worker_.is_loaded() || chat_->messages().isEmpty()) return;
+    // OpenAI's API cannot continue a reply: a remote model's replies are not offered it.
+    if (generating() || !worker_.is_loaded() || remote_ || chat_->messages().isEmpty()) return;
     if (chat_->messages().last().role != "assistant") return;
     commit_pending_delete();
     // A continued version becomes the newest of the reply's versions.
@@ -551,12 +621,14 @@ void MainWindow::commit_pending_delete() {
 
 void MainWindow::update_regenerate_buttons() {
     const auto& messages = chat_->messages();
-    const bool ready = !generating() && worker_.is_loaded();
+    const bool ready = !generating() && has_model();
     for (int i = 0; i < messages.size(); ++i) chat_->set_can_regenerate(i, ready && i == messages.size() - 1);
 }
 
 void MainWindow::open_model_picker() {
     ModelPicker picker(settings_, worker_, this);
+    if (remote_) picker.set_remote_in_use(remote_->base_url().toString(), remote_model_);
+    connect(&picker, &ModelPicker::remote_chosen, this, &MainWindow::use_remote);
     picker.exec();
 }
 
@@ -639,16 +711,24 @@ void MainWindow::take_screenshot() {
         });
 }
 
-QString MainWindow::author_name() const { return worker_.is_loaded() ? worker_.model().name : tr("Model"); }
+QString MainWindow::author_name() const {
+    return remote_ ? remote_model_ : worker_.is_loaded() ? worker_.model().name : tr("Model");
+}
 
 void MainWindow::update_status() {
     if (worker_.serving_url().isEmpty()) server_label_->hide();  // the model went, and its server with it
-    if (worker_.is_loaded()) {
+    if (remote_) {
+        const QUrl& url = remote_->base_url();
+        model_label_->setText(remote_model_);
+        model_label_->setToolTip(tr("On the server at %1").arg(url.toString()));
+        device_label_->setText(tr("Server %1").arg(url.host() + (url.port() > 0 ? ":" + QString::number(url.port()) : QString())));
+    } else if (worker_.is_loaded()) {
         model_label_->setText(worker_.model().name);
         model_label_->setToolTip(tr("Weights: %1\nKV cache: %2").arg(worker_.model().weights, worker_.model().kv_cache));
         device_label_->setText(worker_.model().device);
     } else if (!worker_.loading()) {
         model_label_->setText(tr("No model loaded"));
+        model_label_->setToolTip({});
         device_label_->setText(gpu_available() ? tr("GPU available") : tr("CPU"));
     }
     if (worker_.is_loaded() && worker_.model().device.startsWith("cuda")) {
@@ -661,7 +741,10 @@ void MainWindow::update_status() {
 
 void MainWindow::update_placeholder() {
     QString text;
-    if (worker_.is_loaded()) {
+    if (remote_) {
+        text = tr("<h2>%1</h2><p>On the server at %2. Ask anything; images are sent along when the model reads them.</p>")
+                   .arg(remote_model_.toHtmlEscaped(), remote_->base_url().toString().toHtmlEscaped());
+    } else if (worker_.is_loaded()) {
         text = tr("<h2>%1</h2><p>Ask anything. Drop or paste images, or press Ctrl+Shift+S to ask about part of "
                   "the screen.</p>")
                    .arg(worker_.model().name.toHtmlEscaped());

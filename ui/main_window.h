@@ -1,6 +1,7 @@
 #pragma once
 // The main window: conversations on the left, the transcript and the composer on the right, the
-// model and device in the status bar. It runs a turn: stores the user's message, asks the chat
+// model and device in the status bar. The model is a local one (the engine worker's) or one on a
+// remote server the user added. It runs a turn: stores the user's message, asks the chat
 // controller for the request (built from the history, trimmed to the context), submits it,
 // streams the reply into the transcript (coalesced to ~33 updates a second) while the
 // controller keeps it in the history, and shows how it ended and its timings. A reply cut short
@@ -25,6 +26,7 @@ class ConversationList;
 class HistoryStore;
 class ModelPicker;
 class NoticeBar;
+class RemoteServer;
 
 class MainWindow : public QMainWindow {
     Q_OBJECT
@@ -39,6 +41,8 @@ public:
     EngineWorker& worker() { return worker_; }
     qint64 current_conversation() const { return conversation_; }
     bool generating() const { return request_ != 0 || preparing_ != 0; }
+    // A model to chat with: loaded here, or on a remote server.
+    bool has_model() const { return worker_.is_loaded() || remote_ != nullptr; }
     // Sends `text` as soon as a model is loaded (the --prompt option).
     void send_when_ready(const QString& text);
 
@@ -47,6 +51,10 @@ public slots:
     void send();
     void stop();
     void load_model(const QString& path);
+    // Chats with `model` on the remote server at `server` (one added in the model list; its API
+    // key comes from where it was kept). A local model is unloaded first.
+    void use_remote(const QString& server, const QString& model);
+    void unload_model();  // or stops using the remote model
     void open_model_picker();
     void open_settings();
     void take_screenshot();
@@ -79,6 +87,9 @@ private:
     void commit_pending_delete();
     void end_editing();
     void on_loaded(const LoadedModel& model);
+    void model_ready();  // what a model (local or remote) becoming usable changes
+    void drop_remote();
+    void cancel_request(RequestId id);
     void update_placeholder();
     void update_status();
     // Serves the loaded model as Settings > Server says (or stops serving it).
@@ -104,6 +115,8 @@ private:
     QTimer* memory_timer_;
 
     ChatController controller_{store_};
+    RemoteServer* remote_ = nullptr;  // the server whose model writes the replies (none: the local one)
+    QString remote_model_;
     qint64 conversation_ = 0;
     RequestId request_ = 0;
     quint64 preparing_ = 0;         // the images of the reply being prepared (ticket), before submission

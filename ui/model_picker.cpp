@@ -78,6 +78,17 @@ void ModelPicker::load_selected() {
         QMessageBox::information(this, tr("No model chosen"), tr("Choose a model in the list first."));
         return;
     }
+    if (page_->model()->is_remote(index.row())) {
+        const RemoteModel& r = page_->model()->remote(index.row());
+        if (!r.problem.isEmpty()) {
+            QMessageBox::warning(this, tr("This server cannot be used now"), r.problem);
+            return;
+        }
+        set_remote_in_use(r.server, r.id);
+        emit remote_chosen(r.server, r.id);
+        accept();
+        return;
+    }
     const ModelEntry& m = page_->model()->entry(index.row());
     if (!m.loadable) {
         QMessageBox::warning(this, tr("This model cannot load"), QString::fromStdString(m.problem));
@@ -88,15 +99,28 @@ void ModelPicker::load_selected() {
     worker_.load(path, engine_options_for(settings_, path));
 }
 
+void ModelPicker::set_remote_in_use(const QString& server, const QString& model) {
+    remote_server_ = server;
+    remote_model_ = model;
+    update_state();
+}
+
 void ModelPicker::update_state() {
     const bool loading = worker_.loading();
     progress_->setVisible(loading);
     cancel_->setVisible(loading);
-    load_->setEnabled(!loading && page_->findChild<QTableView*>()->currentIndex().isValid());
+    const QModelIndex current = page_->findChild<QTableView*>()->currentIndex();
+    load_->setEnabled(!loading && current.isValid());
+    // A server's model is used where it runs: nothing loads here.
+    const bool remote = current.isValid() && page_->model()->is_remote(current.row());
+    load_->setText(remote ? tr("Use") : tr("Load"));
+    load_->setAccessibleName(remote ? tr("Chat with the selected server's model") : tr("Load the selected model"));
     unload_->setEnabled(worker_.is_loaded());
     page_->model()->set_loaded_path(worker_.is_loaded() ? worker_.model().path : QString());
+    page_->model()->set_remote_in_use(remote_server_, remote_model_);
     if (loading) state_->setText(tr("Loading…"));
     else if (worker_.is_loaded()) state_->setText(tr("Loaded: %1 on %2").arg(worker_.model().name, worker_.model().device));
+    else if (!remote_model_.isEmpty()) state_->setText(tr("In use: %1 on %2").arg(remote_model_, remote_server_));
     else state_->setText(tr("No model loaded"));
 }
 

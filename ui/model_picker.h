@@ -1,6 +1,7 @@
 #pragma once
-// The model picker: the models page (folders, Hugging Face cache, every model and whether it can
-// load) with Load and Unload, and a progress bar with Cancel while a model loads.
+// The model picker: the models page (folders, Hugging Face cache, remote servers, every model and
+// whether it can be used) with Load and Unload, and a progress bar with Cancel while a model
+// loads. A remote server's model is not loaded here: choosing it tells the window to chat with it.
 #include <QDialog>
 
 class QLabel;
@@ -18,6 +19,11 @@ class ModelPicker : public QDialog {
 public:
     ModelPicker(AppSettings& settings, EngineWorker& worker, QWidget* parent = nullptr);
     ModelsPage* page() const { return page_; }
+    // The remote model the window chats with now (none: empty), marked in the list.
+    void set_remote_in_use(const QString& server, const QString& model);
+
+signals:
+    void remote_chosen(const QString& server, const QString& model);
 
 public slots:
     void load_selected();
@@ -33,6 +39,7 @@ private:
     QPushButton* load_;
     QPushButton* unload_;
     QPushButton* cancel_;
+    QString remote_server_, remote_model_;
 };
 
 }  // namespace lumen::ui

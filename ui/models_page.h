@@ -1,6 +1,7 @@
 #pragma once
-// The models Lumen can see: the folders it scans, the Hugging Face cache, and every model found
-// with whether it can load. Scans run off the GUI thread.
+// The models Lumen can see: the folders it scans, the Hugging Face cache, the remote servers the
+// user added, and every model found with whether it can be used. Scans run off the GUI thread;
+// servers are asked for their models over the network, each on its own.
 #include <QWidget>
 
 class QCheckBox;
@@ -14,6 +15,7 @@ namespace lumen::ui {
 
 class AppSettings;
 class ModelListModel;
+class RemoteEntries;
 
 class ModelsPage : public QWidget {
     Q_OBJECT
@@ -27,18 +29,30 @@ public slots:
     void rescan();
     void add_folder(const QString& folder);
     void remove_selected_folder();
+    // Adds a server with its API key (kept in the keychain where one answers) and lists its models.
+    void add_server(const QString& url, const QString& api_key);
+    void remove_selected_server();
 
 signals:
+    // The folders are scanned and every server has answered (or failed to).
     void scan_finished(int models, int loadable);
+    // Where the key went when no keychain took it (also shown in a message box while the page is visible).
+    void key_warning(const QString& warning);
 
 private:
     void choose_folder();
+    void choose_server();
     void save_folders();
+    void list_server(const QString& url);
     void show_results();
+    void finish_if_done();
 
     AppSettings& settings_;
     ModelListModel* model_;
     QListWidget* folders_;
+    QListWidget* servers_;
+    QPushButton* remove_server_;
+    RemoteEntries* remote_;
     QCheckBox* hf_cache_;
     QPushButton* remove_;
     QStackedWidget* stack_;
@@ -46,6 +60,7 @@ private:
     QLabel* empty_;
     QLabel* status_;
     bool scanning_ = false;
+    int asking_ = 0;  // servers asked for their models, not yet answered
     bool rescan_pending_ = false;
 };
 

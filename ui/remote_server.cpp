@@ -10,6 +10,9 @@
 namespace lumen::ui {
 namespace {
 
+constexpr int kListTimeoutMs = 10000;
+constexpr int kStreamSilenceMs = 300000;
+
 qint64 now_ns() {
     static QElapsedTimer clock = [] {
         QElapsedTimer c;
@@ -60,14 +63,17 @@ QString RemoteServer::explain(QNetworkReply* reply, const QByteArray& body) cons
     switch (reply->error()) {
     case QNetworkReply::ConnectionRefusedError: return tr("Cannot reach the server at %1: nothing is listening there.").arg(where);
     case QNetworkReply::HostNotFoundError: return tr("Cannot reach the server at %1: no such host.").arg(where);
-    case QNetworkReply::TimeoutError: return tr("The server at %1 did not answer in time.").arg(where);
+    case QNetworkReply::TimeoutError:
+    case QNetworkReply::OperationCanceledError: return tr("The server at %1 did not answer in time.").arg(where);
     case QNetworkReply::RemoteHostClosedError: return tr("The server at %1 closed the connection.").arg(where);
     default: return tr("Cannot reach the server at %1: %2").arg(where, reply->errorString());
     }
 }
 
 void RemoteServer::list_models() {
-    QNetworkReply* reply = network_.get(request("/models"));
+    QNetworkRequest get = request("/models");
+    get.setTransferTimeout(kListTimeoutMs);
+    QNetworkReply* reply = network_.get(get);
     connect(reply, &QNetworkReply::finished, this, [this, reply] {
         reply->deleteLater();
         const QByteArray body = reply->readAll();
@@ -84,7 +90,7 @@ void RemoteServer::list_models() {
     });
 }
 
-quint64 RemoteServer::chat(const QString& model, const QList<RemoteMessage>& messages, const RemoteSampling& sampling) {
+quint64 RemoteServer::chat(const QString& model, const QList<RemoteMessage>& messages, const ChatSampling& sampling) {
     QJsonArray turns;
     for (const RemoteMessage& m : messages) {
         if (m.images.isEmpty()) {
@@ -99,15 +105,23 @@ quint64 RemoteServer::chat(const QString& model, const QList<RemoteMessage>& mes
     }
     QJsonObject body{{"model", model}, {"messages", turns}, {"stream", true},
                      {"stream_options", QJsonObject{{"include_usage", true}}}};
-    if (sampling.temperature >= 0) body.insert("temperature", sampling.temperature);
-    if (sampling.top_p >= 0) body.insert("top_p", sampling.top_p);
-    if (sampling.max_tokens > 0) body.insert("max_tokens", sampling.max_tokens);
+    const ChatSampling& c = sampling;
+    if (c.temperature) body.insert("temperature", *c.temperature);
+    if (c.top_p) body.insert("top_p", *c.top_p);
+    if (c.max_new_tokens) body.insert("max_tokens", *c.max_new_tokens);
+    if (c.seed && *c.seed != 0) body.insert("seed", qint64(*c.seed));
+    if (c.top_k && *c.top_k > 0) body.insert("top_k", *c.top_k);
+    if (c.min_p && *c.min_p > 0) body.insert("min_p", *c.min_p);
+    if (c.repetition_penalty && *c.repetition_penalty != 1) body.insert("repetition_penalty", *c.repetition_penalty);
 
     const quint64 id = next_++;
     Stream& s = streams_[id];
     s.started_ns = now_ns();
     s.reason = int(FinishReason::Stop);
-    QNetworkReply* reply = network_.post(request("/chat/completions"), QJsonDocument(body).toJson(QJsonDocument::Compact));
+    QNetworkRequest post = request("/chat/completions");
+    // Nothing for so long means the server is gone (a long prompt's first token comes well before).
+    post.setTransferTimeout(kStreamSilenceMs);
+    QNetworkReply* reply = network_.post(post, QJsonDocument(body).toJson(QJsonDocument::Compact));
     s.reply = reply;
     connect(reply, &QNetworkReply::readyRead, this, [this, id] { read_events(id); });
     connect(reply, &QNetworkReply::finished, this, [this, id, reply] {

@@ -15,6 +15,7 @@
 #include <QUrl>
 
 #include "engine/runtime/engine.h"
+#include "ui/chat_sampling.h"
 
 class QNetworkReply;
 
@@ -24,12 +25,6 @@ struct RemoteMessage {
     QString role;             // "system", "user" or "assistant"
     QString text;
     QList<QByteArray> images;  // encoded files (PNG, JPEG, WebP), sent as data: URLs
-};
-
-struct RemoteSampling {
-    double temperature = -1;  // < 0: the server's default
-    double top_p = -1;
-    int max_tokens = 0;       // 0: the server's default
 };
 
 class RemoteServer : public QObject {
@@ -42,7 +37,10 @@ public:
     // GET /models; the answer arrives as models_listed() or failed().
     void list_models();
     // POST /chat/completions, streamed; returns the request's id for delta() and finished().
-    quint64 chat(const QString& model, const QList<RemoteMessage>& messages, const RemoteSampling& sampling = {});
+    // Sampling fields left unset take the server's defaults (its model's generation config);
+    // top_k, min_p and repetition_penalty, which OpenAI's own API lacks, are sent only when
+    // they do something.
+    quint64 chat(const QString& model, const QList<RemoteMessage>& messages, const ChatSampling& sampling = {});
     void cancel(quint64 request);
 
     static QUrl normalized(const QString& base_url);

@@ -1,6 +1,6 @@
 // Renders the screenshots in docs/screenshots (light and dark): the first run, a conversation
-// with an image and a code block, a long reply, the model picker, the settings with the memory
-// estimate, and the screenshot overlay. Run under Xvfb at 1600x1000, and at twice the pixels:
+// with an image and a code block, a long reply, the model picker (with a remote server), a reply
+// from that server, the settings with the memory estimate, and the screenshot overlay. Run under Xvfb at 1600x1000, and at twice the pixels:
 //   xvfb-run -a -s "-screen 0 1600x1000x24" build/tests/make_screenshots docs/screenshots
 //   QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 3200x2000x24" build/tests/make_screenshots docs/screenshots
 // The image conversation is written into a fresh history as an example (no local test model
@@ -16,6 +16,7 @@
 #include <QTimer>
 #include <cstdio>
 
+#include "tests/support/serve_process.h"
 #include "tests/support/test_support.h"
 #include "ui/app_settings.h"
 #include "ui/chat_view.h"
@@ -143,7 +144,9 @@ int main(int argc, char** argv) {
             save(&w, out, "live-reply-" + theme);
         }
 
-        // 3. The model picker.
+        // 3. The model picker, with a server (stories260K served by lumen-cli on the loopback).
+        lumen::test::ServeProcess serve(QString::fromStdString((*data / "models" / "stories260K-hf").string()), {});
+        settings.set_remote_servers({RemoteEntry{serve.url(), {}, {}}});
         {
             ModelPicker picker(settings, w.worker(), &w);
             picker.resize(1100, 560);
@@ -151,6 +154,18 @@ int main(int argc, char** argv) {
             settle(800);
             picker.page()->findChild<QTableView*>()->selectRow(1);
             save(&picker, out, "model-picker-" + theme);
+        }
+
+        // 3b. A reply from the server's model.
+        {
+            w.use_remote(serve.url(), "stories260K-hf");
+            w.new_chat();
+            QEventLoop replied;
+            QObject::connect(&w, &MainWindow::reply_finished, &replied, &QEventLoop::quit);
+            w.send_when_ready("Once upon a time");
+            replied.exec();
+            save(&w, out, "remote-reply-" + theme);
+            w.unload_model();
         }
 
         // 4. The settings.

@@ -79,7 +79,7 @@ private slots:
         QVERIFY(listed.wait(10000));
         QCOMPARE(listed.first().at(0).toStringList(), QStringList{"stories260K-hf"});
 
-        const quint64 id = server.chat("stories260K-hf", {{"user", "Once upon a time", {}}}, {0.0, -1, 40});
+        const quint64 id = server.chat("stories260K-hf", {{"user", "Once upon a time", {}}}, {.temperature = 0.0, .max_new_tokens = 40});
         const Reply r = wait_reply(server, id);
         QVERIFY2(r.error.isEmpty(), qPrintable(r.error));
         QCOMPARE(FinishReason(r.reason), FinishReason::Length);
@@ -103,12 +103,12 @@ private slots:
         const QByteArray png = read_bytes(*shared_data() / "images" / "view336.png");
         QVERIFY(!png.isEmpty());
         const QString model = QDir(dir.path()).dirName();
-        const quint64 id = server.chat(model, {{"user", "What is in the picture?", {png}}}, {0.0, -1, 8});
+        const quint64 id = server.chat(model, {{"user", "What is in the picture?", {png}}}, {.temperature = 0.0, .max_new_tokens = 8});
         const Reply r = wait_reply(server, id);
         QVERIFY2(r.error.isEmpty(), qPrintable(r.error));
         QVERIFY(r.timings.prompt_tokens > 100);  // the image's tokens are in the prompt
         // A file that is not an image is the server's to refuse, and the app says what it said.
-        const quint64 bad = server.chat(model, {{"user", "And this?", {QByteArray("not an image at all")}}}, {0.0, -1, 8});
+        const quint64 bad = server.chat(model, {{"user", "And this?", {QByteArray("not an image at all")}}}, {.temperature = 0.0, .max_new_tokens = 8});
         const Reply refused = wait_reply(server, bad);
         QCOMPARE(FinishReason(refused.reason), FinishReason::Error);
         QVERIFY2(refused.error.contains("HTTP 400") && refused.error.contains("image"), qPrintable(refused.error));
@@ -118,7 +118,7 @@ private slots:
         ServeProcess serve(stories_, kKey);
         QVERIFY2(!serve.url().isEmpty(), qPrintable(serve.errors()));
         RemoteServer server(serve.url(), kKey);
-        const quint64 id = server.chat("stories260K-hf", {{"user", "Once", {}}}, {0.0, -1, 400});
+        const quint64 id = server.chat("stories260K-hf", {{"user", "Once", {}}}, {.temperature = 0.0, .max_new_tokens = 400});
         QSignalSpy deltas(&server, &RemoteServer::delta);
         QSignalSpy done(&server, &RemoteServer::finished);
         QVERIFY(deltas.wait(30000));
