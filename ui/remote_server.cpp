@@ -36,8 +36,23 @@ QUrl RemoteServer::normalized(const QString& base_url) {
     QString s = base_url.trimmed();
     while (s.endsWith('/')) s.chop(1);
     if (!s.contains("://")) s = "http://" + s;
+    // An endpoint's address pasted whole ("…/v1/chat/completions") names its base too.
+    if (const qsizetype v1 = s.indexOf("/v1/"); v1 >= 0) s.truncate(v1 + 3);
     if (!s.endsWith("/v1")) s += "/v1";
     return QUrl(s);
+}
+
+QString RemoteServer::error_message(const QByteArray& body) {
+    // OpenAI's {"error": {"message"}}; vLLM's older {"object": "error", "message"}; FastAPI's
+    // {"detail"} (LMDeploy and others, for routes and validation).
+    const QJsonObject o = QJsonDocument::fromJson(body).object();
+    if (const QJsonValue e = o.value("error"); e.isObject()) return e.toObject().value("message").toString();
+    else if (e.isString()) return e.toString();
+    if (o.value("message").isString()) return o.value("message").toString();
+    if (o.value("detail").isString()) return o.value("detail").toString();
+    if (const QJsonArray details = o.value("detail").toArray(); !details.isEmpty())
+        return details.first().toObject().value("msg").toString();
+    return {};
 }
 
 QNetworkRequest RemoteServer::request(const QString& path) const {
@@ -51,7 +66,7 @@ QNetworkRequest RemoteServer::request(const QString& path) const {
 QString RemoteServer::explain(QNetworkReply* reply, const QByteArray& body) const {
     const QString where = base_.host() + (base_.port() > 0 ? ":" + QString::number(base_.port()) : QString());
     const int status = reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
-    QString said = QJsonDocument::fromJson(body).object().value("error").toObject().value("message").toString();
+    QString said = error_message(body);
     if (said.isEmpty()) said = QString::fromUtf8(body.left(200)).trimmed();
     switch (status) {
     case 0: break;
@@ -144,6 +159,9 @@ void RemoteServer::read_events(quint64 id) {
     const int status = it->reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
     it->pending += it->reply->readAll();
     if (status >= 400) return;  // an error body: explained when the reply ends
+    // Events may end their lines with CR LF or CR as well as LF.
+    it->pending.replace("\r\n", "\n");
+    if (!it->pending.endsWith('\r')) it->pending.replace('\r', '\n');
     // Server-sent events: "data: ..." lines, each event ended by a blank line.
     for (qsizetype end_of_event; (end_of_event = it->pending.indexOf("\n\n")) >= 0;) {
         const QByteArray event = it->pending.left(end_of_event);
@@ -157,9 +175,8 @@ void RemoteServer::read_events(quint64 id) {
                 return;
             }
             const QJsonObject o = QJsonDocument::fromJson(data).object();
-            if (o.contains("error")) {
-                end(id, int(FinishReason::Error),
-                    tr("The server stopped the reply: %1").arg(o.value("error").toObject().value("message").toString()));
+            if (o.contains("error") || o.value("object") == "error") {
+                end(id, int(FinishReason::Error), tr("The server stopped the reply: %1").arg(error_message(data)));
                 return;
             }
             if (const QJsonObject usage = o.value("usage").toObject(); !usage.isEmpty()) {

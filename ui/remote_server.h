@@ -44,6 +44,8 @@ public:
     void cancel(quint64 request);
 
     static QUrl normalized(const QString& base_url);
+    // The message in an error body, as the servers in use shape it (empty: none found).
+    static QString error_message(const QByteArray& body);
 
 signals:
     void models_listed(const QStringList& ids);

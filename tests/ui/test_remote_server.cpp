@@ -5,6 +5,7 @@
 #include <QProcess>
 #include <QSignalSpy>
 #include <QTcpServer>
+#include <QTcpSocket>
 #include <QtTest>
 
 #include "tests/support/serve_process.h"
@@ -46,6 +47,57 @@ Reply wait_reply(RemoteServer& server, quint64 id, int timeout_ms = 120000) {
         done.wait(100);
     }
     return r;
+}
+
+// Another server's way of answering, byte for byte: what it sends back for a request whose text
+// holds a marker, written in small pieces (an event, even a CR LF, may be cut anywhere).
+class CannedServer : public QObject {
+public:
+    explicit CannedServer(QList<QPair<QByteArray, QByteArray>> answers) : answers_(std::move(answers)) {
+        server_.listen(QHostAddress::LocalHost);
+        connect(&server_, &QTcpServer::newConnection, this, [this] {
+            while (QTcpSocket* socket = server_.nextPendingConnection()) {
+                connect(socket, &QTcpSocket::readyRead, this, [this, socket] { answer(socket); });
+                connect(socket, &QTcpSocket::disconnected, socket, &QObject::deleteLater);
+            }
+        });
+    }
+    QString url() const { return QString("http://127.0.0.1:%1/v1").arg(server_.serverPort()); }
+    const QByteArray& last_request() const { return last_; }
+
+private:
+    void answer(QTcpSocket* socket) {
+        QByteArray& got = pending_[socket];
+        got += socket->readAll();
+        const qsizetype head = got.indexOf("\r\n\r\n");
+        if (head < 0) return;
+        qsizetype length = 0;
+        for (const QByteArray& line : got.left(head).split('\n'))
+            if (line.toLower().startsWith("content-length:")) length = line.mid(15).trimmed().toLongLong();
+        if (got.size() < head + 4 + length) return;
+        last_ = got;
+        pending_.remove(socket);
+        for (const auto& [marker, reply] : answers_) {
+            if (!last_.contains(marker)) continue;
+            for (qsizetype at = 0; at < reply.size(); at += 7) {
+                socket->write(reply.mid(at, 7));
+                socket->flush();
+                socket->waitForBytesWritten(1000);
+            }
+            break;
+        }
+        socket->disconnectFromHost();
+    }
+    QTcpServer server_;
+    QList<QPair<QByteArray, QByteArray>> answers_;
+    QHash<QTcpSocket*, QByteArray> pending_;
+    QByteArray last_;
+};
+
+QByteArray http(const QByteArray& status, const QByteArray& type, const QByteArray& body, bool sized = true) {
+    QByteArray out = "HTTP/1.1 " + status + "\r\nContent-Type: " + type + "\r\nConnection: close\r\n";
+    if (sized) out += "Content-Length: " + QByteArray::number(body.size()) + "\r\n";
+    return out + "\r\n" + body;
 }
 
 QByteArray read_bytes(const std::filesystem::path& p) {
@@ -128,6 +180,52 @@ private slots:
         const auto seen = deltas.size();
         QTest::qWait(300);
         QCOMPARE(deltas.size(), seen);
+    }
+
+    // What other servers send that Lumen's does not: events ended by CR LF, comments, a first
+    // chunk with only the role and null content, a usage chunk with no choices; errors as vLLM
+    // (older releases) and FastAPI-based servers shape them.
+    void otherServersAnswersAreRead() {
+        const QByteArray events =
+            "data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":"
+            "{\"role\":\"assistant\",\"content\":null},\"finish_reason\":null}]}\r\n\r\n"
+            ": ping\r\n\r\n"
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hel\"},\"finish_reason\":null}]}\r\n\r\n"
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo \\u00e9\"},\"finish_reason\":\"length\"}]}\r\n\r\n"
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\r\n\r\n"
+            "data: [DONE]\r\n\r\n";
+        CannedServer other({
+            {"GET /v1/models", http("200 OK", "application/json", "{\"object\":\"list\",\"data\":[{\"id\":\"org/model-a\",\"object\":\"model\"},{\"id\":\"model-b\"}]}")},
+            {"\"model\":\"too-long\"", http("400 Bad Request", "application/json",
+                                            "{\"object\":\"error\",\"message\":\"This model's maximum context length is 2048 tokens.\",\"type\":\"BadRequestError\",\"code\":400}")},
+            {"\"model\":\"gone\"", http("404 Not Found", "application/json", "{\"detail\":\"The model gone does not exist.\"}")},
+            {"POST /v1/chat/completions", http("200 OK", "text/event-stream", events, false)},
+        });
+        // An endpoint's whole address, pasted, names the same server.
+        RemoteServer server(other.url() + "/chat/completions", "k");
+        QCOMPARE(server.base_url().toString(), other.url());
+        QSignalSpy listed(&server, &RemoteServer::models_listed);
+        server.list_models();
+        QVERIFY(listed.wait(10000));
+        QCOMPARE(listed.first().at(0).toStringList(), (QStringList{"org/model-a", "model-b"}));
+
+        const Reply r = wait_reply(server, server.chat("org/model-a", {{"user", "Hi", {}}}), 10000);
+        QVERIFY2(r.error.isEmpty(), qPrintable(r.error));
+        QCOMPARE(r.text, QString::fromUtf8("Hello \u00e9"));
+        QCOMPARE(FinishReason(r.reason), FinishReason::Length);
+        QCOMPARE(r.timings.prompt_tokens, 7);
+        QCOMPARE(r.timings.generated_tokens, 3);
+        // What was asked: streamed, with usage, the key; nothing unset sent for the server to refuse.
+        const QByteArray asked = other.last_request();
+        QVERIFY(asked.contains("Authorization: Bearer k"));
+        QVERIFY(asked.contains("\"stream\":true") && asked.contains("\"include_usage\":true"));
+        for (const char* unset : {"temperature", "top_p", "top_k", "min_p", "seed", "max_tokens", "repetition_penalty"})
+            QVERIFY2(!asked.contains(unset), unset);
+
+        const Reply too_long = wait_reply(server, server.chat("too-long", {{"user", "Hi", {}}}), 10000);
+        QVERIFY2(too_long.error.contains("HTTP 400") && too_long.error.contains("maximum context length is 2048"), qPrintable(too_long.error));
+        const Reply gone = wait_reply(server, server.chat("gone", {{"user", "Hi", {}}}), 10000);
+        QVERIFY2(gone.error.contains("does not have that") && gone.error.contains("model gone does not exist"), qPrintable(gone.error));
     }
 
     void failuresAreExplained() {
