@@ -17,6 +17,7 @@ int run_bench(const std::vector<std::string>& args);
 int run_perplexity(const std::vector<std::string>& args);
 int run_quantize(const std::vector<std::string>& args);
 int run_serve(const std::vector<std::string>& args);
+int run_pull(const std::vector<std::string>& args);
 class Args;
 int run_bench_vision(const Args& args);  // bench --vision
 

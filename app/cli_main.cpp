@@ -32,6 +32,8 @@ Commands:
         A 16-bit folder to 4 bits with AWQ, written as AutoAWQ writes it.
   serve --model DIR [--host 127.0.0.1] [--port 23333] [--api-key KEY] [--max-batch N] [--device cpu|cuda|auto]
         The OpenAI API (chat and completions, streamed or not, images as data: URLs) over the model.
+  pull ORG/NAME[@REVISION] [--cache DIR]
+        Download a model from the Hugging Face Hub into the Hugging Face cache, resumable and checked.
   devices
         The NVIDIA GPUs this build can use.
 
@@ -57,6 +59,7 @@ int main(int argc, char** argv) {
         if (command == "perplexity") return lumen::cli::run_perplexity(args);
         if (command == "quantize") return lumen::cli::run_quantize(args);
         if (command == "serve") return lumen::cli::run_serve(args);
+        if (command == "pull") return lumen::cli::run_pull(args);
         std::fprintf(stderr, "lumen-cli: unknown command '%s'\n\n%s", command.c_str(), kUsage);
         return 2;
     } catch (const std::exception& e) {
