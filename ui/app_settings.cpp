@@ -6,6 +6,8 @@
 #include <QDir>
 #include <QJsonDocument>
 
+#include "hub/hub_cache.h"
+
 namespace lumen::ui {
 
 QStringList AppSettings::model_folders() const {
@@ -116,6 +118,19 @@ void AppSettings::set_server_settings(const ServerSettings& s) {
     settings_.setValue("server/port", s.port);
     settings_.setValue("server/network", s.network);
     settings_.setValue("server/api_key", s.api_key);
+}
+
+QString AppSettings::hub_endpoint() const {
+    const QString set = settings_.value("hub/endpoint").toString();
+    return set.isEmpty() ? QString::fromStdString(hub::default_endpoint()) : set;
+}
+void AppSettings::set_hub_endpoint(const QString& url) { settings_.setValue("hub/endpoint", url); }
+QString AppSettings::hub_token_store() const { return settings_.value("hub/token_store").toString(); }
+QString AppSettings::hub_token_in_settings() const { return settings_.value("hub/token").toString(); }
+void AppSettings::set_hub_token(const QString& store, const QString& token_in_settings) {
+    settings_.setValue("hub/token_store", store);
+    if (store == "settings") settings_.setValue("hub/token", token_in_settings);
+    else settings_.remove("hub/token");
 }
 
 QString AppSettings::theme() const { return settings_.value("appearance/theme", "system").toString(); }

@@ -75,6 +75,15 @@ public:
     ServerSettings server_settings() const;
     void set_server_settings(const ServerSettings& s);
 
+    // The Hugging Face Hub: its address (HF_ENDPOINT as huggingface_hub reads it, unless set here),
+    // and where a token given in the app is kept: "" (none: HF_TOKEN or huggingface-cli's file),
+    // "keychain", or "settings" (no keychain answered).
+    QString hub_endpoint() const;
+    void set_hub_endpoint(const QString& url);
+    QString hub_token_store() const;
+    QString hub_token_in_settings() const;
+    void set_hub_token(const QString& store, const QString& token_in_settings);
+
     QString theme() const;  // "system", "light" or "dark"
     void set_theme(const QString& theme);
 

@@ -29,6 +29,7 @@
 #include "ui/chat_view.h"
 #include "ui/composer.h"
 #include "ui/conversation_list.h"
+#include "ui/get_models_dialog.h"
 #include "ui/history_store.h"
 #include "ui/model_list_model.h"
 #include "ui/model_picker.h"
@@ -161,6 +162,7 @@ MainWindow::MainWindow(AppSettings& settings, HistoryStore& store, QWidget* pare
     connect(composer_, &Composer::image_added, this, [this](const ImageAttachment& image) { worker_.prefetch(image.bytes); });
     connect(chat_, &ChatView::link_activated, this, [this](const QString& link) {
         if (link == "models") open_model_picker();
+        if (link == "get") get_models();
     });
     connect(chat_, &ChatView::regenerate_requested, this, &MainWindow::regenerate);
     connect(chat_, &ChatView::continue_requested, this, [this] { continue_reply(); });
@@ -632,6 +634,17 @@ void MainWindow::open_model_picker() {
     picker.exec();
 }
 
+void MainWindow::get_models() {
+    GetModelsDialog dialog(settings_, this);
+    connect(&dialog, &GetModelsDialog::downloaded, this, [this](const QString& folder) {
+        settings_.set_scan_hf_cache(true);
+        scan_found_models_ = true;
+        update_placeholder();
+        if (!has_model() && !worker_.loading()) load_model(folder);  // the first model: ready to chat
+    });
+    dialog.exec();
+}
+
 void MainWindow::open_settings() {
     const QString model = worker_.is_loaded() ? worker_.model().path : settings_.last_model();
     const ConversationInfo info = conversation_ ? store_.conversation(conversation_) : ConversationInfo{};
@@ -758,10 +771,10 @@ void MainWindow::update_placeholder() {
                   "<p>Lumen runs language models on your own computer: on your NVIDIA GPU when there is one, "
                   "otherwise on the CPU. It has not found a model yet.</p>"
                   "<p>It looks in %1.</p>"
-                  "<p>It runs Hugging Face model folders as they are downloaded (safetensors): InternLM2-chat, "
-                  "Qwen2, Llama and, for their language side, InternVL2/2.5 and LLaVA-1.5-hf. For example:<br>"
-                  "<code>huggingface-cli download internlm/internlm2-chat-1_8b</code></p>"
-                  "<p><a href=\"models\">Open the model list</a> to add a folder or load a model.</p>")
+                  "<p>It runs Hugging Face model folders as they are downloaded (safetensors): InternVL2 and 2.5 "
+                  "and LLaVA-1.5 with images, InternLM2-chat, Qwen2 and Llama.</p>"
+                  "<p><a href=\"get\">Get a model from Hugging Face</a>, or <a href=\"models\">open the model "
+                  "list</a> to add a folder or a server.</p>")
                    .arg(places.join(", "));
     } else {
         text = tr("<h2>Choose a model</h2><p><a href=\"models\">Open the model list</a> (Ctrl+Shift+M) and load one "

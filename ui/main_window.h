@@ -56,6 +56,7 @@ public slots:
     void use_remote(const QString& server, const QString& model);
     void unload_model();  // or stops using the remote model
     void open_model_picker();
+    void get_models();  // from the Hugging Face Hub
     void open_settings();
     void take_screenshot();
     void open_conversation(qint64 id);

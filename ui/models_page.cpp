@@ -17,6 +17,7 @@
 #include "engine/model/model_config.h"
 #include "ui/add_server_dialog.h"
 #include "ui/app_settings.h"
+#include "ui/get_models_dialog.h"
 #include "ui/model_list_model.h"
 #include "ui/remote_entries.h"
 #include "ui/remote_server.h"
@@ -52,6 +53,8 @@ ModelsPage::ModelsPage(AppSettings& settings, QWidget* parent)
     remove_server_ = new QPushButton(tr("Remove"), this);
     remove_server_->setAccessibleName(tr("Remove the selected server"));
     remove_server_->setEnabled(false);
+    auto* get = new QPushButton(tr("Get models…"), this);
+    get->setAccessibleName(tr("Get models from Hugging Face"));
     auto* refresh = new QPushButton(tr("Rescan"), this);
     refresh->setAccessibleName(tr("Scan the model folders again"));
     hf_cache_ = new QCheckBox(tr("Include the Hugging Face cache (%1)").arg(QString::fromStdString(hf_hub_cache_dir().string())), this);
@@ -82,6 +85,7 @@ ModelsPage::ModelsPage(AppSettings& settings, QWidget* parent)
     status_ = new QLabel(this);
 
     auto* folder_buttons = new QVBoxLayout;
+    folder_buttons->addWidget(get);
     folder_buttons->addWidget(add);
     folder_buttons->addWidget(remove_);
     folder_buttons->addWidget(refresh);
@@ -118,6 +122,7 @@ ModelsPage::ModelsPage(AppSettings& settings, QWidget* parent)
     connect(remove_server_, &QPushButton::clicked, this, &ModelsPage::remove_selected_server);
     connect(servers_, &QListWidget::currentRowChanged, this, [this](int row) { remove_server_->setEnabled(row >= 0); });
     connect(add, &QPushButton::clicked, this, &ModelsPage::choose_folder);
+    connect(get, &QPushButton::clicked, this, &ModelsPage::get_models);
     connect(remove_, &QPushButton::clicked, this, &ModelsPage::remove_selected_folder);
     connect(refresh, &QPushButton::clicked, this, &ModelsPage::rescan);
     connect(folders_, &QListWidget::currentRowChanged, this, [this](int row) { remove_->setEnabled(row >= 0); });
@@ -143,6 +148,16 @@ void ModelsPage::remove_selected_folder() {
     delete folders_->takeItem(folders_->currentRow());
     save_folders();
     rescan();
+}
+
+void ModelsPage::get_models() {
+    GetModelsDialog dialog(settings_, this);
+    connect(&dialog, &GetModelsDialog::downloaded, this, [this] {
+        // Downloads land in the Hugging Face cache: it is scanned from now on.
+        if (!hf_cache_->isChecked()) hf_cache_->setChecked(true);
+        else rescan();
+    });
+    dialog.exec();
 }
 
 void ModelsPage::choose_server() {
@@ -266,8 +281,7 @@ void ModelsPage::show_results() {
                "<p>It runs Hugging Face model folders as they are downloaded: InternLM2-chat, InternVL2 and "
                "InternVL2.5, LLaVA-1.5-hf, Llama and Qwen2 models in safetensors "
                "(<small>%2</small>).</p>"
-               "<p>Download one into the Hugging Face cache, for example<br>"
-               "<code>huggingface-cli download internlm/internlm2-chat-1_8b</code><br>"
+               "<p>Press <b>Get models…</b> to download one from Hugging Face, "
                "or add a folder that holds model folders with <b>Add folder…</b>.</p>")
                 .arg(places.isEmpty() ? tr("no folders") : places.join(", "), archs.join(", ")));
         stack_->setCurrentWidget(empty_);

@@ -32,6 +32,7 @@ public slots:
     // Adds a server with its API key (kept in the keychain where one answers) and lists its models.
     void add_server(const QString& url, const QString& api_key);
     void remove_selected_server();
+    void get_models();  // the Hugging Face Hub: search and download
 
 signals:
     // The folders are scanned and every server has answered (or failed to).

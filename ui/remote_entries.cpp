@@ -1,24 +1,9 @@
 #include "ui/remote_entries.h"
 
-#include <QCoreApplication>
-#include <QPointer>
-#include <qt6keychain/keychain.h>
-
+#include "ui/keychain.h"
 #include "ui/remote_server.h"
 
 namespace lumen::ui {
-namespace {
-
-// The application's name: the app's keys apart from those of a test run as another program.
-QString keychain_service() { return QCoreApplication::applicationName().isEmpty() ? "Lumen" : QCoreApplication::applicationName(); }
-
-void forget_in_keychain(const QString& url) {
-    auto* job = new QKeychain::DeletePasswordJob(keychain_service());
-    job->setKey(url);
-    job->start();  // deletes itself when done; nothing to do if there was nothing to delete
-}
-
-}  // namespace
 
 RemoteEntries::RemoteEntries(AppSettings& settings, QObject* parent) : QObject(parent), settings_(settings) {}
 
@@ -45,16 +30,13 @@ void RemoteEntries::add(const QString& url, const QString& key, std::function<vo
         save(list);
     };
     if (key.isEmpty()) {
-        forget_in_keychain(normalized);
+        keychain_delete(normalized);
         keep({}, {});
         done({});
         return;
     }
-    auto* job = new QKeychain::WritePasswordJob(keychain_service());
-    job->setKey(normalized);
-    job->setTextData(key);
-    connect(job, &QKeychain::Job::finished, this, [this, keep, key, normalized, done](QKeychain::Job* j) {
-        if (j->error() == QKeychain::NoError) {
+    keychain_write(normalized, key, this, [this, keep, key, normalized, done](const QString& error) {
+        if (error.isEmpty()) {
             keep("keychain", {});
             done({});
             return;
@@ -62,16 +44,15 @@ void RemoteEntries::add(const QString& url, const QString& key, std::function<vo
         keep("settings", key);
         done(tr("No keychain took the API key for %1 (%2), so it is kept in Lumen's settings file, %3, where anyone "
                 "who can read your files can read it.")
-                 .arg(normalized, j->errorString(), settings_.file_name()));
+                 .arg(normalized, error, settings_.file_name()));
     });
-    job->start();
 }
 
 void RemoteEntries::remove(const QString& url) {
     const QString normalized = RemoteServer::normalized(url).toString();
     QList<RemoteEntry> list = entries();
     for (const RemoteEntry& e : list)
-        if (e.url == normalized && e.key_store == "keychain") forget_in_keychain(normalized);
+        if (e.url == normalized && e.key_store == "keychain") keychain_delete(normalized);
     list.removeIf([&](const RemoteEntry& e) { return e.url == normalized; });
     save(list);
 }
@@ -84,15 +65,11 @@ void RemoteEntries::read_key(const QString& url, std::function<void(const QStrin
             done(e.key_store == "settings" ? e.key_in_settings : QString(), {});
             return;
         }
-        auto* job = new QKeychain::ReadPasswordJob(keychain_service());
-        job->setKey(normalized);
-        connect(job, &QKeychain::Job::finished, this, [normalized, done](QKeychain::Job* j) {
-            if (j->error() == QKeychain::NoError) done(static_cast<QKeychain::ReadPasswordJob*>(j)->textData(), {});
-            else if (j->error() == QKeychain::EntryNotFound)
-                done({}, tr("The keychain no longer has the API key for %1; add the server again with its key.").arg(normalized));
-            else done({}, tr("The keychain did not give the API key for %1: %2").arg(normalized, j->errorString()));
+        keychain_read(normalized, this, [normalized, done](const QString& key, const QString& error, bool missing) {
+            if (error.isEmpty()) done(key, {});
+            else if (missing) done({}, tr("The keychain no longer has the API key for %1; add the server again with its key.").arg(normalized));
+            else done({}, tr("The keychain did not give the API key for %1: %2").arg(normalized, error));
         });
-        job->start();
         return;
     }
     done({}, {});  // a server not added: no key

@@ -17,20 +17,13 @@
 
 #include "engine/model/model_config.h"
 #include "engine/model/weight_formats.h"
+#include "engine/backend/device.h"
 #include "ui/model_list_model.h"
 
 namespace lumen::ui {
 namespace {
 
 QString size_text(double bytes) { return byte_size((unsigned long long)(bytes)); }
-
-uint64_t available_ram() {
-    QFile f("/proc/meminfo");
-    if (!f.open(QIODevice::ReadOnly)) return 0;
-    for (const QByteArray& line : f.readAll().split('\n'))
-        if (line.startsWith("MemAvailable:")) return line.mid(13).trimmed().split(' ').first().toULongLong() * 1024;
-    return 0;
-}
 
 // What the model takes with one conversation as long as `context`: its weight files, and the keys
 // and values of every layer for each token (32-bit on the CPU, as stored on a GPU).
@@ -158,7 +151,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             QString text = tr("about %1: %2 of weights and %3 for a conversation of %4 tokens")
                                .arg(size_text(weights + kv), size_text(weights), size_text(kv))
                                .arg(context);
-            const double free = gpu ? double(gpu_free_bytes) : double(available_ram());
+            const double free = gpu ? double(gpu_free_bytes) : double(available_system_memory());
             if (free > 0) {
                 text += "\n" + (gpu ? tr("%1 of the GPU's memory is free now; what the weights leave, in the share set above, "
                                           "holds conversations")

@@ -1,5 +1,7 @@
 #include "engine/backend/device.h"
 
+#include <fstream>
+
 #ifdef LUMEN_HAVE_CUDA
 #include "kernels/device_info.h"
 #endif
@@ -15,6 +17,15 @@ std::vector<DeviceInfo> list_gpus(std::string* why) {
     if (why) *why = "this build of Lumen has no CUDA backend (configured without a CUDA toolkit)";
 #endif
     return out;
+}
+
+uint64_t available_system_memory() {
+    std::ifstream f("/proc/meminfo");
+    std::string key, unit;
+    uint64_t kb = 0;
+    while (f >> key >> kb >> unit)
+        if (key == "MemAvailable:") return kb * 1024;
+    return 0;
 }
 
 }  // namespace lumen

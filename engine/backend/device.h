@@ -20,4 +20,7 @@ struct DeviceInfo {
 // or a build without the CUDA backend).
 std::vector<DeviceInfo> list_gpus(std::string* why = nullptr);
 
+// The memory the system could give a new program now (Linux's MemAvailable); 0 when unknown.
+uint64_t available_system_memory();
+
 }  // namespace lumen

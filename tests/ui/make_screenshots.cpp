@@ -1,6 +1,7 @@
 // Renders the screenshots in docs/screenshots (light and dark): the first run, a conversation
 // with an image and a code block, a long reply, the model picker (with a remote server), a reply
-// from that server, the settings with the memory estimate, and the screenshot overlay. Run under Xvfb at 1600x1000, and at twice the pixels:
+// from that server, the settings with the memory estimate, Get models (search, fit, a download
+// part-way), and the screenshot overlay. Run under Xvfb at 1600x1000, and at twice the pixels:
 //   xvfb-run -a -s "-screen 0 1600x1000x24" build/tests/make_screenshots docs/screenshots
 //   QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 3200x2000x24" build/tests/make_screenshots docs/screenshots
 // The image conversation is written into a fresh history as an example (no local test model
@@ -12,14 +13,17 @@
 #include <QScreen>
 #include <QSettings>
 #include <QTableView>
+#include <QTableWidget>
 #include <QTemporaryDir>
 #include <QTimer>
 #include <cstdio>
 
+#include "tests/support/fake_hub.h"
 #include "tests/support/serve_process.h"
 #include "tests/support/test_support.h"
 #include "ui/app_settings.h"
 #include "ui/chat_view.h"
+#include "ui/get_models_dialog.h"
 #include "ui/history_store.h"
 #include "ui/main_window.h"
 #include "ui/model_picker.h"
@@ -174,6 +178,32 @@ int main(int argc, char** argv) {
                                   {"Answer briefly.", {}}, {}, false, 0, false, &w);
             dialog.show();
             save(&dialog, out, "settings-" + theme);
+        }
+
+        // 4b. Get models, against a hub on the loopback serving stories260K (tests/support/fake_hub):
+        // the suggestions, a search, the size and fit of a model, and its download part-way (the
+        // hub cuts the connection at 400 kB, so the picture holds still).
+        {
+            lumen::test::FakeHub hub;
+            hub.add_repo_from_folder("tiny-org/stories260K", "0123456789abcdef0123456789abcdef01234567",
+                                     *data / "models" / "stories260K-hf", "text-generation", 1200);
+            hub.cut_after("tiny-org/stories260K", "model.safetensors", 400000, 1000);
+            qputenv("HF_ENDPOINT", QByteArray::fromStdString(hub.endpoint()));
+            GetModelsDialog dialog(settings, &w);
+            dialog.show();
+            settle();
+            save(&dialog, out, "get-models-" + theme);
+            QEventLoop shown;
+            QObject::connect(&dialog, &GetModelsDialog::details_shown, &shown, &QEventLoop::quit);
+            dialog.search("stories");
+            settle();
+            dialog.findChild<QTableWidget*>()->selectRow(0);
+            shown.exec();
+            dialog.download();
+            settle(1500);
+            save(&dialog, out, "get-models-download-" + theme);
+            dialog.cancel_download();
+            qunsetenv("HF_ENDPOINT");
         }
 
         // 5. The screenshot overlay over the window, a region being chosen.

@@ -102,7 +102,7 @@ private slots:
         QVERIFY(label);
         QVERIFY(label->text().contains(empty.path()));
         QVERIFY(label->text().contains("no-hub"));
-        QVERIFY(label->text().contains("huggingface-cli download"));
+        QVERIFY(label->text().contains("Get models…"));
     }
 
     void foldersPersist() {
