@@ -115,6 +115,8 @@ private slots:
             const QList<RemoteEntry> entries = settings.remote_servers();
             QCOMPARE(entries.size(), 1);
             QCOMPARE(entries[0].url, serve.url());
+            // Run under tests/support/with_keyring.sh, a keychain answers: the key must go there.
+            if (qEnvironmentVariableIsSet("LUMEN_EXPECT_KEYCHAIN")) QCOMPARE(entries[0].key_store, QString("keychain"));
             if (entries[0].key_store == "settings") {
                 QCOMPARE(warned.size(), 1);
                 const QString warning = warned.first().at(0).toString();
@@ -172,6 +174,10 @@ private slots:
         const QString name = QDir(model.path()).dirName();
         AppSettings settings;
         add_entry(settings, serve.url(), kKey);
+        if (qEnvironmentVariableIsSet("LUMEN_EXPECT_KEYCHAIN")) {  // the window reads the key back from the keychain
+            QCOMPARE(settings.remote_servers().value(0).key_store, QString("keychain"));
+            QVERIFY(settings.remote_servers().value(0).key_in_settings.isEmpty());
+        }
 
         HistoryStore store(dir.filePath("h.sqlite3"));
         MainWindow w(settings, store);
