@@ -1,6 +1,7 @@
 // `lumen-cli pull ORG/NAME[@REVISION]`: a model from the Hugging Face Hub into the shared cache,
 // as the app's Get models does (hub/hub_download.h), with progress on the terminal.
 #include <QCoreApplication>
+#include <QNetworkProxyFactory>
 #include <QTimer>
 #include <chrono>
 #include <cstdio>
@@ -52,6 +53,7 @@ int run_pull(const std::vector<std::string>& argv) {
     char name[] = "lumen-cli";
     char* fake_argv[] = {name, nullptr};
     QCoreApplication app(argc, fake_argv);
+    QNetworkProxyFactory::setUseSystemConfiguration(true);  // http_proxy, https_proxy, no_proxy
     hub::HubDownload download(QString::fromStdString(repo), QString::fromStdString(revision), cache, QString::fromStdString(endpoint),
                               QString::fromStdString(hub::default_token()));
     const bool tty = ::isatty(STDERR_FILENO);

@@ -7,6 +7,7 @@
 #include <QLocalServer>
 #include <QLocalSocket>
 #include <QMessageBox>
+#include <QNetworkProxyFactory>
 #include <QSettings>
 
 #include "ui/app_settings.h"
@@ -17,6 +18,8 @@
 int main(int argc, char** argv) {
     QApplication app(argc, argv);
     QApplication::setApplicationName("Lumen");
+    // The desktop's proxy settings (and http_proxy / https_proxy / no_proxy) for the hub and servers.
+    QNetworkProxyFactory::setUseSystemConfiguration(true);
     QApplication::setOrganizationName("Lumen");
     QApplication::setApplicationVersion(LUMEN_VERSION);
     QApplication::setDesktopFileName("lumen");

@@ -20,12 +20,12 @@ HubApi::HubApi(QString endpoint, QString token, QObject* parent)
     while (endpoint_.endsWith('/')) endpoint_.chop(1);
 }
 
-QNetworkRequest HubApi::request(const QString& url) const {
+QNetworkRequest HubApi::request(const QString& url, bool to_hub) const {
     QNetworkRequest r{QUrl(url)};
     r.setAttribute(QNetworkRequest::RedirectPolicyAttribute, QNetworkRequest::NoLessSafeRedirectPolicy);
     r.setRawHeader("Accept-Encoding", "identity");
     r.setHeader(QNetworkRequest::UserAgentHeader, "lumen (huggingface_hub-compatible downloader)");
-    if (!token_.isEmpty()) r.setRawHeader("Authorization", "Bearer " + token_.toUtf8());
+    if (to_hub && !token_.isEmpty()) r.setRawHeader("Authorization", "Bearer " + token_.toUtf8());
     r.setTransferTimeout(kApiTimeoutMs);
     return r;
 }

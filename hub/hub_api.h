@@ -48,8 +48,9 @@ public:
     // GET /api/models?search=...; `filter` a tag ("image-text-to-text", "safetensors"), may be empty.
     void search(const QString& text, const QString& filter = {}, int limit = 20);
 
-    // Adds the token, and asks for the file as it is (no compression: ranges and sizes must hold).
-    QNetworkRequest request(const QString& url) const;
+    // With the token (unless `to_hub` is false: a redirect elsewhere), asking for the file as it is
+    // (no compression: ranges and sizes must hold).
+    QNetworkRequest request(const QString& url, bool to_hub = true) const;
     QNetworkAccessManager& network() { return network_; }
     // What a failed reply means to the user, for `repo_id` (its status, X-Error-Code and body).
     QString explain(QNetworkReply* reply, const QString& repo_id) const;

@@ -18,6 +18,7 @@ constexpr int kMaxAttempts = 5;          // connection losses in a row before gi
 constexpr int kRetryDelayMs = 1000;
 constexpr int kLockRetryMs = 500;        // another program writes the same blob meanwhile
 constexpr int kStallTimeoutMs = 60000;   // no byte for this long: the connection is gone
+constexpr int kMaxRedirects = 5;
 constexpr qint64 kDiskMargin = 64 << 20;  // left free beyond the download
 
 qint64 size_of(const fs::path& p) {  // -1: no such file
@@ -184,12 +185,43 @@ void HubDownload::fetch(int index) {
 
     const QString url = api_.endpoint() + "/" + repo_id_ + "/resolve/" + info_.commit + "/" +
                         QString::fromUtf8(QUrl::toPercentEncoding(f.path, "/"));
-    QNetworkRequest request = api_.request(url);
+    get(QUrl(url), 0);
+}
+
+void HubDownload::get(const QUrl& url, int redirects) {
+    // Redirects are followed here, as huggingface_hub does: the hub's own answer carries the
+    // file's commit and hash, and the token goes to the hub only, never to where it redirects.
+    const QUrl hub(api_.endpoint());
+    QNetworkRequest request = api_.request(url.toString(), url.host() == hub.host() && url.port() == hub.port());
+    request.setAttribute(QNetworkRequest::RedirectPolicyAttribute, QNetworkRequest::ManualRedirectPolicy);
     request.setTransferTimeout(kStallTimeoutMs);
     if (asked_from_ > 0) request.setRawHeader("Range", "bytes=" + QByteArray::number(asked_from_) + "-");
+    redirects_ = redirects;
     reply_ = api_.network().get(request);
     connect(reply_, &QNetworkReply::readyRead, this, &HubDownload::on_data);
     connect(reply_, &QNetworkReply::finished, this, &HubDownload::on_reply_finished);
+}
+
+bool HubDownload::follow_redirect(QNetworkReply* reply) {
+    const RepoFile& f = wanted_[current_];
+    // What the hub says of the file where it sends us must be what its API said.
+    const QByteArray commit = reply->rawHeader("X-Repo-Commit");
+    QByteArray etag = reply->rawHeader("X-Linked-Etag");
+    if (etag.isEmpty()) etag = reply->rawHeader("ETag");
+    etag.replace('"', "");
+    if (etag.startsWith("W/")) etag.remove(0, 2);
+    if ((!commit.isEmpty() && commit != info_.commit.toLatin1()) || (f.lfs && !etag.isEmpty() && etag != f.etag.toLatin1())) {
+        fail(tr("%1 changed on the hub while it was being downloaded (commit %2, hash %3 where %4 and %5 were listed); try again.")
+                 .arg(f.path, QString::fromLatin1(commit), QString::fromLatin1(etag), info_.commit, f.etag));
+        return true;
+    }
+    const QUrl to = reply->url().resolved(QUrl::fromEncoded(reply->rawHeader("Location")));
+    if (!to.isValid() || redirects_ >= kMaxRedirects) {
+        fail(tr("%1 sent %2 to a place that cannot be followed (%3).").arg(QUrl(api_.endpoint()).host(), f.path, to.toString()));
+        return true;
+    }
+    get(to, redirects_ + 1);
+    return true;
 }
 
 void HubDownload::on_data() {
@@ -233,6 +265,10 @@ void HubDownload::on_reply_finished() {
         const int status = reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
         if (status >= 400) {
             fail(api_.explain(reply, repo_id_));
+            return;
+        }
+        if (status >= 300 && status < 400 && reply->error() == QNetworkReply::NoError) {
+            follow_redirect(reply);
             return;
         }
         if (reply->error() != QNetworkReply::NoError || part_.size() < f.size) {

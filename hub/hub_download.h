@@ -10,6 +10,7 @@
 #include <QObject>
 #include <QPointer>
 #include <QString>
+#include <QUrl>
 #include <filesystem>
 #include <memory>
 
@@ -53,6 +54,8 @@ private:
     void on_info(const RepoInfo& info);
     void next_file();
     void fetch(int index);
+    void get(const QUrl& url, int redirects);
+    bool follow_redirect(QNetworkReply* reply);
     void on_data();
     void on_reply_finished();
     void fail(const QString& error);
@@ -77,6 +80,7 @@ private:
     qint64 asked_from_ = 0;  // the range asked for
     bool first_data_ = true;
     QPointer<QNetworkReply> reply_;
+    int redirects_ = 0;
 
     qint64 done_ = 0;  // bytes present, of plan_.total
     QElapsedTimer clock_;

@@ -1,6 +1,6 @@
 // Downloads from the Hugging Face Hub (hub/), against a fake hub on the loopback
 // (tests/support/fake_hub.h) that speaks the same API and redirects as huggingface.co: the cache
-// laid out as huggingface_hub lays it out, the model then loading and generating; nothing fetched
+// laid out as huggingface_hub lays it out, the model then loading and chatting; nothing fetched
 // twice; a connection cut mid-file and a killed `lumen-cli pull` resumed with ranges; a damaged
 // file refused with nothing kept; gated, missing and unreachable explained; search.
 #include <QProcess>
@@ -127,17 +127,18 @@ private slots:
         QCOMPARE(links, 5);
         QCOMPARE(hub.content_requests(kRepo, "pytorch_model.bin"), 0);
 
-        // The scanner finds it in the cache under its hub name, and it loads and generates as the original.
+        // The scanner finds it in the cache under its hub name, and it loads and chats as the original.
         qputenv("HF_HUB_CACHE", cache.path().toUtf8());
         const auto found = scan_models({}, true);
         qunsetenv("HF_HUB_CACHE");
         QCOMPARE(found.size(), std::size_t(1));
         QCOMPARE(found[0].name, std::string(kRepo));
         QVERIFY2(found[0].loadable, found[0].problem.c_str());
-        const QStringList generate{"generate", "--prompt", "Once upon a time", "--max-new-tokens", "24", "--model"};
+        const QStringList generate{"chat", "--prompt", "Once upon a time", "--temperature", "0", "--max-new-tokens", "24", "--model"};
         const CliResult from_cache = run_cli(generate + QStringList{QString::fromStdString((repo / snap).string())});
         const CliResult original = run_cli(generate + QStringList{QString::fromStdString(stories_.string())});
         QCOMPARE(from_cache.exit_code, 0);
+        QVERIFY(!from_cache.out.trimmed().isEmpty());
         QCOMPARE(from_cache.out, original.out);
 
         // Nothing is fetched again; a branch that moved to the same commit only writes its ref.
@@ -179,6 +180,7 @@ private slots:
         env.insert("HF_ENDPOINT", QString::fromStdString(hub.endpoint()));
         env.insert("HF_HUB_CACHE", cache.path());
         env.remove("HF_TOKEN");
+        for (const char* proxy : {"http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}) env.remove(proxy);
         pull.setProcessEnvironment(env);
         pull.start(LUMEN_CLI_PATH, {"pull", kRepo});
         QTRY_VERIFY_WITH_TIMEOUT(fs::exists(partial) && fs::file_size(partial) >= 250000, 30000);
