@@ -1,10 +1,11 @@
 #include "ui/get_models_dialog.h"
 
+#include <QCheckBox>
 #include <QComboBox>
 #include <QDialogButtonBox>
+#include <QFormLayout>
 #include <QHBoxLayout>
 #include <QHeaderView>
-#include <QInputDialog>
 #include <QLabel>
 #include <QLineEdit>
 #include <QMessageBox>
@@ -111,8 +112,8 @@ GetModelsDialog::GetModelsDialog(AppSettings& settings, QWidget* parent)
     download_button_->setDefault(false);
     pause_button_ = new QPushButton(tr("Pause"), this);
     cancel_button_ = new QPushButton(tr("Cancel download"), this);
-    auto* token_button = new QPushButton(tr("Token…"), this);
-    token_button->setToolTip(tr("A Hugging Face access token, for gated models such as Llama 3"));
+    auto* token_button = new QPushButton(tr("Hub and token…"), this);
+    token_button->setToolTip(tr("The hub's address, and an access token for gated models such as Llama 3"));
     auto* close = new QPushButton(tr("Close"), this);
 
     auto* search_row = new QHBoxLayout;
@@ -156,7 +157,7 @@ GetModelsDialog::GetModelsDialog(AppSettings& settings, QWidget* parent)
     connect(download_button_, &QPushButton::clicked, this, &GetModelsDialog::download);
     connect(pause_button_, &QPushButton::clicked, this, &GetModelsDialog::pause);
     connect(cancel_button_, &QPushButton::clicked, this, &GetModelsDialog::cancel_download);
-    connect(token_button, &QPushButton::clicked, this, &GetModelsDialog::ask_token);
+    connect(token_button, &QPushButton::clicked, this, &GetModelsDialog::hub_settings);
     connect(close, &QPushButton::clicked, this, &QDialog::reject);
     // A token given in the app wins over HF_TOKEN and huggingface-cli's file.
     if (settings_.hub_token_store() == "settings") token_ = settings_.hub_token_in_settings();
@@ -270,7 +271,7 @@ void GetModelsDialog::show_info(const hub::RepoInfo& info) {
     if (present == total) text += tr(" · already downloaded");
     else if (present > 0) text += tr(" · %1 already here").arg(byte_size((unsigned long long)(present)));
     if (!info.gated.isEmpty())
-        text += "\n" + (token_.isEmpty() ? tr("Gated: accept its licence on the hub and set a token (Token…) first.")
+        text += "\n" + (token_.isEmpty() ? tr("Gated: accept its licence on the hub and set a token (Hub and token…) first.")
                                          : tr("Gated: its licence must be accepted on the hub for your token."));
     size_->setText(text);
     update_buttons();
@@ -389,38 +390,70 @@ void GetModelsDialog::cancel_download() {
     update_buttons();
 }
 
-void GetModelsDialog::ask_token() {
-    bool ok = false;
-    const QString token = QInputDialog::getText(this, tr("Hugging Face token"),
-                                                tr("An access token from huggingface.co/settings/tokens (read access is enough). "
-                                                   "Gated models also need their licence accepted on their page."),
-                                                QLineEdit::Password, {}, &ok)
-                              .trimmed();
-    if (!ok) return;
-    token_ = token.isEmpty() ? QString::fromStdString(hub::default_token()) : token;
-    make_api();
-    if (!chosen_.isEmpty()) {
-        info_ = {};  // asked again with the token: a gated model's files may show now
-        const QString again = chosen_;
-        chosen_.clear();
-        choose(again);
-    }
-    if (token.isEmpty()) {
+void GetModelsDialog::hub_settings() {
+    QDialog ask(this);
+    ask.setWindowTitle(tr("Hugging Face"));
+    auto* address = new QLineEdit(endpoint_, &ask);
+    address->setAccessibleName(tr("Hub address"));
+    address->setPlaceholderText("https://huggingface.co");
+    auto* token = new QLineEdit(&ask);
+    token->setEchoMode(QLineEdit::Password);
+    token->setAccessibleName(tr("Access token"));
+    token->setPlaceholderText(token_.isEmpty() ? tr("None") : tr("Unchanged"));
+    auto* forget = new QCheckBox(tr("Forget the token saved in Lumen"), &ask);
+    forget->setVisible(!settings_.hub_token_store().isEmpty());
+    auto* note = new QLabel(tr("The token (huggingface.co/settings/tokens; read access is enough) lets Lumen fetch gated "
+                               "models whose licence you accepted on their page. Without one here, Lumen uses HF_TOKEN or "
+                               "the token `huggingface-cli login` saved. The address is for mirrors (HF_ENDPOINT)."),
+                            &ask);
+    note->setWordWrap(true);
+    auto* buttons = new QDialogButtonBox(QDialogButtonBox::Ok | QDialogButtonBox::Cancel, &ask);
+    auto* form = new QFormLayout;
+    form->addRow(tr("Address:"), address);
+    form->addRow(tr("Token:"), token);
+    form->addRow({}, forget);
+    auto* layout = new QVBoxLayout(&ask);
+    layout->addWidget(note);
+    layout->addLayout(form);
+    layout->addWidget(buttons);
+    connect(buttons, &QDialogButtonBox::accepted, &ask, &QDialog::accept);
+    connect(buttons, &QDialogButtonBox::rejected, &ask, &QDialog::reject);
+    ask.resize(520, ask.sizeHint().height());
+    if (ask.exec() != QDialog::Accepted) return;
+
+    QString url = address->text().trimmed();
+    while (url.endsWith('/')) url.chop(1);
+    if (url.isEmpty()) url = QString::fromStdString(hub::default_endpoint());
+    settings_.set_hub_endpoint(url == QString::fromStdString(hub::default_endpoint()) ? QString() : url);
+    endpoint_ = url;
+    const QString given = token->text().trimmed();
+    if (forget->isChecked() && given.isEmpty()) {
         keychain_delete(kTokenKey);
         settings_.set_hub_token({}, {});
-        return;
+        token_ = QString::fromStdString(hub::default_token());
+    } else if (!given.isEmpty()) {
+        token_ = given;
+        keychain_write(kTokenKey, given, this, [this, given](const QString& error) {
+            if (error.isEmpty()) {
+                settings_.set_hub_token("keychain", {});
+                return;
+            }
+            settings_.set_hub_token("settings", given);
+            if (isVisible())
+                QMessageBox::warning(this, tr("The token is not in a keychain"),
+                                 tr("No keychain took the token (%1), so it is kept in Lumen's settings file, %2, where anyone "
+                                    "who can read your files can read it.")
+                                     .arg(error, settings_.file_name()));
+        });
     }
-    keychain_write(kTokenKey, token, this, [this, token](const QString& error) {
-        if (error.isEmpty()) {
-            settings_.set_hub_token("keychain", {});
-            return;
-        }
-        settings_.set_hub_token("settings", token);
-        QMessageBox::warning(this, tr("The token is not in a keychain"),
-                             tr("No keychain took the token (%1), so it is kept in Lumen's settings file, %2, where anyone who "
-                                "can read your files can read it.")
-                                 .arg(error, settings_.file_name()));
-    });
+    make_api();
+    // Asked again with the new address or token: a gated model's files may show now.
+    if (!chosen_.isEmpty()) {
+        const QString again = chosen_;
+        chosen_.clear();
+        info_ = {};
+        choose(again);
+    }
 }
 
 void GetModelsDialog::update_buttons() {

@@ -37,6 +37,7 @@ public:
     void download();
     void pause();
     void cancel_download();  // stops and deletes what arrived
+    void hub_settings();     // asks for the hub's address and a token
     bool downloading() const { return download_ != nullptr; }
 
 signals:
@@ -53,7 +54,6 @@ private:
     void show_hits(const QList<lumen::hub::SearchHit>& hits, bool suggested);
     void show_info(const lumen::hub::RepoInfo& info);
     void show_fit(const QByteArray& config_json);
-    void ask_token();
     void start_download();
     void update_buttons();
 

@@ -2,7 +2,9 @@
 // and search, a model's size and whether it fits before anything is fetched, models Lumen cannot
 // run said so, a download paused part-way and resumed into the cache, the model then loadable, and
 // a gated model explained. Skips with a message where ../shared/data is absent.
+#include <QApplication>
 #include <QLabel>
+#include <QLineEdit>
 #include <QPushButton>
 #include <QSignalSpy>
 #include <QTableWidget>
@@ -106,6 +108,36 @@ private slots:
         QVERIFY(details.wait(10000));
         const QString status = label(dialog, "Download status");
         QVERIFY2(status.contains("is gated") && status.contains("/gated-org/stories"), qPrintable(status));
+    }
+
+    void aTokenGivenInTheAppOpensAGatedModel() {
+        AppSettings settings;
+        GetModelsDialog dialog(settings);
+        QTimer::singleShot(200, [] {
+            auto* ask = QApplication::activeModalWidget();
+            if (!ask) return;
+            for (auto* edit : ask->findChildren<QLineEdit*>())
+                if (edit->accessibleName() == "Access token") edit->setText("hf_secret");
+            QMetaObject::invokeMethod(ask, "accept");
+        });
+        dialog.hub_settings();
+        QTRY_VERIFY_WITH_TIMEOUT(!settings.hub_token_store().isEmpty(), 10000);  // the keychain, or (none) the settings
+        if (settings.hub_token_store() == "settings") QCOMPARE(settings.hub_token_in_settings(), QString("hf_secret"));
+        QSignalSpy details(&dialog, &GetModelsDialog::details_shown);
+        dialog.choose("gated-org/stories");
+        QVERIFY(details.wait(10000));
+        QVERIFY2(label(dialog, "Whether it fits").contains("Text model"), qPrintable(label(dialog, "Download status")));
+        QSignalSpy downloaded(&dialog, &GetModelsDialog::downloaded);
+        dialog.download();
+        QVERIFY(downloaded.wait(30000));
+        QVERIFY(inspect_model(downloaded.first().at(0).toString().toStdString()).loadable);
+        // A later dialog uses the saved token too.
+        GetModelsDialog later(settings);
+        QSignalSpy again(&later, &GetModelsDialog::details_shown);
+        later.choose("gated-org/stories");
+        QVERIFY(again.wait(10000));
+        QVERIFY2(label(later, "Whether it fits").contains("Text model"), qPrintable(label(later, "Download status")));
+        settings.set_hub_token({}, {});
     }
 
     void pausedAndResumedIntoTheCache() {
