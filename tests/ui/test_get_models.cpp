@@ -31,6 +31,13 @@ QString label(const QWidget& w, const QString& name) {
     return "<no label " + name + ">";
 }
 
+// Chooses `repo` in the dialog and waits until its size and fit are shown.
+bool choose(GetModelsDialog& dialog, const QString& repo) {
+    QSignalSpy details(&dialog, &GetModelsDialog::details_shown);
+    dialog.choose(repo);
+    return details.wait(10000);
+}
+
 QPushButton* button(const QWidget& w, const QString& text) {
     for (auto* b : w.findChildren<QPushButton*>())
         if (b->text() == text) return b;
@@ -87,25 +94,20 @@ private slots:
     void sizeAndFitBeforeDownloading() {
         AppSettings settings;
         GetModelsDialog dialog(settings);
-        QSignalSpy details(&dialog, &GetModelsDialog::details_shown);
-        dialog.choose("tiny-org/stories260K");
-        QVERIFY(details.wait(10000));
+        QVERIFY(choose(dialog, "tiny-org/stories260K"));
         const QString fit = label(dialog, "Whether it fits");
         QVERIFY2(fit.contains("Text model") && (fit.contains("Fits on your GPU") || fit.contains("Runs on the CPU")), qPrintable(fit));
         QVERIFY(button(dialog, "Download")->isEnabled());
         QCOMPARE(hub_->content_requests("tiny-org/stories260K", "model.safetensors"), 0);  // nothing fetched yet
 
-        dialog.choose("other/gpt2-like");
-        QVERIFY(details.wait(10000));
+        QVERIFY(choose(dialog, "other/gpt2-like"));
         QVERIFY2(label(dialog, "Whether it fits").contains("Lumen cannot run this model"), qPrintable(label(dialog, "Whether it fits")));
         QVERIFY(!button(dialog, "Download")->isEnabled());
 
-        dialog.choose("old/pickled");
-        QVERIFY(details.wait(10000));
+        QVERIFY(choose(dialog, "old/pickled"));
         QVERIFY(!button(dialog, "Download")->isEnabled());
 
-        dialog.choose("gated-org/stories");
-        QVERIFY(details.wait(10000));
+        QVERIFY(choose(dialog, "gated-org/stories"));
         const QString status = label(dialog, "Download status");
         QVERIFY2(status.contains("is gated") && status.contains("/gated-org/stories"), qPrintable(status));
     }
@@ -123,9 +125,7 @@ private slots:
         dialog.hub_settings();
         QTRY_VERIFY_WITH_TIMEOUT(!settings.hub_token_store().isEmpty(), 10000);  // the keychain, or (none) the settings
         if (settings.hub_token_store() == "settings") QCOMPARE(settings.hub_token_in_settings(), QString("hf_secret"));
-        QSignalSpy details(&dialog, &GetModelsDialog::details_shown);
-        dialog.choose("gated-org/stories");
-        QVERIFY(details.wait(10000));
+        QVERIFY(choose(dialog, "gated-org/stories"));
         QVERIFY2(label(dialog, "Whether it fits").contains("Text model"), qPrintable(label(dialog, "Download status")));
         QSignalSpy downloaded(&dialog, &GetModelsDialog::downloaded);
         dialog.download();
@@ -133,9 +133,7 @@ private slots:
         QVERIFY(inspect_model(downloaded.first().at(0).toString().toStdString()).loadable);
         // A later dialog uses the saved token too.
         GetModelsDialog later(settings);
-        QSignalSpy again(&later, &GetModelsDialog::details_shown);
-        later.choose("gated-org/stories");
-        QVERIFY(again.wait(10000));
+        QVERIFY(choose(later, "gated-org/stories"));
         QVERIFY2(label(later, "Whether it fits").contains("Text model"), qPrintable(label(later, "Download status")));
         settings.set_hub_token({}, {});
     }
@@ -143,9 +141,7 @@ private slots:
     void pausedAndResumedIntoTheCache() {
         AppSettings settings;
         GetModelsDialog dialog(settings);
-        QSignalSpy details(&dialog, &GetModelsDialog::details_shown);
-        dialog.choose("tiny-org/stories260K");
-        QVERIFY(details.wait(10000));
+        QVERIFY(choose(dialog, "tiny-org/stories260K"));
         // The connection breaks at 300 kB every time: the download waits to retry when paused.
         hub_->cut_after("tiny-org/stories260K", "model.safetensors", 300000, 1000);
         QSignalSpy downloaded(&dialog, &GetModelsDialog::downloaded);
