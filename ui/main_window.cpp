@@ -1,7 +1,8 @@
 #include "ui/main_window.h"
 
-// Over 600 lines: one window, its wiring (menus, shortcuts, the engine's signals) and what it
-// shows of a turn; building the turn and keeping it in the history are ChatController's.
+// Over 700 lines: one window, its wiring (menus, shortcuts, the engine's and a remote server's
+// signals) and what it shows of a turn; building the turn and keeping it in the history are
+// ChatController's.
 
 #include <QAction>
 #include <QApplication>
