@@ -210,7 +210,9 @@ bool HubDownload::follow_redirect(QNetworkReply* reply) {
     if (etag.isEmpty()) etag = reply->rawHeader("ETag");
     etag.replace('"', "");
     if (etag.startsWith("W/")) etag.remove(0, 2);
-    if ((!commit.isEmpty() && commit != info_.commit.toLatin1()) || (f.lfs && !etag.isEmpty() && etag != f.etag.toLatin1())) {
+    const QByteArray size = reply->rawHeader("X-Linked-Size");
+    if ((!commit.isEmpty() && commit != info_.commit.toLatin1()) || (f.lfs && !etag.isEmpty() && etag != f.etag.toLatin1()) ||
+        (f.lfs && !size.isEmpty() && size.toLongLong() != f.size)) {
         fail(tr("%1 changed on the hub while it was being downloaded (commit %2, hash %3 where %4 and %5 were listed); try again.")
                  .arg(f.path, QString::fromLatin1(commit), QString::fromLatin1(etag), info_.commit, f.etag));
         return true;

@@ -234,6 +234,13 @@ private slots:
         r = download(hub, path_of(cache), kRepo, {}, "no-such-branch");
         QVERIFY2(r.error.contains("no such revision") || r.error.contains("is not on"), qPrintable(r.error));
 
+        // More than the disk holds: refused before a byte is fetched.
+        hub.add_repo("big/model", kCommit, {{"config.json", "{}", false}, {"model.safetensors", std::string(1000, 'w'), true}});
+        hub.announce_size("big/model", "model.safetensors", std::size_t(1) << 52);
+        r = download(hub, path_of(cache), "big/model");
+        QVERIFY2(r.error.contains("Not enough disk space for big/model"), qPrintable(r.error));
+        QCOMPARE(hub.content_requests("big/model", "model.safetensors"), 0);
+
         // A repository with pickles only.
         hub.add_repo("old/pickles", kCommit, {{"config.json", "{}", false}, {"pytorch_model.bin", "x", true}});
         r = download(hub, path_of(cache), "old/pickles");

@@ -117,6 +117,7 @@ struct Fault {
     std::size_t cut_bytes = 0;
     int cut_times = 0;
     bool corrupt = false;
+    std::size_t announced_size = 0;  // the API's size for the file, when not 0
 };
 
 struct Stats {
@@ -239,14 +240,15 @@ struct FakeHub::Impl {
         Json siblings = Json::array();
         std::size_t total = 0;
         for (const Blob& b : repo->files) {
+            const auto fault = faults.find(Key{id, b.path});
+            const std::size_t size = fault != faults.end() && fault->second.announced_size ? fault->second.announced_size : b.bytes->size();
             Json s;
             s["rfilename"] = b.path;
-            s["size"] = b.bytes->size();
+            s["size"] = size;
             s["blobId"] = b.git_sha1;
-            if (b.lfs)
-                s["lfs"] = Json{{"sha256", b.sha256}, {"size", b.bytes->size()}, {"pointerSize", b.pointer_size}};
+            if (b.lfs) s["lfs"] = Json{{"sha256", b.sha256}, {"size", size}, {"pointerSize", b.pointer_size}};
             siblings.push_back(std::move(s));
-            total += b.bytes->size();
+            total += size;
         }
         j["siblings"] = std::move(siblings);
         j["usedStorage"] = total;
@@ -517,6 +519,11 @@ void FakeHub::cut_after(const std::string& repo_id, const std::string& path, std
 void FakeHub::corrupt(const std::string& repo_id, const std::string& path) {
     std::lock_guard lock(impl_->mutex);
     impl_->faults[Key{repo_id, path}].corrupt = true;
+}
+
+void FakeHub::announce_size(const std::string& repo_id, const std::string& path, std::size_t size) {
+    std::lock_guard lock(impl_->mutex);
+    impl_->faults[Key{repo_id, path}].announced_size = size;
 }
 
 void FakeHub::require_token(const std::string& repo_id, const std::string& token) {

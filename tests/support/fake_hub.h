@@ -46,6 +46,8 @@ public:
     void corrupt(const std::string& repo_id, const std::string& path);
     // Gated: without "Authorization: Bearer <token>", 401 (X-Error-Code: GatedRepo); with a different
     // token, 403 (X-Error-Code: GatedRepo). Searching and the /cdn route need no token.
+    // The revision API announces `size` bytes for the file (its content stays as it is).
+    void announce_size(const std::string& repo_id, const std::string& path, std::size_t size);
     void require_token(const std::string& repo_id, const std::string& token);
     // What it was asked.
     // GETs that sent file content (200 or 206) for that file.
