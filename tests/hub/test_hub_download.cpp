@@ -158,12 +158,20 @@ private slots:
         const Outcome r = download(hub, path_of(cache));
         QVERIFY2(r.ended && r.error.isEmpty(), qPrintable(r.error));
         const std::vector<std::string> ranges = hub.ranges_asked(kRepo, "model.safetensors");
-        // Each try asks for the rest from where the last stopped (a request may be sent twice where
-        // a kept-alive connection closes as it goes: Qt sends it again, harmlessly).
+        // Each try asks for the rest from where the last one stopped: at most where the hub cut it
+        // (a connection closed with data in flight may lose some of its last bytes), never from
+        // the start again. A request may be sent twice where a kept-alive connection closes as it
+        // goes (Qt sends it again, harmlessly).
         QVERIFY(ranges.size() >= 3);
         QCOMPARE(ranges.front(), std::string());
-        QVERIFY(std::find(ranges.begin(), ranges.end(), "bytes=300000-") != ranges.end());
-        QCOMPARE(ranges.back(), std::string("bytes=600000-"));
+        long long last = 0;
+        for (std::size_t i = 1; i < ranges.size(); ++i) {
+            QVERIFY2(ranges[i].rfind("bytes=", 0) == 0, ranges[i].c_str());
+            const long long from = std::stoll(ranges[i].substr(6));
+            QVERIFY2(from > 0 && from >= last && from <= 300000 * static_cast<long long>(i), ranges[i].c_str());
+            last = from;
+        }
+        QVERIFY(last > 300000);  // the third try began past the first cut
         const fs::path weights = path_of(cache) / "models--tiny-org--stories260K" / "blobs" / sha256_weights_;
         QCOMPARE(read_file(weights), read_file(stories_ / "model.safetensors"));
     }
@@ -183,10 +191,11 @@ private slots:
         for (const char* proxy : {"http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"}) env.remove(proxy);
         pull.setProcessEnvironment(env);
         pull.start(LUMEN_CLI_PATH, {"pull", kRepo});
-        QTRY_VERIFY_WITH_TIMEOUT(fs::exists(partial) && fs::file_size(partial) >= 250000, 30000);
+        QTRY_VERIFY_WITH_TIMEOUT(fs::exists(partial) && fs::file_size(partial) > 0, 30000);
         pull.kill();
         QVERIFY(pull.waitForFinished(10000));
-        QCOMPARE(fs::file_size(partial), std::uintmax_t(250000));
+        const std::uintmax_t arrived = fs::file_size(partial);
+        QVERIFY(arrived > 0 && arrived < fs::file_size(stories_ / "model.safetensors"));
         QVERIFY(!fs::exists(path_of(cache) / "models--tiny-org--stories260K" / "snapshots"));  // nothing half-made shows
 
         hub.cut_after(kRepo, "model.safetensors", 0, 0);  // the connection holds from now on
@@ -195,7 +204,7 @@ private slots:
         QCOMPARE(pull.exitCode(), 0);
         const QString folder = QString::fromUtf8(pull.readAllStandardOutput()).trimmed();
         QCOMPARE(folder, QString::fromStdString((path_of(cache) / "models--tiny-org--stories260K" / "snapshots" / kCommit).string()));
-        QCOMPARE(hub.ranges_asked(kRepo, "model.safetensors").back(), std::string("bytes=250000-"));
+        QCOMPARE(hub.ranges_asked(kRepo, "model.safetensors").back(), "bytes=" + std::to_string(arrived) + "-");
         QCOMPARE(read_file(folder.toStdString() + "/model.safetensors"), read_file(stories_ / "model.safetensors"));
         QVERIFY2(QString::fromUtf8(pull.readAllStandardError()).contains("already in the cache"), "the resumed part is counted");
     }
