@@ -8,12 +8,29 @@
 #include <QRegularExpression>
 #include <QUrlQuery>
 
+#include "hub/hub_cache.h"
+
 namespace lumen::hub {
 namespace {
 
 constexpr int kApiTimeoutMs = 30000;
 
 }  // namespace
+
+QList<RepoFile> files_to_fetch(const QList<RepoFile>& files) {
+    auto second_copy = [](const QString& path) {
+        const QString name = path.section('/', -1);
+        return path.startsWith("original/") || name.startsWith("consolidated");
+    };
+    bool transformers_weights = false;
+    for (const RepoFile& f : files)
+        transformers_weights = transformers_weights || (f.path.endsWith(".safetensors") && !second_copy(f.path));
+    QList<RepoFile> out;
+    for (const RepoFile& f : files)
+        if (wanted_file(f.path.toStdString()) && !(transformers_weights && f.path.endsWith(".safetensors") && second_copy(f.path)))
+            out << f;
+    return out;
+}
 
 HubApi::HubApi(QString endpoint, QString token, QObject* parent)
     : QObject(parent), endpoint_(std::move(endpoint)), token_(std::move(token)) {

@@ -37,6 +37,11 @@ struct SearchHit {
     bool gated = false;
 };
 
+// The files of a repository Lumen fetches: those wanted_file() takes, less a second copy of the
+// weights in Mistral's layout (consolidated*.safetensors, or under original/) beside the
+// transformers ones.
+QList<RepoFile> files_to_fetch(const QList<RepoFile>& files);
+
 class HubApi : public QObject {
     Q_OBJECT
 public:

@@ -68,8 +68,7 @@ fs::path HubDownload::snapshot() const { return cache_.snapshot(info_.commit.toS
 void HubDownload::on_info(const RepoInfo& info) {
     info_ = info;
     bool weights = false;
-    for (const RepoFile& f : info.files) {
-        if (!wanted_file(f.path.toStdString())) continue;
+    for (const RepoFile& f : files_to_fetch(info.files)) {
         // A path that would leave the snapshot folder is not the hub's.
         if (f.path.startsWith('/') || f.path.split('/').contains("..")) {
             fail(tr("%1 lists a file outside its folder (%2); nothing was downloaded.").arg(repo_id_, f.path));

@@ -253,8 +253,7 @@ void GetModelsDialog::show_info(const hub::RepoInfo& info) {
     int files = 0;
     weights_bytes_ = 0;
     const hub::RepoCache cache(hf_hub_cache_dir(), info.id.toStdString());
-    for (const hub::RepoFile& f : info.files) {
-        if (!hub::wanted_file(f.path.toStdString())) continue;
+    for (const hub::RepoFile& f : hub::files_to_fetch(info.files)) {
         ++files;
         total += f.size;
         if (f.path.endsWith(".safetensors")) weights_bytes_ += double(f.size);

@@ -272,6 +272,24 @@ private slots:
         QVERIFY2(bad.err.contains("is not a Hugging Face repository id"), bad.err.constData());
     }
 
+    void onlyOneCopyOfTheWeights() {
+        const QList<RepoFile> mistral{{"config.json", 10, "a", false},
+                                      {"model-00001-of-00002.safetensors", 10, "b", true},
+                                      {"model-00002-of-00002.safetensors", 10, "c", true},
+                                      {"model.safetensors.index.json", 10, "d", false},
+                                      {"consolidated.safetensors", 20, "e", true},
+                                      {"original/params.json", 1, "f", false},
+                                      {"pytorch_model.bin", 20, "g", true}};
+        QStringList fetched;
+        for (const RepoFile& f : files_to_fetch(mistral)) fetched << f.path;
+        QCOMPARE(fetched, (QStringList{"config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                       "model.safetensors.index.json", "original/params.json"}));
+        // Where Mistral's layout is the only copy, it is the one fetched.
+        fetched.clear();
+        for (const RepoFile& f : files_to_fetch({{"consolidated.safetensors", 20, "e", true}})) fetched << f.path;
+        QCOMPARE(fetched, QStringList{"consolidated.safetensors"});
+    }
+
     void searchFindsModels() {
         FakeHub hub;
         hub.add_repo("OpenGVLab/InternVL2-1B", kCommit, {{"config.json", "{}", false}}, "image-text-to-text", 900);
