@@ -74,6 +74,14 @@ public:
     }
     qint64 worst() const { return worst_; }
     double worst_cpu() const { return worst_cpu_; }
+    // Runs the test's own work on the GUI thread (grabbing and inspecting the view) outside the
+    // measurement: it is not the app's.
+    template <typename F>
+    void exclude(F&& f) {
+        f();
+        last_ = clock_.elapsed();
+        last_cpu_ = thread_cpu_ms();
+    }
 
 private:
     static double thread_cpu_ms() {
@@ -219,7 +227,7 @@ private slots:
         typing.start();
         // While it streams the view follows the end and paints it.
         QTRY_VERIFY_WITH_TIMEOUT(w.chat_view()->messages().last().text.size() > 20000, 120000);
-        verify_end_drawn(w.chat_view());
+        stall.exclude([&] { verify_end_drawn(w.chat_view()); });
         QVERIFY(done.wait(300000));
         const qint64 worst = stall.worst();
         typing.stop();
