@@ -165,8 +165,7 @@ void HubDownload::fetch(int index) {
         return;
     }
     if (part_.size() > f.size) part_.resize(0);  // not this file's beginning
-    hash_ = std::make_unique<QCryptographicHash>(f.lfs ? QCryptographicHash::Sha256 : QCryptographicHash::Sha1);
-    if (!f.lfs) hash_->addData("blob " + QByteArray::number(f.size) + '\0');  // git hashes a blob with this header
+    restart_hash(f);
     // What arrived before is hashed again: the check covers the whole file.
     part_.seek(0);
     if (!hash_->addData(&part_)) {
@@ -225,6 +224,11 @@ bool HubDownload::follow_redirect(QNetworkReply* reply) {
     return true;
 }
 
+void HubDownload::restart_hash(const RepoFile& f) {
+    hash_ = std::make_unique<QCryptographicHash>(f.lfs ? QCryptographicHash::Sha256 : QCryptographicHash::Sha1);
+    if (!f.lfs) hash_->addData("blob " + QByteArray::number(f.size) + '\0');  // git hashes a blob with this header
+}
+
 void HubDownload::on_data() {
     if (!reply_ || ended_) return;
     const int status = reply_->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
@@ -236,9 +240,7 @@ void HubDownload::on_data() {
             done_ -= part_.size();
             part_.resize(0);
             part_.seek(0);
-            const RepoFile& f = wanted_[current_];
-            hash_ = std::make_unique<QCryptographicHash>(f.lfs ? QCryptographicHash::Sha256 : QCryptographicHash::Sha1);
-            if (!f.lfs) hash_->addData("blob " + QByteArray::number(f.size) + '\0');
+            restart_hash(wanted_[current_]);
         }
     }
     const QByteArray data = reply_->readAll();

@@ -56,6 +56,7 @@ private:
     void fetch(int index);
     void get(const QUrl& url, int redirects);
     bool follow_redirect(QNetworkReply* reply);
+    void restart_hash(const RepoFile& f);  // the hash the hub names the file by, over nothing yet
     void on_data();
     void on_reply_finished();
     void fail(const QString& error);

@@ -732,10 +732,9 @@ QString MainWindow::author_name() const {
 void MainWindow::update_status() {
     if (worker_.serving_url().isEmpty()) server_label_->hide();  // the model went, and its server with it
     if (remote_) {
-        const QUrl& url = remote_->base_url();
         model_label_->setText(remote_model_);
-        model_label_->setToolTip(tr("On the server at %1").arg(url.toString()));
-        device_label_->setText(tr("Server %1").arg(url.host() + (url.port() > 0 ? ":" + QString::number(url.port()) : QString())));
+        model_label_->setToolTip(tr("On the server at %1").arg(remote_->base_url().toString()));
+        device_label_->setText(tr("Server %1").arg(remote_->address()));
     } else if (worker_.is_loaded()) {
         model_label_->setText(worker_.model().name);
         model_label_->setToolTip(tr("Weights: %1\nKV cache: %2").arg(worker_.model().weights, worker_.model().kv_cache));

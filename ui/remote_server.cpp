@@ -55,6 +55,8 @@ QString RemoteServer::error_message(const QByteArray& body) {
     return {};
 }
 
+QString RemoteServer::address() const { return base_.host() + (base_.port() > 0 ? ":" + QString::number(base_.port()) : QString()); }
+
 QNetworkRequest RemoteServer::request(const QString& path) const {
     QNetworkRequest r(QUrl(base_.toString() + path));
     r.setHeader(QNetworkRequest::ContentTypeHeader, "application/json");
@@ -64,7 +66,7 @@ QNetworkRequest RemoteServer::request(const QString& path) const {
 }
 
 QString RemoteServer::explain(QNetworkReply* reply, const QByteArray& body) const {
-    const QString where = base_.host() + (base_.port() > 0 ? ":" + QString::number(base_.port()) : QString());
+    const QString where = address();
     const int status = reply->attribute(QNetworkRequest::HttpStatusCodeAttribute).toInt();
     QString said = error_message(body);
     if (said.isEmpty()) said = QString::fromUtf8(body.left(200)).trimmed();

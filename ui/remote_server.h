@@ -34,6 +34,7 @@ public:
     RemoteServer(const QString& base_url, const QString& api_key, QObject* parent = nullptr);
 
     const QUrl& base_url() const { return base_; }
+    QString address() const;  // "host:port", as messages name the server
     // GET /models; the answer arrives as models_listed() or failed().
     void list_models();
     // POST /chat/completions, streamed; returns the request's id for delta() and finished().
