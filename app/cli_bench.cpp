@@ -44,7 +44,7 @@ int run_bench(const std::vector<std::string>& argv) {
     if (args.flag("help")) {
         std::puts("Usage: lumen-cli bench (--model DIR | --config config.json --random-weights) [--batch 1,16,64]\n"
                   "                       [--prompt-len 512] [--gen-len 128] [--dtype bf16|fp16|fp32]\n"
-                  "                       [--device cpu|cuda|auto] [--weights auto|16|int8|int4] [--group-size 128]\n"
+                  "                       [--device cpu|cuda|auto] [--weights auto|16|int8|int4|fp8] [--group-size 128]\n"
                   "                       [--quant-policy 0,8,4] [--temperature T] [--top-k K] [--top-p P] [--json]\n\n"
                   "For each batch size: prefill time, time to first token, decode tokens/s per sequence and in\n"
                   "total, and the floor: the bytes a decode step must read (weights and KV cache) over the\n"

@@ -21,10 +21,11 @@ int run_pull(const std::vector<std::string>& args);
 class Args;
 int run_bench_vision(const Args& args);  // bench --vision
 
-// --weights auto|16|int8|int4 and --group-size N, as the commands that load a model take them.
+// --weights auto|16|int8|int4|fp8 and --group-size N, as the commands that load a model take them.
 WeightChoice weight_choice(const Args& args);
 inline constexpr const char* kWeightsHelp =
-    "  --weights auto|16|int8|int4   auto (or 16): as stored; int8 / int4 quantize a 16-bit folder at load\n"
+    "  --weights auto|16|int8|int4|fp8  auto (or 16): as stored; int8 / int4 / fp8 quantize a 16-bit folder at load\n"
+    "                                (fp8: compute capability 8.9+; on the CPU a reference, no faster than 16-bit)\n"
     "  --group-size N                inputs per 4-bit scale and zero with --weights int4 (default 128)\n";
 
 // --quant-policy 0|8|4: the KV cache in the compute type, or 8- or 4-bit codes (LMDeploy's name).

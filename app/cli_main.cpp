@@ -20,13 +20,13 @@ Commands:
   generate --model DIR --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P]
            [--min-p P] [--repetition-penalty R] [--seed S] [--device cpu|cuda|auto] [--quant-policy 0|8|4] [--json]
         Continue a text with a model (no chat template), streaming the reply.
-  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME] [--weights auto|16|int8|int4] [--quant-policy 0|8|4]
+  chat --model DIR [--system TEXT] [--prompt TEXT] [--template NAME] [--weights auto|16|int8|int4|fp8] [--quant-policy 0|8|4]
         Talk to a model through its chat template, multi-turn.
   bench (--model DIR | --config FILE --random-weights) [--batch 1,16,64] [--prompt-len N] [--gen-len N]
-        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--weights auto|16|int8|int4] [--group-size N]
+        [--dtype bf16|fp16|fp32] [--device cpu|cuda|auto] [--weights auto|16|int8|int4|fp8] [--group-size N]
         [--temperature T] [--top-k K] [--top-p P] [--json]
         Prefill and decode speed next to the memory-bandwidth floor.
-  perplexity --model DIR --file TEXT [--context N] [--stride N] [--weights auto|16|int8|int4] [--json]
+  perplexity --model DIR --file TEXT [--context N] [--stride N] [--weights auto|16|int8|int4|fp8] [--json]
         How well a model predicts a text (sliding windows, as transformers' perplexity guide).
   quantize --model DIR --out DIR [--group-size 128] [--calib FILE] [--calib-samples N] [--calib-seqlen N]
         A 16-bit folder to 4 bits with AWQ, written as AutoAWQ writes it.

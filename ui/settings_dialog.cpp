@@ -12,6 +12,7 @@
 #include <QPlainTextEdit>
 #include <QPushButton>
 #include <QSpinBox>
+#include <QStandardItemModel>
 #include <QTabWidget>
 #include <QVBoxLayout>
 
@@ -96,6 +97,16 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             weights_->addItem(tr("As stored (16-bit)"), "auto");
             weights_->addItem(tr("8-bit, made when loaded (half the memory)"), "int8");
             weights_->addItem(tr("4-bit, made when loaded (a quarter of the memory, faster on a GPU)"), "int4");
+            // FP8 products need an Ada or Hopper GPU: offered there, shown and explained elsewhere.
+            const std::vector<DeviceInfo> gpus = gpu_available ? list_gpus() : std::vector<DeviceInfo>{};
+            weights_->addItem(tr("FP8, made when loaded (half the memory, close to 16-bit quality)"), "fp8");
+            if (gpus.empty() || !runs_fp8(gpus.front())) {
+                const int fp8 = weights_->count() - 1;
+                if (auto* items = qobject_cast<QStandardItemModel*>(weights_->model())) items->item(fp8)->setEnabled(false);
+                DeviceInfo cpu;
+                cpu.id = "cpu";
+                weights_->setItemData(fp8, QString::fromStdString(fp8_unsupported_message(gpus.empty() ? cpu : gpus.front())), Qt::ToolTipRole);
+            }
             weights_->setToolTip(tr("Smaller weights leave more memory for conversations and decode faster on a GPU, at some "
                                     "cost in quality (8-bit: hardly any; 4-bit: some). The files on disk stay as they are."));
         } else {
@@ -146,7 +157,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             // Quantized at load: the products' weights at 1 byte (8-bit) or half a byte and a scale and
             // zero per 128 (4-bit) instead of 2.
             const QString choice = weights_->currentData().toString();
-            const double per_parameter = choice == "int8" ? 1.0 : choice == "int4" ? 0.5 + 3.0 / 128 : 2.0;
+            const double per_parameter = choice == "int8" || choice == "fp8" ? 1.0 : choice == "int4" ? 0.5 + 3.0 / 128 : 2.0;
             const double weights = std::max(0.0, need.weights - need.linear_parameters * (2.0 - per_parameter));
             QString text = tr("about %1: %2 of weights and %3 for a conversation of %4 tokens")
                                .arg(size_text(weights + kv), size_text(weights), size_text(kv))

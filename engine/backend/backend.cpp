@@ -61,13 +61,13 @@ Backend::OwnedWeight Backend::quantized_weight(const QuantizedParts& q) {
     OwnedWeight out;
     Weight& w = out.weight;
     w.format = q.format;
-    const bool int4 = q.format == Weight::Format::Int4;
-    const int64_t groups = int4 ? q.cols / q.group_size : 1;
+    const bool int4 = q.format == Weight::Format::Int4, fp8 = q.format == Weight::Format::Fp8;
+    const int64_t groups = int4 ? q.cols / q.group_size : fp8 ? fp8_groups(q.cols, q.group_size) : 1;
     auto keep = [&](Buffer b) {
         out.buffers.push_back(std::move(b));
         return out.buffers.back().tensor();
     };
-    const DType code_type = int4 ? DType::I32 : DType::I8;
+    const DType code_type = int4 ? DType::I32 : fp8 ? DType::F8_E4M3 : DType::I8;
     const int64_t code_cols = int4 ? q.cols / 8 : q.cols;
     if (q.codes) {
         w.values = keep(weight(q.codes, code_type, q.rows, code_cols));
@@ -82,7 +82,7 @@ Backend::OwnedWeight Backend::quantized_weight(const QuantizedParts& q) {
             w.zeros = keep(weight(random_zeros_.back().data(), DType::U8, q.rows, groups));
         }
     }
-    if (int4) w.group_size = q.group_size;
+    if (int4 || fp8) w.group_size = fp8 && q.group_size <= 0 ? int32_t(q.cols) : q.group_size;
     if (q.input_order) w.input_order = keep(weight(q.input_order, DType::I32, 1, q.cols));
     return out;
 }
@@ -112,6 +112,11 @@ void check_weight(const Weight& w, const char* who) {
     case Weight::Format::Int8:
         if (w.values.dtype != DType::I8 || !float_scales || w.scales.rows != out || w.scales.cols != 1)
             fail("an 8-bit weight's scales do not match its codes");
+        break;
+    case Weight::Format::Fp8:
+        if (w.values.dtype != DType::F8_E4M3 || w.group_size <= 0 || !float_scales || w.scales.rows != out ||
+            w.scales.cols != fp8_groups(in, w.group_size))
+            fail("an FP8 weight's scales do not match its codes");
         break;
     }
     if (!w.input_order.empty() && (w.input_order.dtype != DType::I32 || w.input_order.rows != 1 || w.input_order.cols != in))

@@ -126,10 +126,13 @@ struct Weight {
         // w = (q - zero) · scale.
         Int4,
         Int8,  // values: [out, in] I8; scales: [out, 1] floats; w = q · scale (symmetric per channel)
+        // values: [out, in] F8_E4M3 codes; scales: [out, ceil(in / group_size)] floats
+        // (group_size = in: one scale per output channel); w = e4m3(q) · scale.
+        Fp8,
     };
     Format format = Format::Dense;
     Tensor values, scales, zeros;
-    int32_t group_size = 0;  // Int4
+    int32_t group_size = 0;  // Int4, Fp8
     // 0: the codes as described above; otherwise a backend's own arrangement of them (made by its
     // quantized_weight, read only by its linear).
     int32_t layout = 0;
@@ -143,13 +146,17 @@ struct Weight {
     bool empty() const { return values.empty(); }
 };
 
+// Scales along an FP8 weight's input: one per group_size inputs, the last group possibly short
+// (block-scaled checkpoints); a group_size of 0 means one per output channel.
+inline int64_t fp8_groups(int64_t in, int64_t group_size) { return group_size <= 0 ? 1 : (in + group_size - 1) / group_size; }
+
 // A quantized weight's parts on the host, in the layout Weight describes (codes, fp32 scales, zeros,
 // an optional input order), valid for the backend's lifetime like weight()'s `host`; without codes,
 // random codes from `seed` (benchmarks), with every zero 8 and every scale `scale`.
 struct QuantizedParts {
     Weight::Format format = Weight::Format::Int4;
     int64_t rows = 0, cols = 0;
-    int32_t group_size = 0;  // Int4
+    int32_t group_size = 0;  // Int4, Fp8
     const void* codes = nullptr;
     const float* scales = nullptr;
     const uint8_t* zeros = nullptr;

@@ -37,7 +37,7 @@ public:
     // Weights are used where they are (mapped files): the Buffer owns nothing.
     Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
         if (dtype != DType::F32 && dtype != DType::F16 && dtype != DType::BF16 && dtype != DType::I32 && dtype != DType::I8 &&
-            dtype != DType::U8)
+            dtype != DType::U8 && dtype != DType::F8_E4M3)
             throw Error("CPU backend: weights of type " + std::string(dtype_name(dtype)) + " are not supported");
         return Buffer(*this, Tensor{const_cast<void*>(host), dtype, rows, cols, cols});
     }
@@ -56,8 +56,9 @@ public:
         std::byte* data = buffer.get();
         ThreadPool::shared().parallel_for(n, 1 << 16, [&](std::size_t b, std::size_t e) {
             for (std::size_t i = b; i < e; ++i) {
-                if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8) {  // codes: uniform bits
-                    const uint64_t bits = random_bits(seed, i);
+                if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8 || dtype == DType::F8_E4M3) {  // codes: uniform bits
+                    // FP8 codes below 2 in magnitude (bit 6 clear): no NaN, a weight-like spread.
+                    const uint64_t bits = random_bits(seed, i) & (dtype == DType::F8_E4M3 ? 0xBFu : ~uint64_t(0));
                     std::memcpy(data + i * elem, &bits, elem);
                     continue;
                 }

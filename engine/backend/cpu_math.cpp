@@ -3,6 +3,7 @@
 #include "engine/backend/cpu_math.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -200,6 +201,21 @@ const float* weight_row_f32(const Weight& w, int64_t r, float* scratch) {
         const float* s = row_f32(w.scales, r, &converted);
         const int8_t* q = static_cast<const int8_t*>(w.values.data) + r * w.values.stride;
         for (int64_t i = 0; i < w.values.cols; ++i) scratch[i] = float(q[i]) * s[0];
+        return scratch;
+    }
+    case Weight::Format::Fp8: {
+        const int64_t in = w.values.cols, groups = fp8_groups(in, w.group_size);
+        thread_local std::vector<float> scales;
+        scales.resize(std::size_t(groups));
+        const float* s = row_f32(w.scales, r, scales.data());
+        static const std::array<float, 256> decoded = [] {
+            std::array<float, 256> t{};
+            for (int c = 0; c < 256; ++c) t[std::size_t(c)] = e4m3_to_f32(uint8_t(c));
+            return t;
+        }();
+        const uint8_t* q = static_cast<const uint8_t*>(w.values.data) + r * w.values.stride;
+        for (int64_t g = 0; g < groups; ++g)
+            for (int64_t i = g * w.group_size, end = std::min(in, i + w.group_size); i < end; ++i) scratch[i] = decoded[q[i]] * s[g];
         return scratch;
     }
     }

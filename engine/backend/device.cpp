@@ -28,4 +28,11 @@ uint64_t available_system_memory() {
     return 0;
 }
 
+std::string fp8_unsupported_message(const DeviceInfo& d) {
+    const std::string which = d.id == "cpu" || d.id.empty()
+                                  ? "this computer runs Lumen on its CPU"
+                                  : d.name + " has compute capability " + std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor);
+    return "FP8 weights need an NVIDIA GPU of compute capability 8.9 or newer (GeForce RTX 40 series, L4, L40, H100 or later); " + which + ".";
+}
+
 }  // namespace lumen

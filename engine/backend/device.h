@@ -20,6 +20,12 @@ struct DeviceInfo {
 // or a build without the CUDA backend).
 std::vector<DeviceInfo> list_gpus(std::string* why = nullptr);
 
+// FP8 products need compute capability 8.9 or newer (Ada, Hopper and later); the CPU runs FP8
+// weights only as a reference (fp32 arithmetic on the decoded weights).
+inline bool runs_fp8(const DeviceInfo& d) { return d.compute_major * 10 + d.compute_minor >= 89; }
+// Why a device cannot run FP8, in users' words.
+std::string fp8_unsupported_message(const DeviceInfo& d);
+
 // The memory the system could give a new program now (Linux's MemAvailable); 0 when unknown.
 uint64_t available_system_memory();
 

@@ -169,15 +169,16 @@ void Model::random_weights(DType dtype, uint64_t seed) {
     };
     auto linear = [&](int64_t rows, int64_t cols) {
         const bool int4 = choice_.kind == WeightChoice::Kind::Int4 && cols % choice_.group_size == 0;
+        const bool fp8 = choice_.kind == WeightChoice::Kind::Fp8;
         if (choice_.kind == WeightChoice::Kind::AsStored || (choice_.kind == WeightChoice::Kind::Int4 && !int4))
             return Weight::dense(matrix(rows, cols));
         QuantizedParts parts;
-        parts.format = int4 ? Weight::Format::Int4 : Weight::Format::Int8;
-        parts.rows = rows, parts.cols = cols, parts.group_size = int4 ? choice_.group_size : 0;
+        parts.format = int4 ? Weight::Format::Int4 : fp8 ? Weight::Format::Fp8 : Weight::Format::Int8;
+        parts.rows = rows, parts.cols = cols, parts.group_size = int4 ? choice_.group_size : fp8 ? int32_t(cols) : 0;
         parts.seed = ++next;
-        // Codes uniform over their range (4-bit minus zero 8: std 4.6; bytes: std 74) times a scale
-        // that gives the 16-bit weights' spread.
-        parts.scale = 0.98f / ((int4 ? 4.6f : 74.0f) * std::sqrt(float(cols)));
+        // Codes uniform over their range (4-bit minus zero 8: std 4.6; bytes: std 74; FP8 codes
+        // below 2 in magnitude: std 0.60) times a scale that gives the 16-bit weights' spread.
+        parts.scale = 0.98f / ((int4 ? 4.6f : fp8 ? 0.60f : 74.0f) * std::sqrt(float(cols)));
         const int64_t groups = int4 ? cols / choice_.group_size : 1;
         weight_bytes_ += uint64_t(rows * cols) / (int4 ? 2 : 1) + uint64_t(rows * groups) * (dtype_size(dtype) + (int4 ? 1 : 0));
         return keep(backend_.quantized_weight(parts));
@@ -219,6 +220,7 @@ std::string Model::weights_description() const {
 Weight Model::upload(HostWeight w, const std::string& name, bool quantizable) {
     if (quantizable && w.format == Weight::Format::Dense && choice_.kind != WeightChoice::Kind::AsStored) {
         if (choice_.kind == WeightChoice::Kind::Int8) w = quantize_int8(w);
+        else if (choice_.kind == WeightChoice::Kind::Fp8) w = quantize_fp8(w);
         else if (w.cols % choice_.group_size == 0) w = quantize_int4(w, choice_.group_size);
         else kept_16_bit_.push_back(name);
     }

@@ -1,6 +1,7 @@
 #include "engine/model/weight_formats.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -18,7 +19,8 @@ using json = nlohmann::json;
 
 constexpr const char* kSupported =
     "Lumen loads 4-bit AWQ (GEMM layout), 4-bit GPTQ and compressed-tensors pack-quantized (W4A16) checkpoints, "
-    "and quantizes 16-bit folders at load (--weights int8 or int4)";
+    "FP8 E4M3 checkpoints (compressed-tensors float-quantized, transformers' fp8), "
+    "and quantizes 16-bit folders at load (--weights int8, int4 or fp8)";
 
 std::string lower(std::string s) {
     for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
@@ -51,11 +53,45 @@ int32_t group_size_field(const json& q, const char* key, const std::string& sour
     return int32_t(g);
 }
 
+// An FP8 block shape as a config gives it ([rows, inputs]); 0, 0 where absent.
+std::pair<int32_t, int32_t> block_shape(const json& j, const char* key, const std::string& source) {
+    const auto it = j.find(key);
+    if (it == j.end() || it->is_null()) return {0, 0};
+    if (!it->is_array() || it->size() != 2 || !(*it)[0].is_number_integer() || !(*it)[1].is_number_integer())
+        throw Error(source + ": " + key + " must be two whole numbers (rows, inputs)");
+    const int64_t r = (*it)[0].get<int64_t>(), c = (*it)[1].get<int64_t>();
+    if (r < 1 || r > (1 << 20) || c < 16 || c > (1 << 20) || c % 16 != 0)
+        unsupported(source, "FP8 blocks of " + std::to_string(r) + " x " + std::to_string(c) + " (rows, inputs; inputs a multiple of 16)");
+    return {int32_t(r), int32_t(c)};
+}
+
+// compressed-tensors' "float" weights: 8-bit E4M3 per tensor, channel, group or block; activations
+// quantized too or not (Lumen computes each token's scale on the fly either way).
+void parse_float_weights(const json& weights, const json* input, Quantization& out, const std::string& source) {
+    const int64_t bits = int_field(weights, "num_bits", 0);
+    if (bits != 8) unsupported(source, std::to_string(bits) + "-bit floating-point weights");
+    if (input && !input->is_null()) {
+        if (!input->is_object() || lower(text_field(*input, "type", "float")) != "float" || int_field(*input, "num_bits", 8) != 8)
+            unsupported(source, "FP8 weights with integer-quantized activations");
+    }
+    const std::string strategy = lower(text_field(weights, "strategy", "channel"));
+    if (strategy == "group") {
+        out.group_size = group_size_field(weights, "group_size", source);
+    } else if (strategy == "block") {
+        const auto [r, c] = block_shape(weights, "block_structure", source);
+        out.block_rows = r, out.group_size = c;
+    } else if (strategy != "tensor" && strategy != "channel") {
+        unsupported(source, "compressed-tensors FP8 '" + strategy + "' quantization");
+    }
+    out.floating = true;
+    out.bits = 8;
+    out.symmetric = true;
+}
+
 Quantization parse_compressed_tensors(const json& q, const std::string& source) {
     const std::string format = lower(text_field(q, "format", "pack-quantized"));
     auto check_format = [&](const std::string& f) {
-        if (f == "pack-quantized") return;
-        if (f == "float-quantized") unsupported(source, "FP8 compressed-tensors checkpoints");
+        if (f == "pack-quantized" || f == "float-quantized") return;
         if (f == "int-quantized" || f == "naive-quantized") unsupported(source, "8-bit compressed-tensors checkpoints (W8A8/W8A16)");
         unsupported(source, "compressed-tensors checkpoints in the '" + f + "' format");
     };
@@ -76,11 +112,19 @@ Quantization parse_compressed_tensors(const json& q, const std::string& source) 
         if (!group.is_object()) throw Error(source + ": config_groups." + name + " is not an object");
         if (group.contains("format") && group["format"].is_string()) check_format(lower(group["format"].get<std::string>()));
         const auto input = group.find("input_activations");
-        if (input != group.end() && !input->is_null()) unsupported(source, "quantized activations (W4A8, W8A8)");
         const auto weights = group.find("weights");
         if (weights == group.end() || !weights->is_object()) throw Error(source + ": config_groups." + name + " has no weights entry");
+        const std::string type = lower(text_field(*weights, "type", "int"));
+        if (type == "float") {
+            if (!first && !out.floating) unsupported(source, "checkpoints mixing 4-bit and FP8 layers");
+            parse_float_weights(*weights, input != group.end() ? &*input : nullptr, out, source);
+            first = false;
+            continue;
+        }
+        if (out.floating) unsupported(source, "checkpoints mixing 4-bit and FP8 layers");
+        if (input != group.end() && !input->is_null()) unsupported(source, "quantized activations (W4A8, W8A8)");
         const int64_t bits = int_field(*weights, "num_bits", 0);
-        if (lower(text_field(*weights, "type", "int")) != "int") unsupported(source, "floating-point quantized weights");
+        if (type != "int") unsupported(source, "'" + type + "' quantized weights");
         if (bits != 4) unsupported(source, std::to_string(bits) + "-bit compressed-tensors weights");
         const std::string strategy = lower(text_field(*weights, "strategy", "group"));
         if (strategy != "group" && strategy != "channel") unsupported(source, "compressed-tensors '" + strategy + "' quantization");
@@ -91,6 +135,23 @@ Quantization parse_compressed_tensors(const json& q, const std::string& source) 
         first = false;
     }
     if (out.group_size < 0) out.group_size = 0;
+    return out;
+}
+
+// transformers' "fp8" quant_method (FineGrainedFP8, and AutoFP8's per-tensor checkpoints that
+// vLLM reads under the same name): E4M3 weights, scales per block of weight_block_size or per tensor.
+Quantization parse_fp8(const json& q, const std::string& source) {
+    const std::string fmt = lower(text_field(q, "fmt", "e4m3"));
+    if (fmt != "e4m3") unsupported(source, "FP8 checkpoints in the '" + fmt + "' format");
+    const std::string scheme = lower(text_field(q, "activation_scheme", "dynamic"));
+    if (scheme != "dynamic" && scheme != "static") unsupported(source, "FP8 activation scheme '" + scheme + "'");
+    Quantization out;
+    out.method = Quantization::Method::Fp8;
+    out.bits = 8;
+    out.floating = true;
+    out.symmetric = true;
+    const auto [r, c] = block_shape(q, "weight_block_size", source);
+    out.block_rows = r, out.group_size = c;
     return out;
 }
 
@@ -119,7 +180,7 @@ Quantization parse_method(const json& q, const std::string& source) {
         return out;
     }
     if (method == "compressed-tensors") return parse_compressed_tensors(q, source);
-    if (method == "fp8") unsupported(source, "FP8 checkpoints");
+    if (method == "fp8") return parse_fp8(q, source);
     unsupported(source, "checkpoints quantized with '" + method + "'");
 }
 
@@ -132,6 +193,13 @@ std::string Quantization::describe() const {
     case Method::Awq: name = "AWQ"; break;
     case Method::Gptq: name = "GPTQ"; break;
     case Method::CompressedTensors: name = "compressed-tensors"; break;
+    case Method::Fp8: name = "FP8"; break;
+    }
+    if (floating) {
+        if (method == Method::CompressedTensors) name += " FP8";
+        if (block_rows > 0) return name + ", blocks of " + std::to_string(block_rows) + " x " + std::to_string(group_size);
+        if (group_size > 0) return name + ", groups of " + std::to_string(group_size);
+        return name;
     }
     name += " " + std::to_string(bits) + "-bit";
     if (group_size > 0) name += ", groups of " + std::to_string(group_size);
@@ -140,6 +208,10 @@ std::string Quantization::describe() const {
 
 std::string Quantization::label() const {
     if (method == Method::None) return "16-bit";
+    if (floating) {
+        const std::string name = method == Method::CompressedTensors ? "compressed-tensors FP8" : "FP8";
+        return block_rows > 0 ? name + " b" + std::to_string(block_rows) + "x" + std::to_string(group_size) : name;
+    }
     std::string name = method == Method::Awq ? "AWQ" : method == Method::Gptq ? "GPTQ" : "compressed-tensors";
     name += " " + std::to_string(bits) + "-bit";
     if (group_size > 0) name += " g" + std::to_string(group_size);
@@ -175,7 +247,8 @@ WeightChoice WeightChoice::parse(const std::string& name, int32_t group_size) {
     if (name == "auto" || name == "16") return c;
     if (name == "int8") c.kind = Kind::Int8;
     else if (name == "int4") c.kind = Kind::Int4;
-    else throw Error("weights '" + name + "': choose auto (as stored), 16, int8 or int4");
+    else if (name == "fp8") c.kind = Kind::Fp8;
+    else throw Error("weights '" + name + "': choose auto (as stored), 16, int8, int4 or fp8");
     if (group_size < 32 || group_size % 32 != 0 || group_size > 4096)
         throw Error("group size " + std::to_string(group_size) + ": choose a multiple of 32 (32, 64, 128 ...)");
     return c;
@@ -186,6 +259,7 @@ std::string WeightChoice::describe() const {
     case Kind::AsStored: return "as stored";
     case Kind::Int8: return "8-bit at load";
     case Kind::Int4: return "4-bit (groups of " + std::to_string(group_size) + ") at load";
+    case Kind::Fp8: return "FP8 at load";
     }
     return {};
 }
@@ -409,6 +483,74 @@ HostWeight read_packed(const Checkpoint& c, const std::string& m, int64_t rows, 
         [&](int64_t o, int64_t g) { return value(scales, o * groups + g); }, g_idx, ready);
 }
 
+// FP8 E4M3 codes [out, in] in `.weight` with fp32/16-bit scales in `.weight_scale_inv`
+// (transformers' fp8: the factor that multiplies the codes, despite its name) or `.weight_scale`
+// (compressed-tensors, AutoFP8): one for the tensor, one per output channel, per group of inputs,
+// or per block of rows x inputs (the edge blocks short). Re-laid as one scale per row and group.
+HostWeight read_fp8(const Checkpoint& c, const Quantization& q, const std::string& m, int64_t rows, int64_t cols) {
+    const TensorInfo& codes = *c.find(m + ".weight");
+    if (codes.shape != std::vector<int64_t>{rows, cols})
+        throw Error("tensor '" + m + ".weight' has shape " + shape_text(codes.shape) + " but config.json implies " + shape_text({rows, cols}));
+    std::string scale_name = m + ".weight_scale_inv";
+    if (!c.find(scale_name)) scale_name = m + ".weight_scale";
+    const TensorInfo* st = c.find(scale_name);
+    if (!st) throw Error("tensor '" + m + ".weight' holds FP8 codes, but the weights have no '" + m + ".weight_scale' or '" + m +
+                         ".weight_scale_inv' to scale them");
+    if (!is_float_type(st->dtype))
+        throw Error("tensor '" + scale_name + "' is " + std::string(dtype_name(st->dtype)) + "; FP8 scales are F32, F16 or BF16");
+    int64_t count = 1;
+    for (int64_t d : st->shape) count *= d;
+    const std::vector<int64_t>& shape = st->shape;
+    const int64_t br = q.block_rows, bc = q.group_size;
+    HostWeight w;
+    w.format = Weight::Format::Fp8;
+    w.rows = rows, w.cols = cols, w.dtype = DType::F32;
+    // scale_of(o, g): the stored scale of row o's group g, with the layout the shape says.
+    std::function<int64_t(int64_t, int64_t)> index_of;
+    if (count == 1) {
+        w.group_size = int32_t(cols);
+        index_of = [](int64_t, int64_t) { return int64_t(0); };
+    } else if (count == rows && (shape.size() == 1 || (shape.size() == 2 && shape[1] == 1))) {
+        w.group_size = int32_t(cols);
+        index_of = [](int64_t o, int64_t) { return o; };
+    } else if (br > 0 && shape.size() == 2 && shape[0] == (rows + br - 1) / br && shape[1] == (cols + bc - 1) / bc) {
+        w.group_size = int32_t(bc);
+        const int64_t groups = shape[1];
+        index_of = [br, groups](int64_t o, int64_t g) { return (o / br) * groups + g; };
+    } else if (br == 0 && shape.size() == 2 && shape[0] == rows && shape[1] > 1 &&
+               (bc > 0 ? (cols + bc - 1) / bc == shape[1] : cols % shape[1] == 0 && (cols / shape[1]) % 16 == 0)) {
+        w.group_size = int32_t(bc > 0 ? bc : cols / shape[1]);
+        const int64_t groups = shape[1];
+        index_of = [groups](int64_t o, int64_t g) { return o * groups + g; };
+    } else {
+        throw Error("tensor '" + scale_name + "' has shape " + shape_text(shape) + ", which is not one scale, one per output channel (" +
+                    std::to_string(rows) + "), or one per " + (br > 0 ? "block of " + std::to_string(br) + " x " + std::to_string(bc) : "group") +
+                    " of '" + m + ".weight' " + shape_text({rows, cols}));
+    }
+    const int64_t groups = fp8_groups(cols, w.group_size);
+    w.values.resize(std::size_t(rows * cols));
+    w.scales.resize(std::size_t(rows * groups) * 4);
+    float* scales = reinterpret_cast<float*>(w.scales.data());
+    std::atomic<bool> bad_code{false}, bad_scale{false};
+    ThreadPool::shared().parallel_for(std::size_t(rows), std::size_t(std::max<int64_t>(1, 65536 / cols)), [&](std::size_t b, std::size_t e) {
+        const auto* src = reinterpret_cast<const uint8_t*>(codes.data.data());
+        auto* dst = reinterpret_cast<uint8_t*>(w.values.data());
+        for (int64_t o = int64_t(b); o < int64_t(e); ++o) {
+            std::memcpy(dst + o * cols, src + o * cols, std::size_t(cols));
+            for (int64_t k = 0; k < cols; ++k)
+                if ((src[o * cols + k] & 0x7F) == 0x7F) bad_code = true;  // NaN
+            for (int64_t g = 0; g < groups; ++g) {
+                const float v = value(*st, index_of(o, g));
+                if (!std::isfinite(v)) bad_scale = true;
+                scales[o * groups + g] = v;
+            }
+        }
+    });
+    if (bad_code) throw Error("tensor '" + m + ".weight' holds FP8 codes that are NaN (0x7F or 0xFF): the file is damaged");
+    if (bad_scale) throw Error("tensor '" + scale_name + "' holds a scale that is not a finite number: the file is damaged");
+    return w;
+}
+
 }  // namespace
 
 bool has_linear(const Checkpoint& c, const std::string& m) {
@@ -416,6 +558,11 @@ bool has_linear(const Checkpoint& c, const std::string& m) {
 }
 
 HostWeight read_linear(const Checkpoint& c, const Quantization& q, const std::string& m, int64_t rows, int64_t cols) {
+    if (const TensorInfo* t = c.find(m + ".weight"); t && (t->dtype == DType::F8_E4M3 || t->dtype == DType::F8_E5M2)) {
+        if (t->dtype == DType::F8_E5M2) unsupported("tensor '" + m + ".weight'", "FP8 E5M2 weights");
+        if (!q.floating) throw Error("tensor '" + m + ".weight' holds FP8 codes, but config.json declares no FP8 quantization");
+        return read_fp8(c, q, m, rows, cols);
+    }
     if (c.find(m + ".weight")) {
         const TensorInfo& t = tensor(c, m + ".weight", true, {rows, cols});
         HostWeight w;
@@ -458,6 +605,13 @@ std::vector<float> dequantize(const HostWeight& w) {
                 const float scale = reinterpret_cast<const float*>(w.scales.data())[o];
                 const int8_t* q = reinterpret_cast<const int8_t*>(w.values.data()) + o * w.cols;
                 for (int64_t j = 0; j < w.cols; ++j) row[j] = float(q[j]) * scale;
+                break;
+            }
+            case Weight::Format::Fp8: {
+                const int64_t groups = fp8_groups(w.cols, w.group_size);
+                const float* scales = reinterpret_cast<const float*>(w.scales.data()) + o * groups;
+                const uint8_t* q = reinterpret_cast<const uint8_t*>(w.values.data()) + o * w.cols;
+                for (int64_t j = 0; j < w.cols; ++j) row[j] = e4m3_to_f32(q[j]) * scales[j / w.group_size];
                 break;
             }
             }
@@ -512,6 +666,10 @@ HostWeight concat_rows(const std::vector<RowRange>& parts) {
         case Weight::Format::Int8:
             append(out.values, w.values.data(), w.cols, p);
             append(out.scales, w.scales.data(), 4, p);
+            break;
+        case Weight::Format::Fp8:
+            append(out.values, w.values.data(), w.cols, p);
+            append(out.scales, w.scales.data(), fp8_groups(w.cols, w.group_size) * 4, p);
             break;
         }
     }
@@ -571,6 +729,29 @@ HostWeight quantize_int8(const HostWeight& dense) {
             const float scale = peak > 0 ? peak / 127.0f : 1.0f;
             scales[o] = scale;
             for (int64_t k = 0; k < cols; ++k) codes[o * cols + k] = int8_t(std::clamp(std::nearbyint(row[std::size_t(k)] / scale), -127.0f, 127.0f));
+        }
+    });
+    return w;
+}
+
+HostWeight quantize_fp8(const HostWeight& dense) {
+    const int64_t rows = dense.rows, cols = dense.cols;
+    HostWeight w;
+    w.format = Weight::Format::Fp8;
+    w.rows = rows, w.cols = cols, w.group_size = int32_t(cols), w.dtype = DType::F32;
+    w.values.resize(std::size_t(rows * cols));
+    w.scales.resize(std::size_t(rows) * 4);
+    auto* codes = reinterpret_cast<uint8_t*>(w.values.data());
+    float* scales = reinterpret_cast<float*>(w.scales.data());
+    ThreadPool::shared().parallel_for(std::size_t(rows), std::size_t(std::max<int64_t>(1, 16384 / cols)), [&](std::size_t b, std::size_t e) {
+        std::vector<float> row(static_cast<std::size_t>(cols));
+        for (int64_t o = int64_t(b); o < int64_t(e); ++o) {
+            to_f32(dense.dense_data() + o * cols * int64_t(dtype_size(dense.dtype)), dense.dtype, std::size_t(cols), row.data());
+            float peak = 0;
+            for (float v : row) peak = std::max(peak, std::fabs(v));
+            const float scale = peak > 0 ? peak / 448.0f : 1.0f;
+            scales[o] = scale;
+            for (int64_t k = 0; k < cols; ++k) codes[o * cols + k] = f32_to_e4m3(row[std::size_t(k)] / scale);
         }
     });
     return w;

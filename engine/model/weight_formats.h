@@ -18,12 +18,16 @@ namespace lumen {
 // How a folder's linear weights are stored, from config.json's quantization_config (or GPTQ's
 // older quantize_config.json).
 struct Quantization {
-    enum class Method { None, Awq, Gptq, CompressedTensors };
+    // Fp8: transformers' "fp8" quant_method (E4M3 weights, block scales); compressed-tensors
+    // "float-quantized" is CompressedTensors with `floating`.
+    enum class Method { None, Awq, Gptq, CompressedTensors, Fp8 };
     Method method = Method::None;
     int32_t bits = 16;
     int32_t group_size = 0;   // as declared; 0: per output channel (the tensors' shapes decide at load)
+    int32_t block_rows = 0;   // FP8 block scales: output rows a scale covers (group_size: its inputs)
     bool symmetric = false;
     bool gptq_v2 = false;     // GPTQ zeros stored as they are (v1 stores zero - 1)
+    bool floating = false;    // FP8 (E4M3) weights
 
     bool quantized() const { return method != Method::None; }
     // In users' words: "AWQ 4-bit, groups of 128".
@@ -41,12 +45,13 @@ Quantization load_quantization(const std::filesystem::path& dir, const nlohmann:
 
 // The weights a user asks for: as stored, or a 16-bit folder quantized at load.
 struct WeightChoice {
-    enum class Kind { AsStored, Int8, Int4 };
+    enum class Kind { AsStored, Int8, Int4, Fp8 };
     Kind kind = Kind::AsStored;
     int32_t group_size = 128;  // Int4
-    // "auto", "16", "int8", "int4" (lumen::Error for anything else).
+    // "auto", "16", "int8", "int4", "fp8" (lumen::Error for anything else).
     static WeightChoice parse(const std::string& name, int32_t group_size = 128);
-    std::string describe() const;  // "as stored", "8-bit at load", "4-bit (groups of 128) at load"
+    // "as stored", "8-bit at load", "4-bit (groups of 128) at load", "FP8 at load"
+    std::string describe() const;
 };
 
 // One linear weight on the host, [rows = out_features, cols = in_features], in a Weight::Format.
@@ -83,6 +88,8 @@ HostWeight concat_rows(const std::vector<RowRange>& parts);
 // scale = (max - min) / 15, zero = round(-min / scale)) or 8-bit symmetric per output channel.
 HostWeight quantize_int4(const HostWeight& dense, int32_t group_size);
 HostWeight quantize_int8(const HostWeight& dense);
+// FP8 E4M3 per output channel: scale = max |w| / 448, codes rounded to nearest even.
+HostWeight quantize_fp8(const HostWeight& dense);
 
 // The weight as fp32 values, [rows, cols], as the CPU backend computes with it.
 std::vector<float> dequantize(const HostWeight& w);

@@ -1,7 +1,9 @@
 #include "engine/util/dtype.h"
 
 #include <array>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 namespace lumen {
@@ -75,6 +77,30 @@ uint16_t f32_to_f16(float f) {
     uint32_t bits = abs - (112u << 23);
     bits += 0xfffu + ((bits >> 13) & 1u);  // round to nearest even
     return uint16_t(sign | (bits >> 13));
+}
+
+float e4m3_to_f32(uint8_t code) {
+    const int exp = (code >> 3) & 15, mant = code & 7;
+    if (exp == 15 && mant == 7) return std::numeric_limits<float>::quiet_NaN();
+    // Exponent field 0: subnormal, mant · 2^-9; otherwise (8 + mant) · 2^(exp - 10).
+    const float magnitude = exp == 0 ? std::ldexp(float(mant), -9) : std::ldexp(float(8 + mant), exp - 10);
+    return code & 0x80 ? -magnitude : magnitude;
+}
+
+uint8_t f32_to_e4m3(float f) {
+    const uint8_t sign = std::signbit(f) ? 0x80 : 0;
+    const float a = std::fabs(f);
+    if (std::isnan(f)) return uint8_t(sign | 0x7F);
+    if (a >= 448.0f) return uint8_t(sign | 0x7E);
+    int e;
+    std::frexp(a, &e);  // a = m · 2^e, m in [0.5, 1): the leading bit is 2^(e - 1)
+    // Steps of 2^(e - 4) among normals, 2^-9 among subnormals (below 2^-6); the quotient is exact,
+    // nearbyint rounds it to nearest even. A carry into the next binade lands on the right code
+    // because exponent and mantissa are adjacent fields.
+    const int step = a < 0.015625f ? -9 : e - 4;
+    const int q = int(std::nearbyint(std::ldexp(a, -step)));
+    const int code = step == -9 ? q : ((step + 10) << 3) + (q - 8);
+    return uint8_t(sign | std::min(code, 0x7E));
 }
 
 void to_f32(const std::byte* src, DType from, std::size_t n, float* dst) {

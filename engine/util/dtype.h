@@ -28,6 +28,13 @@ inline uint16_t f32_to_bf16(float f) {
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
 
+// FP8 E4M3 as the OCP format defines it ("e4m3fn": no infinities; 0x7F and 0xFF are NaN; the
+// largest finite value is 448).
+float e4m3_to_f32(uint8_t code);
+// Round to nearest even; magnitudes past 448 saturate to ±448 (checkpoint writers clamp before
+// they cast, and so do we); NaN stays NaN.
+uint8_t f32_to_e4m3(float f);
+
 // n stored values of a float type (F32, F16 or BF16; others are read as F16) to fp32.
 void to_f32(const std::byte* src, DType from, std::size_t n, float* dst);
 

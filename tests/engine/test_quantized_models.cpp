@@ -4,6 +4,7 @@
 // load; and the messages for what is not supported.
 #include <QtTest>
 #include <cmath>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <map>
 #include <random>
@@ -117,7 +118,13 @@ private slots:
         options.cache_max_entry_count = 16;
         options.session_len = 256;
         EngineRunner runner(path_of(tmp), options);
-        QVERIFY(runner.engine().weights().find(c["format"] == "awq" ? "AWQ 4-bit" : c["format"] == "compressed-tensors" ? "compressed-tensors 4-bit" : "GPTQ 4-bit") != std::string::npos);
+        const std::string format = c["format"];
+        const char* described = format == "awq"                  ? "AWQ 4-bit"
+                                : format == "compressed-tensors" ? "compressed-tensors 4-bit"
+                                : format == "ct-fp8"             ? "compressed-tensors FP8"
+                                : format == "fp8"                ? "FP8, blocks of"
+                                                                 : "GPTQ 4-bit";
+        QVERIFY2(runner.engine().weights().find(described) != std::string::npos, runner.engine().weights().c_str());
         for (std::size_t p = 0; p < spec.prompts.size(); ++p) {
             const json& run = c["runs"][p];
             const Collected got = runner.run(greedy(run["prompt_ids"].get<std::vector<int32_t>>(), spec.new_tokens));
@@ -138,11 +145,13 @@ private slots:
         LUMEN_REQUIRE_SHARED_DATA(data);
         const QString model = QString::fromStdString((data / "models" / "stories260K-hf").string());
         const double fp32 = excerpt_perplexity(data, model), int8 = excerpt_perplexity(data, model, {"--weights", "int8"}),
-                     int4 = excerpt_perplexity(data, model, {"--weights", "int4", "--group-size", "64"});
-        qInfo("stories260K perplexity: fp32 %.4f, int8 %.4f (%+.2f%%), int4 g64 %.4f (%+.2f%%)", fp32, int8, 100 * (int8 / fp32 - 1), int4,
-              100 * (int4 / fp32 - 1));
+                     int4 = excerpt_perplexity(data, model, {"--weights", "int4", "--group-size", "64"}),
+                     fp8 = excerpt_perplexity(data, model, {"--weights", "fp8"});
+        qInfo("stories260K perplexity: fp32 %.4f, int8 %.4f (%+.2f%%), int4 g64 %.4f (%+.2f%%), fp8 %.4f (%+.2f%%)", fp32, int8,
+              100 * (int8 / fp32 - 1), int4, 100 * (int4 / fp32 - 1), fp8, 100 * (fp8 / fp32 - 1));
         QVERIFY(fp32 > 1 && fp32 < 20);
         QVERIFY(std::fabs(int8 / fp32 - 1) < 0.005);
+        QVERIFY(std::fabs(fp8 / fp32 - 1) < 0.01);  // issue 21: FP8 within 1% of fp32
         QVERIFY(int4 > int8 && int4 / fp32 - 1 < 0.15);
     }
 
@@ -332,9 +341,13 @@ private slots:
         QTest::newRow("awq gemv") << R"({"quant_method": "awq", "bits": 4, "version": "gemv"})" << "'gemv' layout";
         QTest::newRow("exl2") << R"({"quant_method": "exl2", "bits": 4.0})" << "quantized with 'exl2'";
         QTest::newRow("bitsandbytes") << R"({"quant_method": "bitsandbytes", "load_in_4bit": true})" << "quantized with 'bitsandbytes'";
-        QTest::newRow("fp8") << R"({"quant_method": "fp8", "weight_block_size": [128, 128]})" << "FP8 checkpoints";
-        QTest::newRow("ct fp8") << R"({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {}})"
-                                << "FP8 compressed-tensors";
+        QTest::newRow("fp8 e5m2") << R"({"quant_method": "fp8", "fmt": "e5m2"})" << "FP8 checkpoints in the 'e5m2' format";
+        QTest::newRow("fp8 blocks") << R"({"quant_method": "fp8", "weight_block_size": [128, 100]})" << "FP8 blocks of 128 x 100";
+        QTest::newRow("ct fp4") << R"({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups":
+            {"g": {"weights": {"num_bits": 4, "type": "float"}}}})" << "4-bit floating-point weights";
+        QTest::newRow("ct fp8 int8 activations") << R"({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups":
+            {"g": {"weights": {"num_bits": 8, "type": "float"}, "input_activations": {"num_bits": 8, "type": "int"}}}})"
+                                                 << "FP8 weights with integer-quantized activations";
         QTest::newRow("ct w8a8") << R"({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups":
             {"g": {"weights": {"num_bits": 4, "type": "int"}, "input_activations": {"num_bits": 8, "type": "int"}}}})"
                                  << "quantized activations";
@@ -367,6 +380,172 @@ private slots:
         const json internvl{{"llm_config", json::object()}, {"quantization_config", awq["quantization_config"]}};
         QCOMPARE(int(parse_quantization(internvl, nullptr, "c").method), int(Quantization::Method::Awq));
         QCOMPARE(int(parse_quantization(json::object(), nullptr, "c").method), int(Quantization::Method::None));
+        // FP8: transformers' block-scaled checkpoints and compressed-tensors' float-quantized ones.
+        const json blocks{{"quantization_config", {{"quant_method", "fp8"}, {"activation_scheme", "dynamic"}, {"weight_block_size", {128, 128}}}}};
+        const Quantization b = parse_quantization(blocks, nullptr, "c");
+        QCOMPARE(b.describe(), std::string("FP8, blocks of 128 x 128"));
+        QCOMPARE(b.label(), std::string("FP8 b128x128"));
+        QVERIFY(b.floating && b.block_rows == 128 && b.group_size == 128);
+        const json channel = json::parse("{\"quantization_config\": {\"quant_method\": \"compressed-tensors\", \"format\": \"float-quantized\", "
+                                         "\"config_groups\": {\"group_0\": {\"weights\": {\"num_bits\": 8, \"type\": \"float\", "
+                                         "\"strategy\": \"channel\"}, \"input_activations\": {\"num_bits\": 8, \"type\": \"float\", "
+                                         "\"strategy\": \"token\", \"dynamic\": true}}}}}");
+        const Quantization ct = parse_quantization(channel, nullptr, "c");
+        QCOMPARE(ct.describe(), std::string("compressed-tensors FP8"));
+        QVERIFY(ct.floating && ct.group_size == 0 && ct.block_rows == 0);
+    }
+
+    // FP8 E4M3 as the OCP format defines it: landmarks of the code table, and rounding to the
+    // nearest code (ties to the even code) with saturation, against a search over all 256 codes.
+    void e4m3Codes() {
+        QCOMPARE(e4m3_to_f32(0x00), 0.0f);
+        QCOMPARE(e4m3_to_f32(0x01), 0.001953125f);  // 2^-9, the smallest subnormal
+        QCOMPARE(e4m3_to_f32(0x07), 0.013671875f);  // 7 · 2^-9, the largest subnormal
+        QCOMPARE(e4m3_to_f32(0x08), 0.015625f);     // 2^-6, the smallest normal
+        QCOMPARE(e4m3_to_f32(0x38), 1.0f);
+        QCOMPARE(e4m3_to_f32(0x3F), 1.875f);
+        QCOMPARE(e4m3_to_f32(0x7E), 448.0f);
+        QCOMPARE(e4m3_to_f32(0xFE), -448.0f);
+        QVERIFY(std::isnan(e4m3_to_f32(0x7F)) && std::isnan(e4m3_to_f32(0xFF)));
+        QCOMPARE(f32_to_e4m3(1e6f), uint8_t(0x7E));
+        QCOMPARE(f32_to_e4m3(-1e6f), uint8_t(0xFE));
+        QCOMPARE(f32_to_e4m3(-0.0f), uint8_t(0x80));
+        QCOMPARE(f32_to_e4m3(std::nanf("")) & 0x7F, 0x7F);
+        std::mt19937 rng(11);
+        std::uniform_real_distribution<float> exponent(-12.0f, 9.5f);
+        std::vector<float> probes;
+        for (int i = 0; i < 20000; ++i) probes.push_back((i % 2 ? -1.0f : 1.0f) * std::exp2(exponent(rng)));
+        for (int c = 0; c < 0x7F; ++c) {  // every code, and every midpoint between neighbours (ties)
+            probes.push_back(e4m3_to_f32(uint8_t(c)));
+            if (c < 0x7E) probes.push_back(0.5f * (e4m3_to_f32(uint8_t(c)) + e4m3_to_f32(uint8_t(c + 1))));
+        }
+        for (const float v : probes) {
+            int best = -1;
+            float best_error = 0;
+            for (int c = 0; c < 0x7F; ++c) {
+                const float error = std::fabs(std::fabs(v) - e4m3_to_f32(uint8_t(c)));
+                if (best < 0 || error < best_error || (error == best_error && c % 2 == 0)) best = c, best_error = error;
+            }
+            const uint8_t expected = uint8_t((v < 0 ? 0x80 : 0) | best);
+            QVERIFY2(f32_to_e4m3(v) == expected, qPrintable(QString("%1: code %2, expected %3").arg(double(v), 0, 'g', 9).arg(f32_to_e4m3(v)).arg(expected)));
+        }
+    }
+
+    // FP8 checkpoints: codes in `weight` with one scale for the tensor, one per output channel
+    // (compressed-tensors), or one per block of rows x inputs (transformers' fp8, the edge blocks
+    // short); each read back to exactly code · scale.
+    void fp8Layouts() {
+        constexpr int64_t rows = 10, cols = 48;
+        std::vector<uint8_t> codes(std::size_t(rows * cols));
+        for (int64_t i = 0; i < rows * cols; ++i) {
+            const auto c = uint8_t((i * 37 + 11) % 256);
+            codes[std::size_t(i)] = (c & 0x7F) == 0x7F ? uint8_t(0x3C) : c;  // every code but the NaNs
+        }
+        const std::string code_bytes(reinterpret_cast<const char*>(codes.data()), codes.size());
+        auto f32_bytes = [](const std::vector<float>& v) { return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4); };
+        struct Layout {
+            const char* scale_name;
+            std::vector<int64_t> shape;
+            int32_t block_rows, group;
+            std::function<float(int64_t, int64_t)> scale;  // of row o, input k
+        };
+        const std::vector<Layout> layouts{
+            {"weight_scale", {1}, 0, 0, [](int64_t, int64_t) { return 0.01f; }},
+            {"weight_scale", {rows, 1}, 0, 0, [](int64_t o, int64_t) { return 0.01f * float(o + 1); }},
+            // Blocks of 4 rows x 32 inputs: 3 x 2 scales, the last row block of 2 and input block of 16.
+            {"weight_scale_inv", {3, 2}, 4, 32, [](int64_t o, int64_t k) { return 0.001f * float(1 + (o / 4) * 2 + k / 32); }},
+        };
+        for (const Layout& l : layouts) {
+            // The stored scales: one per entry of the shape, each its first row's and input's.
+            std::vector<float> stored;
+            const int64_t stored_rows = l.shape[0], stored_cols = l.shape.size() > 1 ? l.shape[1] : 1;
+            for (int64_t r = 0; r < stored_rows; ++r)
+                for (int64_t g = 0; g < stored_cols; ++g) stored.push_back(l.scale(r * std::max(1, l.block_rows), g * l.group));
+            QTemporaryDir tmp;
+            const Checkpoint c = write_checkpoint(path_of(tmp), {{"m.weight", DType::F8_E4M3, {rows, cols}, code_bytes},
+                                                                 {std::string("m.") + l.scale_name, DType::F32, l.shape, f32_bytes(stored)}});
+            Quantization q;
+            q.method = l.block_rows ? Quantization::Method::Fp8 : Quantization::Method::CompressedTensors;
+            q.floating = true, q.bits = 8, q.block_rows = l.block_rows, q.group_size = l.group;
+            const HostWeight w = read_linear(c, q, "m", rows, cols);
+            QCOMPARE(int(w.format), int(Weight::Format::Fp8));
+            const std::vector<float> values = dequantize(w);
+            for (int64_t o = 0; o < rows; ++o)
+                for (int64_t k = 0; k < cols; ++k)
+                    QCOMPARE(values[std::size_t(o * cols + k)], e4m3_to_f32(codes[std::size_t(o * cols + k)]) * l.scale(o, k));
+            // The CPU product equals the dense one over the same values.
+            auto backend = make_cpu_backend();
+            const Backend::OwnedWeight owned = backend->quantized_weight(
+                {Weight::Format::Fp8, rows, cols, w.group_size, w.values.data(), reinterpret_cast<const float*>(w.scales.data())});
+            const Weight& fp8 = owned.weight;
+            std::vector<float> x(cols), out(rows);
+            for (int64_t k = 0; k < cols; ++k) x[std::size_t(k)] = float(k % 7) - 3.0f;
+            backend->linear(Tensor{x.data(), DType::F32, 1, cols, cols}, fp8, Epilogue::plain(), Tensor{out.data(), DType::F32, 1, rows, rows});
+            for (int64_t o = 0; o < rows; ++o) {
+                double expected = 0;
+                for (int64_t k = 0; k < cols; ++k) expected += double(x[std::size_t(k)]) * values[std::size_t(o * cols + k)];
+                QVERIFY(std::fabs(out[std::size_t(o)] - expected) <= 1e-5 * (1 + std::fabs(expected)));
+            }
+        }
+    }
+
+    // Damaged or foreign FP8 tensors are refused with the tensor named and the cause.
+    void fp8BadInput_data() {
+        QTest::addColumn<int>("fault");
+        QTest::addColumn<QString>("message");
+        QTest::newRow("nan code") << 0 << "'m.weight' holds FP8 codes that are NaN";
+        QTest::newRow("e5m2") << 1 << "FP8 E5M2 weights are not supported";
+        QTest::newRow("no scale") << 2 << "no 'm.weight_scale' or 'm.weight_scale_inv'";
+        QTest::newRow("scale shape") << 3 << "'m.weight_scale' has shape [3, 3]";
+        QTest::newRow("infinite scale") << 4 << "'m.weight_scale' holds a scale that is not a finite number";
+        QTest::newRow("undeclared") << 5 << "config.json declares no FP8 quantization";
+    }
+    void fp8BadInput() {
+        QFETCH(int, fault);
+        QFETCH(QString, message);
+        constexpr int64_t rows = 4, cols = 32;
+        std::string codes(std::size_t(rows * cols), char(0x38));
+        if (fault == 0) codes[77] = char(0xFF);
+        std::vector<float> scales(rows, fault == 4 ? INFINITY : 0.5f);
+        std::vector<TensorSpec> tensors{{"m.weight", fault == 1 ? DType::F8_E5M2 : DType::F8_E4M3, {rows, cols}, codes}};
+        if (fault == 3) scales.assign(9, 0.5f);
+        if (fault != 2)
+            tensors.push_back({"m.weight_scale", DType::F32, fault == 3 ? std::vector<int64_t>{3, 3} : std::vector<int64_t>{rows, 1},
+                               std::string(reinterpret_cast<const char*>(scales.data()), scales.size() * 4)});
+        QTemporaryDir tmp;
+        const Checkpoint c = write_checkpoint(path_of(tmp), tensors);
+        Quantization q;
+        if (fault != 5) q.method = Quantization::Method::CompressedTensors, q.floating = true, q.bits = 8;
+        try {
+            read_linear(c, q, "m", rows, cols);
+            QFAIL("accepted");
+        } catch (const Error& e) {
+            QVERIFY2(std::string(e.what()).find(message.toStdString()) != std::string::npos, e.what());
+        }
+    }
+
+    // FP8 at load: per output channel, every value within half a step of the code it rounds to
+    // (a step of the E4M3 grid at that magnitude, times the row's scale).
+    void fp8AtLoadRoundsToNearest() {
+        constexpr int64_t rows = 6, cols = 256;
+        std::vector<float> values;
+        const HostWeight dense = normal_weight(values, rows, cols, 7);
+        values[9] = 0.6f;  // an outlier sets its row's scale
+        const HostWeight q = quantize_fp8(dense);
+        QCOMPARE(int(q.format), int(Weight::Format::Fp8));
+        const std::vector<float> back = dequantize(q);
+        for (int64_t r = 0; r < rows; ++r) {
+            const float s = reinterpret_cast<const float*>(q.scales.data())[r];
+            float peak = 0;
+            for (int64_t k = 0; k < cols; ++k) peak = std::max(peak, std::fabs(values[std::size_t(r * cols + k)]));
+            QCOMPARE(s, peak / 448.0f);
+            for (int64_t k = 0; k < cols; ++k) {
+                const float v = values[std::size_t(r * cols + k)] / s, got = back[std::size_t(r * cols + k)] / s;
+                // Half a step: 2^(floor(log2|v|) - 4) among normals, 2^-10 among subnormals.
+                const float half_step = std::fabs(v) < 0.015625f ? 0.0009765625f : std::exp2(std::floor(std::log2(std::fabs(v))) - 4.0f);
+                QVERIFY2(std::fabs(got - v) <= half_step * 1.0001f, qPrintable(QString("%1 -> %2").arg(double(v)).arg(double(got))));
+            }
+        }
     }
 
     // Round to nearest: every value within a step of its group's scale (half a step, but for the
@@ -414,8 +593,11 @@ private slots:
         const auto full = prompt_logits(path_of(tmp), prompt);
         const float int8 = relative_difference(prompt_logits(path_of(tmp), prompt, WeightChoice::parse("int8")), full);
         const float int4 = relative_difference(prompt_logits(path_of(tmp), prompt, WeightChoice::parse("int4", 32)), full);
-        qInfo("tiny llama, logits against 16-bit: int8 %.3g, int4 g32 %.3g", double(int8), double(int4));
+        const float fp8 = relative_difference(prompt_logits(path_of(tmp), prompt, WeightChoice::parse("fp8")), full);
+        qInfo("tiny llama, logits against 16-bit: int8 %.3g, int4 g32 %.3g, fp8 %.3g", double(int8), double(int4), double(fp8));
         QVERIFY(int8 > 0 && int8 < 0.02f);
+        // E4M3 keeps 3 mantissa bits: on these random weights about four times int8's error.
+        QVERIFY(fp8 > int8 && fp8 < 0.12f);
         QVERIFY(int4 > int8 && int4 < 0.25f);
 
         auto backend = make_cpu_backend();

@@ -19,6 +19,11 @@ The packing follows each format's published code, written again here from their 
 - compressed-tensors pack-quantized: weight_packed [out, in/8] holding q + 8 for q in [-8, 7],
   input column 8w + i in nibble i; weight_scale [out, groups]; weight_zero_point [out/8, groups]
   (asymmetric only) packed along the output; weight_shape.
+- FP8 E4M3 (torch.float8_e4m3fn, values clamped to +-448 before the cast as llm-compressor and
+  transformers do): compressed-tensors float-quantized keeps the codes in `weight` with
+  weight_scale per tensor ([1]) or per output channel ([out, 1]); transformers' fp8
+  (FineGrainedFP8) keeps them in `weight` with weight_scale_inv [ceil(out/br), ceil(in/bc)] float32,
+  one per block of br rows x bc inputs, the edge blocks short; w = code * scale in both.
 Each case is dequantized back from the packed tensors (not from the values before packing), so a
 packing mistake here would show as a mismatch against transformers' own run of the originals.
 """
@@ -49,7 +54,50 @@ CASES = [
     ("internlm2_awq_g64", "internlm2", "awq", 64, False, False),
     ("qwen2_awq_g32", "qwen2", "awq", 32, False, False),
     ("qwen2_gptq_g64_sym_actorder", "qwen2", "gptq", 64, True, True),
+    # FP8: group 0 per output channel, -1 per tensor, (rows, inputs) blocks.
+    ("llama_fp8_ct_channel", "llama", "ct-fp8", 0, True, False),
+    ("qwen2_fp8_ct_tensor", "qwen2", "ct-fp8", -1, True, False),
+    ("llama_fp8_blocks_24x48", "llama", "fp8", (24, 48), True, False),
+    ("internlm2_fp8_blocks_32x64", "internlm2", "fp8", (32, 64), True, False),
 ]
+
+FP8_MAX = 448.0
+
+
+def fp8_codes(w, scale):
+    """w / scale as E4M3 codes (clamped to the format's range, then cast: round to nearest even)."""
+    return (w / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+
+
+def pack_fp8(fmt, module, w, group):
+    w = w.float()
+    out_f, in_f = w.shape
+    t = {}
+    if fmt == "ct-fp8":
+        if group == -1:
+            s = (w.abs().amax() / FP8_MAX).reshape(1).to(torch.bfloat16)
+            full = s.float().expand(out_f, in_f)
+        else:
+            s = (w.abs().amax(dim=1, keepdim=True) / FP8_MAX).to(torch.bfloat16)
+            full = s.float().expand(out_f, in_f)
+        t[module + ".weight"] = fp8_codes(w, full)
+        t[module + ".weight_scale"] = s
+        # A static activation scale, as llm-compressor writes for static schemes: Lumen computes
+        # each token's own scale instead and must not trip over it.
+        t[module + ".input_scale"] = torch.tensor([0.05], dtype=torch.bfloat16)
+        full = t[module + ".weight_scale"].float().expand(out_f, in_f)
+    else:
+        br, bc = group
+        rb, cb = -(-out_f // br), -(-in_f // bc)
+        s = torch.empty(rb, cb)
+        for i in range(rb):
+            for j in range(cb):
+                s[i, j] = w[i * br:(i + 1) * br, j * bc:(j + 1) * bc].abs().amax() / FP8_MAX
+        full = s.repeat_interleave(br, 0)[:out_f].repeat_interleave(bc, 1)[:, :in_f]
+        t[module + ".weight"] = fp8_codes(w, full)
+        t[module + ".weight_scale_inv"] = s
+    dequantized = t[module + ".weight"].float() * full
+    return t, dequantized
 
 
 def linear_modules(config):
@@ -124,6 +172,8 @@ def unpack_along_rows(packed):
 
 def pack(fmt, module, w, group, symmetric, act_order, rng):
     """The packed tensors of one module, and the weight dequantized back from them (fp32)."""
+    if fmt in ("ct-fp8", "fp8"):
+        return pack_fp8(fmt, module, w, group)
     out_f, in_f = w.shape
     size = group or in_f
     if act_order:
@@ -169,6 +219,17 @@ def pack(fmt, module, w, group, symmetric, act_order, rng):
 
 
 def quantization_config(fmt, group, symmetric, act_order):
+    if fmt == "fp8":
+        return {"quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": list(group)}
+    if fmt == "ct-fp8":
+        weights = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor" if group == -1 else "channel",
+                   "dynamic": False, "observer": "minmax"}
+        inputs = {"num_bits": 8, "type": "float", "symmetric": True, "strategy": "tensor" if group == -1 else "token",
+                  "dynamic": group != -1}
+        return {"quant_method": "compressed-tensors", "format": "float-quantized", "quantization_status": "compressed",
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights, "input_activations": inputs,
+                                              "output_activations": None}},
+                "ignore": ["lm_head"]}
     if fmt == "awq":
         return {"quant_method": "awq", "bits": 4, "group_size": group, "version": "gemm", "zero_point": not symmetric,
                 "modules_to_not_convert": None}
@@ -218,7 +279,8 @@ def main(out_dir):
             tok = transformers.AutoTokenizer.from_pretrained(folder)
             encode = lambda text: tok(text)["input_ids"]  # noqa: E731
             model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-        case = {"name": name, "model": model_name, "format": fmt, "group_size": group, "symmetric": symmetric,
+        case = {"name": name, "model": model_name, "format": fmt, "group_size": group if isinstance(group, int) else list(group),
+                "symmetric": symmetric,
                 "act_order": act_order, "quantization_config": quantization_config(fmt, group, symmetric, act_order),
                 "modules": linear_modules(config),
                 "runs": make_tiny_goldens.greedy_runs(model, encode, spec, os.path.join(out_dir, name + ".logits"))}

@@ -315,9 +315,11 @@ void build_quantized_tiny_model(const TinySpec& spec, const TinyModel& model, co
         std::set<std::string> replaced;
         for (const auto& m : quantized_case["modules"]) replaced.insert(m.get<std::string>() + ".weight");
         const SafetensorsFile base(dir / "model.safetensors"), quantized(packed);
+        // The base's 16-bit weights of the quantized modules give way; FP8 checkpoints keep their
+        // codes under the same name.
         for (const SafetensorsFile* f : {&base, &quantized})
             for (const TensorInfo& t : f->tensors())
-                if (!replaced.count(t.name))
+                if (f == &quantized || !replaced.count(t.name))
                     tensors.push_back({t.name, t.dtype, t.shape, std::string(reinterpret_cast<const char*>(t.data.data()), t.data.size())});
     }
     write_file(dir / "model.safetensors", safetensors_bytes(tensors));
