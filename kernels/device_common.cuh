@@ -2,6 +2,7 @@
 // Helpers shared by the kernel files: element conversions, type dispatch, block reductions.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <utility>
 
 #include "kernels/ops.h"
@@ -11,6 +12,12 @@ namespace lumen::cuda::detail {
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+// FP8 E4M3 codes as floats: every code is exact in fp16, and compute capability 8.9+ converts two
+// codes with one instruction (older GPUs never run FP8 weights; the conversion is emulated there).
+__device__ __forceinline__ float e4m3_to_float(uint8_t code) { return __half2float(__half(__nv_cvt_fp8_to_halfraw(code, __NV_E4M3))); }
+__device__ __forceinline__ float2 e4m3x2_to_float2(uint16_t codes) {
+    return __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(codes, __NV_E4M3)));
+}
 template <class T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }

@@ -102,18 +102,18 @@ __global__ void __launch_bounds__(128, 1) gemv_kernel(GemvParams p) {
     finish_rows<T, O, N, R, kGated, kAccumulate, kRope>(p, acc, row, head, pair, lane);
 }
 
-// The same product with 4- or 8-bit codes (Weight::Format::Int4 / Int8): each lane loads 16 bytes
-// of a row's codes at a time (32 or 16 inputs, inside one group), U loads in flight, and sums
-// x · code before applying the group's scale and zero once: Σ s(q - z)x = s(Σ qx - zΣx). Codes
-// become floats through the exponent trick (2^23 + q read as a float, minus 2^23), which costs no
-// conversion instruction.
+// The same product with 4- or 8-bit codes (Weight::Format::Int4 / Int8 / Fp8): each lane loads 16
+// bytes of a row's codes at a time (32 or 16 inputs, inside one group), U loads in flight, and sums
+// x · code before applying the group's scale and zero once: Σ s(q - z)x = s(Σ qx - zΣx). Integer
+// codes become floats through the exponent trick (2^23 + q read as a float, minus 2^23), which
+// costs no conversion instruction; FP8 codes through the hardware's pair conversion.
 struct QuantParams {
     const void* scales;    // [rows, groups] of T
     const uint8_t* zeros;  // [rows, groups] (4-bit only)
     int64_t group_size;
 };
 
-template <class T, class O, int N, int U, int kBits, bool kGated, bool kAccumulate, bool kRope>
+template <class T, class O, int N, int U, int kBits, bool kFloat8, bool kGated, bool kAccumulate, bool kRope>
 __global__ void __launch_bounds__(128, 1) gemv_quantized_kernel(GemvParams p, QuantParams q) {
     let_next_start();
     constexpr int R = kGated || kRope ? 2 : 1;
@@ -123,7 +123,7 @@ __global__ void __launch_bounds__(128, 1) gemv_quantized_kernel(GemvParams p, Qu
     const int64_t warp_index = int64_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
     int64_t row[R], head, pair;
     if (!warp_rows<R, kGated, kRope>(p, warp_index, row, head, pair)) return;
-    const int64_t chunks = in / E, groups = in / q.group_size;
+    const int64_t chunks = in / E, groups = (in + q.group_size - 1) / q.group_size;
     const uint4* codes[R];
 #pragma unroll
     for (int r = 0; r < R; ++r) codes[r] = reinterpret_cast<const uint4*>(static_cast<const uint8_t*>(p.w) + row[r] * (in * kBits / 8));
@@ -147,7 +147,7 @@ __global__ void __launch_bounds__(128, 1) gemv_quantized_kernel(GemvParams p, Qu
             float scale[R], zero[R];
 #pragma unroll
             for (int r = 0; r < R; ++r) {
-                scale[r] = to_f(scales[row[r] * groups + g]);
+                scale[r] = kFloat8 ? static_cast<const float*>(q.scales)[row[r] * groups + g] : to_f(scales[row[r] * groups + g]);
                 zero[r] = kBits == 4 ? float(q.zeros[row[r] * groups + g]) : 0.0f;
             }
 #pragma unroll
@@ -163,6 +163,13 @@ __global__ void __launch_bounds__(128, 1) gemv_quantized_kernel(GemvParams p, Qu
                 for (int r = 0; r < R; ++r) {
                     const uint32_t* words = reinterpret_cast<const uint32_t*>(&w[r][u]);
                     float dot = 0;
+                    if constexpr (kFloat8)
+#pragma unroll
+                        for (int e = 0; e < E; e += 2) {
+                            const float2 code = e4m3x2_to_float2(uint16_t(words[e / 4] >> (8 * (e % 4))));
+                            dot = fmaf(xv[e + 1], code.y, fmaf(xv[e], code.x, dot));
+                        }
+                    else
 #pragma unroll
                     for (int e = 0; e < E; ++e) {
                         float code;
@@ -190,7 +197,9 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
     const int bits = o.quantized ? o.quantized->bits : 16;
     if (o.quantized) {
         const int64_t inputs_per_load = 128 / bits, group = o.quantized->group_size;
-        if ((bits != 4 && bits != 8) || in % inputs_per_load != 0 || group <= 0 || group % inputs_per_load != 0 || in % group != 0)
+        // FP8 block scales may leave the last group short.
+        const bool short_last = o.quantized->float8;
+        if ((bits != 4 && bits != 8) || in % inputs_per_load != 0 || group <= 0 || group % inputs_per_load != 0 || (!short_last && in % group != 0))
             return false;
     }
     if (!folds(t, n, out_features, out_type, o)) return false;
@@ -209,8 +218,10 @@ bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64
                 constexpr bool kPaired = decltype(gated)::value || decltype(rope)::value;
                 constexpr int N = decltype(count)::value;
                 constexpr bool G = decltype(gated)::value, A = decltype(accumulate)::value, P = decltype(rope)::value;
-                if (bits == 4) launch_early(gemv_quantized_kernel<T, O, N, 4, 4, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
-                else if (bits == 8) launch_early(gemv_quantized_kernel<T, O, N, 4, 8, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
+                if (bits == 4) launch_early(gemv_quantized_kernel<T, O, N, 4, 4, false, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
+                else if (bits == 8 && o.quantized->float8)
+                    launch_early(gemv_quantized_kernel<T, O, N, kPaired ? 4 : 8, 8, true, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
+                else if (bits == 8) launch_early(gemv_quantized_kernel<T, O, N, 4, 8, false, G, A, P>, dim3(blocks), dim3(128), 0, s, params, quant);
                 else launch_early(gemv_kernel<T, O, N, kPaired ? 4 : 8, G, A, P>, dim3(blocks), dim3(128), 0, s, params);
             };
             auto by_n = [&](auto... mode) {

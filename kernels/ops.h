@@ -98,8 +98,9 @@ void argmax_rows(const float* logits, int32_t rows, int64_t cols, int32_t* out, 
 void to_f32(DataType t, const void* src, int64_t n, float* dst, cudaStream_t s);
 // Uniform values in [center - scale/2, center + scale/2), the same function of (seed, index) as the CPU's.
 void random_fill(DataType t, void* dst, int64_t n, uint64_t seed, float center, float scale, cudaStream_t s);
-// `bytes` uniformly random bytes (quantized codes for benchmarks), a pure function of `seed`.
-void random_bytes(void* dst, int64_t bytes, uint64_t seed, cudaStream_t s);
+// `bytes` uniformly random bytes (quantized codes for benchmarks), a pure function of `seed`, each
+// 8-byte word and-ed with `mask`.
+void random_bytes(void* dst, int64_t bytes, uint64_t seed, uint64_t mask, cudaStream_t s);
 // out[r][c] = x[r][order[c]] (GPTQ's activation order), rows × cols of type t, contiguous.
 void gather_columns(DataType t, const void* x, const int32_t* order, int64_t rows, int64_t cols, void* out, cudaStream_t s);
 // What rope_store_kv does, for the q/k/v product of a decode step (see GemvOptions::rope).
@@ -111,15 +112,17 @@ struct RopeStore {
     int32_t layer = 0;
     KvLayout kv;
 };
-// A weight of 4- or 8-bit codes (the engine's Weight::Format::Int4 / Int8): w is [rows, in · bits / 8]
-// bytes of codes (4-bit: input 8j + i of a row in bits 4i of its j-th 32-bit word), scales [rows,
-// in / group_size] of the activation type, zeros [rows, in / group_size] bytes (4-bit only);
-// w = (q - zero) · scale (8-bit: signed q · scale, group_size = in).
+// A weight of 4- or 8-bit codes (the engine's Weight::Format::Int4 / Int8 / Fp8): w is [rows, in ·
+// bits / 8] bytes of codes (4-bit: input 8j + i of a row in bits 4i of its j-th 32-bit word), scales
+// [rows, groups] of the activation type (FP8: fp32), zeros [rows, groups] bytes (4-bit only);
+// w = (q - zero) · scale (8-bit: signed q · scale, group_size = in; FP8: e4m3(q) · scale, groups
+// of group_size inputs, the last possibly short).
 struct QuantizedWeight {
     int bits = 4;
     const void* scales = nullptr;
     const uint8_t* zeros = nullptr;
     int64_t group_size = 0;
+    bool float8 = false;
 };
 struct GemvOptions {
     const void* bias = nullptr;          // t, out_features values (2 · out_features when gated)
@@ -134,6 +137,9 @@ struct GemvOptions {
 // nothing, for shapes it does not handle (then use gemm).
 bool gemv(DataType t, const void* x, int64_t n, int64_t in, const void* w, int64_t out_features, void* out, DataType out_type,
           const GemvOptions& options, cudaStream_t s);
+// Rows of x (type t) as FP8 E4M3 codes with one fp32 scale per row (its largest magnitude / 448),
+// for cuBLASLt's FP8 products: codes [rows, cols], scales [rows].
+void quantize_rows_fp8(DataType t, const void* x, int64_t rows, int64_t cols, uint8_t* codes, float* scales, cudaStream_t s);
 // A quantized weight [rows, in] (see QuantizedWeight; codes `w`) as 16/32-bit values of type t,
 // for products of many rows (the tensor-core GEMM then reads them).
 void dequantize(DataType t, const void* w, const QuantizedWeight& q, int64_t rows, int64_t in, void* out, cudaStream_t s);

@@ -93,7 +93,7 @@ public:
     // staging buffers, while the previous chunk is being copied.
     Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) override {
         const std::size_t n = std::size_t(rows * cols);
-        if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8) {  // quantized codes, zeros, orders: as they are
+        if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8 || dtype == DType::F8_E4M3) {  // codes, zeros, orders: as they are
             Buffer b = own(device_.allocate(n * dtype_size(dtype), "the model's weights"), dtype, rows, cols);
             device_.upload(static_cast<const std::byte*>(host), dtype, n, static_cast<std::byte*>(b.tensor().data), dtype,
                            "copying weights to the GPU");
@@ -105,10 +105,12 @@ public:
         return b;
     }
     Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
-        if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8) {
+        if (dtype == DType::I32 || dtype == DType::I8 || dtype == DType::U8 || dtype == DType::F8_E4M3) {
             const std::size_t bytes = std::size_t(rows * cols) * dtype_size(dtype);
             Buffer b = own(device_.allocate((bytes + 7) / 8 * 8, "the model's weights"), dtype, rows, cols);
-            k::random_bytes(b.tensor().data, int64_t(bytes), seed, device_.stream());
+            // FP8 codes below 2 in magnitude (bit 6 of each byte clear), as the CPU backend makes them.
+            const uint64_t mask = dtype == DType::F8_E4M3 ? 0xBFBFBFBFBFBFBFBFull : ~uint64_t(0);
+            k::random_bytes(b.tensor().data, int64_t(bytes), seed, mask, device_.stream());
             return b;
         }
         Buffer b = own(device_.allocate(std::size_t(rows * cols) * dtype_size(dtype), "the model's weights"), dtype, rows, cols);
@@ -120,6 +122,30 @@ public:
     // made now, while nothing is being recorded.
     OwnedWeight quantized_weight(const QuantizedParts& q) override {
         OwnedWeight out;
+        if (q.format == Weight::Format::Fp8) {
+            if (!runs_fp8(device())) throw Error(fp8_unsupported_message(device()));
+            // The scales stay fp32 (the CPU reference's, and what cuBLASLt's FP8 products take).
+            Weight& w = out.weight;
+            w.format = Weight::Format::Fp8;
+            w.group_size = q.group_size;
+            const int64_t groups = fp8_groups(q.cols, q.group_size);
+            auto keep = [&](Buffer b) {
+                out.buffers.push_back(std::move(b));
+                return out.buffers.back().tensor();
+            };
+            w.values = keep(q.codes ? weight(q.codes, DType::F8_E4M3, q.rows, q.cols) : random_weight(DType::F8_E4M3, q.rows, q.cols, q.seed, 0, 0));
+            Buffer scales = own(device_.allocate(std::size_t(q.rows * groups) * 4, "the model's weights"), DType::F32, q.rows, groups);
+            if (q.codes) {
+                device_.upload(reinterpret_cast<const std::byte*>(q.scales), DType::F32, std::size_t(q.rows * groups),
+                               static_cast<std::byte*>(scales.tensor().data), DType::F32, "copying weights to the GPU");
+            } else {
+                k::random_fill(k::DataType::F32, scales.tensor().data, q.rows * groups, q.seed + 1, q.scale, 0, device_.stream());
+            }
+            w.scales = keep(std::move(scales));
+            grown(dequantized_, q.rows, q.cols, "expanded weights");
+            if (q.group_size == q.cols) fp8_scratch(kGraphMaxTokens, q.cols);  // per channel: cuBLASLt's FP8 product past 8 rows
+            return out;
+        }
         if (q.format == Weight::Format::Int4 && compute_ != DType::F32 && k::int4_tiles_fit(q.rows, q.cols, q.group_size)) {
             Weight& w = out.weight;
             w.format = Weight::Format::Int4;
@@ -320,13 +346,14 @@ public:
         Tensor x = x_in;
         if (!w.input_order.empty()) {
             x = grown(reordered_, x_in.rows, in, "reordered activations");
+            device_.uses({x.data});  // a recording made now is dropped when a longer prompt regrows it
             k::gather_columns(kernel_type(x_in.dtype), x_in.data, static_cast<const int32_t*>(w.input_order.data), x_in.rows, in, x.data, s);
         }
-        const DType weight_type = quantized ? w.scales.dtype : w.values.dtype;
+        const DType weight_type = w.format == Weight::Format::Fp8 ? compute_ : quantized ? w.scales.dtype : w.values.dtype;
         const k::DataType wt = kernel_type(weight_type);
         k::QuantizedWeight q;
         if (quantized) q = {w.format == Weight::Format::Int4 ? 4 : 8, w.scales.data, static_cast<const uint8_t*>(w.zeros.data),
-                            w.format == Weight::Format::Int4 ? w.group_size : in};
+                            w.format == Weight::Format::Int8 ? in : w.group_size, w.format == Weight::Format::Fp8};
         const k::QuantizedWeight* qp = quantized ? &q : nullptr;
         // The matrix cuBLASLt multiplies: the weight itself, or its codes expanded into scratch.
         auto matrix = [&]() -> const void* {
@@ -341,6 +368,21 @@ public:
             }
             return expanded.data;
         };
+        // The product of many rows into `dst`: per-channel FP8 weights take cuBLASLt's FP8 product
+        // over x quantized a row at a time; the rest, the weights (expanded where quantized) in
+        // the compute type.
+        auto product = [&](void* dst, k::DataType dst_type, bool accumulate = false) {
+            if (w.format == Weight::Format::Fp8 && w.group_size == in && !accumulate && dst_type == wt && wt != k::DataType::F32 &&
+                x.dtype == weight_type) {
+                const Fp8Rows rows = fp8_scratch(x.rows, in);
+                device_.uses({rows.codes});
+                k::quantize_rows_fp8(wt, x.data, x.rows, in, rows.codes, rows.scales, s);
+                if (gemm_->run_fp8(wt, rows.codes, rows.scales, x.rows, in, w.values.data, static_cast<const float*>(w.scales.data), n_out, bias,
+                                   dst))
+                    return;
+            }
+            gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, dst, dst_type, accumulate);
+        };
         const bool same_types = x.dtype == weight_type && (!bias || e.bias.dtype == weight_type);
         const bool tiled = w.format == Weight::Format::Int4 && w.layout == kInt4Tiles;
         const k::Int4Tiles tiles{static_cast<const uint32_t*>(w.values.data), w.scales.data, static_cast<const uint8_t*>(w.zeros.data), w.group_size};
@@ -354,14 +396,14 @@ public:
         case Epilogue::Kind::None:
             if (few_rows(n_out, kernel_type(out.dtype), {.bias = bias})) return;
             if (bias && e.bias.dtype != out.dtype) throw Error("CUDA backend: a bias must have its output's type");
-            gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, out.data, kernel_type(out.dtype));
+            product(out.data, kernel_type(out.dtype));
             return;
         case Epilogue::Kind::SiluMul:
             if (same_types && out.dtype == weight_type && few_rows(out.cols, kernel_type(out.dtype), {.bias = bias, .silu_gate = true})) return;
             {
-                const Tensor product = product_scratch(e, x.rows, n_out);
-                gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, product.data, kernel_type(product.dtype));
-                k::silu_mul(kernel_type(out.dtype), product.data, out.rows, out.cols, out.data, s);
+                const Tensor scratch = product_scratch(e, x.rows, n_out);
+                product(scratch.data, kernel_type(scratch.dtype));
+                k::silu_mul(kernel_type(out.dtype), scratch.data, out.rows, out.cols, out.data, s);
             }
             return;
         case Epilogue::Kind::RopeStoreKv: {
@@ -371,7 +413,7 @@ public:
                 if (few_rows(n_out, kernel_type(out.dtype), {.bias = bias, .rope = &store})) return;
             }
             if (bias && e.bias.dtype != out.dtype) throw Error("CUDA backend: a bias must have its output's type");
-            gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, out.data, kernel_type(out.dtype));
+            product(out.data, kernel_type(out.dtype));
             k::rope_store_kv(kernel_type(out.dtype), out.data, e.heads.num_heads, e.heads.num_kv_heads, e.heads.head_dim, linear_factor_,
                              batch_, kv_, e.layer, kv_layout(), s);
             return;
@@ -380,15 +422,15 @@ public:
             // The product is added to the residual stream where it is made (unrounded).
             if (same_types && out.stride == out.cols) {
                 if (few_rows(n_out, k::DataType::F32, {.bias = bias, .accumulate = true})) return;
-                if (!bias) {
-                    gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, nullptr, out.data, k::DataType::F32, true);
+                if (!bias && w.format != Weight::Format::Fp8) {
+                    product(out.data, k::DataType::F32, true);
                     return;
                 }
             }
             {
-                const Tensor product = product_scratch(e, x.rows, n_out);
-                gemm_->run(wt, x.data, x.rows, x.cols, matrix(), n_out, bias, product.data, kernel_type(product.dtype));
-                k::add_residual(kernel_type(product.dtype), f32(out), product.data, product.rows, out.rows, out.cols, k::DataType::F32, nullptr,
+                const Tensor scratch = product_scratch(e, x.rows, n_out);
+                product(scratch.data, kernel_type(scratch.dtype));
+                k::add_residual(kernel_type(scratch.dtype), f32(out), scratch.data, scratch.rows, out.rows, out.cols, k::DataType::F32, nullptr,
                                 s);
             }
             return;
@@ -548,6 +590,18 @@ private:
         return Tensor{b.tensor().data, compute_, rows, cols, cols};
     }
 
+    // x quantized to FP8 for cuBLASLt: the codes, then (256-byte aligned) one scale per row.
+    struct Fp8Rows {
+        uint8_t* codes;
+        float* scales;
+    };
+    Fp8Rows fp8_scratch(int64_t rows, int64_t cols) {
+        const int64_t code_bytes = (rows * cols + 255) / 256 * 256, bytes = code_bytes + rows * 4;
+        const int64_t elements = (bytes + int64_t(dtype_size(compute_)) - 1) / int64_t(dtype_size(compute_));
+        auto* base = static_cast<uint8_t*>(grown(fp8_activations_, 1, elements, "FP8 activations").data);
+        return {base, reinterpret_cast<float*>(base + code_bytes)};
+    }
+
     // Where a product goes before a separate epilogue kernel: the epilogue's scratch, else device scratch.
     Tensor product_scratch(const Epilogue& e, int64_t rows, int64_t cols) {
         if (!e.scratch.empty()) return e.scratch.rows_view(0, rows);
@@ -641,7 +695,7 @@ private:
     float linear_factor_ = 1.0f;
     int32_t max_len_ = 0;
     float* partial_ = nullptr;
-    Buffer dequantized_, reordered_;  // see grown()
+    Buffer dequantized_, reordered_, fp8_activations_;  // see grown()
 };
 
 }  // namespace

@@ -76,15 +76,19 @@ public:
     }
     // A weight of random codes: 4-bit in groups (random zeros) or 8-bit per channel, scales
     // representable in the row's type; `reorder`: a random input order (GPTQ's act-order).
-    Weight quantized(int64_t rows, int64_t cols, int bits, int32_t group, float scale, bool reorder = false) {
+    // `fp8`: E4M3 codes (no NaNs) with fp32 scales per channel (group 0) or per group of inputs.
+    Weight quantized(int64_t rows, int64_t cols, int bits, int32_t group, float scale, bool reorder = false, bool fp8 = false) {
         QuantizedParts parts;
-        parts.format = bits == 4 ? Weight::Format::Int4 : Weight::Format::Int8;
-        parts.rows = rows, parts.cols = cols, parts.group_size = bits == 4 ? group : 0;
-        const int64_t groups = bits == 4 ? cols / group : 1;
+        parts.format = fp8 ? Weight::Format::Fp8 : bits == 4 ? Weight::Format::Int4 : Weight::Format::Int8;
+        parts.rows = rows, parts.cols = cols, parts.group_size = bits == 4 ? group : fp8 ? (group ? group : int32_t(cols)) : 0;
+        const int64_t groups = bits == 4 ? cols / group : fp8 ? fp8_groups(cols, parts.group_size) : 1;
         auto& codes = bytes_.emplace_back(static_cast<std::size_t>(rows * cols * bits / 8));
-        for (auto& c : codes) c = uint8_t(rng_());
+        for (auto& c : codes) {
+            c = uint8_t(rng_());
+            if (fp8 && (c & 0x7F) == 0x7F) c = 0x38;
+        }
         auto& scales = floats_.emplace_back(static_cast<std::size_t>(rows * groups));
-        for (auto& v : scales) v = round_to(scale * (0.5f + float(rng_() % 1024) / 1024.0f));
+        for (auto& v : scales) v = fp8 ? scale * (0.5f + float(rng_() % 1024) / 1024.0f) : round_to(scale * (0.5f + float(rng_() % 1024) / 1024.0f));
         parts.codes = codes.data();
         parts.scales = scales.data();
         if (bits == 4) {
@@ -273,33 +277,41 @@ std::vector<OpCase> test_cases() {
         }
         // Quantized weights: 4-bit in groups of 128 and of 32 with an input order, 8-bit per
         // channel; the GEMV's fused forms for 1-8 rows, codes expanded for the GEMM past that.
+        // FP8: per channel (past 8 rows x quantized a row at a time for cuBLASLt's FP8 product, the
+        // CPU reference keeping x as it is: the tolerance is that rounding's), and in groups of
+        // 160 inputs, the last short (block-scaled checkpoints; past 8 rows expanded to 16 bits).
         struct Format {
             const char* name;
             int bits;
             int32_t group;
             bool reorder;
+            bool fp8 = false;
         };
-        for (const Format f : {Format{"int4 g128", 4, 128, false}, Format{"int4 g32 act-order", 4, 32, true}, Format{"int8", 8, 0, false}})
+        for (const Format f : {Format{"int4 g128", 4, 128, false}, Format{"int4 g32 act-order", 4, 32, true}, Format{"int8", 8, 0, false},
+                               Format{"fp8", 8, 0, false, true}, Format{"fp8 g160", 8, 160, false, true}})
             for (int64_t rows : {1, 3, 8, 12, 37, 80}) {
+                if (f.fp8 && dt == DType::F32) continue;  // FP8 products run in 16-bit arithmetic only
+                const double limit = f.fp8 && f.group == 0 && rows > 8 ? 3e-3 : -1;
+                const float scale = f.fp8 ? 0.05f / 448.0f : f.bits == 4 ? 0.01f : 0.0005f;
                 const std::string n = std::string(" ") + f.name + " " + std::to_string(rows) + "x2304 -> 640";
-                add("linear" + n + " + bias", dt, [rows, f](OpRun& r) {
+                add("linear" + n + " + bias", dt, [rows, f, scale](OpRun& r) {
                     const Tensor x = r.act(rows, 2304, 1.0f), b = r.weight(1, 640, 0.5f), out = r.act(rows, 640);
-                    const Weight w = r.quantized(640, 2304, f.bits, f.group, f.bits == 4 ? 0.01f : 0.0005f, f.reorder);
+                    const Weight w = r.quantized(640, 2304, f.bits, f.group, scale, f.reorder, f.fp8);
                     r.op = [&r, x, w, b, out] { r.b.linear(x, w, Epilogue::plain(b), out); };
                     r.outputs = {out};
-                });
-                add("linear" + n + ", silu_mul", dt, [rows, f](OpRun& r) {
+                }, limit);
+                add("linear" + n + ", silu_mul", dt, [rows, f, scale](OpRun& r) {
                     const Tensor x = r.act(rows, 2304, 1.0f), out = r.act(rows, 320), scratch = r.act(rows, 640);
-                    const Weight w = r.quantized(640, 2304, f.bits, f.group, f.bits == 4 ? 0.01f : 0.0005f, f.reorder);
+                    const Weight w = r.quantized(640, 2304, f.bits, f.group, scale, f.reorder, f.fp8);
                     r.op = [&r, x, w, scratch, out] { r.b.linear(x, w, Epilogue::silu_mul({}, scratch), out); };
                     r.outputs = {out};
-                });
-                add("linear" + n + ", add_to", dt, [rows, f](OpRun& r) {
+                }, limit);
+                add("linear" + n + ", add_to", dt, [rows, f, scale](OpRun& r) {
                     const Tensor x = r.act(rows, 2304, 1.0f), out = r.f32(rows, 640, 3.0f), scratch = r.act(rows, 640);
-                    const Weight w = r.quantized(640, 2304, f.bits, f.group, f.bits == 4 ? 0.01f : 0.0005f, f.reorder);
+                    const Weight w = r.quantized(640, 2304, f.bits, f.group, scale, f.reorder, f.fp8);
                     r.op = [&r, x, w, scratch, out] { r.b.linear(x, w, Epilogue::add_to({}, scratch), out); };
                     r.outputs = {out};
-                });
+                }, limit);
             }
         // The q/k/v product with RoPE and the KV store: a decode step (fused in the GEMV, or the
         // tensor-core kernel for 4-bit weights) and a prompt chunk; what was stored is checked
@@ -523,14 +535,19 @@ std::vector<OpCase> performance_cases() {
                                 Product{"down + add_to", 11008, hidden, Epilogue::Kind::AddTo},
                                 Product{"lm_head, fp32 out", hidden, 32000, Epilogue::Kind::None}}) {
             // One row per weight format: the product of `rows` tokens with its epilogue as the model runs it.
-            for (const bool int4 : {false, true}) {
-                if (int4 && p.kind == Epilogue::Kind::None) continue;  // the output projection stays 16-bit in every format
-                const double weight_bytes = int4 ? double(p.in * p.out) / 2 + double(p.out * (p.in / 128)) * 3 : double(p.in * p.out) * 2;
-                add(std::string(int4 ? "linear int4 g128 " : "linear ") + std::to_string(rows) + "x" + std::to_string(p.in) + " -> " +
-                        std::to_string(p.out) + " " + p.what,
-                    weight_bytes + double(rows) * double(p.in + p.out) * 2, 2.0 * double(rows * p.in * p.out), [rows, p, int4](OpRun& r) {
+            for (const int bits : {16, 4, 8}) {
+                const bool int4 = bits == 4, fp8 = bits == 8;
+                if (bits != 16 && p.kind == Epilogue::Kind::None) continue;  // the output projection stays 16-bit in every format
+                const double weight_bytes = int4  ? double(p.in * p.out) / 2 + double(p.out * (p.in / 128)) * 3
+                                            : fp8 ? double(p.in * p.out) + double(p.out) * 4
+                                                  : double(p.in * p.out) * 2;
+                add(std::string(int4 ? "linear int4 g128 " : fp8 ? "linear fp8 " : "linear ") + std::to_string(rows) + "x" + std::to_string(p.in) +
+                        " -> " + std::to_string(p.out) + " " + p.what,
+                    weight_bytes + double(rows) * double(p.in + p.out) * 2, 2.0 * double(rows * p.in * p.out), [rows, p, int4, fp8](OpRun& r) {
                         const Tensor x = r.act(rows, p.in, 1.0f);
-                        const Weight w = int4 ? r.quantized(p.out, p.in, 4, 128, 0.003f) : Weight::dense(r.weight(p.out, p.in, 0.02f));
+                        const Weight w = int4  ? r.quantized(p.out, p.in, 4, 128, 0.003f)
+                                         : fp8 ? r.quantized(p.out, p.in, 8, 0, 0.02f / 448.0f, false, true)
+                                               : Weight::dense(r.weight(p.out, p.in, 0.02f));
                         const bool f32_out = p.kind == Epilogue::Kind::AddTo || p.kind == Epilogue::Kind::None;
                         const int64_t cols = p.kind == Epilogue::Kind::SiluMul ? p.out / 2 : p.out;
                         const Tensor out = f32_out ? r.f32(rows, cols, 1.0f) : r.act(rows, cols), scratch = r.act(rows, p.out);

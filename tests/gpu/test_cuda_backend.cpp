@@ -135,6 +135,7 @@ private slots:
         for (std::size_t i = 0; i < cases.size(); ++i) QTest::newRow(cases[i]["name"].get<std::string>().c_str()) << int(i);
         QTest::newRow("llama int8 at load") << -1;
         QTest::newRow("llama int4 g32 at load") << -2;
+        QTest::newRow("llama fp8 at load") << -3;
     }
     void quantizedOnTheGpu() {
         LUMEN_REQUIRE_SHARED_DATA(data);
@@ -164,14 +165,17 @@ private slots:
             prompt = c["runs"].back()["prompt_ids"].get<std::vector<int32_t>>();
         } else {
             build_tiny_model(spec, spec.models[0], "float16", data / "tokenizers", path_of(tmp));
-            choice = index == -1 ? WeightChoice::parse("int8") : WeightChoice::parse("int4", 32);
+            choice = index == -1 ? WeightChoice::parse("int8") : index == -2 ? WeightChoice::parse("int4", 32) : WeightChoice::parse("fp8");
             prompt = Tokenizer::load(path_of(tmp))->encode(spec.prompts[1]);
         }
         const auto [cpu_prefill, cpu_step] = prefill_and_step(path_of(tmp), "cpu", std::nullopt, choice, prompt);
         const auto [gpu_prefill, gpu_step] = prefill_and_step(path_of(tmp), "cuda", DType::F16, choice, prompt);
         const double prefill = relative_error(cpu_prefill, gpu_prefill), step = relative_error(cpu_step, gpu_step);
         qInfo("fp16 on the GPU against the CPU: prompt logits %.3g, decode step %.3g (relative to the largest)", prefill, step);
-        QVERIFY(prefill < 1e-2);
+        // FP8 prompts quantize x a row at a time for cuBLASLt's FP8 product (the CPU reference keeps
+        // x as it is): E4M3's rounding of the activations is in the prompt's error.
+        const bool fp8 = index == -3 || (index >= 0 && cases[std::size_t(index)]["format"].get<std::string>().find("fp8") != std::string::npos);
+        QVERIFY(prefill < (fp8 ? 5e-2 : 1e-2));
         QVERIFY(step < 1e-2);
     }
 
