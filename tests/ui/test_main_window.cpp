@@ -15,12 +15,14 @@
 #include <QStandardPaths>
 #include <QPushButton>
 #include <QSignalSpy>
+#include <QStandardItemModel>
 #include <QtTest>
 #include <sys/stat.h>
 #include <csignal>
 #include <functional>
 #include <nlohmann/json.hpp>
 
+#include "engine/backend/device.h"
 #include "tests/support/test_support.h"
 #include "tests/support/tiny_models.h"
 #include "ui/app_settings.h"
@@ -372,7 +374,21 @@ private slots:
         QCOMPARE(w.worker().model().weights, QString("16-bit"));
 
         QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
-        QVERIFY(choose_in_settings(w, "Weights", "int4"));
+        // FP8 is among the choices; without a GPU of compute capability 8.9+ it is shown disabled,
+        // saying why.
+        const bool fp8_gpu = !list_gpus().empty() && runs_fp8(list_gpus().front());
+        QVERIFY(choose_in_settings(w, "Weights", "int4", [fp8_gpu](SettingsDialog& d) {
+            for (auto* combo : d.findChildren<QComboBox*>()) {
+                if (combo->accessibleName() != "Weights") continue;
+                const int fp8 = combo->findData("fp8");
+                auto* items = qobject_cast<QStandardItemModel*>(combo->model());
+                if (fp8 < 0 || !items) return false;
+                return fp8_gpu ? items->item(fp8)->isEnabled()
+                               : !items->item(fp8)->isEnabled() &&
+                                     combo->itemData(fp8, Qt::ToolTipRole).toString().contains("compute capability 8.9 or newer");
+            }
+            return false;
+        }));
         QVERIFY(loaded.wait(60000));
         QCOMPARE(w.worker().model().weights, QString("4-bit (groups of 128) at load"));
         QVERIFY2(w.statusBar()->currentMessage().contains("4-bit"), qPrintable(w.statusBar()->currentMessage()));
