@@ -711,34 +711,16 @@ HostWeight quantize_int4(const HostWeight& dense, int32_t group_size) {
     return w;
 }
 
-HostWeight quantize_int8(const HostWeight& dense) {
-    const int64_t rows = dense.rows, cols = dense.cols;
-    HostWeight w;
-    w.format = Weight::Format::Int8;
-    w.rows = rows, w.cols = cols, w.dtype = DType::F32;
-    w.values.resize(std::size_t(rows * cols));
-    w.scales.resize(std::size_t(rows) * 4);
-    int8_t* codes = reinterpret_cast<int8_t*>(w.values.data());
-    float* scales = reinterpret_cast<float*>(w.scales.data());
-    ThreadPool::shared().parallel_for(std::size_t(rows), std::size_t(std::max<int64_t>(1, 16384 / cols)), [&](std::size_t b, std::size_t e) {
-        std::vector<float> row(static_cast<std::size_t>(cols));
-        for (int64_t o = int64_t(b); o < int64_t(e); ++o) {
-            to_f32(dense.dense_data() + o * cols * int64_t(dtype_size(dense.dtype)), dense.dtype, std::size_t(cols), row.data());
-            float peak = 0;
-            for (float v : row) peak = std::max(peak, std::fabs(v));
-            const float scale = peak > 0 ? peak / 127.0f : 1.0f;
-            scales[o] = scale;
-            for (int64_t k = 0; k < cols; ++k) codes[o * cols + k] = int8_t(std::clamp(std::nearbyint(row[std::size_t(k)] / scale), -127.0f, 127.0f));
-        }
-    });
-    return w;
-}
+namespace {
 
-HostWeight quantize_fp8(const HostWeight& dense) {
+// Symmetric per output channel: scale = max |w| / `largest` (the largest code's value), each value
+// over its row's scale made one byte by `encode`.
+template <class Encode>
+HostWeight quantize_per_channel(const HostWeight& dense, Weight::Format format, float largest, Encode encode) {
     const int64_t rows = dense.rows, cols = dense.cols;
     HostWeight w;
-    w.format = Weight::Format::Fp8;
-    w.rows = rows, w.cols = cols, w.group_size = int32_t(cols), w.dtype = DType::F32;
+    w.format = format;
+    w.rows = rows, w.cols = cols, w.dtype = DType::F32;
     w.values.resize(std::size_t(rows * cols));
     w.scales.resize(std::size_t(rows) * 4);
     auto* codes = reinterpret_cast<uint8_t*>(w.values.data());
@@ -749,11 +731,24 @@ HostWeight quantize_fp8(const HostWeight& dense) {
             to_f32(dense.dense_data() + o * cols * int64_t(dtype_size(dense.dtype)), dense.dtype, std::size_t(cols), row.data());
             float peak = 0;
             for (float v : row) peak = std::max(peak, std::fabs(v));
-            const float scale = peak > 0 ? peak / 448.0f : 1.0f;
+            const float scale = peak > 0 ? peak / largest : 1.0f;
             scales[o] = scale;
-            for (int64_t k = 0; k < cols; ++k) codes[o * cols + k] = f32_to_e4m3(row[std::size_t(k)] / scale);
+            for (int64_t k = 0; k < cols; ++k) codes[o * cols + k] = encode(row[std::size_t(k)] / scale);
         }
     });
+    return w;
+}
+
+}  // namespace
+
+HostWeight quantize_int8(const HostWeight& dense) {
+    return quantize_per_channel(dense, Weight::Format::Int8, 127.0f,
+                                [](float v) { return uint8_t(int8_t(std::clamp(std::nearbyint(v), -127.0f, 127.0f))); });
+}
+
+HostWeight quantize_fp8(const HostWeight& dense) {
+    HostWeight w = quantize_per_channel(dense, Weight::Format::Fp8, 448.0f, f32_to_e4m3);
+    w.group_size = int32_t(dense.cols);
     return w;
 }
 
