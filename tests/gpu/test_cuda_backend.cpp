@@ -399,7 +399,7 @@ private slots:
         // (what quantization costs here: random weights, normal with std 0.02, so no outliers for
         // per-channel or group scales to spare). Measured first, asserted after.
         std::vector<std::pair<std::string, double>> cosines;
-        for (const char* name : {"int8", "int4"}) {
+        for (const char* name : {"int8", "int4", "fp8"}) {
             const auto q = logits(WeightChoice::parse(name));
             cosines.emplace_back(name, cosine(q, expected));
             qInfo("real-shape logits, %s at load: cosine similarity %.6f, largest error %.4f of the largest logit "
@@ -408,7 +408,9 @@ private slots:
         // A random network amplifies weight noise layer after layer (commit 1b6cd67 on an H100:
         // int8 per channel 0.99646, int4 in groups of 128 0.64991; 1 - cosine grows about 100x
         // from 8 to 4 bits, as the squared quantization step, about 144x, predicts).
-        for (const auto& [name, c] : cosines) QVERIFY2(c >= (name == "int8" ? 0.995 : 0.6), name.c_str());
+        // FP8 per channel: not yet measured here; E4M3's rounding is about four times int8's on these
+        // weights (the tiny llama's logits: 0.0745 against 0.0163), so 1 - cosine about 16x int8's.
+        for (const auto& [name, c] : cosines) QVERIFY2(c >= (name == "int8" ? 0.995 : name == "fp8" ? 0.9 : 0.6), name.c_str());
     }
 
     // A real sticky error mid-batch (a token id far past the embedding table: an illegal address):
