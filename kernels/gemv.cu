@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(128, 1) gemv_kernel(GemvParams p) {
 // codes become floats through the exponent trick (2^23 + q read as a float, minus 2^23), which
 // costs no conversion instruction; FP8 codes through the hardware's pair conversion.
 struct QuantParams {
-    const void* scales;    // [rows, groups] of T
+    const void* scales;    // [rows, groups] of T (FP8: fp32)
     const uint8_t* zeros;  // [rows, groups] (4-bit only)
     int64_t group_size;
 };
