@@ -652,7 +652,7 @@ struct OpenAiServer::State {
 
 std::unique_ptr<OpenAiServer> OpenAiServer::with_own_engine(const std::filesystem::path& model_dir, EngineOptions engine_options,
                                                             const ServerOptions& options) {
-    engine_options.image_encoder = vision::make_image_encoder;
+    if (!engine_options.image_encoder) engine_options.image_encoder = vision::make_image_encoder;
     // Only the server submits, and only once it exists: the callback finds it in the slot.
     auto slot = std::make_shared<std::atomic<OpenAiServer*>>(nullptr);
     std::shared_ptr<Engine> engine = Engine::create(model_dir, engine_options, [slot](const GenerationEvent& e) {

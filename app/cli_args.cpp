@@ -107,6 +107,10 @@ WeightChoice weight_choice(const Args& args) {
     return WeightChoice::parse(args.value("weights").value_or("auto"), int32_t(args.integer("group-size", 128, 1, 1 << 20)));
 }
 
+vision::TowerWeights vision_weights(const Args& args) {
+    return vision::parse_tower_weights(args.value("vision-weights").value_or("auto"));
+}
+
 int32_t quant_policy(const Args& args) {
     const auto policy = int32_t(args.integer("quant-policy", 0, 0, 8));
     if (policy != 0 && policy != 4 && policy != 8) throw Error("--quant-policy takes 0 (16-bit), 8 or 4 (got " + std::to_string(policy) + ")");

@@ -39,7 +39,7 @@ struct BatchResult {
 
 int run_bench(const std::vector<std::string>& argv) {
     const Args args(argv, {"model", "config", "batch", "prompt-len", "gen-len", "dtype", "device", "seed", "tiles", "peak-tflops",
-                           "temperature", "top-k", "top-p", "weights", "group-size", "quant-policy"},
+                           "temperature", "top-k", "top-p", "weights", "group-size", "quant-policy", "vision-weights"},
                     {"random-weights", "json", "help", "vision"});
     if (args.flag("help")) {
         std::puts("Usage: lumen-cli bench (--model DIR | --config config.json --random-weights) [--batch 1,16,64]\n"
@@ -53,9 +53,10 @@ int run_bench(const std::vector<std::string>& argv) {
                   "--temperature (with --top-k, --top-p) asks for sampling. --quant-policy runs each batch with a\n"
                   "16-bit (0), 8-bit or 4-bit KV cache, and says how many tokens and how many sessions of\n"
                   "prompt + new tokens each holds in 80% of the memory left after the weights.\n\n"
-                  "--vision [--tiles 1,7,13] [--peak-tflops 989] times a vision-language model's encoder and\n"
-                  "projector for each tile count (with the floor at the card's dense 16-bit peak), and the time\n"
-                  "to first token for a 1920x1080 image with a --prompt-len (default 20) token question.");
+                  "--vision [--tiles 1,7,13] [--peak-tflops 989] [--vision-weights 16,fp8] times a vision-language\n"
+                  "model's encoder and projector for each tile count (with the floor at the card's dense 16-bit\n"
+                  "peak), and the time to first token for a 1920x1080 image with a --prompt-len (default 20) token\n"
+                  "question, once for each listed form of the encoder's layers (as stored, or FP8 made at load).");
         return 0;
     }
     if (args.flag("vision")) return run_bench_vision(args);

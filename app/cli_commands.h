@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/model/weight_formats.h"
+#include "vision/encoder.h"
 
 namespace lumen::cli {
 
@@ -27,6 +28,12 @@ inline constexpr const char* kWeightsHelp =
     "  --weights auto|16|int8|int4|fp8  auto (or 16): as stored; int8 / int4 / fp8 quantize a 16-bit folder at load\n"
     "                                (fp8: compute capability 8.9+; on the CPU a reference, no faster than 16-bit)\n"
     "  --group-size N                inputs per 4-bit scale and zero with --weights int4 (default 128)\n";
+
+// --vision-weights auto|16|fp8: the vision tower's linear layers as stored, or FP8 made at load.
+vision::TowerWeights vision_weights(const Args& args);
+inline constexpr const char* kVisionWeightsHelp =
+    "  --vision-weights auto|16|fp8  a vision-language model's image encoder: as stored (auto or 16), or its\n"
+    "                                layers' products in FP8 (compute capability 8.9+; on the CPU a reference)\n";
 
 // --quant-policy 0|8|4: the KV cache in the compute type, or 8- or 4-bit codes (LMDeploy's name).
 int32_t quant_policy(const Args& args);

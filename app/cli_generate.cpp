@@ -25,7 +25,7 @@ namespace {
 
 const std::set<std::string> kEngineOptions{"model", "device", "session-len", "cache-max-entry-count", "max-new-tokens",
                                            "temperature", "top-k", "top-p", "min-p", "repetition-penalty", "seed", "weights", "group-size",
-                                           "quant-policy"};
+                                           "quant-policy", "vision-weights"};
 
 constexpr const char* kEngineHelp =
     "  --model DIR                   a Hugging Face model folder\n"
@@ -63,7 +63,7 @@ Prompt with_images(const Engine& engine, const std::filesystem::path& dir, const
 
 EngineOptions engine_options(const Args& args) {
     EngineOptions o;
-    o.image_encoder = vision::make_image_encoder;
+    o.image_encoder = vision::image_encoder_factory(vision_weights(args));
     o.device = args.value("device").value_or("auto");
     o.session_len = args.integer("session-len", 0, 0, int64_t(1) << 28);
     o.cache_max_entry_count = args.number("cache-max-entry-count", o.cache_max_entry_count);
@@ -176,8 +176,8 @@ int run_generate(const std::vector<std::string>& argv) {
                     "Continues TEXT (no chat template; tokenized as a user's prompt: BOS as the tokenizer\n"
                     "config says, special-token strings recognised) and streams the text to stdout. --json\n"
                     "prints one JSON object as the last line instead: prompt_ids, generated_ids, text,\n"
-                    "finish_reason and timings. Each <image> in TEXT takes the next --image.\n\n%s%s%s",
-                    kEngineHelp, kWeightsHelp, kQuantPolicyHelp);
+                    "finish_reason and timings. Each <image> in TEXT takes the next --image.\n\n%s%s%s%s",
+                    kEngineHelp, kWeightsHelp, kVisionWeightsHelp, kQuantPolicyHelp);
         return 0;
     }
     const std::filesystem::path dir = args.required("model");
@@ -222,8 +222,8 @@ int run_chat(const std::vector<std::string>& argv) {
                     "A conversation with the model through its chat template, streamed to the terminal. Type a\n"
                     "message and press Enter; Ctrl+C stops a reply, /reset starts over, /exit or Ctrl+D quits.\n"
                     "--prompt answers one message and exits. --template overrides the chat template (%s).\n"
-                    "--image files go with the first message, placed as the model's template places images.\n\n%s%s%s",
-                    ChatTemplate::names().c_str(), kEngineHelp, kWeightsHelp, kQuantPolicyHelp);
+                    "--image files go with the first message, placed as the model's template places images.\n\n%s%s%s%s",
+                    ChatTemplate::names().c_str(), kEngineHelp, kWeightsHelp, kVisionWeightsHelp, kQuantPolicyHelp);
         return 0;
     }
     const std::filesystem::path dir = args.required("model");

@@ -23,7 +23,7 @@ bool loopback(const std::string& host) { return host == "127.0.0.1" || host == "
 
 int run_serve(const std::vector<std::string>& argv) {
     const Args args(argv, {"model", "host", "port", "api-key", "max-batch", "device", "dtype", "session-len", "cache-max-entry-count",
-                           "weights", "group-size", "quant-policy", "max-body-mb", "max-images", "max-messages", "threads"},
+                           "weights", "group-size", "quant-policy", "vision-weights", "max-body-mb", "max-images", "max-messages", "threads"},
                     {"help", "allow-file-urls"});
     if (args.flag("help")) {
         std::printf("Usage: lumen-cli serve --model DIR [--host 127.0.0.1] [--port 23333] [--api-key KEY] [--max-batch N]\n"
@@ -33,8 +33,8 @@ int run_serve(const std::vector<std::string>& argv) {
                     "Serves the model over the OpenAI API: GET /v1/models, POST /v1/chat/completions and\n"
                     "/v1/completions (\"stream\": true for server-sent events), GET /health, GET /metrics\n"
                     "(Prometheus). With --api-key every route but /health asks 'Authorization: Bearer KEY'.\n"
-                    "Images come as base64 data: URLs (file:// ones with --allow-file-urls). Ctrl+C stops.\n\n%s%s",
-                    kWeightsHelp, kQuantPolicyHelp);
+                    "Images come as base64 data: URLs (file:// ones with --allow-file-urls). Ctrl+C stops.\n\n%s%s%s",
+                    kWeightsHelp, kVisionWeightsHelp, kQuantPolicyHelp);
         return 0;
     }
     EngineOptions engine;
@@ -45,6 +45,7 @@ int run_serve(const std::vector<std::string>& argv) {
     engine.max_batch = int32_t(args.integer("max-batch", engine.max_batch, 1, 4096));
     engine.weights = weight_choice(args);
     engine.quant_policy = quant_policy(args);
+    engine.image_encoder = vision::image_encoder_factory(vision_weights(args));
     api::ServerOptions options;
     options.host = args.value("host").value_or(options.host);
     options.port = int(args.integer("port", options.port, 0, 65535));

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <memory>
 
+#include "engine/model/weight_formats.h"
 #include "engine/util/dtype.h"
 #include "engine/util/error.h"
 #include "vision/preprocess.h"
@@ -118,13 +119,13 @@ void resample_positions(const TensorInfo& t, int64_t from, int64_t to, int64_t D
 
 }  // namespace
 
-VisionEncoder::VisionEncoder(const std::filesystem::path& dir, VisionConfig config, Backend& backend)
-    : config_(std::move(config)), backend_(backend), checkpoint_(std::make_unique<Checkpoint>(dir)) {
+VisionEncoder::VisionEncoder(const std::filesystem::path& dir, VisionConfig config, Backend& backend, TowerWeights tower)
+    : config_(std::move(config)), backend_(backend), tower_weights_(tower), checkpoint_(std::make_unique<Checkpoint>(dir)) {
     load(checkpoint_.get(), DType::F32, 0);
 }
 
-VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype, uint64_t seed)
-    : config_(std::move(config)), backend_(backend) {
+VisionEncoder::VisionEncoder(VisionConfig config, Backend& backend, DType dtype, uint64_t seed, TowerWeights tower)
+    : config_(std::move(config)), backend_(backend), tower_weights_(tower) {
     load(nullptr, dtype, seed);
 }
 
@@ -133,6 +134,11 @@ VisionEncoder::~VisionEncoder() = default;
 Tensor VisionEncoder::keep(Buffer weight) {
     weights_.push_back(std::move(weight));
     return weights_.back().tensor();
+}
+
+Weight VisionEncoder::keep(Backend::OwnedWeight weight) {
+    for (Buffer& b : weight.buffers) weights_.push_back(std::move(b));
+    return weight.weight;
 }
 
 void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint64_t seed) {
@@ -166,19 +172,60 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         weight_bytes_ += t.data.size();
         return keep(backend_.weight(t.data.data(), t.dtype, rows, cols));
     };
-    // Several tensors one after another (q, k and v into one matrix, or their biases into one row).
-    auto stacked = [&](const std::vector<std::string>& names, int64_t rows_each, int64_t cols, bool one_row) {
-        const int64_t total = rows_each * int64_t(names.size());
-        if (!checkpoint) return one_row ? random(names.front(), 1, total * cols) : random(names.front(), total, cols);
+    // Several tensors one after another (q, k and v into one matrix, or their biases into one row):
+    // the values and their type, kept in owned_.
+    auto stacked_values = [&](const std::vector<std::string>& names, int64_t rows_each, int64_t cols) {
         std::vector<const TensorInfo*> parts;
         for (const auto& name : names) parts.push_back(&get(name, rows_each, cols));
         for (const auto* p : parts)
             if (p->dtype != parts.front()->dtype) throw Error(names.front() + ": q, k and v are stored in different types");
         auto& buffer = owned_.emplace_back();
         for (const auto* p : parts) buffer.insert(buffer.end(), p->data.begin(), p->data.end());
-        weight_bytes_ += buffer.size();
-        return keep(one_row ? backend_.weight(buffer.data(), parts.front()->dtype, 1, total * cols)
-                            : backend_.weight(buffer.data(), parts.front()->dtype, total, cols));
+        return std::pair{&buffer, parts.front()->dtype};
+    };
+    auto stacked_bias = [&](const std::vector<std::string>& names, int64_t cols) {
+        const int64_t total = cols * int64_t(names.size());
+        if (!checkpoint) return random(names.front(), 1, total);
+        const auto [buffer, dtype] = stacked_values(names, 1, cols);
+        weight_bytes_ += buffer->size();
+        return keep(backend_.weight(buffer->data(), dtype, 1, total));
+    };
+    // A tower layer's matrix [rows, cols] from `values` (nullptr: random), as stored or in FP8.
+    const bool fp8 = tower_weights_ == TowerWeights::Fp8;
+    auto tower_matrix = [&](const std::string& name, const std::byte* values, DType dtype, int64_t rows, int64_t cols) {
+        if (!fp8) return Weight::dense(values ? keep(backend_.weight(values, dtype, rows, cols)) : random(name, rows, cols));
+        QuantizedParts parts;
+        parts.format = Weight::Format::Fp8;
+        parts.rows = rows, parts.cols = cols, parts.group_size = int32_t(cols);
+        if (values) {
+            HostWeight dense;
+            dense.rows = rows, dense.cols = cols, dense.dtype = dtype, dense.mapped = values;
+            HostWeight codes = quantize_fp8(dense);
+            // Kept: a backend may compute from them where they are (the CPU's does).
+            parts.codes = owned_.emplace_back(std::move(codes.values)).data();
+            parts.scales = reinterpret_cast<const float*>(owned_.emplace_back(std::move(codes.scales)).data());
+        } else {
+            // Codes below 2 in magnitude (std 0.60) times a scale giving the 16-bit weights' spread.
+            parts.seed = ++seed;
+            parts.scale = 0.98f / (0.60f * std::sqrt(float(cols)));
+        }
+        weight_bytes_ += uint64_t(rows * cols) + uint64_t(rows) * 4;
+        return keep(backend_.quantized_weight(parts));
+    };
+    auto tower_direct = [&](const std::string& name, int64_t rows, int64_t cols) {
+        if (!checkpoint) return tower_matrix(name, nullptr, random_dtype, rows, cols);
+        const TensorInfo& t = get(name, rows, cols);
+        if (!fp8) weight_bytes_ += t.data.size();
+        return tower_matrix(name, t.data.data(), t.dtype, rows, cols);
+    };
+    auto tower_stacked = [&](const std::vector<std::string>& names, int64_t rows_each, int64_t cols) {
+        const int64_t total = rows_each * int64_t(names.size());
+        if (!checkpoint) return tower_matrix(names.front(), nullptr, random_dtype, total, cols);
+        const auto [buffer, dtype] = stacked_values(names, rows_each, cols);
+        if (!fp8) weight_bytes_ += buffer->size();
+        const Weight w = tower_matrix(names.front(), buffer->data(), dtype, total, cols);
+        if (fp8) buffer->clear(), buffer->shrink_to_fit();  // the codes were made from it
+        return w;
     };
 
     // A convolution with stride = kernel is a matrix over patches; its rows are padded with zeros
@@ -228,21 +275,21 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
             L.norm2_b = direct(p + n.norm2 + ".bias", 1, D);
         }
         if (!n.qkv.empty()) {
-            L.wqkv = direct(p + n.qkv + ".weight", 3 * D, D);
+            L.wqkv = tower_direct(p + n.qkv + ".weight", 3 * D, D);
             if (v.qkv_bias) L.bqkv = direct(p + n.qkv + ".bias", 1, 3 * D);
         } else {
-            L.wqkv = stacked({p + n.q + ".weight", p + n.k + ".weight", p + n.v + ".weight"}, D, D, false);
-            if (v.qkv_bias) L.bqkv = stacked({p + n.q + ".bias", p + n.k + ".bias", p + n.v + ".bias"}, 1, D, true);
+            L.wqkv = tower_stacked({p + n.q + ".weight", p + n.k + ".weight", p + n.v + ".weight"}, D, D);
+            if (v.qkv_bias) L.bqkv = stacked_bias({p + n.q + ".bias", p + n.k + ".bias", p + n.v + ".bias"}, D);
         }
         if (v.qk_norm) {
             L.q_norm = direct(p + n.q_norm + ".weight", 1, D);
             L.k_norm = direct(p + n.k_norm + ".weight", 1, D);
         }
-        L.wo = direct(p + n.out + ".weight", D, D);
+        L.wo = tower_direct(p + n.out + ".weight", D, D);
         L.bo = direct(p + n.out + ".bias", 1, D);
-        L.fc1_w = direct(p + n.fc1 + ".weight", v.intermediate, D);
+        L.fc1_w = tower_direct(p + n.fc1 + ".weight", v.intermediate, D);
         L.fc1_b = direct(p + n.fc1 + ".bias", 1, v.intermediate);
-        L.fc2_w = direct(p + n.fc2 + ".weight", D, v.intermediate);
+        L.fc2_w = tower_direct(p + n.fc2 + ".weight", D, v.intermediate);
         L.fc2_b = direct(p + n.fc2 + ".bias", 1, D);
         if (v.layer_scale) {
             L.ls1 = direct(p + n.ls1, 1, D);
@@ -329,18 +376,18 @@ Tensor VisionEncoder::encode(const ImagePixels& px) {
         if (!layers_.empty()) norm(x, layers_.front().norm1_w, layers_.front().norm1_b, h);
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& L = layers_[l];
-            backend_.linear(h, Weight::dense(L.wqkv), Epilogue::plain(L.bqkv), qkv);
+            backend_.linear(h, L.wqkv, Epilogue::plain(L.bqkv), qkv);
             if (v.qk_norm) {
                 // InternViT-6B normalises q and k over all heads at once.
                 backend_.rms_norm(qkv.cols_view(0, D), L.q_norm, float(v.eps), qkv.cols_view(0, D));
                 backend_.rms_norm(qkv.cols_view(D, D), L.k_norm, float(v.eps), qkv.cols_view(D, D));
             }
             backend_.attention_full(qkv, int32_t(v.heads), int32_t(D / v.heads), R, attn);
-            backend_.linear(attn, Weight::dense(L.wo), Epilogue::plain(L.bo), delta);
+            backend_.linear(attn, L.wo, Epilogue::plain(L.bo), delta);
             backend_.add_norm(x, delta, v.layer_scale ? &L.ls1 : nullptr, L.norm2_w, optional(L.norm2_b), float(v.eps), v.rms_norm, h);
-            backend_.linear(h, Weight::dense(L.fc1_w), Epilogue::plain(L.fc1_b), inter);
+            backend_.linear(h, L.fc1_w, Epilogue::plain(L.fc1_b), inter);
             backend_.activate(inter, act);
-            backend_.linear(inter, Weight::dense(L.fc2_w), Epilogue::plain(L.fc2_b), delta);
+            backend_.linear(inter, L.fc2_w, Epilogue::plain(L.fc2_b), delta);
             if (l + 1 < layers_.size()) {
                 const Layer& next = layers_[l + 1];
                 backend_.add_norm(x, delta, v.layer_scale ? &L.ls2 : nullptr, next.norm1_w, optional(next.norm1_b), float(v.eps),
@@ -403,6 +450,18 @@ const VisionEncoder::RowOrders& VisionEncoder::row_orders(int64_t T) {
 
 std::unique_ptr<ImageEncoder> make_image_encoder(const std::filesystem::path& dir, const ModelConfig& config, Backend& backend) {
     return std::make_unique<VisionEncoder>(dir, load_vision_config(dir, config, nullptr), backend);
+}
+
+ImageEncoderFactory image_encoder_factory(TowerWeights tower) {
+    return [tower](const std::filesystem::path& dir, const ModelConfig& config, Backend& backend) -> std::unique_ptr<ImageEncoder> {
+        return std::make_unique<VisionEncoder>(dir, load_vision_config(dir, config, nullptr), backend, tower);
+    };
+}
+
+TowerWeights parse_tower_weights(const std::string& name) {
+    if (name == "auto" || name == "16") return TowerWeights::AsStored;
+    if (name == "fp8") return TowerWeights::Fp8;
+    throw Error("the vision weights must be auto, 16 or fp8, not '" + name + "'");
 }
 
 }  // namespace lumen::vision

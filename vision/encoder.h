@@ -14,12 +14,17 @@
 
 namespace lumen::vision {
 
+// The tower's linear layers (q/k/v, output, and both MLP products of every layer): as stored, or
+// FP8 E4M3 with a scale per output channel, made at load (compute capability 8.9+ on a GPU; the CPU
+// keeps a reference). The patch embedding and the projector stay as stored.
+enum class TowerWeights { AsStored, Fp8 };
+
 class VisionEncoder final : public ImageEncoder {
 public:
     // Loads the tower and projector weights of the folder's checkpoint onto `backend`.
-    VisionEncoder(const std::filesystem::path& dir, VisionConfig config, Backend& backend);
+    VisionEncoder(const std::filesystem::path& dir, VisionConfig config, Backend& backend, TowerWeights tower = TowerWeights::AsStored);
     // Seeded random weights of `dtype` at the config's shapes, made by the backend (benchmarks).
-    VisionEncoder(VisionConfig config, Backend& backend, DType dtype, uint64_t seed);
+    VisionEncoder(VisionConfig config, Backend& backend, DType dtype, uint64_t seed, TowerWeights tower = TowerWeights::AsStored);
     ~VisionEncoder() override;
 
     const VisionConfig& config() const { return config_; }
@@ -29,7 +34,8 @@ public:
 
 private:
     struct Layer {
-        Tensor norm1_w, norm1_b, wqkv, bqkv, q_norm, k_norm, wo, bo, ls1, norm2_w, norm2_b, fc1_w, fc1_b, fc2_w, fc2_b, ls2;
+        Tensor norm1_w, norm1_b, bqkv, q_norm, k_norm, bo, ls1, norm2_w, norm2_b, fc1_b, fc2_b, ls2;
+        Weight wqkv, wo, fc1_w, fc2_w;
     };
     // From the checkpoint, or (without one) random weights of `dtype` from `seed`.
     void load(const Checkpoint* c, DType dtype, uint64_t seed);
@@ -52,9 +58,11 @@ private:
 
     VisionConfig config_;
     Backend& backend_;
+    TowerWeights tower_weights_;
     std::unique_ptr<Checkpoint> checkpoint_;
     // Keeps a weight's memory for the encoder's lifetime and returns its view.
     Tensor keep(Buffer weight);
+    Weight keep(Backend::OwnedWeight weight);
     std::vector<Buffer> weights_;
     std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, padded conv)
     uint64_t weight_bytes_ = 0;
@@ -70,5 +78,9 @@ private:
 
 // The engine's factory: a VisionEncoder for the folder (vision-language models only).
 std::unique_ptr<ImageEncoder> make_image_encoder(const std::filesystem::path& dir, const ModelConfig& config, Backend& backend);
+// The factory for an engine whose tower weights are `tower`.
+ImageEncoderFactory image_encoder_factory(TowerWeights tower);
+// "16" or "auto" (as stored) and "fp8" (lumen::Error naming the choices for anything else).
+TowerWeights parse_tower_weights(const std::string& name);
 
 }  // namespace lumen::vision

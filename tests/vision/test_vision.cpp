@@ -589,6 +589,82 @@ private slots:
             }
         }
     }
+
+    // The tower's products in FP8 (the CPU's reference: FP8 weights, fp32 arithmetic) against the
+    // stored weights: every image embedding within cosine 0.999, and the greedy replies equal for
+    // 16 tokens unless they part where the stored weights' two likeliest tokens were a near tie.
+    void tinyVlmsWithAnFp8Tower() {
+        LUMEN_REQUIRE_SHARED_DATA(data);
+        const TinyVlmSpec spec = load_tiny_vlm_spec();
+        for (const TinyVlm& m : spec.models) {
+            LUMEN_REQUIRE_TOKENIZER(data, m.tokenizer);
+            QTemporaryDir dir;
+            build_tiny_vlm(spec, m, data / "tokenizers", path_of(dir));
+            EngineOptions options;
+            options.cache_max_entry_count = 64;
+            options.image_encoder = make_image_encoder;
+            EngineRunner stored_runner(path_of(dir), options);
+            options.image_encoder = image_encoder_factory(TowerWeights::Fp8);
+            EngineRunner fp8_runner(path_of(dir), options);
+            const ModelConfig& config = stored_runner.engine().model_config();
+            const Tokenizer& tokenizer = stored_runner.engine().tokenizer();
+            const VisionConfig vc = load_vision_config(path_of(dir), config, &tokenizer);
+            const ChatTemplate tmpl = chat_template_for(config, tokenizer);
+            auto backend = make_cpu_backend();
+            VisionEncoder stored(path_of(dir), vc, *backend), fp8(path_of(dir), vc, *backend, TowerWeights::Fp8);
+            QVERIFY(fp8.weight_bytes() < stored.weight_bytes());
+            double worst = 1;
+            for (std::size_t i = 0; i < m.cases.size(); ++i) {
+                const TinyVlmCase& c = m.cases[i];
+                const QString where = QString::fromStdString(m.name + " case " + std::to_string(i));
+                std::vector<ChatMessage> messages;
+                for (const auto& msg : c.messages) messages.push_back({msg["role"], msg["text"], msg["images"]});
+                std::vector<PreparedImage> images;
+                for (const auto& f : c.images) images.push_back(prepare_image(read_bytes(data / "images" / f), vc));
+                for (const auto& im : images) {
+                    std::vector<float> a, b;
+                    const Tensor ea = stored.encode(*im.pixels);
+                    a.resize(std::size_t(ea.rows * ea.cols));
+                    backend->read(ea, a);
+                    const Tensor eb = fp8.encode(*im.pixels);
+                    b.resize(std::size_t(eb.rows * eb.cols));
+                    backend->read(eb, b);
+                    for (int64_t r = 0; r < ea.rows; ++r) {
+                        double dot = 0, na = 0, nb = 0;
+                        for (int64_t k = r * ea.cols; k < (r + 1) * ea.cols; ++k)
+                            dot += double(a[k]) * b[k], na += double(a[k]) * a[k], nb += double(b[k]) * b[k];
+                        worst = std::min(worst, dot / std::sqrt(na * nb));
+                    }
+                }
+                const PreparedPrompt prompt =
+                    expand_prompt(tmpl.render(messages), images, vc, tokenizer, {.add_special_tokens = tmpl.tokenize_with_special_tokens()});
+                auto run = [&](EngineRunner& runner) {
+                    GenerationRequest r = greedy(prompt.ids, spec.new_tokens);
+                    r.images = prompt.images;
+                    r.logprobs = 2;
+                    Collected got = runner.run(std::move(r));
+                    if (got.final_event.finish == FinishReason::Error) QTest::qFail(got.final_event.error.c_str(), __FILE__, __LINE__);
+                    return got;
+                };
+                const Collected want = run(stored_runner), got = run(fp8_runner);
+                std::size_t same = 0;
+                while (same < want.ids.size() && same < got.ids.size() && want.ids[same] == got.ids[same]) ++same;
+                if (same >= std::min<std::size_t>(16, want.ids.size())) {
+                    qInfo("%s: the FP8 tower's greedy reply equals the stored weights' for %zu of %zu tokens", qPrintable(where), same,
+                          want.ids.size());
+                    continue;
+                }
+                QVERIFY(same < want.logprobs.size() && want.logprobs[same].top.size() == 2);
+                const double margin = want.logprobs[same].top[0].logprob - want.logprobs[same].top[1].logprob;
+                qInfo("%s: the FP8 tower's greedy reply parts from the stored weights' at token %zu, where their two likeliest "
+                      "tokens were %.4f apart in log-probability",
+                      qPrintable(where), same + 1, margin);
+                QVERIFY2(margin < 0.05, qPrintable(where + ": parted within 16 tokens where the stored weights had no near tie"));
+            }
+            qInfo("%s: FP8 tower, lowest cosine similarity of an image embedding to the stored weights' %.6f", m.name.c_str(), worst);
+            QVERIFY2(worst >= 0.999, qPrintable(QString::fromStdString(m.name) + QString(": cosine similarity %1").arg(worst, 0, 'f', 6)));
+        }
+    }
 };
 
 QTEST_GUILESS_MAIN(TestVision)
