@@ -37,6 +37,7 @@ ModelSettings AppSettings::model_settings(const QString& model_path) const {
     s.compute = settings_.value(k + "/compute", s.compute).toString();
     s.weights = settings_.value(k + "/weights", s.weights).toString();
     s.kv_bits = settings_.value(k + "/kv_bits", s.kv_bits).toInt();
+    s.vision = settings_.value(k + "/vision", s.vision).toString();
     return s;
 }
 
@@ -49,6 +50,7 @@ void AppSettings::set_model_settings(const QString& model_path, const ModelSetti
     settings_.setValue(k + "/compute", s.compute);
     settings_.setValue(k + "/weights", s.weights);
     settings_.setValue(k + "/kv_bits", s.kv_bits);
+    settings_.setValue(k + "/vision", s.vision);
 }
 
 ConversationSettings AppSettings::chat_preset(const QString& model_path) const {

@@ -14,8 +14,9 @@ struct ModelSettings {
     qint64 session_len = 0;      // 0: the model's own context length
     double cache_share = 0.8;    // KV cache: share of free memory after the weights
     QString compute = "auto";    // activations and KV cache: auto (the weights' type) or float32
-    QString weights = "auto";    // auto (as stored), int8 or int4: a 16-bit folder quantized at load
+    QString weights = "auto";    // auto (as stored), int8, int4 or fp8: a 16-bit folder quantized at load
     int kv_bits = 0;             // KV cache: 0 (the compute type), 8 or 4 bits (LMDeploy's quant_policy)
+    QString vision = "auto";     // a vision-language model's image encoder: auto (as stored) or fp8
 
     bool operator==(const ModelSettings&) const = default;
 };

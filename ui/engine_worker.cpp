@@ -133,7 +133,7 @@ void EngineWorker::release_engine() {
 void EngineWorker::load(const QString& model_dir, const EngineOptions& given) {
     unload();
     EngineOptions options = given;
-    options.image_encoder = vision::make_image_encoder;
+    if (!options.image_encoder) options.image_encoder = vision::make_image_encoder;
     loading_ = true;
     const int generation = ++*generation_;
     sink_ = std::make_shared<EventSink>();

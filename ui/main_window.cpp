@@ -40,6 +40,7 @@
 #include "ui/screenshot.h"
 #include "ui/settings_dialog.h"
 #include "ui/theme.h"
+#include "vision/encoder.h"
 
 namespace lumen::ui {
 
@@ -57,6 +58,8 @@ EngineOptions engine_options_for(const AppSettings& settings, const QString& mod
     } catch (const std::exception&) {
         // A setting from elsewhere that names no choice: the weights as stored.
     }
+    // Likewise the image encoder.
+    o.image_encoder = vision::image_encoder_factory(m.vision == "fp8" ? vision::TowerWeights::Fp8 : vision::TowerWeights::AsStored);
     return o;
 }
 

@@ -33,6 +33,7 @@ struct MemoryNeed {
     int64_t own_context = 0, head_dim = 0;
     double linear_parameters = 0;  // of the language model's products: what quantizing at load shrinks
     std::string stored;            // "16-bit", or how the folder is quantized
+    bool vision = false;           // a vision-language model
 };
 
 MemoryNeed memory_need(const QString& model_path) {
@@ -46,11 +47,24 @@ MemoryNeed memory_need(const QString& model_path) {
         const double q = double(t.num_heads * t.head_dim), kv = double(t.num_kv_heads * t.head_dim), h = double(t.hidden_size);
         need.linear_parameters = double(t.num_layers) * (h * (q + 2 * kv) + q * h + 3 * h * double(t.intermediate_size));
         need.stored = load_quantization(model_path.toStdString(), c.raw).label();
+        need.vision = c.is_vision_language();
     } catch (const std::exception&) {
         return need;  // the model picker says what is wrong with the folder
     }
     for (const QFileInfo& f : QDir(model_path).entryInfoList({"*.safetensors"}, QDir::Files)) need.weights += double(f.size());
     return need;
+}
+
+// FP8 products need an Ada or Hopper GPU: the combo's "fp8" item is offered there, and elsewhere
+// shown disabled with the reason.
+void fp8_where_it_runs(QComboBox* combo, bool gpu_available) {
+    const std::vector<DeviceInfo> gpus = gpu_available ? list_gpus() : std::vector<DeviceInfo>{};
+    if (!gpus.empty() && runs_fp8(gpus.front())) return;
+    const int fp8 = combo->findData("fp8");
+    if (auto* items = qobject_cast<QStandardItemModel*>(combo->model())) items->item(fp8)->setEnabled(false);
+    DeviceInfo cpu;
+    cpu.id = "cpu";
+    combo->setItemData(fp8, QString::fromStdString(fp8_unsupported_message(gpus.empty() ? cpu : gpus.front())), Qt::ToolTipRole);
 }
 
 }  // namespace
@@ -97,16 +111,8 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             weights_->addItem(tr("As stored (16-bit)"), "auto");
             weights_->addItem(tr("8-bit, made when loaded (half the memory)"), "int8");
             weights_->addItem(tr("4-bit, made when loaded (a quarter of the memory, faster on a GPU)"), "int4");
-            // FP8 products need an Ada or Hopper GPU: offered there, shown and explained elsewhere.
-            const std::vector<DeviceInfo> gpus = gpu_available ? list_gpus() : std::vector<DeviceInfo>{};
             weights_->addItem(tr("FP8, made when loaded (half the memory, close to 16-bit quality)"), "fp8");
-            if (gpus.empty() || !runs_fp8(gpus.front())) {
-                const int fp8 = weights_->count() - 1;
-                if (auto* items = qobject_cast<QStandardItemModel*>(weights_->model())) items->item(fp8)->setEnabled(false);
-                DeviceInfo cpu;
-                cpu.id = "cpu";
-                weights_->setItemData(fp8, QString::fromStdString(fp8_unsupported_message(gpus.empty() ? cpu : gpus.front())), Qt::ToolTipRole);
-            }
+            fp8_where_it_runs(weights_, gpu_available);
             weights_->setToolTip(tr("Smaller weights leave more memory for conversations and decode faster on a GPU, at some "
                                     "cost in quality (8-bit: hardly any; 4-bit: some). The files on disk stay as they are."));
         } else {
@@ -115,6 +121,15 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             weights_->setToolTip(tr("This folder is already quantized"));
         }
         weights_->setCurrentIndex(std::max(0, weights_->findData(m.weights)));
+        if (need.vision) {
+            vision_ = new QComboBox(page);
+            vision_->setAccessibleName(tr("Image reading"));
+            vision_->addItem(tr("As stored (16-bit)"), "auto");
+            vision_->addItem(tr("FP8 (reads images faster, nearly the same answers)"), "fp8");
+            fp8_where_it_runs(vision_, gpu_available);
+            vision_->setToolTip(tr("How the model's image encoder computes when it reads an attached image or screenshot."));
+            vision_->setCurrentIndex(std::max(0, vision_->findData(m.vision)));
+        }
         kv_cache_ = new QComboBox(page);
         kv_cache_->setAccessibleName(tr("KV cache"));
         kv_cache_->addItem(tr("16-bit"), 0);
@@ -134,6 +149,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             form->addRow(tr("Runs on:"), new QLabel(tr("The CPU (no NVIDIA GPU was found)"), page));
         }
         form->addRow(tr("Weights:"), weights_);
+        if (vision_) form->addRow(tr("Image reading:"), vision_);
         form->addRow(tr("KV cache:"), kv_cache_);
         form->addRow(tr("Context length:"), session_len_);
         // The GPU's own choices are offered only where there is a GPU.
@@ -329,6 +345,7 @@ ModelSettings SettingsDialog::model_settings() const {
     m.compute = compute_->currentData().toString();
     m.weights = weights_->currentData().toString();
     m.kv_bits = kv_cache_->currentData().toInt();
+    if (vision_) m.vision = vision_->currentData().toString();
     return m;
 }
 

@@ -45,6 +45,7 @@ private:
     QComboBox* compute_ = nullptr;
     QComboBox* weights_ = nullptr;
     QComboBox* kv_cache_ = nullptr;
+    QComboBox* vision_ = nullptr;  // vision-language models only
     QLabel* memory_ = nullptr;
     QPlainTextEdit* system_;
     QDoubleSpinBox* temperature_;

@@ -333,6 +333,22 @@ private slots:
         QCOMPARE(messages.size(), 2);
         QCOMPARE(messages[0].images.size(), 1);
 
+        // Model settings offer how images are read: as stored or FP8, the latter only where the GPU
+        // has it (else shown disabled, saying why). Left as it is, nothing reloads.
+        const bool fp8_gpu = !list_gpus().empty() && runs_fp8(list_gpus().front());
+        QVERIFY(choose_in_settings(w, "Image reading", "auto", [fp8_gpu](SettingsDialog& d) {
+            for (auto* combo : d.findChildren<QComboBox*>()) {
+                if (combo->accessibleName() != "Image reading") continue;
+                const int fp8 = combo->findData("fp8");
+                auto* items = qobject_cast<QStandardItemModel*>(combo->model());
+                if (fp8 < 0 || !items) return false;
+                return fp8_gpu ? items->item(fp8)->isEnabled()
+                               : !items->item(fp8)->isEnabled() &&
+                                     combo->itemData(fp8, Qt::ToolTipRole).toString().contains("compute capability 8.9 or newer");
+            }
+            return false;
+        }));
+
         // The next question: the image stays in the prompt, its tokens come from the cache.
         QVERIFY(send(w, "And the colours?"));
         messages = store.messages(w.current_conversation());
@@ -378,6 +394,9 @@ private slots:
         // saying why.
         const bool fp8_gpu = !list_gpus().empty() && runs_fp8(list_gpus().front());
         QVERIFY(choose_in_settings(w, "Weights", "int4", [fp8_gpu](SettingsDialog& d) {
+            // A text-only model reads no images: no choice of how.
+            for (auto* combo : d.findChildren<QComboBox*>())
+                if (combo->accessibleName() == "Image reading") return false;
             for (auto* combo : d.findChildren<QComboBox*>()) {
                 if (combo->accessibleName() != "Weights") continue;
                 const int fp8 = combo->findData("fp8");
