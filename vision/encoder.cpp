@@ -148,11 +148,14 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
     const std::string projector =
         checkpoint ? pick_prefix(*checkpoint, n.projector_prefixes, n.proj1 + ".weight", "vision projector") : n.projector_prefixes.front();
     // Random weights keep activations in range: matrices ~ 1/sqrt(inputs), norms around one.
-    auto random = [&](const std::string& name, int64_t rows, int64_t cols) {
-        weight_bytes_ += uint64_t(rows * cols) * dtype_size(random_dtype);
+    auto random_buffer = [&](const std::string& name, int64_t rows, int64_t cols) {
         const bool matrix = rows > 1 && name.find("position") == std::string::npos;
         const bool norm = name.find("norm") != std::string::npos && name.ends_with("weight");
-        return keep(backend_.random_weight(random_dtype, rows, cols, ++seed, norm ? 1.0f : 0.0f, matrix ? 3.4f / std::sqrt(float(cols)) : 0.2f));
+        return backend_.random_weight(random_dtype, rows, cols, ++seed, norm ? 1.0f : 0.0f, matrix ? 3.4f / std::sqrt(float(cols)) : 0.2f);
+    };
+    auto random = [&](const std::string& name, int64_t rows, int64_t cols) {
+        weight_bytes_ += uint64_t(rows * cols) * dtype_size(random_dtype);
+        return keep(random_buffer(name, rows, cols));
     };
     const int64_t D = v.hidden, P = v.patch, C = v.channels, N = v.patches_per_side() * v.patches_per_side();
 
@@ -197,18 +200,21 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
         QuantizedParts parts;
         parts.format = Weight::Format::Fp8;
         parts.rows = rows, parts.cols = cols, parts.group_size = int32_t(cols);
-        if (values) {
-            HostWeight dense;
-            dense.rows = rows, dense.cols = cols, dense.dtype = dtype, dense.mapped = values;
-            HostWeight codes = quantize_fp8(dense);
-            // Kept: a backend may compute from them where they are (the CPU's does).
-            parts.codes = owned_.emplace_back(std::move(codes.values)).data();
-            parts.scales = reinterpret_cast<const float*>(owned_.emplace_back(std::move(codes.scales)).data());
-        } else {
-            // Codes below 2 in magnitude (std 0.60) times a scale giving the 16-bit weights' spread.
-            parts.seed = ++seed;
-            parts.scale = 0.98f / (0.60f * std::sqrt(float(cols)));
+        // Random weights: the very ones the stored form gets from the same seed, quantized, so that
+        // the two forms' encodings can be compared.
+        std::vector<float> drawn;
+        if (!values) {
+            const Buffer dense = random_buffer(name, rows, cols);
+            drawn.resize(std::size_t(rows * cols));
+            backend_.read(dense, drawn);
+            values = reinterpret_cast<const std::byte*>(drawn.data()), dtype = DType::F32;
         }
+        HostWeight dense;
+        dense.rows = rows, dense.cols = cols, dense.dtype = dtype, dense.mapped = values;
+        HostWeight codes = quantize_fp8(dense);
+        // Kept: a backend may compute from them where they are (the CPU's does).
+        parts.codes = owned_.emplace_back(std::move(codes.values)).data();
+        parts.scales = reinterpret_cast<const float*>(owned_.emplace_back(std::move(codes.scales)).data());
         weight_bytes_ += uint64_t(rows * cols) + uint64_t(rows) * 4;
         return keep(backend_.quantized_weight(parts));
     };
