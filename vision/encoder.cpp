@@ -312,6 +312,7 @@ void VisionEncoder::load(const Checkpoint* checkpoint, DType random_dtype, uint6
     proj1_b_ = direct(projector + n.proj1 + ".bias", 1, v.text_hidden);
     proj2_w_ = direct(projector + n.proj2 + ".weight", v.text_hidden, v.text_hidden);
     proj2_b_ = direct(projector + n.proj2 + ".bias", 1, v.text_hidden);
+    if (!backend_.weights_stay_on_host()) owned_.clear(), owned_.shrink_to_fit();  // copied to the device
 }
 
 void VisionEncoder::ensure_capacity(int64_t tiles) {

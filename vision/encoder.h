@@ -64,7 +64,7 @@ private:
     Tensor keep(Buffer weight);
     Weight keep(Backend::OwnedWeight weight);
     std::vector<Buffer> weights_;
-    std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, padded conv)
+    std::vector<std::vector<std::byte>> owned_;  // weights re-laid at load (fused q/k/v, padded conv, FP8), for a CPU backend
     uint64_t weight_bytes_ = 0;
 
     Tensor patch_w_, patch_b_, pixel_levels_, class_emb_, pos_emb_, pre_norm_w_, pre_norm_b_;

@@ -211,9 +211,11 @@ public:
     // GPU. The model sets it from its weights before it allocates anything.
     virtual DType compute_dtype() const = 0;
     virtual void set_compute_dtype(DType) {}
-    // Weights: `host` stays valid for the backend's lifetime (a mapped file or buffers the model
-    // keeps); a device backend copies it, the CPU one uses it in place.
+    // Weights: a device backend copies `host` before it returns; the CPU one uses it in place, so
+    // there it must stay valid for the backend's lifetime (a mapped file, or buffers the model
+    // keeps: only where weights_stay_on_host(), else re-laid weights would hold host memory twice).
     virtual Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) = 0;
+    virtual bool weights_stay_on_host() const { return false; }
     // Weights for benchmarks at real shapes without a checkpoint: uniform in
     // [center - scale/2, center + scale/2) (integer types: uniform bits, for quantized codes), a
     // pure function of `seed`, made where they are used.

@@ -42,6 +42,7 @@ public:
         return Buffer(*this, Tensor{const_cast<void*>(host), dtype, rows, cols, cols});
     }
 
+    bool weights_stay_on_host() const override { return true; }
     DType compute_dtype() const override { return DType::F32; }
 
     // MemAvailable: what the system can give without swapping.

@@ -225,17 +225,23 @@ Weight Model::upload(HostWeight w, const std::string& name, bool quantizable) {
         else kept_16_bit_.push_back(name);
     }
     weight_bytes_ += w.bytes();
-    host_.push_back(std::make_unique<HostWeight>(std::move(w)));
-    const HostWeight& h = *host_.back();
-    if (h.format == Weight::Format::Dense) return Weight::dense(keep(backend_.weight(h.dense_data(), h.dtype, h.rows, h.cols)));
-    QuantizedParts parts;
-    parts.format = h.format;
-    parts.rows = h.rows, parts.cols = h.cols, parts.group_size = h.group_size;
-    parts.codes = h.values.data();
-    parts.scales = reinterpret_cast<const float*>(h.scales.data());
-    parts.zeros = h.zeros.empty() ? nullptr : h.zeros.data();
-    parts.input_order = h.input_order.empty() ? nullptr : h.input_order.data();
-    return keep(backend_.quantized_weight(parts));
+    auto held = std::make_unique<HostWeight>(std::move(w));
+    const HostWeight& h = *held;
+    Weight out;
+    if (h.format == Weight::Format::Dense) {
+        out = Weight::dense(keep(backend_.weight(h.dense_data(), h.dtype, h.rows, h.cols)));
+    } else {
+        QuantizedParts parts;
+        parts.format = h.format;
+        parts.rows = h.rows, parts.cols = h.cols, parts.group_size = h.group_size;
+        parts.codes = h.values.data();
+        parts.scales = reinterpret_cast<const float*>(h.scales.data());
+        parts.zeros = h.zeros.empty() ? nullptr : h.zeros.data();
+        parts.input_order = h.input_order.empty() ? nullptr : h.input_order.data();
+        out = keep(backend_.quantized_weight(parts));
+    }
+    if (backend_.weights_stay_on_host()) host_.push_back(std::move(held));
+    return out;
 }
 
 Weight Model::keep(Backend::OwnedWeight w) {
@@ -264,10 +270,11 @@ void Model::load_weights(const Checkpoint& c) {
     };
     // Rows of biases stacked into one row, in their stored type (or fp32 where the parts differ).
     auto bias_row = [&](const std::vector<RowRange>& parts) {
-        host_.push_back(std::make_unique<HostWeight>(concat_rows(parts)));
-        const HostWeight& h = *host_.back();
-        weight_bytes_ += h.bytes();
-        return keep(backend_.weight(h.dense_data(), h.dtype, 1, h.rows));
+        auto held = std::make_unique<HostWeight>(concat_rows(parts));
+        weight_bytes_ += held->bytes();
+        const Tensor row = keep(backend_.weight(held->dense_data(), held->dtype, 1, held->rows));
+        if (backend_.weights_stay_on_host()) host_.push_back(std::move(held));
+        return row;
     };
 
     embed_ = direct(names.embed);

@@ -87,7 +87,7 @@ private:
     Backend& backend_;
     ModelConfig config_;
     std::unique_ptr<Checkpoint> checkpoint_;           // the mapped files the weights point into
-    std::vector<std::unique_ptr<HostWeight>> host_;      // re-laid weights (fused, quantized)
+    std::vector<std::unique_ptr<HostWeight>> host_;      // re-laid weights (fused, quantized) a CPU backend computes from
     Quantization quantization_;                          // as stored
     WeightChoice choice_;
     std::vector<std::string> kept_16_bit_;               // layers the choice could not quantize

@@ -28,6 +28,7 @@ public:
     void set_compute_dtype(DType t) override { inner_->set_compute_dtype(t); }
     // Memory comes from the real backend, which also takes it back.
     Buffer weight(const void* host, DType dtype, int64_t rows, int64_t cols) override { return inner_->weight(host, dtype, rows, cols); }
+    bool weights_stay_on_host() const override { return inner_->weights_stay_on_host(); }
     Buffer random_weight(DType dtype, int64_t rows, int64_t cols, uint64_t seed, float center, float scale) override {
         return inner_->random_weight(dtype, rows, cols, seed, center, scale);
     }
