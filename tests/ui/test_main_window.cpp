@@ -91,6 +91,20 @@ private:
         w.open_settings();
         return chosen;
     }
+    // The combo `box` has an "fp8" item: enabled where the GPU has FP8, else disabled saying why.
+    static bool fp8_offered_where_it_runs(SettingsDialog& d, const QString& box) {
+        const bool fp8_gpu = !list_gpus().empty() && runs_fp8(list_gpus().front());
+        for (auto* combo : d.findChildren<QComboBox*>()) {
+            if (combo->accessibleName() != box) continue;
+            const int fp8 = combo->findData("fp8");
+            auto* items = qobject_cast<QStandardItemModel*>(combo->model());
+            if (fp8 < 0 || !items) return false;
+            return fp8_gpu ? items->item(fp8)->isEnabled()
+                           : !items->item(fp8)->isEnabled() &&
+                                 combo->itemData(fp8, Qt::ToolTipRole).toString().contains("compute capability 8.9 or newer");
+        }
+        return false;
+    }
     bool send(MainWindow& w, const QString& text, int timeout_ms = 60000) {
         QSignalSpy done(&w, &MainWindow::reply_finished);
         w.composer()->edit()->setFocus();
@@ -335,19 +349,7 @@ private slots:
 
         // Model settings offer how images are read: as stored or FP8, the latter only where the GPU
         // has it (else shown disabled, saying why). Left as it is, nothing reloads.
-        const bool fp8_gpu = !list_gpus().empty() && runs_fp8(list_gpus().front());
-        QVERIFY(choose_in_settings(w, "Image reading", "auto", [fp8_gpu](SettingsDialog& d) {
-            for (auto* combo : d.findChildren<QComboBox*>()) {
-                if (combo->accessibleName() != "Image reading") continue;
-                const int fp8 = combo->findData("fp8");
-                auto* items = qobject_cast<QStandardItemModel*>(combo->model());
-                if (fp8 < 0 || !items) return false;
-                return fp8_gpu ? items->item(fp8)->isEnabled()
-                               : !items->item(fp8)->isEnabled() &&
-                                     combo->itemData(fp8, Qt::ToolTipRole).toString().contains("compute capability 8.9 or newer");
-            }
-            return false;
-        }));
+        QVERIFY(choose_in_settings(w, "Image reading", "auto", [](SettingsDialog& d) { return fp8_offered_where_it_runs(d, "Image reading"); }));
 
         // The next question: the image stays in the prompt, its tokens come from the cache.
         QVERIFY(send(w, "And the colours?"));
@@ -392,21 +394,11 @@ private slots:
         QSignalSpy loaded(&w.worker(), &EngineWorker::loaded);
         // FP8 is among the choices; without a GPU of compute capability 8.9+ it is shown disabled,
         // saying why.
-        const bool fp8_gpu = !list_gpus().empty() && runs_fp8(list_gpus().front());
-        QVERIFY(choose_in_settings(w, "Weights", "int4", [fp8_gpu](SettingsDialog& d) {
+        QVERIFY(choose_in_settings(w, "Weights", "int4", [](SettingsDialog& d) {
             // A text-only model reads no images: no choice of how.
             for (auto* combo : d.findChildren<QComboBox*>())
                 if (combo->accessibleName() == "Image reading") return false;
-            for (auto* combo : d.findChildren<QComboBox*>()) {
-                if (combo->accessibleName() != "Weights") continue;
-                const int fp8 = combo->findData("fp8");
-                auto* items = qobject_cast<QStandardItemModel*>(combo->model());
-                if (fp8 < 0 || !items) return false;
-                return fp8_gpu ? items->item(fp8)->isEnabled()
-                               : !items->item(fp8)->isEnabled() &&
-                                     combo->itemData(fp8, Qt::ToolTipRole).toString().contains("compute capability 8.9 or newer");
-            }
-            return false;
+            return fp8_offered_where_it_runs(d, "Weights");
         }));
         QVERIFY(loaded.wait(60000));
         QCOMPARE(w.worker().model().weights, QString("4-bit (groups of 128) at load"));
