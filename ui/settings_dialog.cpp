@@ -57,8 +57,7 @@ MemoryNeed memory_need(const QString& model_path) {
 
 // FP8 products need an Ada or Hopper GPU: the combo's "fp8" item is offered there, and elsewhere
 // shown disabled with the reason.
-void fp8_where_it_runs(QComboBox* combo, bool gpu_available) {
-    const std::vector<DeviceInfo> gpus = gpu_available ? list_gpus() : std::vector<DeviceInfo>{};
+void fp8_where_it_runs(QComboBox* combo, const std::vector<DeviceInfo>& gpus) {
     if (!gpus.empty() && runs_fp8(gpus.front())) return;
     const int fp8 = combo->findData("fp8");
     if (auto* items = qobject_cast<QStandardItemModel*>(combo->model())) items->item(fp8)->setEnabled(false);
@@ -105,6 +104,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
         compute_->addItem(tr("32-bit (slower; for checking)"), "float32");
         compute_->setCurrentIndex(std::max(0, compute_->findData(m.compute)));
         const MemoryNeed need = memory_need(model_path);
+        const std::vector<DeviceInfo> gpus = gpu_available ? list_gpus() : std::vector<DeviceInfo>{};
         weights_ = new QComboBox(page);
         weights_->setAccessibleName(tr("Weights"));
         if (need.stored == "16-bit" || need.stored.empty()) {
@@ -112,7 +112,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             weights_->addItem(tr("8-bit, made when loaded (half the memory)"), "int8");
             weights_->addItem(tr("4-bit, made when loaded (a quarter of the memory, faster on a GPU)"), "int4");
             weights_->addItem(tr("FP8, made when loaded (half the memory, close to 16-bit quality)"), "fp8");
-            fp8_where_it_runs(weights_, gpu_available);
+            fp8_where_it_runs(weights_, gpus);
             weights_->setToolTip(tr("Smaller weights leave more memory for conversations and decode faster on a GPU, at some "
                                     "cost in quality (8-bit: hardly any; 4-bit: some). The files on disk stay as they are."));
         } else {
@@ -126,7 +126,7 @@ SettingsDialog::SettingsDialog(AppSettings& settings, const QString& model_path,
             vision_->setAccessibleName(tr("Image reading"));
             vision_->addItem(tr("As stored (16-bit)"), "auto");
             vision_->addItem(tr("FP8 (reads images faster, nearly the same answers)"), "fp8");
-            fp8_where_it_runs(vision_, gpu_available);
+            fp8_where_it_runs(vision_, gpus);
             vision_->setToolTip(tr("How the model's image encoder computes when it reads an attached image or screenshot."));
             vision_->setCurrentIndex(std::max(0, vision_->findData(m.vision)));
         }
