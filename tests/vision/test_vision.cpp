@@ -46,6 +46,25 @@ std::vector<uint8_t> bytes_of(const std::string& s) { return {s.begin(), s.end()
 std::vector<uint8_t> bytes_of(const RgbImage& im) { return {im.pixels.begin(), im.pixels.end()}; }
 std::vector<uint8_t> read_bytes(const fs::path& p) { return bytes_of(*read_test_file(p)); }
 
+// The lowest cosine similarity between the two encoders' embeddings of the same image, row by row.
+double lowest_cosine(Backend& backend, VisionEncoder& a, VisionEncoder& b, const ImagePixels& px) {
+    std::vector<float> x, y;
+    const Tensor ex = a.encode(px);
+    x.resize(std::size_t(ex.rows * ex.cols));
+    backend.read(ex, x);
+    const Tensor ey = b.encode(px);
+    y.resize(std::size_t(ey.rows * ey.cols));
+    backend.read(ey, y);
+    double lowest = 1;
+    for (int64_t r = 0; r < ex.rows; ++r) {
+        double dot = 0, nx = 0, ny = 0;
+        for (int64_t k = r * ex.cols; k < (r + 1) * ex.cols; ++k)
+            dot += double(x[k]) * y[k], nx += double(x[k]) * x[k], ny += double(y[k]) * y[k];
+        lowest = std::min(lowest, dot / std::sqrt(nx * ny));
+    }
+    return lowest;
+}
+
 // --- Crafted files -------------------------------------------------------------------------
 
 void be32(std::string& s, uint32_t v) {
@@ -621,21 +640,7 @@ private slots:
                 for (const auto& msg : c.messages) messages.push_back({msg["role"], msg["text"], msg["images"]});
                 std::vector<PreparedImage> images;
                 for (const auto& f : c.images) images.push_back(prepare_image(read_bytes(data / "images" / f), vc));
-                for (const auto& im : images) {
-                    std::vector<float> a, b;
-                    const Tensor ea = stored.encode(*im.pixels);
-                    a.resize(std::size_t(ea.rows * ea.cols));
-                    backend->read(ea, a);
-                    const Tensor eb = fp8.encode(*im.pixels);
-                    b.resize(std::size_t(eb.rows * eb.cols));
-                    backend->read(eb, b);
-                    for (int64_t r = 0; r < ea.rows; ++r) {
-                        double dot = 0, na = 0, nb = 0;
-                        for (int64_t k = r * ea.cols; k < (r + 1) * ea.cols; ++k)
-                            dot += double(a[k]) * b[k], na += double(a[k]) * a[k], nb += double(b[k]) * b[k];
-                        worst = std::min(worst, dot / std::sqrt(na * nb));
-                    }
-                }
+                for (const auto& im : images) worst = std::min(worst, lowest_cosine(*backend, stored, fp8, *im.pixels));
                 const PreparedPrompt prompt =
                     expand_prompt(tmpl.render(messages), images, vc, tokenizer, {.add_special_tokens = tmpl.tokenize_with_special_tokens()});
                 auto run = [&](EngineRunner& runner) {
@@ -665,24 +670,9 @@ private slots:
             // so the two agree closely; how closely is reported, not asserted: with random weights
             // each layer's update is as large as the residual stream (no trained layer scale), so
             // E4M3's error of about 2.4% a weight adds up over the layers (docs/PERFORMANCE.md).
-            double worst_random = 1;
-            {
-                VisionEncoder random16(vc, *backend, DType::F32, 3), random8(vc, *backend, DType::F32, 3, TowerWeights::Fp8);
-                const ImagePixels px = *prepare_image(read_bytes(data / "images" / m.cases.front().images.front()), vc).pixels;
-                std::vector<float> a, b;
-                const Tensor ea = random16.encode(px);
-                a.resize(std::size_t(ea.rows * ea.cols));
-                backend->read(ea, a);
-                const Tensor eb = random8.encode(px);
-                b.resize(std::size_t(eb.rows * eb.cols));
-                backend->read(eb, b);
-                for (int64_t r = 0; r < ea.rows; ++r) {
-                    double dot = 0, na = 0, nb = 0;
-                    for (int64_t k = r * ea.cols; k < (r + 1) * ea.cols; ++k)
-                        dot += double(a[k]) * b[k], na += double(a[k]) * a[k], nb += double(b[k]) * b[k];
-                    worst_random = std::min(worst_random, dot / std::sqrt(na * nb));
-                }
-            }
+            VisionEncoder random16(vc, *backend, DType::F32, 3), random8(vc, *backend, DType::F32, 3, TowerWeights::Fp8);
+            const double worst_random = lowest_cosine(*backend, random16, random8,
+                                                      *prepare_image(read_bytes(data / "images" / m.cases.front().images.front()), vc).pixels);
             qInfo("%s: FP8 tower, lowest cosine similarity of an image embedding to the stored weights' %.6f (random weights: %.6f)",
                   m.name.c_str(), worst, worst_random);
             QVERIFY2(worst >= 0.999, qPrintable(QString::fromStdString(m.name) + QString(": cosine similarity %1").arg(worst, 0, 'f', 6)));
