@@ -91,15 +91,21 @@ long long Args::integer(const std::string& name, long long fallback, long long l
     return v ? parse_integer(*v, name, lo, hi) : fallback;
 }
 
-std::vector<long long> Args::integers(const std::string& name, const std::string& fallback, long long lo, long long hi) const {
+std::vector<std::string> Args::list(const std::string& name, const std::string& fallback) const {
     const std::string text = value(name).value_or(fallback);
-    std::vector<long long> out;
+    std::vector<std::string> out;
     std::size_t at = 0;
     while (at <= text.size()) {
         const std::size_t comma = std::min(text.find(',', at), text.size());
-        out.push_back(parse_integer(text.substr(at, comma - at), name, lo, hi));
+        out.push_back(text.substr(at, comma - at));
         at = comma + 1;
     }
+    return out;
+}
+
+std::vector<long long> Args::integers(const std::string& name, const std::string& fallback, long long lo, long long hi) const {
+    std::vector<long long> out;
+    for (const std::string& item : list(name, fallback)) out.push_back(parse_integer(item, name, lo, hi));
     return out;
 }
 

@@ -24,7 +24,8 @@ public:
     double number(const std::string& name, double fallback) const;
     // An integer in [lo, hi]; anything else (text, overflow, out of range) is an error naming the option.
     long long integer(const std::string& name, long long fallback, long long lo, long long hi) const;
-    // A comma-separated list of such integers ("1,16,64").
+    // A comma-separated list ("16,fp8"), and one of such integers ("1,16,64").
+    std::vector<std::string> list(const std::string& name, const std::string& fallback) const;
     std::vector<long long> integers(const std::string& name, const std::string& fallback, long long lo, long long hi) const;
 
 private:

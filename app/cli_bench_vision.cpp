@@ -60,13 +60,10 @@ std::vector<uint8_t> screenshot_png() {
     return png;
 }
 
-// One encoder with `tower` weights: encode + projector for each tile count, and the time to first
+// One encoder: encode + projector for each tile count, and the time to first
 // token with the screenshot, from its PNG and encoded ahead.
-nlohmann::json bench_encoder(const Args& args, Backend& backend, Model& model, const std::filesystem::path& dir,
-                             const vision::VisionConfig& vc, DType dtype, vision::TowerWeights tower, const std::vector<int>& tile_counts,
-                             double peak, int question, int32_t blocks, const std::vector<uint8_t>& png) {
-    auto encoder = args.value("model") ? std::make_unique<vision::VisionEncoder>(dir, vc, backend, tower)
-                                       : std::make_unique<vision::VisionEncoder>(vc, backend, dtype, uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())) + 1000, tower);
+nlohmann::json bench_encoder(Backend& backend, Model& model, vision::VisionEncoder& encoder, const vision::VisionConfig& vc,
+                             const std::vector<int>& tile_counts, double peak, int question, int32_t blocks, const std::vector<uint8_t>& png) {
     backend.synchronize();
 
     // Encoder + projector alone, for each tile count: median of 20 after 3 warm-ups.
@@ -80,7 +77,7 @@ nlohmann::json bench_encoder(const Args& args, Backend& backend, Model& model, c
         for (int i = 0; i < 23; ++i) {
             backend.synchronize();
             const auto start = Clock::now();
-            encoder->encode(px);
+            encoder.encode(px);
             backend.synchronize();
             if (i >= 3) times.push_back(ms_since(start));
         }
@@ -104,7 +101,7 @@ nlohmann::json bench_encoder(const Args& args, Backend& backend, Model& model, c
         r.ignore_eos = true;
         EngineOptions options;
         options.prefill_chunk = int32_t(r.prompt.size());
-        Scheduler scheduler(model, nullptr, options, blocks, int64_t(r.prompt.size()) + 2, encoder.get());
+        Scheduler scheduler(model, nullptr, options, blocks, int64_t(r.prompt.size()) + 2, &encoder);
         if (ahead) {
             // As the app does once an image is attached, while the question is being written.
             scheduler.encode_ahead(r.images.front());
@@ -136,10 +133,9 @@ nlohmann::json bench_encoder(const Args& args, Backend& backend, Model& model, c
         }
     }
 
-    return {{"vision_weight_bytes", encoder->weight_bytes()}, {"encode", runs}, {"ttft_tiles", tiles_used}, {"ttft_ms", median(ttft)},
+    return {{"vision_weight_bytes", encoder.weight_bytes()}, {"encode", runs}, {"ttft_tiles", tiles_used}, {"ttft_ms", median(ttft)},
             {"decode_ms", median(decode)}, {"preprocess_ms", median(prep)}, {"ttft_encoded_ahead_ms", median(ready)}};
 }
-
 
 }  // namespace
 
@@ -183,13 +179,12 @@ int run_bench_vision(const Args& args) {
 
     // Each --vision-weights choice in turn, one encoder at a time, in the same process.
     nlohmann::json results = nlohmann::json::array();
-    std::string choices = args.value("vision-weights").value_or("auto");
-    for (std::size_t at = 0; at <= choices.size();) {
-        const std::size_t comma = std::min(choices.find(',', at), choices.size());
-        const std::string choice = choices.substr(at, comma - at);
-        at = comma + 1;
+    const uint64_t seed = uint64_t(args.integer("seed", 1, 0, std::numeric_limits<int64_t>::max())) + 1000;
+    for (const std::string& choice : args.list("vision-weights", "auto")) {
         const vision::TowerWeights tower = vision::parse_tower_weights(choice);
-        results.push_back(bench_encoder(args, *backend, *model, dir, vc, dtype, tower, tile_counts, peak, question, blocks, png));
+        auto encoder = args.value("model") ? std::make_unique<vision::VisionEncoder>(dir, vc, *backend, tower)
+                                           : std::make_unique<vision::VisionEncoder>(vc, *backend, dtype, seed, tower);
+        results.push_back(bench_encoder(*backend, *model, *encoder, vc, tile_counts, peak, question, blocks, png));
         results.back()["vision_weights"] = tower == vision::TowerWeights::Fp8 ? "fp8" : "as stored";
     }
     nlohmann::json out{{"source", source}, {"device", device_description}, {"peak_tflops", peak}, {"ttft_question_tokens", question},
